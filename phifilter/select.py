@@ -1,0 +1,200 @@
+"""Keep the best documents of scored shards: above a score threshold, or the top fraction.
+
+Filtering runs shard by shard with polars' streaming engine, so memory does not grow with the
+corpus. ``top_fraction`` is turned into a cut-off with one pass over the score column that
+only keeps a fine histogram (2**20 bins), so it is exact to one part in a million; rows that
+fall in the boundary bin are kept in corpus order until the requested count is reached, which
+makes the kept count exact and the result deterministic.
+
+Each finished output shard is recorded in ``_phifilter_filter.json`` in the output folder
+(written atomically), so a rerun with the same settings skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .corpus import (
+    OutputLock,
+    check_output_dir,
+    find_shards,
+    open_parquet,
+    remove_stale_temporaries,
+    temp_path_for,
+)
+from .errors import InputError, OutputError
+
+MANIFEST = "_phifilter_filter.json"
+BINS = 1 << 20
+
+
+@dataclass
+class FilterSummary:
+    threshold: float
+    rows_in: int = 0
+    rows_kept: int = 0
+    bytes_in: int = 0
+    bytes_kept: int = 0
+    shards: int = 0
+    shards_skipped: int = 0
+    per_shard: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        share = self.rows_kept / self.rows_in if self.rows_in else 0.0
+        bshare = self.bytes_kept / self.bytes_in if self.bytes_in else 0.0
+        return (
+            f"shards: {self.shards} filtered, {self.shards_skipped} already complete\n"
+            f"cut-off edu_score >= {self.threshold:.6g}\n"
+            f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
+            f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
+        )
+
+
+def _check_score_column(path: Path, score_column: str, text_column: str) -> None:
+    names = open_parquet(path).schema_arrow.names
+    if score_column not in names:
+        raise InputError(
+            f"{path}: no column '{score_column}'; is it a scored shard? (run `phifilter score` first)"
+        )
+    if text_column not in names:
+        raise InputError(f"{path}: no column '{text_column}'; columns are: {', '.join(names)}")
+
+
+def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: str) -> tuple[float, int, int]:
+    """(lower edge of the boundary bin, rows to keep from that bin, total rows to keep)."""
+    import numpy as np
+    import polars as pl
+
+    counts = np.zeros(BINS, dtype=np.int64)
+    for p in paths:
+        vc = (
+            pl.scan_parquet(p)
+            .select((pl.col(score_column).fill_null(0.0).fill_nan(0.0).clip(0.0, 1.0) * BINS)
+                    .floor().cast(pl.Int64).clip(0, BINS - 1).alias("bin"))
+            .group_by("bin").len()
+            .collect()
+        )
+        np.add.at(counts, vc["bin"].to_numpy(), vc["len"].to_numpy())
+    total = int(counts.sum())
+    keep = int(math.floor(fraction * total + 1e-9))
+    if keep == 0:
+        return 2.0, 0, 0  # above any score
+    from_top = np.cumsum(counts[::-1])
+    k = int(np.searchsorted(from_top, keep))  # bins taken from the top, the last one partly
+    boundary = BINS - 1 - k
+    above = int(from_top[k - 1]) if k > 0 else 0
+    return boundary / BINS, keep - above, keep
+
+
+def filter_shards(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    threshold: float | None = None,
+    top_fraction: float | None = None,
+    score_column: str = "edu_score",
+    text_column: str = "text",
+    progress: bool = False,
+) -> FilterSummary:
+    """Write the kept rows of every scored shard to ``output_dir`` (same relative names)."""
+    import polars as pl
+    from tqdm import tqdm
+
+    if (threshold is None) == (top_fraction is None):
+        raise InputError("give exactly one of --threshold or --top-fraction")
+    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
+        raise InputError(f"--top-fraction {top_fraction}: must be in (0, 1]")
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    shards = find_shards(specs)
+    out_dir = check_output_dir(specs, output_dir)
+    for s in shards:
+        _check_score_column(s.path, score_column, text_column)
+
+    quota = 0
+    if top_fraction is not None:
+        cutoff, quota, _ = top_fraction_cutoff([s.path for s in shards], top_fraction, score_column)
+        bin_hi = cutoff + 1.0 / BINS
+        settings = {"top_fraction": top_fraction, "score_column": score_column}
+    else:
+        cutoff, bin_hi = float(threshold), float(threshold)
+        settings = {"threshold": threshold, "score_column": score_column}
+
+    summary = FilterSummary(threshold=cutoff)
+    with OutputLock(out_dir):
+        remove_stale_temporaries(out_dir)
+        manifest = _read_manifest(out_dir)
+        if manifest.get("settings") not in (None, settings):
+            raise OutputError(
+                f"{out_dir}: was filtered with other settings {manifest['settings']}; "
+                "choose an empty output folder"
+            )
+        manifest["settings"] = settings
+        done = manifest.setdefault("shards", {})
+        remaining = quota
+        for shard in tqdm(shards, unit="shard", desc="filtering", disable=not progress):
+            key = str(shard.name)
+            out_path = out_dir / shard.name
+            score = pl.col(score_column)
+            text_bytes = pl.col(text_column).str.len_bytes().fill_null(0)
+            if key in done and out_path.is_file():
+                stats = done[key]
+                summary.shards_skipped += 1
+                remaining -= stats.get("boundary_kept", 0)
+            else:
+                in_boundary = (score >= cutoff) & (score < bin_hi)
+                if top_fraction is not None:
+                    n_boundary = int(pl.scan_parquet(shard.path).select(in_boundary.sum()).collect().item() or 0)
+                    take = max(0, min(remaining, n_boundary))
+                    keep = (score >= bin_hi) | (in_boundary & (in_boundary.cum_sum() <= take))
+                else:
+                    take = 0
+                    keep = score >= cutoff
+                keep = keep.fill_null(False)
+                lf = pl.scan_parquet(shard.path)
+                agg = lf.select(
+                    rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
+                    bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
+                ).collect().row(0, named=True)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = temp_path_for(out_path)
+                try:
+                    lf.filter(keep).sink_parquet(tmp)
+                    os.replace(tmp, out_path)
+                except OSError as e:
+                    tmp.unlink(missing_ok=True)
+                    raise OutputError(f"{out_path}: cannot write ({e.strerror or e})") from None
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take}
+                remaining -= take
+                done[key] = stats
+                _write_manifest(out_dir, manifest)
+                summary.shards += 1
+            summary.rows_in += stats["rows_in"]
+            summary.rows_kept += stats["rows_kept"]
+            summary.bytes_in += stats["bytes_in"]
+            summary.bytes_kept += stats["bytes_kept"]
+            summary.per_shard[key] = stats
+    return summary
+
+
+def _read_manifest(folder: Path) -> dict:
+    p = folder / MANIFEST
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{p}: unreadable filter manifest ({e}); remove it to start over") from None
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    p = folder / MANIFEST
+    tmp = temp_path_for(p)
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, p)
