@@ -76,9 +76,9 @@ class EduClassifier:
     def __init__(
         self,
         embedder: str | os.PathLike | Embedder | None = None,
-        n_estimators: int = 500,
+        n_estimators: int = 300,
         max_depth: int | None = None,
-        min_samples_leaf: int = 1,
+        min_samples_leaf: int = 3,
         max_features: str | float | int = "sqrt",
         class_weight: str | None = "balanced_subsample",
         positive_threshold: int = 3,
@@ -227,6 +227,7 @@ class EduClassifier:
         tmp.mkdir(parents=True)
         try:
             sio.dump(self.forest_, tmp / FOREST_FILE)
+            _make_zip_reproducible(tmp / FOREST_FILE)
             params = {k: v for k, v in self.get_params().items() if k != "embedder"}
             meta = {
                 "format": FORMAT,
@@ -306,6 +307,38 @@ class EduClassifier:
         clf.training_data_ = meta.get("training_data") or {}
         clf.path_ = path
         return clf
+
+
+def _make_zip_reproducible(path: Path) -> None:
+    """Re-pack a skops archive so the same forest always gives the same bytes (and hash).
+
+    skops names array files and memo keys after Python ``id()`` values, and zip entries carry
+    the time of writing; both change from run to run. Files are renamed in order of first
+    reference in ``schema.json`` and written with a fixed timestamp.
+    """
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        entries = {info.filename: src.read(info.filename) for info in src.infolist()}
+    schema = entries.pop("schema.json").decode("utf-8")
+    renames: dict[str, str] = {}
+    for name in re.findall(r'"([^"/\\]+\.npy)"', schema):
+        if name in entries and name not in renames:
+            renames[name] = f"{len(renames):06d}.npy"
+    schema = re.sub(r'"([^"/\\]+\.npy)"', lambda m: f'"{renames.get(m.group(1), m.group(1))}"', schema)
+    ids: dict[str, str] = {}  # "__id__" memo keys are id()s too; renumber them consistently
+    schema = re.sub(r'"__id__": (\d+)', lambda m: f'"__id__": {ids.setdefault(m.group(1), str(len(ids)))}', schema)
+    files = {"schema.json": schema.encode("utf-8")}
+    files.update({renames.get(k, k): v for k, v in entries.items()})
+    tmp = path.with_name(path.name + ".repack")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, files[name], compresslevel=9)
+    os.replace(tmp, path)
 
 
 def _embedder_source(embedder) -> str | None:

@@ -90,17 +90,19 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.argument("labels", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
 @text_column_option
-@click.option("--score-column", default=None, help="0-5 label column (default: score, else llm_score).")
+@click.option("--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
 @click.option("--positive-threshold", default=3, show_default=True, type=int, help="Scores at or above count as positive.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Decision threshold on edu_score.")
-@click.option("--n-estimators", default=500, show_default=True, type=click.IntRange(1), help="Trees in the forest.")
+@click.option("--threshold", default="auto", show_default=True,
+              help="Decision threshold on edu_score, or 'auto' for the one that maximises cross-validated F1.")
+@click.option("--n-estimators", default=300, show_default=True, type=click.IntRange(1), help="Trees in the forest.")
+@click.option("--min-samples-leaf", default=3, show_default=True, type=click.IntRange(1), help="Smallest leaf of each tree.")
 @click.option("--cv-folds", default=5, show_default=True, type=click.IntRange(0), help="Cross-validation folds (0: none).")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
 @device_option
 @click.option("--random-state", default=0, show_default=True, type=int, help="Seed for folds and forest.")
 @quiet_option
-def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, cv_folds,
+def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
@@ -113,9 +115,14 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
     """
     from .train import TrainConfig, train_model
 
+    if threshold != "auto":
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise click.BadParameter("expected 'auto' or a number in [0, 1]", param_hint="--threshold") from None
     cfg = TrainConfig(
         text_column=text_column, score_column=score_column, positive_threshold=positive_threshold,
-        threshold=threshold, n_estimators=n_estimators, cv_folds=cv_folds, embedder=embedder,
+        threshold=threshold, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv_folds=cv_folds, embedder=embedder,
         max_length=max_length, device=device, random_state=random_state,
     )
     _, metrics = train_model(labels, output, cfg, progress=not quiet)
@@ -127,7 +134,8 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
 def format_metrics(metrics: dict) -> str:
     if not metrics:
         return "no cross-validation (too few labels)"
-    lines = [f"{metrics['cv_folds']}-fold cross-validated, threshold {metrics['threshold']}:",
+    lines = [f"{metrics['cv_folds']}-fold cross-validated, threshold {metrics['threshold']} "
+             f"({metrics.get('threshold_chosen_by', 'user')}):",
              f"  {'subset':<8} {'docs':>6} {'pos':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'AUC':>6}"]
     groups = [("all", metrics["overall"])] + sorted((metrics.get("per_domain") or {}).items())
     for name, m in groups:

@@ -97,8 +97,8 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return sorted(shards.values(), key=lambda s: str(s.name))
 
 
-def input_roots(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Folders that inputs live in (for the output-inside-input check)."""
+def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
+    """(folder, searched recursively?) for each input spec."""
     roots = []
     for spec in inputs:
         spec = os.fspath(spec)
@@ -109,23 +109,25 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[Path]:
                 if any(c in GLOB_CHARS for c in part):
                     break
                 fixed.append(part)
-            roots.append(Path(*fixed) if fixed else Path("."))
+            roots.append((Path(*fixed) if fixed else Path("."), "**" in spec))
         elif path.is_dir():
-            roots.append(path)
+            roots.append((path, True))
         else:
-            roots.append(path.parent)
+            roots.append((path.parent, False))
     return roots
 
 
 def check_output_dir(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathLike) -> Path:
-    """Refuse an output folder that is (or lies inside) an input folder; inputs stay untouched."""
+    """Refuse an output folder that is an input folder, or lies inside one that is searched
+    recursively (a rerun would take the outputs for inputs). Inputs are never written."""
     out = Path(output_dir).resolve()
-    for root in input_roots(inputs):
+    for root, recursive in input_roots(inputs):
         root = root.resolve()
-        if out == root or root in out.parents:
+        if out == root or (recursive and root in out.parents):
             raise OutputError(
-                f"{output_dir}: output folder may not be the input folder {root} or lie inside it; "
-                "choose a separate --output folder"
+                f"{output_dir}: output folder may not be the input folder {root}"
+                + (" or lie inside it" if recursive else "")
+                + "; choose a separate --output folder"
             )
     if out.exists() and not out.is_dir():
         raise OutputError(f"{output_dir}: exists and is not a folder")

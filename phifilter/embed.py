@@ -226,6 +226,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self._device = resolve_device(self.device)
+        _quiet_transformers()
         folder = self._local_folder()
         try:
             if folder is not None:
@@ -234,7 +235,7 @@ class Embedder:
                 st = SentenceTransformer(str(folder), device=self._device, local_files_only=True)
                 self._hashes = file_hashes(folder)
             else:
-                st = SentenceTransformer(str(self.model), device=self._device, revision=self.revision)
+                st = _load_from_hub(SentenceTransformer, str(self.model), self._device, self.revision)
                 snapshot = _snapshot_folder(st)
                 if snapshot is not None:
                     if self.sha256:
@@ -288,6 +289,30 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(model={self.name!r}, device={self.device!r}, max_length={self.max_length})"
+
+
+def _load_from_hub(factory, name: str, device: str, revision: str | None):
+    """Hub model: the local Hugging Face cache first, the network only if allowed and needed."""
+    try:
+        return factory(name, device=device, revision=revision, local_files_only=True)
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise ModelError(
+                f"embedder {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                "download it once with network access or pass a local folder"
+            ) from None
+    return factory(name, device=device, revision=revision)
+
+
+def _quiet_transformers() -> None:
+    """transformers prints a per-load progress bar and warnings; our own bars are enough."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:
+        pass
 
 
 def _snapshot_folder(st) -> Path | None:

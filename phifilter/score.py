@@ -225,18 +225,28 @@ def score_shards(
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
     clf = load_model(model, cfg)
+    clf._check_fitted()
+    clf._check_embedder()  # load the embedder and check its hashes before any output is written
     summary = ScoreSummary(threshold=float(clf.threshold))
-    total_rows = 0
+    # Check every footer and schema before any work, so a bad shard fails in the first second,
+    # not hours into a run.
+    total_rows, good = 0, []
     for s in shards:
         try:
-            total_rows += open_parquet(s.path).metadata.num_rows
-        except PhifilterError:
-            pass  # reported when the shard's turn comes
+            pf = open_parquet(s.path)
+            check_text_column(pf.schema_arrow, cfg.text_column, s.path)
+        except PhifilterError as e:
+            if cfg.on_error == "raise":
+                raise
+            summary.failures.append((str(s.path), str(e).removeprefix(f"{s.path}: ")))
+            continue
+        total_rows += pf.metadata.num_rows
+        good.append(s)
     with OutputLock(out_dir), tqdm(
         total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
     ) as bar:
         remove_stale_temporaries(out_dir)
-        for shard in shards:
+        for shard in good:
             out_path = out_dir / shard.name
             start = time.perf_counter()
             try:

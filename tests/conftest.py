@@ -1,0 +1,82 @@
+"""Shared test helpers: real Parquet shards in tmp_path, the real bundled model, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+GOOD_CODE = '''def binary_search(items, target):
+    """Return the index of target in the sorted list items, or -1 if it is absent.
+
+    Binary search halves the search interval at every step, so it needs O(log n)
+    comparisons instead of the O(n) of a linear scan.
+
+    >>> binary_search([1, 3, 5, 7], 5)
+    2
+    """
+    low, high = 0, len(items) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        if items[middle] == target:
+            return middle
+        if items[middle] < target:
+            low = middle + 1
+        else:
+            high = middle - 1
+    return -1
+'''
+
+BOILERPLATE = '''# Generated file, do not edit.
+from ._impl import *  # noqa
+from ._impl import _private_a, _private_b, _private_c
+__all__ = ["A", "B", "C", "D", "E", "F", "G", "H"]
+__version__ = "4.2.1"
+'''
+
+
+def write_shard(path: Path, texts, row_group_size: int | None = None, **columns) -> Path:
+    """Write a Parquet shard with a `text` column (plus any extra columns) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"text": pa.array(texts, pa.string()) if not isinstance(texts, pa.Array) else texts}
+    data.update(columns)
+    pq.write_table(pa.table(data), path, row_group_size=row_group_size)
+    return path
+
+
+def cli_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def run_cli(*args, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m phifilter ARGS` in a subprocess, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "phifilter", *map(str, args)],
+        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"phifilter {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def bundled_model():
+    from phifilter import EduClassifier
+
+    return EduClassifier.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedder(bundled_model):
+    return bundled_model.embedder_

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from phifilter import EduClassifier, InputError
+from phifilter.classifier import default_model_path, read_model_meta
+
+from conftest import REPO, run_cli
+
+SEED = REPO / "data" / "seed" / "edu_seed.parquet"
+
+
+@pytest.fixture(scope="module")
+def small_labels(tmp_path_factory):
+    """120 real seed documents (balanced across scores), with a null label to be dropped."""
+    t = pq.read_table(SEED)
+    picked = []
+    scores = t.column("score").to_numpy()
+    for s in range(6):
+        picked += list(np.flatnonzero(scores == s)[:20])
+    t = t.take(sorted(picked))
+    score = pa.array(t.column("score").to_pylist()[:-1] + [None], pa.int8())
+    t = t.set_column(t.schema.get_field_index("score"), "score", score)
+    path = tmp_path_factory.mktemp("labels") / "labels.parquet"
+    pq.write_table(t, path)
+    return path
+
+
+def test_train_cli_writes_model_folder_with_metrics(small_labels, tmp_path):
+    proc = run_cli("train", small_labels, "-o", tmp_path / "m", "--n-estimators", "50", "--cv-folds", "3")
+    assert "3-fold cross-validated" in proc.stdout and "code" in proc.stdout
+    meta = read_model_meta(tmp_path / "m")
+    m = meta["metrics"]["overall"]
+    assert m["n"] == 119 and 0 <= m["f1"] <= 1 and m["roc_auc"] > 0.6
+    assert set(meta["metrics"]["per_domain"]) == {"code", "web"}
+    assert meta["training_data"]["dropped_unlabelled"] == 1 and meta["training_data"]["rows"] == 119
+    assert 0 < meta["threshold"] < 1 and meta["metrics"]["threshold_chosen_by"] == "max out-of-fold F1"
+    for k in ("scikit-learn", "numpy", "torch", "sentence-transformers", "skops"):
+        assert k in meta["versions"]
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "Cross-validated quality" in card and "| code |" in card
+    clf = EduClassifier.load(tmp_path / "m", device="cpu")
+    assert clf.n_estimators == 50 and clf.threshold == meta["threshold"]
+
+
+def test_training_is_reproducible(small_labels, tmp_path):
+    for name in ("a", "b"):
+        run_cli("train", small_labels, "-o", tmp_path / name, "--n-estimators", "30", "--cv-folds", "2", "-q")
+    a, b = (read_model_meta(tmp_path / n) for n in "ab")
+    assert a["files"] == b["files"] and a["metrics"] == b["metrics"]
+
+
+def test_bad_label_files(tmp_path):
+    pq.write_table(pa.table({"text": ["a", "b"]}), tmp_path / "nos.parquet")
+    proc = run_cli("train", tmp_path / "nos.parquet", "-o", tmp_path / "m", check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: ") and "no score column" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    pq.write_table(pa.table({"text": ["a", "b"], "score": ["x", "y"]}), tmp_path / "strs.parquet")
+    from phifilter.train import TrainConfig, read_labels
+
+    with pytest.raises(InputError, match="expected numbers"):
+        read_labels(tmp_path / "strs.parquet", TrainConfig())
+
+
+@pytest.mark.slow
+def test_bundled_model_rebuilds_from_the_shipped_seed_set(tmp_path):
+    """The documented rebuild command reproduces the shipped model's forest and metrics."""
+    run_cli("train", SEED, "-o", tmp_path / "default", "-q")
+    shipped, rebuilt = read_model_meta(default_model_path()), read_model_meta(tmp_path / "default")
+    assert rebuilt["training_data"] == shipped["training_data"]
+    assert rebuilt["metrics"] == shipped["metrics"]
+    assert rebuilt["threshold"] == shipped["threshold"]
+    assert rebuilt["files"] == shipped["files"], "forest differs: rebuild and commit the default model"
