@@ -318,32 +318,55 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
                 _store(job, reply, cache, model_id, summary)
             bar.update(len(batch))
 
+    # The first Ctrl-C only sets a flag: requests already sent will be paid for, so the loop
+    # stops sending, waits for them and caches their answers. A second Ctrl-C abandons them.
+    interrupted = threading.Event()
+    previous_handler = _install_sigint(interrupted, stop)
     try:
         fill()
+        told = False
         while in_flight:
-            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            done, _ = wait(list(in_flight), timeout=0.2, return_when=FIRST_COMPLETED)
             collect(done)
             fill()
-    except KeyboardInterrupt:
-        # Requests already sent will be paid for: wait for them (a second Ctrl-C abandons them).
-        stop.set()
-        if in_flight:
-            print(f"\nInterrupted: waiting for {len(in_flight)} request(s) in flight so their answers are "
-                  "kept (Ctrl-C again to abandon them)", file=sys.stderr)
-            try:
-                collect(wait(list(in_flight))[0])
-            except KeyboardInterrupt:
-                pass
-        raise
+            if interrupted.is_set() and not told and in_flight:
+                told = True
+                print(f"\nInterrupted: waiting for {len(in_flight)} request(s) in flight so their answers are "
+                      "kept (Ctrl-C again to abandon them)", file=sys.stderr)
     finally:
+        _restore_sigint(previous_handler)
         bar.close()
         pool.shutdown(wait=False, cancel_futures=True)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     if error is not None:
         labelled = summary.cached + summary.answered
         if isinstance(error, PhifilterError):
             raise type(error)(f"{error}\n{labelled:,} of {summary.unique:,} documents are labelled and kept in "
                               f"{cache.path}; rerun the same command to continue") from None
         raise error
+
+
+def _install_sigint(interrupted: threading.Event, stop: threading.Event):
+    import signal
+
+    def on_sigint(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        stop.set()
+
+    try:
+        return signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C keeps its default behaviour
+        return None
+
+
+def _restore_sigint(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _store(job: _Job, reply: Reply, cache: LabelCache, model_id: str, summary: LabelSummary) -> None:
