@@ -10,8 +10,8 @@ A document matches when
 * it shares any run of ``ngram`` consecutive words with an item (the usual n-gram overlap
   test for contamination; 13 words by default) that is mostly made of real words (see
   :func:`informative`), or
-* an item shorter than ``ngram`` tokens (an MBPP prompt, a one-line solution) appears in it
-  whole.
+* an item that has no such n-gram (an MBPP prompt shorter than ``ngram`` words, or terse
+  code made of single letters and numbers) appears in it whole.
 
 Items shorter than ``min_tokens`` (task ids, entry-point names) are ignored: they would match
 half the corpus. Both tests cost one pass over the document's tokens, whatever the set's size.
@@ -61,7 +61,7 @@ class ExclusionSet:
         # Python's hash of a tuple of strings is stable within one process, which is all a
         # set that lives as long as the process needs; collisions (2**-64) are negligible.
         self._ngrams: set[int] = set()
-        # Short items, found by their first min_tokens tokens and then confirmed whole.
+        # Items without informative n-grams, found by their first min_tokens tokens, then confirmed whole.
         self._short: dict[int, list[str]] = {}
 
     def __len__(self) -> int:
@@ -73,10 +73,12 @@ class ExclusionSet:
         if len(toks) < self.min_tokens:
             return False
         n = self.ngram
-        if len(toks) >= n:
-            grams = (tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
-            self._ngrams.update(hash(g) for g in grams if informative(g))
-        else:
+        grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+        kept = [hash(g) for g in grams if informative(g)]
+        self._ngrams.update(kept)
+        if not kept:
+            # Too short for an n-gram, or made only of uninformative ones (terse code such as
+            # "A[i] = A[i - 2] + 2 * B[i - 1]"): caught when it appears whole instead.
             anchor = hash(tuple(toks[: self.min_tokens]))
             self._short.setdefault(anchor, []).append(" " + " ".join(toks) + " ")
         self.items += 1

@@ -40,6 +40,7 @@ from .errors import InputError, OutputError
 
 MAX_STRATA = 10_000
 NULL_STRATUM = "(null)"
+SHOWN_STRATA = 25  # rows of the per-stratum table printed in the summary
 
 
 @dataclass
@@ -80,9 +81,14 @@ class SampleSummary:
             f"excerpted (cut at a line break): {self.excerpted:,}",
         ]
         if self.strata:
-            lines.append(f"  {'stratum':<24} {'seen':>10} {'drawn':>7}")
-            for name, (seen, drawn) in sorted(self.strata.items(), key=lambda kv: (-kv[1][0], kv[0])):
-                lines.append(f"  {name[:24]:<24} {seen:>10,} {drawn:>7,}")
+            lines.append(f"  {'stratum':<32} {'seen':>10} {'drawn':>7}")
+            ranked = sorted(self.strata.items(), key=lambda kv: (-kv[1][0], kv[0]))
+            for name, (seen, drawn) in ranked[:SHOWN_STRATA]:
+                lines.append(f"  {name[:32]:<32} {seen:>10,} {drawn:>7,}")
+            if len(ranked) > SHOWN_STRATA:
+                rest = ranked[SHOWN_STRATA:]
+                lines.append(f"  {f'({len(rest)} more)':<32} {sum(v[0] for _, v in rest):>10,} "
+                             f"{sum(v[1] for _, v in rest):>7,}")
         return "\n".join(lines)
 
 

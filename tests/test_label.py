@@ -379,6 +379,14 @@ def test_unreadable_cache_file_is_refused(tmp_path, chat_server):
         label_file(src, tmp_path / "labels.parquet", backend(chat_server), fast(), progress=False)
 
 
+def test_cache_path_that_is_a_folder_is_refused(tmp_path, chat_server):
+    src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:1])
+    (tmp_path / "labels.cache.sqlite").mkdir()
+    with pytest.raises(InputError, match="label cache is not a file"):
+        label_file(src, tmp_path / "labels.parquet", backend(chat_server), fast(), progress=False)
+    assert chat_server.count() == 0
+
+
 def test_cache_is_locked_against_a_second_run(tmp_path):
     with LabelCache(tmp_path / "c.sqlite"):
         with pytest.raises(OutputError, match="another phifilter label run is using this cache"):
