@@ -35,6 +35,7 @@ class Response:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (for timeouts)
     text: str | None = None  # 200 with this reply text
+    close_after: bool = False  # close the connection after answering, without saying so
 
 
 @dataclass
@@ -124,6 +125,8 @@ class ChatServer:
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(payload)
+                    if response.close_after:
+                        self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 

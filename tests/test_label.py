@@ -199,6 +199,14 @@ def test_429_storm_with_retry_after_is_survived_and_honoured(tmp_path, chat_serv
     assert chat_server.count(429) == 2 and chat_server.count(200) == 2
 
 
+def test_a_spent_quota_stops_instead_of_sleeping_for_hours(tmp_path, chat_server):
+    src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:2])
+    chat_server.queue(Response(429, {"error": {"message": "daily quota exceeded"}}, headers={"Retry-After": "86400"}))
+    with pytest.raises(LabelError, match="daily quota exceeded; the server asks to wait 86,400s"):
+        label_file(src, tmp_path / "out.parquet", backend(chat_server, concurrency=1), fast(), progress=False)
+    assert chat_server.count() == 1
+
+
 @pytest.mark.parametrize("fault", [
     Response(500, {"error": {"message": "boom"}}),
     Response(503, b"<html>bad gateway</html>"),
@@ -214,6 +222,14 @@ def test_transient_faults_are_retried(tmp_path, chat_server, fault):
     assert [r["llm_score"] for r in pq.read_table(tmp_path / "out.parquet").to_pylist()] == \
         [default_score(t) for t in CODE_DOCS[:3]]
     assert chat_server.count() == 5
+
+
+def test_a_keep_alive_connection_closed_by_the_server_costs_no_retry(tmp_path, chat_server):
+    src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:4])
+    chat_server.queue(Response(close_after=True), Response(), Response(close_after=True))
+    summary = label_file(src, tmp_path / "out.parquet", backend(chat_server, concurrency=1), fast(retries=0),
+                         progress=False)
+    assert summary.answered == 4 and summary.retries == 0 and chat_server.count() == 4
 
 
 def test_timeouts_are_retried(tmp_path, chat_server):
@@ -316,6 +332,15 @@ def test_input_without_text_column(tmp_path, chat_server):
     with pytest.raises(InputError, match=r"seed\.parquet: no column 'text'; columns are: id, content"):
         label_file(src, tmp_path / "out.parquet", backend(chat_server), fast(), progress=False)
     assert chat_server.count() == 0
+
+
+def test_rows_without_a_domain_get_the_code_rubric(tmp_path, chat_server):
+    src = write_docs(tmp_path / "seed.parquet", [CODE_DOCS[0], WEB_DOCS[0]], ["web", None])
+    notes = []
+    label_file(src, tmp_path / "out.parquet", backend(chat_server), fast(), progress=False, echo=notes.append)
+    shas = pq.read_table(tmp_path / "out.parquet").column("rubric_sha").to_pylist()
+    assert shas == [load_rubric("web").sha, load_rubric("code").sha]
+    assert notes == [f"note: 1 rows of {src} have no 'domain'; using the code rubric for them"]
 
 
 def test_unknown_domain_needs_an_explicit_rubric(tmp_path, chat_server):

@@ -61,6 +61,7 @@ class LabelConfig:
     retries: int = 5  # further attempts after the first, per request
     retry_delay: float = 1.0  # first backoff in seconds; doubles each attempt
     max_retry_delay: float = 60.0  # cap on one backoff (a longer Retry-After is still honoured)
+    max_retry_after: float = 600.0  # a server asking to wait longer (a spent quota) stops the run
     dry_run: bool = False
     price_per_mtok: tuple[float, float] | None = None  # (prompt, completion) dollars per 1M tokens
     seed: int = 0  # for the jitter only
@@ -232,14 +233,21 @@ def _rubrics_per_row(table: pa.Table, cfg: LabelConfig, path: Path, echo) -> lis
         return [load_rubric("code")] * n
     loaded = {name: load_rubric(name) for name in set(DOMAIN_RUBRICS.values())}
     out = []
+    nulls = 0
     for i, domain in enumerate(table.column(cfg.domain_column).to_pylist()):
-        name = DOMAIN_RUBRICS.get(str(domain).strip().lower()) if domain is not None else None
+        if domain is None:  # like a missing column: the phi-1 (code) question
+            nulls += 1
+            out.append(loaded["code"])
+            continue
+        name = DOMAIN_RUBRICS.get(str(domain).strip().lower())
         if name is None:
             raise InputError(
                 f"{path}: row {i} has {cfg.domain_column}={domain!r}, which has no rubric (auto knows "
                 f"{', '.join(DOMAIN_RUBRICS)}); choose one with --rubric code|web|PATH"
             )
         out.append(loaded[name])
+    if nulls:
+        echo(f"note: {nulls:,} rows of {path} have no '{cfg.domain_column}'; using the code rubric for them")
     return out
 
 
@@ -275,6 +283,9 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
             except RetryableError as e:
                 if attempt >= cfg.retries:
                     raise LabelError(f"{e} (gave up after {attempt + 1} attempts)") from None
+                if e.retry_after is not None and e.retry_after > cfg.max_retry_after:
+                    raise LabelError(f"{e}; the server asks to wait {e.retry_after:,.0f}s (a spent quota?): "
+                                     "rerun later") from None
                 with rng_lock:
                     jitter = rng.uniform(0.5, 1.0)
                 delay = min(cfg.max_retry_delay, cfg.retry_delay * 2**attempt) * jitter
@@ -317,6 +328,8 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
             for job, reply in zip(batch, replies):
                 _store(job, reply, cache, model_id, summary)
             bar.update(len(batch))
+            if summary.retries:
+                bar.set_postfix_str(f"{summary.retries} retries", refresh=False)
 
     # The first Ctrl-C only sets a flag: requests already sent will be paid for, so the loop
     # stops sending, waits for them and caches their answers. A second Ctrl-C abandons them.
@@ -338,6 +351,8 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
         bar.close()
         pool.shutdown(wait=False, cancel_futures=True)
     if interrupted.is_set():
+        print(f"Interrupted: {summary.cached + summary.answered:,} of {summary.unique:,} documents are labelled "
+              f"and kept in {cache.path}", file=sys.stderr)
         raise KeyboardInterrupt
     if error is not None:
         labelled = summary.cached + summary.answered

@@ -127,17 +127,27 @@ class OpenAIChatBackend:
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
         payload = json.dumps(body).encode("utf-8")
-        try:
-            conn = self._connection()
-            conn.request("POST", self._path, body=payload, headers=self._headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (socket.timeout, TimeoutError):
-            self._drop_connection()
-            raise RetryableError(f"no reply from {self.endpoint} within {self.timeout:g}s") from None
-        except (OSError, http.client.HTTPException) as e:
-            self._drop_connection()
-            raise RetryableError(f"cannot reach {self.endpoint} ({self._redact(_describe(e))})") from None
+        for fresh_try in (False, True):
+            reused = getattr(self._local, "conn", None) is not None
+            try:
+                conn = self._connection()
+                conn.request("POST", self._path, body=payload, headers=self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (socket.timeout, TimeoutError):
+                self._drop_connection()
+                raise RetryableError(f"no reply from {self.endpoint} within {self.timeout:g}s") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._drop_connection()
+                # A kept-alive connection the server closed while idle: try a fresh one at once,
+                # without spending a retry. A fresh connection failing this way is a real failure.
+                if reused and not fresh_try:
+                    continue
+                raise RetryableError(f"cannot reach {self.endpoint} ({self._redact(_describe(e))})") from None
+            except (OSError, http.client.HTTPException) as e:
+                self._drop_connection()
+                raise RetryableError(f"cannot reach {self.endpoint} ({self._redact(_describe(e))})") from None
         if resp.status != 200:
             self._raise_for_status(resp.status, resp.getheader("Retry-After"), data)
         return self._parse(data)
@@ -249,8 +259,11 @@ class TransformersBackend:
         self.device = _resolve_device(device, torch)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            dtype = torch.bfloat16 if self.device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-            self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+            kwargs = {}
+            if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
+                # transformers renamed torch_dtype to dtype in 4.56
+                kwargs["dtype" if _transformers_at_least(4, 56) else "torch_dtype"] = torch.bfloat16
+            self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
         except (OSError, ValueError) as e:
             raise ModelError(f"{model}: cannot load model or tokenizer ({str(e).splitlines()[0]})") from None
         self.model.to(self.device).eval()
@@ -299,6 +312,16 @@ class TransformersBackend:
                 produced = int((new[j] != pad).sum()) if pad is not None else int(new.shape[1])
                 replies[i] = Reply(texts[j], lengths[i], produced)
         return replies
+
+
+def _transformers_at_least(major: int, minor: int) -> bool:
+    import transformers
+
+    try:
+        found = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+    except ValueError:
+        return True
+    return found >= (major, minor)
 
 
 def _resolve_device(device: str, torch) -> str:
