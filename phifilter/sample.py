@@ -25,6 +25,7 @@ the excerpt) is added when the input has none, so label sets can be joined later
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import math
@@ -35,7 +36,15 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from .corpus import ShardWriter, check_text_column, find_shards, input_roots, iter_batches, open_parquet, texts_from_array
+from .corpus import (
+    ShardWriter,
+    check_text_column,
+    find_shards,
+    input_roots,
+    iter_batches,
+    open_parquet,
+    texts_from_array,
+)
 from .errors import InputError, OutputError
 
 MAX_STRATA = 10_000
@@ -165,6 +174,32 @@ def allocate(n: int, available: dict[str, int], weights: dict[str, float]) -> di
     return alloc
 
 
+def remove_stale_temporary(output: Path) -> None:
+    """Delete the temporary that a killed run left for ``output`` (only if its process is gone).
+
+    :class:`~phifilter.corpus.ShardWriter` names it ``.<name>.tmp-<pid>``; a live writer's
+    temporary is left alone.
+    """
+    from .corpus import TMP_MARK
+
+    for tmp in output.parent.glob(f".{output.name}{TMP_MARK}*"):
+        pid = tmp.name.rsplit(TMP_MARK, 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _output_schema(shards, cfg: SampleConfig) -> pa.Schema:
     schemas = []
     for shard in shards:
@@ -268,6 +303,7 @@ def sample_shards(
     if not rows:
         raise InputError(f"{', '.join(inputs)}: no documents to sample (all blank, duplicate or excluded)")
     table = pa.Table.from_pylist(rows, schema=schema)
+    remove_stale_temporary(output)
     with ShardWriter(output, schema) as writer:
         for b in table.to_batches(max_chunksize=cfg.read_batch_rows):
             writer.write_batch(b)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chat_server import Response, chat_server, completion, default_score  # noqa: F401  (fixture)
+from chat_server import Response, chat_server, default_score  # noqa: F401  (fixture)
 from phifilter.errors import InputError, OutputError
 from phifilter.label import (
     BackendError,

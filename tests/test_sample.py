@@ -259,6 +259,17 @@ def test_bad_inputs_and_outputs(tmp_path):
     assert not (tmp_path / "s.parquet").exists()
 
 
+def test_a_killed_runs_temporary_is_removed_but_a_live_ones_kept(tmp_path):
+    src = write_shards(tmp_path / "in", [doc(i) for i in range(5)])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".s.parquet.tmp-{dead.stdout.strip()}"
+    live = tmp_path / f".s.parquet.tmp-{os.getppid()}"
+    stale.write_bytes(b"half a file")
+    live.write_bytes(b"another run's file")
+    sample_shards(src, tmp_path / "s.parquet", SampleConfig(n=5), progress=False)
+    assert not stale.exists() and live.exists() and len(drawn(tmp_path / "s.parquet")) == 5
+
+
 def test_cli(tmp_path):
     src = write_shards(tmp_path / "in", [doc(i) for i in range(30)], source=["a"] * 20 + ["b"] * 10)
     env = dict(os.environ, PYTHONPATH=str(ROOT))

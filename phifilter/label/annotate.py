@@ -473,6 +473,9 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
     out = out.append_column("llm_model", pa.array(models, type=pa.string()))
     out = out.append_column("rubric_sha", pa.array(shas, type=pa.string()))
     schema = out.schema.remove_metadata()
+    from ..sample import remove_stale_temporary
+
+    remove_stale_temporary(output)
     with ShardWriter(output, schema) as writer:
         for batch in out.cast(schema).to_batches(max_chunksize=4096):
             writer.write_batch(batch)
