@@ -12,6 +12,9 @@ from .classifier import EduClassifier, default_model_path  # noqa: E402
 from .corpus import Shard, find_shards, iter_batches  # noqa: E402
 from .embed import DEFAULT_EMBEDDER, Embedder  # noqa: E402
 from .errors import InputError, ModelError, OutputError, PhifilterError  # noqa: E402
+from .exclude import ExclusionSet, load_exclusions  # noqa: E402
+from .label import LabelConfig, LabelSummary, compare_labels, label_file  # noqa: E402
+from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
 from .score import ScoreConfig, ScoreSummary, score_shards  # noqa: E402
 from .select import FilterSummary, filter_shards  # noqa: E402
 from .train import TrainConfig, train_model  # noqa: E402
@@ -20,19 +23,28 @@ __all__ = [
     "DEFAULT_EMBEDDER",
     "EduClassifier",
     "Embedder",
+    "ExclusionSet",
     "FilterSummary",
     "InputError",
+    "LabelConfig",
+    "LabelSummary",
     "ModelError",
     "OutputError",
     "PhifilterError",
+    "SampleConfig",
+    "SampleSummary",
     "ScoreConfig",
     "ScoreSummary",
     "Shard",
     "TrainConfig",
+    "compare_labels",
     "default_model_path",
     "filter_shards",
     "find_shards",
     "iter_batches",
+    "label_file",
+    "load_exclusions",
+    "sample_shards",
     "score_shards",
     "train_model",
 ]

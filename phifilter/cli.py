@@ -171,6 +171,167 @@ def filter_(inputs, output, threshold, top_fraction, score_column, text_column, 
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("-n", "n", default=5000, show_default=True, type=click.IntRange(1), help="Documents to draw.")
+@text_column_option
+@click.option("--stratify-by", default=None, help="Column whose values are sampled separately (e.g. source).")
+@click.option("--allocation", type=click.Choice(["proportional", "equal"]), default="proportional", show_default=True,
+              help="With --stratify-by: share -n in proportion to each value's documents, or equally.")
+@click.option("--max-chars", default=None, type=click.IntRange(1), help="Cut longer documents at a line break.")
+@click.option("--exclude", multiple=True, type=click.Path(dir_okay=False),
+              help="Evaluation file (.jsonl[.gz], .json, .parquet) whose texts must not be drawn; repeatable.")
+@click.option("--exclude-ngram", default=13, show_default=True, type=click.IntRange(4),
+              help="Words in a run shared with an excluded text that rule a document out.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
+@click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@quiet_option
+def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, exclude, exclude_ngram, seed,
+           read_batch_rows, quiet):
+    """Draw a uniform (optionally stratified) seed set from Parquet shards in one pass.
+
+    Exact duplicates are drawn at most once; documents overlapping --exclude files (HumanEval,
+    MBPP, ...) are never drawn. The same inputs and --seed give the same sample.
+
+    \b
+    Example:
+      phifilter sample data/shards/ -n 5000 -o seed.parquet --stratify-by source --max-chars 2500 \\
+          --exclude HumanEval.jsonl.gz --exclude mbpp.jsonl
+    """
+    from .sample import SampleConfig, sample_shards
+
+    cfg = SampleConfig(n=n, text_column=text_column, stratify_by=stratify_by, allocation=allocation,
+                       max_chars=max_chars, seed=seed, exclude=list(exclude), exclude_ngram=exclude_ngram,
+                       read_batch_rows=read_batch_rows)
+    summary = sample_shards(list(inputs), output, cfg, progress=not quiet)
+    if not quiet:
+        click.echo(str(summary))
+
+
+def _price(value):
+    if value is None:
+        return None
+    try:
+        parts = [float(p) for p in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 0:
+        raise click.BadParameter("expected a dollar price per million tokens, or PROMPT,COMPLETION", param_hint="--price-per-mtok")
+    return (parts[0], parts[-1])
+
+
+@main.command()
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("--backend", type=click.Choice(["openai", "transformers"]), default="openai", show_default=True,
+              help="An OpenAI-compatible endpoint, or a local transformers model folder.")
+@click.option("--base-url", default="https://api.openai.com/v1", show_default=True,
+              help="Endpoint root (vLLM: http://host:8000/v1, Ollama: http://localhost:11434/v1).")
+@click.option("--model", required=True, help="Model name the endpoint serves, or the model folder (transformers).")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the API key (never printed or stored).")
+@click.option("--rubric", default="auto", show_default=True,
+              help="code, web, a rubric file, or auto (per row from the domain column; code without one).")
+@text_column_option
+@click.option("--domain-column", default="domain", show_default=True, help="Column that --rubric auto reads.")
+@click.option("--max-chars", default=None, type=click.IntRange(1), help="Cut longer documents at a line break first.")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1), help="Requests in flight at once.")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds to wait for a reply before retrying.")
+@click.option("--retries", default=5, show_default=True, type=click.IntRange(0), help="Retries per request.")
+@click.option("--retry-delay", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="First backoff in seconds (doubles per retry, with jitter; Retry-After wins if longer).")
+@click.option("--max-requests", default=None, type=click.IntRange(0), help="Send at most this many documents, then stop cleanly.")
+@click.option("--temperature", default=0.0, show_default=True, type=float, help="Sampling temperature (openai backend).")
+@click.option("--max-tokens", default=None, type=click.IntRange(1),
+              help="Cap on reply tokens (openai: not sent unless given; transformers: default 256).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Prompts per generate call (transformers).")
+@device_option
+@click.option("--cache", default=None, type=click.Path(dir_okay=False),
+              help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite).")
+@click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
+@click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
+@quiet_option
+def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, max_chars,
+          concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, batch_size, device,
+          cache, dry_run, price_per_mtok, quiet):
+    """Rate each document's educational value 0-5 with an LLM (resumable, cached).
+
+    Every answer is cached as it arrives (keyed by document, rubric and model), so a rerun
+    after a crash or Ctrl-C asks only for what is missing. The output has every input column
+    plus llm_score (0-5 or null when the reply had no valid score), llm_reason, llm_model and
+    rubric_sha.
+
+    \b
+    Example:
+      export OPENAI_API_KEY=...
+      phifilter label seed.parquet -o labels.parquet --model gpt-4o-mini --dry-run --price-per-mtok 0.15,0.6
+      phifilter label seed.parquet -o labels.parquet --model gpt-4o-mini --concurrency 16
+      phifilter label seed.parquet -o labels.parquet --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
+      phifilter label seed.parquet -o labels.parquet --backend transformers --model ./my-llm/ --device cuda
+    """
+    import os
+
+    from .label.annotate import LabelConfig, label_file
+
+    cfg = LabelConfig(text_column=text_column, rubric=rubric, domain_column=domain_column, max_chars=max_chars,
+                      cache=cache, max_requests=max_requests, retries=retries, retry_delay=retry_delay,
+                      dry_run=dry_run, price_per_mtok=_price(price_per_mtok))
+    if backend == "openai":
+        from urllib.parse import urlsplit
+
+        from .label.backends import OpenAIChatBackend
+
+        api_key = os.environ.get(api_key_env) or None
+        if api_key is None and not dry_run:
+            host = urlsplit(base_url).hostname or ""
+            if api_key_env != "OPENAI_API_KEY" or host.endswith(("openai.com", "openai.azure.com")):
+                raise click.ClickException(f"the environment variable {api_key_env} is not set; "
+                                           f"export the API key as {api_key_env} (or name another with --api-key-env)")
+        make = lambda: OpenAIChatBackend(base_url, model, api_key=api_key, timeout=timeout,  # noqa: E731
+                                         concurrency=concurrency, temperature=temperature, max_tokens=max_tokens)
+        model_id = model
+    else:
+        from pathlib import Path
+
+        from .label.backends import TransformersBackend
+
+        make = lambda: TransformersBackend(model, device=device, batch_size=batch_size,  # noqa: E731
+                                           max_new_tokens=max_tokens or 256)
+        model_id = f"transformers:{Path(model).resolve()}"
+    summary = label_file(input, output, make, cfg, model_id=model_id, progress=not quiet,
+                         echo=lambda line: click.echo(line, err=True))
+    if dry_run or not quiet:
+        click.echo(str(summary))
+
+
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--id-column", default="id", show_default=True, help="Column pairing the rows ('' or absent: row order).")
+@click.option("--score-column-a", default=None, help="Score column of A (default: llm_score, else score).")
+@click.option("--score-column-b", default=None, help="Score column of B (default: llm_score, else score).")
+@click.option("--positive-threshold", default=3, show_default=True, type=click.IntRange(0, 5),
+              help="Scores at or above count as positive for the binary agreement.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshold, as_json):
+    """Compare two label sets of the same documents: agreement, weighted kappa, confusion matrix.
+
+    \b
+    Example:
+      phifilter agreement labels-gpt4o.parquet labels-qwen.parquet
+      phifilter agreement data/seed/edu_seed.parquet labels.parquet --score-column-a score
+    """
+    import json
+
+    from .label.agreement import compare_labels
+
+    result = compare_labels(a, b, column_a=score_column_a, column_b=score_column_b, id_column=id_column,
+                            binary_threshold=positive_threshold)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))
+
+
+@main.command()
 @click.argument("model", required=False, type=click.Path())
 def info(model):
     """Show a model folder's embedder, thresholds and metrics (default: the bundled model).

@@ -1,0 +1,28 @@
+"""LLM labelling of seed sets: rubrics, backends, the annotator with its cache, and agreement.
+
+Heavy or optional pieces (transformers, scikit-learn) are imported only where used.
+"""
+
+from .agreement import Agreement, compare_labels
+from .annotate import LabelConfig, LabelError, LabelSummary, default_cache_path, label_file
+from .backends import BackendError, OpenAIChatBackend, Reply, RetryableError, TransformersBackend
+from .prompt import Rubric, build_messages, load_rubric, parse_reply
+
+__all__ = [
+    "Agreement",
+    "BackendError",
+    "LabelConfig",
+    "LabelError",
+    "LabelSummary",
+    "OpenAIChatBackend",
+    "Reply",
+    "RetryableError",
+    "Rubric",
+    "TransformersBackend",
+    "build_messages",
+    "compare_labels",
+    "default_cache_path",
+    "label_file",
+    "load_rubric",
+    "parse_reply",
+]

@@ -1,0 +1,488 @@
+"""Label a Parquet file of documents with an LLM: prompts, concurrency, retries, cache, output.
+
+The flow of :func:`label_file`:
+
+1. Read the input (every column), pick a rubric per row (``--rubric``, or per the ``domain``
+   column), hash each (document, rubric) pair and look it up in the cache. Identical pairs are
+   asked once.
+2. ``dry_run``: report what would be sent (requests, estimated tokens and cost; the
+   summary's ``report``) and stop.
+3. Otherwise send the missing pairs to the backend from a bounded pool of threads. Failures
+   that may pass are retried with exponential backoff and full jitter, waiting at least as
+   long as a ``Retry-After`` header asks. Each answer is committed to the cache as it arrives.
+4. Write the output atomically: every input column plus ``llm_score`` (int8, 0-5 or null),
+   ``llm_reason``, ``llm_model`` and ``rubric_sha``.
+
+Stopping: ``max_requests`` stops sending after that many documents and still writes the
+output (rows never asked have null ``llm_model`` and ``rubric_sha``). A failure that survives
+every retry, or Ctrl-C, stops sending, waits for the requests already in flight (their answers
+are paid for, so they are kept), and leaves no output file; the cache keeps every answer, and
+rerunning the same command asks only for what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
+from ..errors import InputError, OutputError, PhifilterError
+from .backends import BackendError, Reply, RetryableError
+from .cache import LabelCache
+from .prompt import CHARS_PER_TOKEN, Rubric, build_messages, document_sha, load_rubric, parse_reply
+
+OUTPUT_COLUMNS = ("llm_score", "llm_reason", "llm_model", "rubric_sha")
+DOMAIN_RUBRICS = {"code": "code", "web": "web"}
+DEFAULT_COMPLETION_TOKENS = 200  # per reply, for estimates when the cache has no history
+
+
+class LabelError(PhifilterError):
+    """Labelling stopped on an error that retries did not cure; answers so far are cached."""
+
+
+@dataclass
+class LabelConfig:
+    """Options of `phifilter label` (besides the backend, which is built from them by the CLI)."""
+
+    text_column: str = "text"
+    rubric: str = "auto"  # code, web, a file path, or auto: per row from domain_column
+    domain_column: str = "domain"
+    max_chars: int | None = None  # cut longer documents at a line break before sending
+    cache: str | None = None  # default: <output stem>.cache.sqlite next to the output
+    max_requests: int | None = None  # stop after sending this many documents
+    retries: int = 5  # further attempts after the first, per request
+    retry_delay: float = 1.0  # first backoff in seconds; doubles each attempt
+    max_retry_delay: float = 60.0  # cap on one backoff (a longer Retry-After is still honoured)
+    max_retry_after: float = 600.0  # a server asking to wait longer (a spent quota) stops the run
+    dry_run: bool = False
+    price_per_mtok: tuple[float, float] | None = None  # (prompt, completion) dollars per 1M tokens
+    seed: int = 0  # for the jitter only
+
+
+@dataclass
+class LabelSummary:
+    """What a labelling run did; ``str()`` is what the CLI prints."""
+
+    input: str
+    output: str
+    cache: str
+    model: str
+    rows: int = 0
+    blank: int = 0  # empty texts: never sent, llm_score null
+    unique: int = 0  # distinct (document, rubric) pairs to label
+    cached: int = 0  # of those, found in the cache before this run
+    sent: int = 0  # documents sent this run (first attempts)
+    answered: int = 0  # answers received and cached this run
+    retries: int = 0  # extra attempts after failures
+    unparsed: int = 0  # answers without a valid final score line (null llm_score)
+    remaining: int = 0  # pairs still unlabelled when the run ended
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    per_rubric: dict = field(default_factory=dict)  # rubric name -> rows
+    scores: dict = field(default_factory=dict)  # score (or None) -> rows, in the output
+    stopped: str | None = None  # why the run stopped early
+    written: bool = False
+    retry_waits: list = field(default_factory=list)  # seconds waited before each retry
+    report: list = field(default_factory=list)  # the dry run's lines
+
+
+    def __str__(self) -> str:
+        if self.report:
+            return "\n".join(self.report)
+        lines = [
+            f"{self.rows:,} rows, {self.unique:,} distinct documents to label ({self.blank:,} blank), "
+            f"{self.cached:,} already in the cache {self.cache}",
+            f"sent {self.sent:,} requests to {self.model}: {self.answered:,} answered, {self.retries:,} retries, "
+            f"{self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion tokens in {self.seconds:.1f}s",
+        ]
+        if self.scores:
+            hist = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.scores.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+            lines.append(f"llm_score counts: {hist}")
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}; {self.remaining:,} documents not labelled yet "
+                         "(rerun the same command to continue)")
+        if self.written:
+            lines.append(f"wrote {self.output}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Job:
+    """One distinct (document, rubric) pair to send."""
+
+    doc_sha: str
+    rubric: Rubric
+    messages: list[dict]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.doc_sha, self.rubric.sha)
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(m["content"]) for m in self.messages)
+
+
+class _Stopped(Exception):
+    """Raised inside a worker that gives up because the run is stopping."""
+
+
+def default_cache_path(output: str | os.PathLike) -> Path:
+    out = Path(output)
+    return out.with_name(out.stem + ".cache.sqlite")
+
+
+def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None, config: LabelConfig | None = None,
+               model_id: str | None = None, progress: bool = True, echo=None) -> LabelSummary:
+    """Label ``input`` (Parquet) into ``output`` (Parquet); see the module docstring.
+
+    ``backend`` is an :class:`~phifilter.label.backends.OpenAIChatBackend` or
+    :class:`~phifilter.label.backends.TransformersBackend`, or a zero-argument callable that
+    builds one (so a dry run never loads a model or needs a key); ``model_id`` names the model
+    in the cache when ``backend`` is such a callable. ``echo`` receives lines for the user
+    (default: print to stderr).
+    """
+    cfg = config or LabelConfig()
+    echo = echo or (lambda line: print(line, file=sys.stderr))
+    started = time.monotonic()
+    input, output = Path(input), Path(output)
+    if output.suffix != ".parquet":
+        raise OutputError(f"{output}: the labels are one Parquet file; give a name ending in .parquet")
+    if output.resolve() == input.resolve():
+        raise OutputError(f"{output}: is the input file; choose another --output (inputs are never overwritten)")
+    cache_path = Path(cfg.cache) if cfg.cache else default_cache_path(output)
+    if cache_path.resolve() in (input.resolve(), output.resolve()):
+        raise OutputError(f"{cache_path}: the cache may not be the input or output file")
+    if model_id is None:
+        model_id = getattr(backend, "model_id", None)
+    if not model_id:
+        raise InputError("no model given (--model)")
+
+    table = _read_input(input, cfg)
+    replaced = [c for c in OUTPUT_COLUMNS if c in table.column_names]
+    if replaced:
+        echo(f"note: {input} already has {', '.join(replaced)}; the output replaces them (the input is unchanged)")
+    texts = texts_from_array(table.column(cfg.text_column))
+    if cfg.max_chars:
+        from ..sample import excerpt
+
+        texts = [excerpt(t, cfg.max_chars) for t in texts]
+    rubrics = _rubrics_per_row(table, cfg, input, echo)
+
+    summary = LabelSummary(input=str(input), output=str(output), cache=str(cache_path), model=model_id, rows=len(texts))
+    row_keys: list[tuple[str, str] | None] = []
+    jobs: dict[tuple[str, str], _Job] = {}
+    for text, rubric in zip(texts, rubrics):
+        summary.per_rubric[rubric.name] = summary.per_rubric.get(rubric.name, 0) + 1
+        if not text.strip():
+            summary.blank += 1
+            row_keys.append(None)
+            continue
+        key = (document_sha(text), rubric.sha)
+        row_keys.append(key)
+        if key not in jobs:
+            jobs[key] = _Job(key[0], rubric, build_messages(text, rubric))
+    summary.unique = len(jobs)
+
+    with LabelCache(cache_path) as cache:
+        found = cache.get_many(list(jobs), model_id)
+        summary.cached = len(found)
+        missing = [job for key, job in jobs.items() if key not in found]
+        if cfg.dry_run:
+            summary.remaining = len(missing)
+            summary.report = dry_run_report(missing, found, summary, cfg)
+            return summary
+        if callable(backend) and not hasattr(backend, "complete"):
+            backend = backend() if missing else None
+        if missing:
+            _run_jobs(missing, backend, cache, model_id, cfg, summary, progress)
+        answers = cache.get_many(list(jobs), model_id)
+    summary.remaining = len(jobs) - len(answers)
+    _write_output(table, output, cfg, row_keys, answers, model_id, summary)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _read_input(path: Path, cfg: LabelConfig) -> pa.Table:
+    pf = open_parquet(path)
+    check_text_column(pf.schema_arrow, cfg.text_column, path)
+    batches = list(iter_batches(path, parquet_file=pf))
+    table = pa.Table.from_batches(batches, schema=pf.schema_arrow) if batches else pf.schema_arrow.empty_table()
+    if table.num_rows == 0:
+        raise InputError(f"{path}: has no rows to label")
+    return table
+
+
+def _rubrics_per_row(table: pa.Table, cfg: LabelConfig, path: Path, echo) -> list[Rubric]:
+    n = table.num_rows
+    if cfg.rubric != "auto":
+        rubric = load_rubric(cfg.rubric)
+        return [rubric] * n
+    if cfg.domain_column not in table.column_names:
+        echo(f"note: {path} has no '{cfg.domain_column}' column; using the code rubric for every row "
+             "(choose with --rubric code|web|PATH)")
+        return [load_rubric("code")] * n
+    loaded = {name: load_rubric(name) for name in set(DOMAIN_RUBRICS.values())}
+    out = []
+    nulls = 0
+    for i, domain in enumerate(table.column(cfg.domain_column).to_pylist()):
+        if domain is None:  # like a missing column: the phi-1 (code) question
+            nulls += 1
+            out.append(loaded["code"])
+            continue
+        name = DOMAIN_RUBRICS.get(str(domain).strip().lower())
+        if name is None:
+            raise InputError(
+                f"{path}: row {i} has {cfg.domain_column}={domain!r}, which has no rubric (auto knows "
+                f"{', '.join(DOMAIN_RUBRICS)}); choose one with --rubric code|web|PATH"
+            )
+        out.append(loaded[name])
+    if nulls:
+        echo(f"note: {nulls:,} rows of {path} have no '{cfg.domain_column}'; using the code rubric for them")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# sending
+
+
+def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: LabelConfig,
+              summary: LabelSummary, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    if cfg.max_requests is not None and len(jobs) > cfg.max_requests:
+        jobs = jobs[: cfg.max_requests]
+        summary.stopped = f"--max-requests {cfg.max_requests} reached"
+    batch_size = max(1, int(getattr(backend, "batch_size", 1)))
+    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
+    concurrency = max(1, int(getattr(backend, "concurrency", 1)))
+    stop = threading.Event()
+    rng = random.Random(cfg.seed)
+    rng_lock = threading.Lock()
+    waits_lock = threading.Lock()
+
+    def ask(batch: list[_Job]) -> list[Reply]:
+        attempt = 0
+        while True:
+            if stop.is_set():
+                raise _Stopped()
+            try:
+                replies = backend.complete([job.messages for job in batch])
+                if len(replies) != len(batch):
+                    raise BackendError(f"backend returned {len(replies)} replies for {len(batch)} prompts")
+                return replies
+            except RetryableError as e:
+                if attempt >= cfg.retries:
+                    raise LabelError(f"{e} (gave up after {attempt + 1} attempts)") from None
+                if e.retry_after is not None and e.retry_after > cfg.max_retry_after:
+                    raise LabelError(f"{e}; the server asks to wait {e.retry_after:,.0f}s (a spent quota?): "
+                                     "rerun later") from None
+                with rng_lock:
+                    jitter = rng.uniform(0.5, 1.0)
+                delay = min(cfg.max_retry_delay, cfg.retry_delay * 2**attempt) * jitter
+                if e.retry_after is not None:
+                    delay = max(delay, e.retry_after)
+                with waits_lock:
+                    summary.retries += 1
+                    summary.retry_waits.append(delay)
+                attempt += 1
+                if stop.wait(delay):
+                    raise _Stopped() from None
+
+    bar = tqdm(total=len(jobs), unit="doc", desc="labelling", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="phifilter-label")
+    in_flight: dict[Future, list[_Job]] = {}
+    queue = iter(batches)
+    error: BaseException | None = None
+
+    def fill() -> None:
+        while not stop.is_set() and len(in_flight) < concurrency:
+            batch = next(queue, None)
+            if batch is None:
+                return
+            in_flight[pool.submit(ask, batch)] = batch
+            summary.sent += len(batch)
+
+    def collect(done) -> None:
+        nonlocal error
+        for fut in done:
+            batch = in_flight.pop(fut)
+            try:
+                replies = fut.result()
+            except _Stopped:
+                continue
+            except Exception as e:  # noqa: BLE001 - any failure stops the run, first one reported
+                if error is None:
+                    error = e
+                stop.set()
+                continue
+            for job, reply in zip(batch, replies):
+                _store(job, reply, cache, model_id, summary)
+            bar.update(len(batch))
+            if summary.retries:
+                bar.set_postfix_str(f"{summary.retries} retries", refresh=False)
+
+    # The first Ctrl-C only sets a flag: requests already sent will be paid for, so the loop
+    # stops sending, waits for them and caches their answers. A second Ctrl-C abandons them.
+    interrupted = threading.Event()
+    previous_handler = _install_sigint(interrupted, stop)
+    try:
+        fill()
+        told = False
+        while in_flight:
+            done, _ = wait(list(in_flight), timeout=0.2, return_when=FIRST_COMPLETED)
+            collect(done)
+            fill()
+            if interrupted.is_set() and not told and in_flight:
+                told = True
+                print(f"\nInterrupted: waiting for {len(in_flight)} request(s) in flight so their answers are "
+                      "kept (Ctrl-C again to abandon them)", file=sys.stderr)
+    finally:
+        _restore_sigint(previous_handler)
+        bar.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+    if interrupted.is_set():
+        print(f"Interrupted: {summary.cached + summary.answered:,} of {summary.unique:,} documents are labelled "
+              f"and kept in {cache.path}", file=sys.stderr)
+        raise KeyboardInterrupt
+    if error is not None:
+        labelled = summary.cached + summary.answered
+        if isinstance(error, PhifilterError):
+            raise type(error)(f"{error}\n{labelled:,} of {summary.unique:,} documents are labelled and kept in "
+                              f"{cache.path}; rerun the same command to continue") from None
+        raise error
+
+
+def _install_sigint(interrupted: threading.Event, stop: threading.Event):
+    import signal
+
+    def on_sigint(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        stop.set()
+
+    try:
+        return signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C keeps its default behaviour
+        return None
+
+
+def _restore_sigint(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _store(job: _Job, reply: Reply, cache: LabelCache, model_id: str, summary: LabelSummary) -> None:
+    score, reason = parse_reply(reply.text)
+    if reply.note and not reason:
+        reason = reply.note
+    cache.put(job.doc_sha, job.rubric.sha, model_id, score, reason, reply.text, job.prompt_chars,
+              reply.prompt_tokens, reply.completion_tokens)
+    summary.answered += 1
+    summary.unparsed += score is None
+    summary.prompt_tokens += reply.prompt_tokens or 0
+    summary.completion_tokens += reply.completion_tokens or 0
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run
+
+
+def dry_run_report(missing: list[_Job], found: dict, summary: LabelSummary, cfg: LabelConfig) -> list[str]:
+    """Lines describing what a real run would send, with token (and cost) estimates.
+
+    Characters per token and tokens per reply are measured from earlier answers of the same
+    model in the cache when there are any; otherwise 4 characters per token and
+    200 tokens per reply are assumed.
+    """
+    history = [a for a in found.values() if a.prompt_tokens and a.prompt_chars]
+    if history:
+        chars_per_token = sum(a.prompt_chars for a in history) / sum(a.prompt_tokens for a in history)
+        per_reply = sum(a.completion_tokens or 0 for a in history) / len(history)
+        basis = f"measured from {len(history):,} cached answers"
+    else:
+        chars_per_token, per_reply = CHARS_PER_TOKEN, DEFAULT_COMPLETION_TOKENS
+        basis = f"assuming {CHARS_PER_TOKEN:g} characters per token and {DEFAULT_COMPLETION_TOKENS} tokens per reply"
+    n = len(missing)
+    if cfg.max_requests is not None:
+        n = min(n, cfg.max_requests)
+    send = missing[:n]
+    prompt_tokens = sum(int(job.prompt_chars / chars_per_token) + 8 for job in send)
+    completion_tokens = int(per_reply * n)
+    by_rubric: dict[str, int] = {}
+    for job in send:
+        by_rubric[job.rubric.name] = by_rubric.get(job.rubric.name, 0) + 1
+    lines = [
+        f"dry run: {summary.rows:,} rows, {summary.unique:,} distinct documents ({summary.blank:,} blank), "
+        f"{summary.cached:,} already in the cache {summary.cache}",
+        f"would send {n:,} requests to {summary.model}"
+        + (f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(by_rubric.items()))})" if by_rubric else ""),
+        f"estimated tokens: {prompt_tokens:,} prompt + {completion_tokens:,} completion ({basis})",
+    ]
+    if cfg.price_per_mtok is not None:
+        p_in, p_out = cfg.price_per_mtok
+        cost_in, cost_out = prompt_tokens * p_in / 1e6, completion_tokens * p_out / 1e6
+        lines.append(f"estimated cost: ${cost_in + cost_out:,.2f} (${cost_in:,.2f} prompt + ${cost_out:,.2f} completion "
+                     f"at ${p_in:g} / ${p_out:g} per million tokens)")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, answers: dict, model_id: str,
+                  summary: LabelSummary) -> None:
+    scores, reasons, models, shas = [], [], [], []
+    for key in row_keys:
+        answer = answers.get(key) if key is not None else None
+        if answer is None:
+            scores.append(None)
+            reasons.append("empty document, not sent" if key is None else None)
+            models.append(None)
+            shas.append(None)
+        else:
+            scores.append(answer.score)
+            reasons.append(answer.reason)
+            models.append(model_id)
+            shas.append(key[1])
+        summary.scores[scores[-1]] = summary.scores.get(scores[-1], 0) + 1
+    keep = [c for c in table.column_names if c not in OUTPUT_COLUMNS]
+    out = table.select(keep)
+    if cfg.max_chars:
+        # The text column holds what the model read, so training sees the same excerpts.
+        idx = out.column_names.index(cfg.text_column)
+        text_type = table.schema.field(cfg.text_column).type
+        if pa.types.is_dictionary(text_type):
+            text_type = text_type.value_type
+        out = out.set_column(idx, cfg.text_column, pa.array(_excerpts(table, cfg), type=text_type))
+    out = out.append_column("llm_score", pa.array(scores, type=pa.int8()))
+    out = out.append_column("llm_reason", pa.array(reasons, type=pa.string()))
+    out = out.append_column("llm_model", pa.array(models, type=pa.string()))
+    out = out.append_column("rubric_sha", pa.array(shas, type=pa.string()))
+    schema = out.schema.remove_metadata()
+    from ..sample import remove_stale_temporary
+
+    remove_stale_temporary(output)
+    with ShardWriter(output, schema) as writer:
+        for batch in out.cast(schema).to_batches(max_chunksize=4096):
+            writer.write_batch(batch)
+    summary.written = True
+
+
+def _excerpts(table: pa.Table, cfg: LabelConfig) -> list[str | None]:
+    from ..sample import excerpt
+
+    return [None if v is None else excerpt(v, cfg.max_chars) for v in table.column(cfg.text_column).to_pylist()]

@@ -1,0 +1,335 @@
+"""Where the answers come from: an OpenAI-compatible HTTP endpoint or a local transformers model.
+
+A backend turns a list of chat-message lists into a list of :class:`Reply`. It says how many
+prompts it wants per call (``batch_size``) and how many calls may run at once
+(``concurrency``); the annotator does the rest. Errors worth another try (rate limits, server
+errors, timeouts, dropped connections, garbled replies) raise :class:`RetryableError`; errors
+that another try cannot fix (a rejected key, a wrong URL or model name) raise
+:class:`BackendError`, which stops the run.
+
+The HTTP client is the standard library's ``http.client`` (one keep-alive connection per
+thread), so no SDK is needed. The API key is held only in the request header: it is never
+printed, logged or written, and it is removed from any server message before that message is
+shown.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import PhifilterError
+
+MAX_ERROR_CHARS = 300
+
+
+class BackendError(PhifilterError):
+    """The endpoint or model cannot answer, and trying again will not help."""
+
+
+class RetryableError(Exception):
+    """A failure that may go away: worth another attempt after ``retry_after`` seconds or a backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Reply:
+    """One answer: the model's text and, when the backend reports them, the tokens it cost."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    note: str | None = None  # why there is no real answer (e.g. the prompt did not fit)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI-compatible chat completions
+
+
+class OpenAIChatBackend:
+    """POST ``{base_url}/chat/completions`` (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp, TGI).
+
+    ``api_key`` None sends no Authorization header (local servers need none). A host ending in
+    ``.openai.azure.com`` gets the key in Azure's ``api-key`` header instead. A query string in
+    ``base_url`` (Azure's ``?api-version=...``) is kept on every request.
+    """
+
+    batch_size = 1
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
+                 concurrency: int = 16, temperature: float | None = 0.0, max_tokens: int | None = None):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BackendError(f"--base-url {base_url!r}: expected http(s)://host[:port]/path, e.g. https://api.openai.com/v1")
+        if not model:
+            raise BackendError("--model is required (the model name the endpoint serves)")
+        self.base_url = base_url
+        self.model = model
+        self.model_id = model
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._path = parts.path.rstrip("/") + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "User-Agent": "phifilter-label"}
+        self._secret = api_key or None
+        if api_key:
+            if self._host.endswith(".openai.azure.com"):
+                self._headers["api-key"] = api_key
+            else:
+                self._headers["Authorization"] = f"Bearer {api_key}"
+        self._local = threading.local()
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback
+        return f"OpenAIChatBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self._scheme}://{self._host}{f':{self._port}' if self._port else ''}{self._path}"
+
+    def complete(self, batch: list[list[dict]]) -> list[Reply]:
+        return [self._complete_one(messages) for messages in batch]
+
+    # -- one request
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _complete_one(self, messages: list[dict]) -> Reply:
+        body = {"model": self.model, "messages": messages}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        payload = json.dumps(body).encode("utf-8")
+        for fresh_try in (False, True):
+            reused = getattr(self._local, "conn", None) is not None
+            try:
+                conn = self._connection()
+                conn.request("POST", self._path, body=payload, headers=self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (socket.timeout, TimeoutError):
+                self._drop_connection()
+                raise RetryableError(f"no reply from {self.endpoint} within {self.timeout:g}s") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._drop_connection()
+                # A kept-alive connection the server closed while idle: try a fresh one at once,
+                # without spending a retry. A fresh connection failing this way is a real failure.
+                if reused and not fresh_try:
+                    continue
+                raise RetryableError(f"cannot reach {self.endpoint} ({self._redact(_describe(e))})") from None
+            except (OSError, http.client.HTTPException) as e:
+                self._drop_connection()
+                raise RetryableError(f"cannot reach {self.endpoint} ({self._redact(_describe(e))})") from None
+        if resp.status != 200:
+            self._raise_for_status(resp.status, resp.getheader("Retry-After"), data)
+        return self._parse(data)
+
+    def _raise_for_status(self, status: int, retry_after: str | None, data: bytes) -> None:
+        message = self._redact(_server_message(data))
+        where = f"{self.endpoint} answered HTTP {status}"
+        if status == 429 or status == 408 or status == 409 or status >= 500:
+            raise RetryableError(f"{where}: {message}", parse_retry_after(retry_after))
+        if status in (401, 403):
+            raise BackendError(f"{where} (the API key was refused): {message}; check the key in the "
+                               "environment variable named by --api-key-env (default OPENAI_API_KEY)")
+        if status == 404:
+            raise BackendError(f"{where} (not found): {message}; check --base-url (usually ending in /v1) "
+                               f"and --model {self.model!r}")
+        raise BackendError(f"{where}: {message}")
+
+    def _parse(self, data: bytes) -> Reply:
+        try:
+            doc = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RetryableError(f"{self.endpoint} sent a reply that is not JSON: {data[:80]!r}") from None
+        choices = doc.get("choices") if isinstance(doc, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RetryableError(f"{self.endpoint} sent a reply without choices")
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            raise RetryableError(f"{self.endpoint} sent a choice without a message")
+        text = message.get("content")
+        if isinstance(text, list):  # content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        note = None
+        if not isinstance(text, str) or not text.strip():
+            # A real, paid answer that happens to be empty (refusal, token limit): kept as unparsed.
+            text = ""
+            note = f"empty reply (finish_reason={choices[0].get('finish_reason')})"
+        usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+        return Reply(text, _int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens")), note)
+
+    def _redact(self, text: str) -> str:
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_message(data: bytes) -> str:
+    try:
+        doc = json.loads(data)
+        err = doc.get("error", doc) if isinstance(doc, dict) else doc
+        msg = err.get("message") if isinstance(err, dict) else err
+        text = str(msg if msg is not None else doc)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = data.decode("utf-8", "replace")
+    text = " ".join(text.split()) or "(no message)"
+    return text[:MAX_ERROR_CHARS]
+
+
+def _describe(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+def _int_or_none(v) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# local transformers model
+
+
+class TransformersBackend:
+    """A local causal LM (a folder with config, weights and tokenizer), greedy decoding, batched.
+
+    Nothing is downloaded (``local_files_only``). The tokenizer's chat template is used when it
+    has one; otherwise system and user text are joined with blank lines. A prompt longer than
+    the model's context gets an empty reply with a note (recorded as unparsed) instead of
+    stopping the run.
+    """
+
+    concurrency = 1
+
+    def __init__(self, model: str, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..errors import ModelError
+
+        path = Path(model)
+        if not path.is_dir():
+            raise ModelError(f"{model}: not a model folder (the transformers backend loads local folders only)")
+        self.model_id = f"transformers:{path.resolve()}"
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.device = _resolve_device(device, torch)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            kwargs = {}
+            if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
+                # transformers renamed torch_dtype to dtype in 4.56
+                kwargs["dtype" if _transformers_at_least(4, 56) else "torch_dtype"] = torch.bfloat16
+            self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{model}: cannot load model or tokenizer ({str(e).splitlines()[0]})") from None
+        self.model.to(self.device).eval()
+        tok = self.tokenizer
+        tok.padding_side = "left"  # generation continues from the right end of every row
+        if tok.pad_token is None:
+            if tok.eos_token is None:
+                raise ModelError(f"{model}: tokenizer has neither a pad nor an end-of-sequence token")
+            tok.pad_token = tok.eos_token
+        cfg = self.model.config
+        self.context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1 << 30
+
+    def __repr__(self) -> str:
+        return f"TransformersBackend({self.model_id!r}, device={self.device!r})"
+
+    def render(self, messages: list[dict]) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def complete(self, batch: list[list[dict]]) -> list[Reply]:
+        import torch
+
+        prompts = [self.render(m) for m in batch]
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        limit = self.context - self.max_new_tokens
+        replies: list[Reply | None] = [None] * len(batch)
+        fits = []
+        for i, n in enumerate(lengths):
+            if n > limit:
+                replies[i] = Reply("", n, 0, note=f"prompt of {n} tokens does not fit the model's context "
+                                                  f"({self.context} tokens, {self.max_new_tokens} kept for the answer)")
+            else:
+                fits.append(i)
+        if fits:
+            enc = self.tokenizer([prompts[i] for i in fits], return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            pad = self.tokenizer.pad_token_id
+            for j, i in enumerate(fits):
+                produced = int((new[j] != pad).sum()) if pad is not None else int(new.shape[1])
+                replies[i] = Reply(texts[j], lengths[i], produced)
+        return replies
+
+
+def _transformers_at_least(major: int, minor: int) -> bool:
+    import transformers
+
+    try:
+        found = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+    except ValueError:
+        return True
+    return found >= (major, minor)
+
+
+def _resolve_device(device: str, torch) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
