@@ -1,7 +1,7 @@
 """Cross-validated quality of every document mode x head x calibration on the seed set.
 
     .venv/bin/python benchmarks/classifier_quality.py            # writes benchmarks/classifier_quality.md
-    .venv/bin/python benchmarks/classifier_quality.py --heads forest --modes truncate
+    .venv/bin/python benchmarks/classifier_quality.py --heads forest --variants truncate:256
 
 Embeddings come from phifilter's own embedding cache (``benchmarks/.cache/emb-*``, written
 by the same code as ``phifilter embed`` on the first run), so a rerun costs only the heads.
@@ -82,18 +82,27 @@ def run(args) -> list[dict]:
     strata = np.char.add(data.domains.astype(str), y_all.astype(str))
     rows = []
     for mode, max_length in VARIANTS:
-        if args.modes and mode not in args.modes:
+        if args.variants and f"{mode}:{max_length}" not in args.variants:
             continue
         E = embeddings_for(Path(args.labels), mode, max_length, Path(args.cache), data.ids)
         stats = E.stats()
         for head in HEADS:
             if args.heads and head not in args.heads:
                 continue
-            clf = make_classifier(TrainConfig(head=head, doc_mode=mode, max_length=max_length,
-                                              n_estimators=args.n_estimators))
-            start = time.perf_counter()
-            res = nested_cv_scores(clf, E, data.scores, strata, args.folds, args.inner_folds, 0, best_f1_threshold)
-            seconds = time.perf_counter() - start
+            done = Path(args.cache) / "results" / (
+                f"{mode}-{max_length}-{head}-f{args.folds}-i{args.inner_folds}-t{args.n_estimators}.npz")
+            if done.is_file():  # nested CV is the slow part: keep its out-of-fold scores
+                with np.load(done) as z:
+                    res, seconds = {k: z[k] for k in z.files if k != "seconds"}, float(z["seconds"])
+            else:
+                clf = make_classifier(TrainConfig(head=head, doc_mode=mode, max_length=max_length,
+                                                  n_estimators=args.n_estimators))
+                start = time.perf_counter()
+                res = nested_cv_scores(clf, E, data.scores, strata, args.folds, args.inner_folds, 0, best_f1_threshold)
+                seconds = time.perf_counter() - start
+                done.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(done.with_suffix(".tmp.npz"), seconds=seconds, **res)
+                os.replace(done.with_suffix(".tmp.npz"), done)
             for domain in ("all", "code", "web"):
                 m = np.ones(len(y_all), bool) if domain == "all" else data.domains == domain
                 y = y_all[m]
@@ -130,7 +139,7 @@ def machine() -> str:
             f"torch {torch.__version__}, scikit-learn {sklearn.__version__}")
 
 
-def write_markdown(rows: list[dict], path: Path, command: str) -> None:
+def write_markdown(rows: list[dict], path: Path, command: str, folds: int = 5) -> None:
     head = ("| doc mode | max len | head | domain | ROC AUC | PR AUC | F1 nested | F1 nested, calibrated | "
             "F1 opt | Brier | Brier cal. |")
     lines = [head, "|" + "---|" * 11]
@@ -150,7 +159,7 @@ Command: `{command}`
 Machine: {machine()}
 
 Labels: `data/seed/edu_seed.parquet` (1018 documents: 617 code, 401 web; positive = LLM score >= 3).
-Embedder: all-MiniLM-L6-v2. Every figure is out-of-fold ({rows[0].get('folds', '5')}-fold, stratified by domain x label);
+Embedder: all-MiniLM-L6-v2. Every figure is out-of-fold ({folds}-fold, stratified by domain x label);
 one model serves both domains, the code and web rows are its scores on each domain's documents.
 
 - **ROC AUC, PR AUC**: of the raw (uncalibrated) out-of-fold scores.
@@ -179,12 +188,12 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--inner-folds", type=int, default=3)
     ap.add_argument("--n-estimators", type=int, default=300)
-    ap.add_argument("--modes", nargs="*", default=None)
+    ap.add_argument("--variants", nargs="*", default=None, help="MODE:MAX_LENGTH, e.g. truncate:256 chunk-mean:256")
     ap.add_argument("--heads", nargs="*", default=None)
     args = ap.parse_args()
     rows = run(args)
     command = "python benchmarks/classifier_quality.py " + " ".join(sys.argv[1:])
-    write_markdown(rows, Path(args.out), command.strip())
+    write_markdown(rows, Path(args.out), command.strip(), args.folds)
     print(f"wrote {args.out}")
 
 

@@ -188,10 +188,11 @@ class EduClassifier:
     def chunking(self) -> str:
         return chunking_of(self.doc_mode)
 
-    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> DocEmbeddings:
-        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk)."""
+    def embed_documents(self, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
+        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
+        ``count=False`` skips the token statistics truncation does not need."""
         embedder = getattr(self, "embedder_", None) or self._make_embedder()
-        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress)
+        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress, count=count)
 
     def _as_doc_embeddings(self, X) -> DocEmbeddings:
         if isinstance(X, DocEmbeddings):
@@ -284,7 +285,7 @@ class EduClassifier:
         """One embedding per text (chunk modes: the mean of its chunks)."""
         self._check_fitted()
         self._check_embedder()
-        E = self.embed_documents(texts)
+        E = self.embed_documents(texts, count=False)
         return E.vectors if E.chunking == "truncate" else E.pooled()
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -308,7 +309,7 @@ class EduClassifier:
         if cache is not None and ids is not None:
             E = self.doc_embeddings_from_cache(cache, texts, ids)
         else:
-            E = self.embed_documents(texts)
+            E = self.embed_documents(texts, count=False)
         return self.score_doc_embeddings(E, _empty_mask(texts))
 
     def score_doc_embeddings(self, E, empty: np.ndarray | None = None) -> np.ndarray:
@@ -376,7 +377,7 @@ class EduClassifier:
         found, missing = cache.lookup(list(ids))
         if not missing:
             return found
-        fresh = self.embed_documents([texts[k] for k in missing])
+        fresh = self.embed_documents([texts[k] for k in missing], count=False)
         if found is None:
             return fresh
         present = [k for k in range(len(ids)) if k not in set(missing)]

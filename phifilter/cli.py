@@ -172,6 +172,9 @@ def format_metrics(metrics: dict) -> str:
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         lines.append(f"  {name:<8} {m['n']:>6} {m['positives']:>5} {m['precision']:>6.3f} "
                      f"{m['recall']:>6.3f} {m['f1']:>6.3f} {auc:>6}")
+    docs = metrics.get("documents")
+    if docs:
+        lines.append(f"documents: {docs['chunked']} embedded in several chunks, {docs['truncated']} with text not read")
     return "\n".join(lines)
 
 
@@ -478,6 +481,7 @@ def info(model):
     click.echo(f"model: {path}")
     click.echo(f"head: {meta.get('head')}; positive label: score >= {meta.get('positive_threshold')}; "
                f"threshold: {meta.get('threshold')}")
+    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}; calibration: {meta.get('calibration') or 'none'}")
     click.echo(f"embedder: {emb.get('name')} ({emb.get('dim')} dims, max {emb.get('max_length')} tokens)")
     td = meta.get("training_data", {})
     click.echo(f"trained on: {td.get('file')} ({td.get('rows')} rows, {td.get('positives')} positive)")

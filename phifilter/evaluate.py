@@ -200,8 +200,14 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out}: exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
-        plot_pr(plot_data, out / "pr_curve.png")
-        plot_calibration(plot_data, out / "calibration.png")
-        report.files = [str(out / "metrics.json"), str(out / "pr_curve.png"), str(out / "calibration.png")]
+        report.files = [str(out / "metrics.json")]
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            report.files.append("no plots: pip install matplotlib (or phifilter[plots])")
+        else:
+            plot_pr(plot_data, out / "pr_curve.png")
+            plot_calibration(plot_data, out / "calibration.png")
+            report.files += [str(out / "pr_curve.png"), str(out / "calibration.png")]
         _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report.to_dict(), indent=2) + "\n"))
     return report
