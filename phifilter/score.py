@@ -53,6 +53,9 @@ class ScoreConfig:
     max_length: int | None = None  # None: the model's own
     device: str = "auto"
     on_error: str = "raise"  # or "skip": report a bad shard and go on with the rest
+    # Embedding cache (`phifilter embed`): documents whose id it holds are not embedded again.
+    embeddings: str | None = None
+    id_column: str = "id"
 
 
 @dataclass
@@ -150,14 +153,25 @@ def score_table_batches(
     schema: pa.Schema,
     text_column: str,
     score_column: str,
+    id_column: str | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Append the score column to each batch (the core loop, shared by every engine)."""
     out_schema = output_schema(schema, score_column)
     text_index = schema.get_field_index(text_column)
     for batch in batches:
         texts = texts_from_array(batch.column(text_index))
-        scores = clf.edu_score(texts) if texts else np.zeros(0, np.float32)
+        ids = _cache_ids(clf, batch, id_column, texts)
+        scores = clf.edu_score(texts, ids=ids) if texts else np.zeros(0, np.float32)
         yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(scores, pa.float32())], schema=out_schema), scores
+
+
+def _cache_ids(clf: EduClassifier, batch: pa.RecordBatch, id_column: str | None, texts: list[str]):
+    """Document ids for the embedding cache, or None when the model has no cache attached."""
+    if getattr(clf, "embedding_cache_", None) is None:
+        return None
+    from .embcache import document_ids
+
+    return document_ids(batch, id_column, texts)
 
 
 def _read_scores(path: Path, column: str) -> np.ndarray:
@@ -181,7 +195,8 @@ def score_shard(clf: EduClassifier, shard: Shard, out_path: Path, cfg: ScoreConf
     batches = _prefetch(iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf))
     collected = []
     with ShardWriter(out_path, output_schema(schema, cfg.score_column)) as writer:
-        for out_batch, scores in score_table_batches(clf, batches, schema, cfg.text_column, cfg.score_column):
+        for out_batch, scores in score_table_batches(clf, batches, schema, cfg.text_column, cfg.score_column,
+                                                      cfg.id_column):
             writer.write_batch(out_batch)
             collected.append(scores)
             if on_rows:
@@ -227,6 +242,8 @@ def score_shards(
     clf = load_model(model, cfg)
     clf._check_fitted()
     clf._check_embedder()  # load the embedder and check its hashes before any output is written
+    if cfg.embeddings:
+        clf.use_embedding_cache(cfg.embeddings)
     summary = ScoreSummary(threshold=float(clf.threshold))
     # Check every footer and schema before any work, so a bad shard fails in the first second,
     # not hours into a run.
