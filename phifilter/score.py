@@ -13,8 +13,6 @@ A lock file keeps two runs from writing the same output folder.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from .corpus import (
     texts_from_array,
 )
 from .errors import InputError, PhifilterError
+from .pipeline import background, stage
 
 HISTOGRAM_BINS = 10
 
@@ -53,6 +52,15 @@ class ScoreConfig:
     max_length: int | None = None  # None: the model's own
     device: str = "auto"
     on_error: str = "raise"  # or "skip": report a bad shard and go on with the rest
+    # -- throughput knobs (docs/scaling.md) --
+    dtype: str = "auto"  # embedder dtype: auto (float16 on CUDA), float32, float16, bfloat16
+    tokens_per_batch: int | None = None  # token budget per forward pass (None: embed_batch_size * max_length)
+    quantize: str | None = None  # "int8": dynamic int8 Linear layers (CPU only; scores change slightly)
+    num_threads: int | None = None  # torch intra-op threads (None: one per core)
+    devices: str | Sequence[str] | None = None  # "cuda:0,cuda:1", "all", "cpu,cpu": one worker process each
+    engine: str = "local"  # or "ray"
+    ray_address: str | None = None  # join this Ray cluster (None: start a local one)
+    pipeline_depth: int = 2  # items queued between two pipeline stages
 
 
 @dataclass
@@ -107,37 +115,7 @@ class ScoreSummary:
 
 def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
     """Run ``it`` in a thread, ``depth`` items ahead (Arrow decoding releases the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def worker():
-        try:
-            for item in it:
-                if stop.is_set():
-                    return
-                q.put((True, item))
-            q.put((True, done))
-        except BaseException as e:  # re-raised in the consumer
-            q.put((False, e))
-
-    t = threading.Thread(target=worker, daemon=True)
-    t.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(timeout=0.05)
+    return background(it, depth=depth, name="phifilter-read")
 
 
 def output_schema(schema: pa.Schema, score_column: str) -> pa.Schema:
@@ -193,10 +171,175 @@ def score_shard(clf: EduClassifier, shard: Shard, out_path: Path, cfg: ScoreConf
 
 def load_model(model, cfg: ScoreConfig) -> EduClassifier:
     if isinstance(model, EduClassifier):
-        return model
-    return EduClassifier.load(
-        model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length
-    )
+        clf = model
+    else:
+        clf = EduClassifier.load(
+            model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length
+        )
+    apply_throughput_options(clf, cfg)
+    return clf
+
+
+def apply_throughput_options(clf: EduClassifier, cfg: ScoreConfig) -> None:
+    """Set the embedder's speed knobs from the config (they never change which model is used)."""
+    emb = getattr(clf, "embedder_", None)
+    if emb is None:
+        return
+    loaded = getattr(emb, "_st", None) is not None
+    wanted = {}
+    if cfg.dtype not in (None, "auto") and cfg.dtype != emb.dtype:
+        wanted["dtype"] = cfg.dtype
+    if cfg.quantize and cfg.quantize != emb.quantize:
+        wanted["quantize"] = cfg.quantize
+    if wanted and loaded:
+        name, value = next(iter(wanted.items()))
+        raise PhifilterError(f"--{name} {value}: the embedder is already loaded; pass the model folder instead")
+    for name, value in wanted.items():
+        setattr(emb, name, value)
+    if cfg.tokens_per_batch:
+        emb.tokens_per_batch = int(cfg.tokens_per_batch)
+    if cfg.num_threads:
+        emb.num_threads = int(cfg.num_threads)
+        if loaded:
+            import torch
+
+            torch.set_num_threads(int(cfg.num_threads))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipelined scorer. One stream of events runs through all shards, so the model never waits
+# at a shard boundary: ("begin", shard) opens an output, ("batch", shard, record batch, ...) is
+# scored, ("end", shard) renames the finished output into place, ("fail", shard, message) drops
+# a bad shard's partial output (--on-error skip). Each step runs in its own thread.
+
+
+def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig, depth: int):
+    """Read stage: events for every shard still to do (complete ones give a "skip" event)."""
+    for shard in shards:
+        out_path = out_dir / shard.name
+        try:
+            pf = open_parquet(shard.path)
+            schema = pf.schema_arrow
+            check_text_column(schema, cfg.text_column, shard.path)
+            if cfg.score_column in schema.names:
+                raise InputError(
+                    f"{shard.path}: already has a column '{cfg.score_column}'; "
+                    "choose another name with --score-column"
+                )
+            expected = pf.metadata.num_rows
+            if completed_rows(out_path, cfg.score_column) == expected:
+                yield ("skip", shard, out_path)
+                continue
+            yield ("begin", shard, out_path, schema, expected)
+            text_index = schema.get_field_index(cfg.text_column)
+            for batch in iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf):
+                yield ("batch", shard, batch, texts_from_array(batch.column(text_index)))
+        except PhifilterError as e:
+            if cfg.on_error == "raise":
+                raise
+            yield ("fail", shard, str(e).removeprefix(f"{shard.path}: "))
+            continue
+        yield ("end", shard)
+
+
+def _tokenise(clf: EduClassifier):
+    emb = clf.embedder_
+
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts = event
+        return ("batch", shard, batch, texts, emb.prepare(texts))
+
+    return step
+
+
+def _embed(clf: EduClassifier):
+    emb = clf.embedder_
+
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts, plan = event
+        return ("batch", shard, batch, texts, emb.run(plan))
+
+    return step
+
+
+def _forest(clf: EduClassifier):
+    from .classifier import _empty_mask
+
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts, X = event
+        scores = clf.score_embeddings(X, _empty_mask(texts)) if texts else np.zeros(0, np.float32)
+        return ("batch", shard, batch, scores)
+
+    return step
+
+
+def scored_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig):
+    """read -> tokenise -> embed -> forest, each in its own thread; yields events in order.
+
+    The model stage calls :meth:`Embedder.prepare`/:meth:`Embedder.run` and the head stage
+    :meth:`EduClassifier.score_embeddings`, i.e. ``edu_score`` cut into overlappable steps.
+    """
+    depth = max(1, int(cfg.pipeline_depth))
+    events = background(_shard_events(clf, shards, out_dir, cfg, depth), depth=depth, name="phifilter-read")
+    events = stage(_tokenise(clf), events, depth=depth, name="phifilter-tokenise")
+    events = stage(_embed(clf), events, depth=depth, name="phifilter-embed")
+    return stage(_forest(clf), events, depth=depth, name="phifilter-forest")
+
+
+def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None) -> None:
+    """Write stage: appends the score column and writes each shard atomically via ShardWriter.
+
+    ``on_shard(kind, shard, out_path, scores_or_message)`` is called once per shard with kind
+    "scored", "skipped" or "failed"; ``on_rows(n)`` after every written batch.
+    """
+    writer = None
+    current = None  # (shard, out_path, out_schema, expected, [scores])
+    try:
+        for event in events:
+            kind, shard = event[0], event[1]
+            if kind == "skip":
+                on_shard and on_shard("skipped", shard, event[2], None)
+            elif kind == "begin":
+                _, _, out_path, schema, expected = event
+                out_schema = output_schema(schema, cfg.score_column)
+                writer = ShardWriter(out_path, out_schema).__enter__()
+                current = (shard, out_path, out_schema, expected, [])
+            elif kind == "batch":
+                _, _, batch, scores = event
+                out_batch = pa.RecordBatch.from_arrays(
+                    [*batch.columns, pa.array(scores, pa.float32())], schema=current[2]
+                )
+                writer.write_batch(out_batch)
+                current[4].append(scores)
+                on_rows and on_rows(out_batch.num_rows)
+            elif kind == "end":
+                if writer.rows != current[3]:
+                    err = InputError(f"{shard.path}: footer says {current[3]} rows but {writer.rows} were read")
+                    if cfg.on_error == "raise":
+                        raise err
+                    writer.__exit__(InputError, err, None)
+                    writer = None
+                    on_shard and on_shard("failed", shard, current[1], str(err).removeprefix(f"{shard.path}: "))
+                    continue
+                w, writer = writer, None
+                w.__exit__(None, None, None)
+                scores = np.concatenate(current[4]) if current[4] else np.zeros(0, np.float32)
+                on_shard and on_shard("scored", shard, current[1], scores)
+            elif kind == "fail":
+                if writer is not None and current is not None and current[0] == shard:
+                    w, writer = writer, None
+                    w.__exit__(InputError, None, None)  # drops the partial temporary
+                on_shard and on_shard("failed", shard, None, event[2])
+    except BaseException as e:
+        if writer is not None:
+            writer.__exit__(type(e), e, None)
+        raise
 
 
 def score_shards(
@@ -224,6 +367,13 @@ def score_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    if cfg.engine not in ("local", "ray"):
+        raise InputError(f"--engine {cfg.engine}: expected 'local' or 'ray'")
+    devices = parse_devices(cfg.devices) if cfg.devices else None
+    if devices and len(devices) == 1:
+        cfg.device = devices[0]
+    elif devices and not isinstance(model, EduClassifier):
+        cfg.device = "cpu"  # the parent only checks the model; the workers load it on their devices
     clf = load_model(model, cfg)
     clf._check_fitted()
     clf._check_embedder()  # load the embedder and check its hashes before any output is written
@@ -246,25 +396,65 @@ def score_shards(
         total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
     ) as bar:
         remove_stale_temporaries(out_dir)
-        for shard in good:
-            out_path = out_dir / shard.name
-            start = time.perf_counter()
-            try:
-                scores = score_shard(clf, shard, out_path, cfg, on_rows=bar.update)
-            except PhifilterError as e:
-                if cfg.on_error == "raise":
-                    raise
-                summary.failures.append((str(shard.path), str(e).removeprefix(f"{shard.path}: ")))
-                continue
-            if scores is None:
-                existing = _read_scores(out_path, cfg.score_column)
-                summary.shards_skipped += 1
-                summary.rows_skipped += len(existing)
-                summary.add_scores(existing)
-                bar.update(len(existing))
-            else:
-                summary.seconds += time.perf_counter() - start
-                summary.shards_scored += 1
-                summary.rows_scored += len(scores)
-                summary.add_scores(scores)
+        start = time.perf_counter()
+        if cfg.engine == "ray":
+            from .engines.ray_engine import score_with_ray
+
+            score_with_ray(model, clf, good, out_dir, cfg, summary, bar)
+        elif devices and len(devices) > 1:
+            from .multigpu import score_on_devices
+
+            score_on_devices(model, clf, good, out_dir, cfg, devices, summary, bar)
+        else:
+            write_scored(scored_events(clf, good, out_dir, cfg), cfg,
+                         on_shard=summary_updater(summary, cfg, bar), on_rows=bar.update)
+        summary.seconds = time.perf_counter() - start
     return summary
+
+
+def summary_updater(summary: ScoreSummary, cfg: ScoreConfig, bar=None):
+    """on_shard callback that folds one shard's outcome into ``summary``."""
+
+    def on_shard(kind, shard, out_path, payload):
+        if kind == "scored":
+            summary.shards_scored += 1
+            summary.rows_scored += len(payload)
+            summary.add_scores(payload)
+        elif kind == "skipped":
+            existing = _read_scores(out_path, cfg.score_column)
+            summary.shards_skipped += 1
+            summary.rows_skipped += len(existing)
+            summary.add_scores(existing)
+            if bar is not None:
+                bar.update(len(existing))
+        else:
+            if cfg.on_error == "raise":
+                raise InputError(f"{shard.path}: {payload}")
+            summary.failures.append((str(shard.path), payload))
+
+    return on_shard
+
+
+def parse_devices(devices: str | Sequence[str]) -> list[str]:
+    """'cuda:0,cuda:1' / 'all' / 'cpu,cpu' / a list -> checked device names."""
+    from .embed import resolve_device
+
+    if isinstance(devices, str):
+        if devices.strip().lower() == "all":
+            import torch
+
+            count = torch.cuda.device_count()
+            if count == 0:
+                raise InputError("--devices all: no CUDA device is available here; use --device cpu")
+            return [f"cuda:{i}" for i in range(count)]
+        devices = [d for d in devices.split(",")]
+    names = [d.strip().lower() for d in devices if d.strip()]
+    if not names:
+        raise InputError("--devices: expected a comma-separated list such as cuda:0,cuda:1, or 'all'")
+    checked = []
+    for d in names:
+        if d == "cuda":
+            d = "cuda:0"
+        resolve_device(d)
+        checked.append(d)
+    return checked
