@@ -61,6 +61,7 @@ class ScoreConfig:
     engine: str = "local"  # or "ray"
     ray_address: str | None = None  # join this Ray cluster (None: start a local one)
     pipeline_depth: int = 2  # items queued between two pipeline stages
+    tensor_forest: bool | None = None  # forest as tensors on the embedder's device (None: on CUDA only)
 
 
 @dataclass
@@ -266,14 +267,41 @@ def _embed(clf: EduClassifier):
     return step
 
 
-def _forest(clf: EduClassifier):
+def _tensor_forest(clf: EduClassifier, cfg: ScoreConfig):
+    """A TensorForest on the embedder's device when asked for (or by default on CUDA), else None.
+
+    Only for a plain scikit-learn forest head used through the stock ``score_embeddings``.
+    """
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    device = getattr(clf.embedder_, "_device", None) or "cpu"
+    use = cfg.tensor_forest if cfg.tensor_forest is not None else device.startswith("cuda")
+    plain = type(clf).score_embeddings is EduClassifier.score_embeddings
+    forest = getattr(clf, "forest_", None)
+    if not (use and plain and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
+            and True in list(forest.classes_)):
+        return None
+    from .tensor_forest import TensorForest
+
+    return TensorForest(forest, True, device=device)
+
+
+def _forest(clf: EduClassifier, cfg: ScoreConfig | None = None):
     from .classifier import _empty_mask
+
+    tensor = _tensor_forest(clf, cfg) if cfg is not None else None
 
     def step(event):
         if event[0] != "batch":
             return event
         _, shard, batch, texts, X = event
-        scores = clf.score_embeddings(X, _empty_mask(texts)) if texts else np.zeros(0, np.float32)
+        if not texts:
+            scores = np.zeros(0, np.float32)
+        elif tensor is not None:
+            scores = tensor.predict_positive(X).astype(np.float32)
+            scores[_empty_mask(texts)] = 0.0
+        else:
+            scores = clf.score_embeddings(X, _empty_mask(texts))
         return ("batch", shard, batch, scores)
 
     return step
@@ -289,7 +317,7 @@ def scored_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cf
     events = background(_shard_events(clf, shards, out_dir, cfg, depth), depth=depth, name="phifilter-read")
     events = stage(_tokenise(clf), events, depth=depth, name="phifilter-tokenise")
     events = stage(_embed(clf), events, depth=depth, name="phifilter-embed")
-    return stage(_forest(clf), events, depth=depth, name="phifilter-forest")
+    return stage(_forest(clf, cfg), events, depth=depth, name="phifilter-forest")
 
 
 def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None) -> None:

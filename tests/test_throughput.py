@@ -82,12 +82,30 @@ def test_background_stops_its_thread_when_the_consumer_stops():
 def test_pipeline_matches_plain_edu_score(tmp_path, bundled_model):
     _shards(tmp_path / "in", n=2, rows=7)
     score_shards(tmp_path / "in", tmp_path / "out", model=bundled_model, read_batch_rows=3, tokens_per_batch=300)
+    # the GPU forest path, forced onto the CPU: the same scores as scikit-learn's
+    score_shards(tmp_path / "in", tmp_path / "tensor", model=bundled_model, read_batch_rows=3, tensor_forest=True)
     for k in range(2):
         src = pq.read_table(tmp_path / "in" / f"part-{k}.parquet")
         out = pq.read_table(tmp_path / "out" / f"part-{k}.parquet")
         assert out.drop_columns(["edu_score"]).equals(src)
         np.testing.assert_allclose(out.column("edu_score").to_numpy(),
                                    bundled_model.edu_score(src.column("text").to_pylist()), atol=1e-5)
+        tensor = pq.read_table(tmp_path / "tensor" / f"part-{k}.parquet")
+        np.testing.assert_allclose(tensor.column("edu_score").to_numpy(), out.column("edu_score").to_numpy(), atol=1e-6)
+
+
+def test_tensor_forest_equals_predict_proba(bundled_model):
+    from phifilter.tensor_forest import TensorForest
+
+    forest = bundled_model.forest_
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(700, forest.n_features_in_)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X[:5] = 0.0  # blank documents embed to zeros
+    want = forest.predict_proba(X)[:, list(forest.classes_).index(True)]
+    got = TensorForest(forest, True).predict_positive(X, batch_rows=256)
+    assert np.abs(got - want).max() < 1e-12
+    assert np.array_equal(got.astype(np.float32), want.astype(np.float32))
 
 
 @pytest.mark.slow
