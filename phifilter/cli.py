@@ -63,9 +63,21 @@ def main():
 @click.option("--embeddings", default=None, type=click.Path(exists=True),
               help="Embedding cache from `phifilter embed`: documents it holds (by --id-column) are not re-embedded.")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
+@click.option("--devices", default=None, metavar="LIST",
+              help="One worker process per device over the shards: cuda:0,cuda:1,... or 'all' (GPUs) or cpu,cpu.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="'ray' scores on a Ray cluster (pip install 'phifilter[ray]'); see docs/scaling.md.")
+@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True,
+              help="Embedder precision (auto: float16 on CUDA, float32 on CPU).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="CPU only: dynamic int8 Linear layers (faster; scores change slightly, see benchmarks/README.md).")
+@click.option("--tokens-per-batch", default=None, type=click.IntRange(1),
+              help="Token budget per forward pass (default: batch size x max length).")
+@click.option("--num-threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: one per core).")
 @quiet_option
 def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
-          embeddings, id_column, quiet):
+          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, quiet):
     """Score Parquet shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
@@ -75,6 +87,8 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
     Example:
       phifilter score data/shards/ -o data/scored/
       phifilter score 'data/**/part-*.parquet' -o scored/ --device cuda --batch-size 512
+      phifilter score data/shards/ -o data/scored/ --devices all
+      phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
     """
     from .score import ScoreConfig, score_shards
 
@@ -82,6 +96,8 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
         text_column=text_column, score_column=score_column, device=device, embed_batch_size=batch_size,
         read_batch_rows=read_batch_rows, max_length=max_length, on_error=on_error,
         embeddings=embeddings, id_column=id_column,
+        devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
+        tokens_per_batch=tokens_per_batch, num_threads=num_threads,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:
