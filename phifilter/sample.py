@@ -225,7 +225,7 @@ def _check_output(inputs: Sequence[str], shards, output: Path) -> None:
     out = output.resolve()
     if any(out == s.path.resolve() for s in shards):
         raise OutputError(f"{output}: is one of the input shards; choose another --output")
-    for spec, root in zip(inputs, input_roots(inputs)):
+    for spec, (root, _recursive) in zip(inputs, input_roots(inputs)):
         if Path(spec).is_file():
             continue
         root = root.resolve()

@@ -7,6 +7,8 @@ the batch size whatever the shard or corpus size.
 
 Exactly-once output: a shard is written under a hidden temporary name and renamed when whole;
 a rerun skips shards whose output exists with the input's row count, and redoes the others.
+A shard of more than one read batch is checkpointed batch by batch (corpus.PartialShard), so
+a rerun after a kill continues inside it instead of embedding its finished rows again.
 A lock file keeps two runs from writing the same output folder.
 """
 
@@ -26,12 +28,14 @@ import pyarrow as pa
 from .classifier import EduClassifier
 from .corpus import (
     OutputLock,
+    PartialShard,
     Shard,
     ShardWriter,
     check_output_dir,
     check_text_column,
     completed_rows,
     find_shards,
+    input_fingerprint,
     iter_batches,
     open_parquet,
     remove_stale_temporaries,
@@ -53,6 +57,8 @@ class ScoreConfig:
     max_length: int | None = None  # None: the model's own
     device: str = "auto"
     on_error: str = "raise"  # or "skip": report a bad shard and go on with the rest
+    embedder_revision: str | None = None  # hub revision to load the embedder at (default: the model's)
+    embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
 
 
 @dataclass
@@ -65,13 +71,14 @@ class ScoreSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     rows_scored: int = 0
     rows_skipped: int = 0
+    rows_resumed: int = 0  # rows of partly scored shards taken from an interrupted run's checkpoints
     seconds: float = 0.0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
     above_threshold: int = 0  # rows with a score >= threshold (exact, not from the bins)
 
     @property
     def rows(self) -> int:
-        return self.rows_scored + self.rows_skipped
+        return self.rows_scored + self.rows_skipped + self.rows_resumed
 
     @property
     def docs_per_second(self) -> float:
@@ -87,7 +94,8 @@ class ScoreSummary:
             f"shards: {self.shards_scored} scored, {self.shards_skipped} already complete, "
             f"{len(self.failures)} failed",
             f"rows: {self.rows:,} ({self.rows_scored:,} scored in {self.seconds:.1f} s, "
-            f"{self.docs_per_second:,.1f} docs/s)",
+            f"{self.docs_per_second:,.1f} docs/s"
+            + (f", {self.rows_resumed:,} resumed from checkpoints" if self.rows_resumed else "") + ")",
         ]
         total = int(self.histogram.sum())
         if total:
@@ -165,8 +173,26 @@ def _read_scores(path: Path, column: str) -> np.ndarray:
     return pf.read(columns=[column]).column(0).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
-def score_shard(clf: EduClassifier, shard: Shard, out_path: Path, cfg: ScoreConfig, on_rows=None) -> np.ndarray | None:
-    """Score one shard into ``out_path``; returns its scores, or None if it was already complete."""
+def checkpoint_key(clf: EduClassifier, shard: Shard, cfg: ScoreConfig) -> dict:
+    """What must be unchanged for a rerun to reuse an interrupted run's checkpointed rows."""
+    return {
+        "input": input_fingerprint(shard.path),
+        "text_column": cfg.text_column,
+        "score_column": cfg.score_column,
+        # A classifier that was not loaded from a folder cannot be recognised in another process.
+        "forest_sha256": getattr(clf, "forest_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
+        "embedder_sha256": clf.embedder_.hashes,
+        "max_length": clf.embedder_.max_length,
+    }
+
+
+def score_shard(clf: EduClassifier, shard: Shard, out_path: Path, cfg: ScoreConfig, on_rows=None,
+                on_resumed=None) -> np.ndarray | None:
+    """Score one shard into ``out_path``; returns its scores, or None if it was already complete.
+
+    ``on_rows(n)`` is called as rows are scored, ``on_resumed(n)`` once with the rows taken
+    from an interrupted run's checkpoints (they are part of the returned scores).
+    """
     pf = open_parquet(shard.path)
     schema = pf.schema_arrow
     check_text_column(schema, cfg.text_column, shard.path)
@@ -176,11 +202,24 @@ def score_shard(clf: EduClassifier, shard: Shard, out_path: Path, cfg: ScoreConf
             "choose another name with --score-column"
         )
     expected = pf.metadata.num_rows
+    out_schema = output_schema(schema, cfg.score_column)
     if completed_rows(out_path, cfg.score_column) == expected:
+        PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
         return None
-    batches = _prefetch(iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf))
+    if expected > cfg.read_batch_rows:
+        writer = PartialShard(out_path, out_schema, key=checkpoint_key(clf, shard, cfg))
+    else:
+        writer = ShardWriter(out_path, out_schema)
     collected = []
-    with ShardWriter(out_path, output_schema(schema, cfg.score_column)) as writer:
+    with writer:
+        if writer.rows:
+            resumed = writer.checkpointed_column(cfg.score_column)
+            collected.append(resumed.to_numpy().astype(np.float32))
+            if on_resumed:
+                on_resumed(writer.rows)
+            if on_rows:
+                on_rows(writer.rows)
+        batches = _prefetch(iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf, skip_rows=writer.rows))
         for out_batch, scores in score_table_batches(clf, batches, schema, cfg.text_column, cfg.score_column):
             writer.write_batch(out_batch)
             collected.append(scores)
@@ -195,7 +234,8 @@ def load_model(model, cfg: ScoreConfig) -> EduClassifier:
     if isinstance(model, EduClassifier):
         return model
     return EduClassifier.load(
-        model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length
+        model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length,
+        embedder_revision=cfg.embedder_revision, embedder_sha256=cfg.embedder_sha256,
     )
 
 
@@ -224,6 +264,7 @@ def score_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    OutputLock.check_free(out_dir)  # another run writing here: say so now, not after loading the model
     clf = load_model(model, cfg)
     clf._check_fitted()
     clf._check_embedder()  # load the embedder and check its hashes before any output is written
@@ -249,8 +290,9 @@ def score_shards(
         for shard in good:
             out_path = out_dir / shard.name
             start = time.perf_counter()
+            resumed = []
             try:
-                scores = score_shard(clf, shard, out_path, cfg, on_rows=bar.update)
+                scores = score_shard(clf, shard, out_path, cfg, on_rows=bar.update, on_resumed=resumed.append)
             except PhifilterError as e:
                 if cfg.on_error == "raise":
                     raise
@@ -265,6 +307,7 @@ def score_shards(
             else:
                 summary.seconds += time.perf_counter() - start
                 summary.shards_scored += 1
-                summary.rows_scored += len(scores)
+                summary.rows_resumed += sum(resumed)
+                summary.rows_scored += len(scores) - sum(resumed)
                 summary.add_scores(scores)
     return summary

@@ -36,6 +36,8 @@ class TrainConfig:
     class_weight: str | None = "balanced_subsample"
     cv_folds: int = 5
     embedder: str | None = None
+    embedder_revision: str | None = None  # hub revision (commit) to load the embedder at
+    embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
     max_length: int = 256
     device: str = "auto"
     batch_size: int = 64
@@ -156,6 +158,8 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
         random_state=cfg.random_state,
     )
     embedder = clf._make_embedder()
+    embedder.revision = cfg.embedder_revision
+    embedder.sha256 = dict(cfg.embedder_sha256) if cfg.embedder_sha256 else None
     X = _encode_with_progress(embedder, data.texts, progress)
     y = clf.binarize(data.scores)
     strata = y.astype(str) if data.domains is None else np.char.add(data.domains.astype(str), y.astype(str))
