@@ -65,7 +65,9 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
     """SHA-256 of a model folder's weight, tokenizer and config files.
 
     Hashing 90 MB costs a fraction of a second, but it is still done once per install: results
-    are cached by (path, size, mtime) in ``~/.cache/phifilter/hashes.json``.
+    are cached by (path, size, mtime, ctime, inode) in ``~/.cache/phifilter/hashes.json``.
+    A user who can write that cache file can also make a modified file pass; the cache trusts
+    the local account, not other accounts (it lives in the user's home).
     """
     folder = Path(folder)
     try:
@@ -78,7 +80,8 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
         if not p.is_file():
             continue
         st = p.stat()
-        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        # ctime and inode too: a tool can set mtime back after editing a file, but not ctime.
+        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         if key not in cache:
             cache[key] = _sha256(p)
             dirty = True

@@ -257,7 +257,8 @@ def test_label_killed_at_random_points_equals_uninterrupted_run(tmp_path, chat_s
     case = KillResumeCase(argv=["label", src, "-o", out, "--base-url", chat_server.url, "--model", "m",
                                 "--concurrency", "4", "-q"],
                           progress=progress, total=60, jitter=0.02, compare=compare, outputs=[out],
-                          after_kill=lambda: (not out.exists()) or pytest.fail("output written before the end"),
+                          after_kill=lambda: (not out.exists()) or pq.read_table(out).equals(pq.read_table(ref))
+                          or pytest.fail("a labels file that differs from the reference was published"),
                           env={"OPENAI_API_KEY": "sk-test"})
     run_kill_resume(case, seed=seed, kills=2)
 
