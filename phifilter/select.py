@@ -24,6 +24,7 @@ from .corpus import (
     _fsync_dir,
     check_output_dir,
     find_shards,
+    input_fingerprint,
     open_parquet,
     remove_stale_temporaries,
     temp_path_for,
@@ -142,7 +143,9 @@ def filter_shards(
             out_path = out_dir / shard.name
             score = pl.col(score_column)
             text_bytes = pl.col(text_column).str.len_bytes().fill_null(0)
-            if key in done and out_path.is_file():
+            fingerprint = input_fingerprint(shard.path)
+            # Skip only a shard filtered from this very input (not another file of the same name).
+            if key in done and out_path.is_file() and done[key].get("input") == fingerprint:
                 stats = done[key]
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
@@ -176,7 +179,7 @@ def filter_shards(
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
-                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take}
+                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "input": fingerprint}
                 remaining -= take
                 done[key] = stats
                 try:
