@@ -161,7 +161,12 @@ class EduClassifier:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self._check_fitted()
         self._check_embedder()
-        return self.embedder_.encode(texts)
+        try:
+            return self.embedder_.encode(texts)
+        except (TypeError, UnicodeEncodeError):
+            # Python strings can hold lone surrogates (not valid Unicode); the tokenizer refuses
+            # them. Replace them as texts_from_array replaces invalid UTF-8 read from Parquet.
+            return self.embedder_.encode([_valid_unicode(t) for t in texts])
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """[n, 2] probabilities of (low, high) educational value."""
@@ -366,6 +371,10 @@ def _embedder_source(embedder) -> str | None:
     if embedder is None or str(embedder) == DEFAULT_EMBEDDER:
         return None
     return str(embedder)
+
+
+def _valid_unicode(text: str) -> str:
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _empty_mask(texts: Sequence[str]) -> np.ndarray:
