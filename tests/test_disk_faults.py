@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -27,7 +28,8 @@ from phifilter.errors import OutputError
 def _digest(folder: Path) -> dict[str, str]:
     """Content hash of every visible file under ``folder``."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
 
 
 def _one_error_line(result) -> str:
@@ -65,6 +67,7 @@ def test_injected_enospc_mid_shard_keeps_outputs_and_checkpoints(tmp_path, bundl
     with pytest.raises(OutputError, match="no space left on device.*rerun to resume"):
         score_shards(tmp_path / "in", tmp_path / "out", model=bundled_model, read_batch_rows=8)
     assert _digest(tmp_path / "out") == before  # a.parquet untouched, no b.parquet
+    assert json.loads((tmp_path / "out" / ".b.parquet.partial" / "manifest.json").read_text())["rows"] == 16
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
     monkeypatch.setattr(pq.ParquetWriter, "write_batch", real)
     summary = score_shards(tmp_path / "in", tmp_path / "out", model=bundled_model, read_batch_rows=8)
