@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .embed import CHARS_PER_TOKEN_CAP
+from .embed import CHARS_PER_TOKEN_CAP, tokenizable
 
 # How an EduClassifier turns a document into what its head sees.
 DOC_MODES = ("truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max")
@@ -236,7 +236,7 @@ def embed_documents(embedder, texts: Sequence[str], chunking: str = "truncate", 
         chunk_texts, owner = texts, np.arange(len(texts), dtype=np.int64)
         cap = embedder.max_length * CHARS_PER_TOKEN_CAP
         if count and texts:
-            doc_tokens = embedder.count_tokens([t[:cap] for t in texts])
+            doc_tokens = embedder.count_tokens([tokenizable(t, cap) for t in texts])
         else:
             doc_tokens = np.zeros(len(texts), np.int64)
         cut = np.asarray(doc_tokens) > embedder.max_length - SPECIAL_TOKENS

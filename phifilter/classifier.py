@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .chunking import DOC_MODES, DocEmbeddings, chunking_of, embed_documents, quantize
+from .chunking import DocEmbeddings, chunking_of, embed_documents, quantize
 from .embed import DEFAULT_EMBEDDER, Embedder
 from .errors import ModelError
 
@@ -415,12 +415,17 @@ class EduClassifier:
 
         import skops.io as sio
 
+        from .corpus import output_error, remove_stale_siblings
+
         self._check_fitted()
         path = Path(path)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_siblings(path)  # what a killed save left: .<name>.tmp-<pid>, .<name>.old-<pid>
+            tmp.mkdir()
+        except OSError as e:
+            raise output_error(path, e) from None
         try:
             files = {FOREST_FILE: self.head_}
             if getattr(self, "calibrator_", None) is not None:
@@ -456,6 +461,9 @@ class EduClassifier:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
+        except OSError as e:  # a full disk, no permission: one clear line, the old folder kept
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise output_error(path, e) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -463,8 +471,14 @@ class EduClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, embedder: str | os.PathLike | None = None,
-             device: str = "auto", batch_size: int = 64, max_length: int | None = None) -> "EduClassifier":
-        """Load a model folder (None: the bundled default). Refuses foreign or tampered folders."""
+             device: str = "auto", batch_size: int = 64, max_length: int | None = None,
+             embedder_revision: str | None = None, embedder_sha256: dict[str, str] | None = None) -> "EduClassifier":
+        """Load a model folder (None: the bundled default). Refuses foreign or tampered folders.
+
+        The embedder is loaded at the revision the model recorded unless ``embedder_revision``
+        says otherwise; ``embedder_sha256`` ({file: hex}) pins its files on top of the check
+        against the hashes the model was trained with.
+        """
 
         path = Path(path) if path is not None else default_model_path()
         meta = read_model_meta(path)
@@ -494,10 +508,14 @@ class EduClassifier:
         if info.get("dim") is not None and int(info["dim"]) != clf.n_features_in_:
             raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the forest's {clf.n_features_in_} features")
         clf.embedder_ = clf._make_embedder()
+        clf.embedder_.revision = embedder_revision or info.get("revision")
+        clf.embedder_.sha256 = dict(embedder_sha256) if embedder_sha256 else None
         clf.embedder_info_ = info
         clf.metrics_ = meta.get("metrics") or {}
         clf.training_data_ = meta.get("training_data") or {}
         clf.path_ = path
+        # Identifies the scoring model across processes (checkpoint keys): the hashes of its files.
+        clf.forest_sha256_ = hashlib.sha256(json.dumps(meta.get("files") or {}, sort_keys=True).encode()).hexdigest()
         return clf
 
 

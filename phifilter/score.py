@@ -7,6 +7,8 @@ the batch size whatever the shard or corpus size.
 
 Exactly-once output: a shard is written under a hidden temporary name and renamed when whole;
 a rerun skips shards whose output exists with the input's row count, and redoes the others.
+A shard of more than one read batch is checkpointed batch by batch (corpus.PartialShard), so
+a rerun after a kill continues inside it instead of embedding its finished rows again.
 A lock file keeps two runs from writing the same output folder.
 """
 
@@ -24,12 +26,14 @@ import pyarrow as pa
 from .classifier import EduClassifier
 from .corpus import (
     OutputLock,
+    PartialShard,
     Shard,
     ShardWriter,
     check_output_dir,
     check_text_column,
     completed_rows,
     find_shards,
+    input_fingerprint,
     iter_batches,
     open_parquet,
     remove_stale_temporaries,
@@ -65,6 +69,8 @@ class ScoreConfig:
     ray_address: str | None = None  # join this Ray cluster (None: start a local one)
     pipeline_depth: int = 2  # items queued between two pipeline stages
     tensor_forest: bool | None = None  # forest as tensors on the embedder's device (None: on CUDA only)
+    embedder_revision: str | None = None  # hub revision to load the embedder at (default: the model's)
+    embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
 
 
 @dataclass
@@ -77,13 +83,14 @@ class ScoreSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     rows_scored: int = 0
     rows_skipped: int = 0
+    rows_resumed: int = 0  # rows of partly scored shards taken from an interrupted run's checkpoints
     seconds: float = 0.0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
     above_threshold: int = 0  # rows with a score >= threshold (exact, not from the bins)
 
     @property
     def rows(self) -> int:
-        return self.rows_scored + self.rows_skipped
+        return self.rows_scored + self.rows_skipped + self.rows_resumed
 
     @property
     def docs_per_second(self) -> float:
@@ -99,7 +106,8 @@ class ScoreSummary:
             f"shards: {self.shards_scored} scored, {self.shards_skipped} already complete, "
             f"{len(self.failures)} failed",
             f"rows: {self.rows:,} ({self.rows_scored:,} scored in {self.seconds:.1f} s, "
-            f"{self.docs_per_second:,.1f} docs/s)",
+            f"{self.docs_per_second:,.1f} docs/s"
+            + (f", {self.rows_resumed:,} resumed from checkpoints" if self.rows_resumed else "") + ")",
         ]
         total = int(self.histogram.sum())
         if total:
@@ -140,7 +148,8 @@ def load_model(model, cfg: ScoreConfig) -> EduClassifier:
         clf = model
     else:
         clf = EduClassifier.load(
-            model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length
+            model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length,
+            embedder_revision=cfg.embedder_revision, embedder_sha256=cfg.embedder_sha256,
         )
     apply_throughput_options(clf, cfg)
     return clf
@@ -179,6 +188,19 @@ def apply_throughput_options(clf: EduClassifier, cfg: ScoreConfig) -> None:
 # a bad shard's partial output (--on-error skip). Each step runs in its own thread.
 
 
+def checkpoint_key(clf: EduClassifier, shard: Shard, cfg: ScoreConfig) -> dict:
+    """What must be unchanged for a rerun to reuse an interrupted run's checkpointed rows."""
+    return {
+        "input": input_fingerprint(shard.path),
+        "text_column": cfg.text_column,
+        "score_column": cfg.score_column,
+        # A classifier that was not loaded from a folder cannot be recognised in another process.
+        "forest_sha256": getattr(clf, "forest_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
+        "embedder_sha256": clf.embedder_.hashes,
+        "max_length": clf.embedder_.max_length,
+    }
+
+
 def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig, depth: int):
     """Read stage: events for every shard still to do (complete ones give a "skip" event)."""
     for shard in shards:
@@ -193,12 +215,20 @@ def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cf
                     "choose another name with --score-column"
                 )
             expected = pf.metadata.num_rows
+            out_schema = output_schema(schema, cfg.score_column)
             if completed_rows(out_path, cfg.score_column) == expected:
+                PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
                 yield ("skip", shard, out_path)
                 continue
-            yield ("begin", shard, out_path, schema, expected)
+            # A shard of more than one read batch is checkpointed batch by batch; opening the
+            # checkpoint here tells the reader where an interrupted run stopped.
+            if expected > cfg.read_batch_rows:
+                writer = PartialShard(out_path, out_schema, key=checkpoint_key(clf, shard, cfg)).__enter__()
+            else:
+                writer = ShardWriter(out_path, out_schema)  # opened by the write stage
+            yield ("begin", shard, out_path, schema, expected, writer)
             text_index = schema.get_field_index(cfg.text_column)
-            for batch in iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf):
+            for batch in iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf, skip_rows=writer.rows):
                 yield ("batch", shard, batch, texts_from_array(batch.column(text_index)))
         except PhifilterError as e:
             if cfg.on_error == "raise":
@@ -306,11 +336,13 @@ def _whole_model(clf: EduClassifier, cfg: ScoreConfig):
     return step
 
 
-def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None) -> None:
-    """Write stage: appends the score column and writes each shard atomically via ShardWriter.
+def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None, on_resumed=None) -> None:
+    """Write stage: appends the score column and writes each shard atomically.
 
     ``on_shard(kind, shard, out_path, scores_or_message)`` is called once per shard with kind
-    "scored", "skipped" or "failed"; ``on_rows(n)`` after every written batch.
+    "scored", "skipped" or "failed"; ``on_rows(n)`` after every written batch; ``on_resumed(n)``
+    with the rows of a shard taken over from an interrupted run's checkpoints (their scores are
+    part of the shard's scores).
     """
     writer = None
     current = None  # (shard, out_path, out_schema, expected, [scores])
@@ -320,10 +352,16 @@ def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None) -> None:
             if kind == "skip":
                 on_shard and on_shard("skipped", shard, event[2], None)
             elif kind == "begin":
-                _, _, out_path, schema, expected = event
+                _, _, out_path, schema, expected, writer = event
                 out_schema = output_schema(schema, cfg.score_column)
-                writer = ShardWriter(out_path, out_schema).__enter__()
-                current = (shard, out_path, out_schema, expected, [])
+                if isinstance(writer, ShardWriter):
+                    writer.__enter__()
+                done = []
+                if writer.rows:  # checkpointed rows of an interrupted run
+                    done.append(writer.checkpointed_column(cfg.score_column).to_numpy().astype(np.float32))
+                    on_resumed and on_resumed(writer.rows)
+                    on_rows and on_rows(writer.rows)
+                current = (shard, out_path, out_schema, expected, done)
             elif kind == "batch":
                 _, _, batch, scores = event
                 out_batch = pa.RecordBatch.from_arrays(
@@ -381,6 +419,7 @@ def score_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    OutputLock.check_free(out_dir)  # another run writing here: say so now, not after loading the model
     if cfg.engine not in ("local", "ray"):
         raise InputError(f"--engine {cfg.engine}: expected 'local' or 'ray'")
     devices = parse_devices(cfg.devices) if cfg.devices else None
@@ -422,8 +461,11 @@ def score_shards(
 
             score_on_devices(model, clf, good, out_dir, cfg, devices, summary, bar)
         else:
+            resumed = []
             write_scored(scored_events(clf, good, out_dir, cfg), cfg,
-                         on_shard=summary_updater(summary, cfg, bar), on_rows=bar.update)
+                         on_shard=summary_updater(summary, cfg, bar), on_rows=bar.update, on_resumed=resumed.append)
+            summary.rows_resumed = sum(resumed)
+            summary.rows_scored -= summary.rows_resumed  # counted with their shard's scores
         summary.seconds = time.perf_counter() - start
     return summary
 

@@ -36,6 +36,8 @@ class TrainConfig:
     class_weight: str | None = "balanced_subsample"
     cv_folds: int = 5
     embedder: str | None = None
+    embedder_revision: str | None = None  # hub revision (commit) to load the embedder at
+    embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
     max_length: int = 256
     device: str = "auto"
     batch_size: int = 64
@@ -243,11 +245,13 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
 
 
 def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str | os.PathLike | None,
-                        progress: bool = False):
+                        progress: bool = False, revision: str | None = None, sha256: dict | None = None):
     """Embeddings of a labelled set: from the cache where it has them, else from the embedder."""
     from .embcache import EmbeddingCache, identity, merge
 
     embedder = clf._make_embedder()
+    embedder.revision = revision
+    embedder.sha256 = dict(sha256) if sha256 else None
     clf.embedder_ = embedder
     if embeddings is None:
         return embedder, clf.embed_documents(data.texts, progress=progress)
@@ -274,7 +278,8 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
     data = read_labels(labels, cfg)
     clf = make_classifier(cfg)
     clf._check_options()
-    embedder, E = labelled_embeddings(clf, data, cfg.embeddings, progress)
+    embedder, E = labelled_embeddings(clf, data, cfg.embeddings, progress,
+                                      revision=cfg.embedder_revision, sha256=cfg.embedder_sha256)
     y = clf.binarize(data.scores)
     strata = y.astype(str) if data.domains is None else np.char.add(data.domains.astype(str), y.astype(str))
     folds = min(cfg.cv_folds, int(min(np.unique(strata, return_counts=True)[1])))
