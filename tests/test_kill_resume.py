@@ -94,13 +94,17 @@ def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_pa
     checkpointed = manifest["rows"]
     assert 24 <= checkpointed < 64
 
+    from phifilter.score import _splittable
+
+    # Count the documents that reach the model, at the entry point the pipeline uses for it.
     embedded = []
-    encode = bundled_model.embedder_.encode
-    bundled_model.embedder_.encode = lambda texts: (embedded.append(len(texts)), encode(texts))[1]
+    owner, name = (bundled_model.embedder_, "prepare") if _splittable(bundled_model) else (bundled_model, "edu_score")
+    original = getattr(owner, name)
+    setattr(owner, name, lambda texts, *a, **k: (embedded.append(len(texts)), original(texts, *a, **k))[1])
     try:
         summary = score_shards(src, out, model=bundled_model, read_batch_rows=8)
     finally:
-        del bundled_model.embedder_.encode
+        delattr(owner, name)
     assert summary.rows_resumed == checkpointed
     assert summary.rows_scored == 64 - checkpointed
     assert sum(embedded) == 64 - checkpointed  # finished row groups were not embedded again
