@@ -115,7 +115,7 @@ class EduClassifier:
         doc_mode: str = "truncate",
         max_chunks: int = 8,
         calibrate: bool = False,
-        C: float = 0.05,
+        C: float = 0.005,
     ):
         self.embedder = embedder
         self.n_estimators = n_estimators

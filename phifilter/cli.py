@@ -152,7 +152,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic"]), default="forest", show_default=True,
               help="Random forest classifier, random forest regressor on the 0-5 score, or logistic regression.")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
-              default="truncate", show_default=True,
+              default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
 @click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
 @click.option("--calibrate", is_flag=True, help="Isotonic calibration on out-of-fold scores: edu_score becomes a probability.")

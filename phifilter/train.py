@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 64
     random_state: int = 0
     head: str = "forest"  # forest | forest-regressor | logistic
-    doc_mode: str = "truncate"  # see phifilter.chunking.DOC_MODES
+    doc_mode: str = "chunk-mean"  # see phifilter.chunking.DOC_MODES; chosen in benchmarks/classifier_quality.md
     max_chunks: int = 8
     calibrate: bool = False  # isotonic calibration fitted on the out-of-fold scores
     target_precision: float | None = None  # threshold: the lowest reaching this out-of-fold precision

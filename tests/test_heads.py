@@ -33,7 +33,9 @@ def test_each_head_fits_saves_and_loads(tmp_path, embedder, head, doc_mode):
     p = clf.score_doc_embeddings(E)
     assert p.dtype == np.float32 and p.shape == (E.n_docs,) and ((0 <= p) & (p <= 1)).all()
     y = scores >= 3
-    assert p[y].mean() > p[~y].mean() + 0.3  # it learned the signal
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, p) > 0.9 and p[y].mean() > p[~y].mean()  # it learned the signal
     clf.save(tmp_path / "m")
     meta = read_model_meta(tmp_path / "m")
     assert meta["format_version"] == 2 and meta["doc_mode"] == doc_mode and meta["calibration"] is None
