@@ -296,6 +296,10 @@ def main() -> None:
             diff = float(np.abs(read_scores(tmp / "naive-0") - read_scores(tmp / "phifilter-0")).max())
             report["max_abs_score_diff_phifilter_vs_naive"] = diff
             report["speedup_phifilter_vs_naive"] = res["phifilter"]["docs_per_s"] / res["naive"]["docs_per_s"]
+            pairs = zip(res["phifilter"]["rounds_docs_per_s"], res["naive"]["rounds_docs_per_s"])
+            report["speedup_per_round"] = [p / n for p, n in pairs]
+            print("speed-up per round (same round, back to back): "
+                  + ", ".join(f"{x:.2f}x" for x in report["speedup_per_round"]))
             print(f"speed-up phifilter / naive: {report['speedup_phifilter_vs_naive']:.2f}x; "
                   f"max |score difference| = {diff:.2e}")
         if "naive" in res and "int8" in res:
