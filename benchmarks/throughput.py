@@ -278,7 +278,8 @@ def main() -> None:
         # during the run hits every arm alike; the best round of each arm is reported.
         for round_ in range(a.repeats):
             for arm in [x for x in arms if x != "memory"]:
-                r = child(arm, tmp / "in", tmp / arm, a.device, a.max_length)
+                # a fresh output folder per round: the same folder would be skipped as complete
+                r = child(arm, tmp / "in", tmp / f"{arm}-{round_}", a.device, a.max_length)
                 r["docs_per_s"] = r["rows"] / r["seconds"]
                 r["tokens_per_s"] = tokens / r["seconds"]
                 r["rounds_docs_per_s"] = report["arms"].get(arm, {}).get("rounds_docs_per_s", []) + [r["docs_per_s"]]
@@ -292,13 +293,17 @@ def main() -> None:
         res = report["arms"]
         print("best round per arm: " + ", ".join(f"{k} {v['docs_per_s']:.1f} docs/s" for k, v in res.items()))
         if "naive" in res and "phifilter" in res:
-            diff = float(np.abs(read_scores(tmp / "naive") - read_scores(tmp / "phifilter")).max())
+            diff = float(np.abs(read_scores(tmp / "naive-0") - read_scores(tmp / "phifilter-0")).max())
             report["max_abs_score_diff_phifilter_vs_naive"] = diff
             report["speedup_phifilter_vs_naive"] = res["phifilter"]["docs_per_s"] / res["naive"]["docs_per_s"]
+            pairs = zip(res["phifilter"]["rounds_docs_per_s"], res["naive"]["rounds_docs_per_s"])
+            report["speedup_per_round"] = [p / n for p, n in pairs]
+            print("speed-up per round (same round, back to back): "
+                  + ", ".join(f"{x:.2f}x" for x in report["speedup_per_round"]))
             print(f"speed-up phifilter / naive: {report['speedup_phifilter_vs_naive']:.2f}x; "
                   f"max |score difference| = {diff:.2e}")
         if "naive" in res and "int8" in res:
-            diff = float(np.abs(read_scores(tmp / "naive") - read_scores(tmp / "int8")).max())
+            diff = float(np.abs(read_scores(tmp / "naive-0") - read_scores(tmp / "int8-0")).max())
             report["max_abs_score_diff_int8_vs_naive"] = diff
             report["speedup_int8_vs_naive"] = res["int8"]["docs_per_s"] / res["naive"]["docs_per_s"]
             print(f"speed-up int8 / naive: {report['speedup_int8_vs_naive']:.2f}x; max |score difference| = {diff:.3f}")
