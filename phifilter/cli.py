@@ -28,6 +28,18 @@ class PhifilterGroup(click.Group):
             sys.exit(130)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which pass every range comparison)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return value
+
+
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 text_column_option = click.option(
     "--text-column", default="text", show_default=True, help="Column holding the document text."
@@ -187,7 +199,9 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
         try:
             threshold = float(threshold)
         except ValueError:
-            raise click.BadParameter("expected 'auto' or a number in [0, 1]", param_hint="--threshold") from None
+            threshold = float("nan")
+        if not 0.0 <= threshold <= 1.0:  # also refuses nan
+            raise click.BadParameter("expected 'auto' or a number in [0, 1]", param_hint="--threshold")
     cfg = TrainConfig(
         text_column=text_column, score_column=score_column, positive_threshold=positive_threshold,
         threshold=threshold, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv_folds=cv_folds, embedder=embedder,
@@ -325,8 +339,8 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @main.command(name="filter")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
-@click.option("--top-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
+@click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
 @click.option("--score-column", default="edu_score", show_default=True)
 @text_column_option
@@ -413,13 +427,13 @@ def _price(value):
 @click.option("--domain-column", default="domain", show_default=True, help="Column that --rubric auto reads.")
 @click.option("--max-chars", default=None, type=click.IntRange(1), help="Cut longer documents at a line break first.")
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1), help="Requests in flight at once.")
-@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--timeout", default=60.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
               help="Seconds to wait for a reply before retrying.")
 @click.option("--retries", default=5, show_default=True, type=click.IntRange(0), help="Retries per request.")
-@click.option("--retry-delay", default=1.0, show_default=True, type=click.FloatRange(0),
+@click.option("--retry-delay", default=1.0, show_default=True, type=FiniteFloatRange(0),
               help="First backoff in seconds (doubles per retry, with jitter; Retry-After wins if longer).")
 @click.option("--max-requests", default=None, type=click.IntRange(0), help="Send at most this many documents, then stop cleanly.")
-@click.option("--temperature", default=0.0, show_default=True, type=float, help="Sampling temperature (openai backend).")
+@click.option("--temperature", default=0.0, show_default=True, type=FiniteFloatRange(0), help="Sampling temperature (openai backend).")
 @click.option("--max-tokens", default=None, type=click.IntRange(1),
               help="Cap on reply tokens (openai: not sent unless given; transformers: default 256).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Prompts per generate call (transformers).")

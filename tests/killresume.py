@@ -26,6 +26,13 @@ Adding a command is a few lines, e.g. for `embed` (once it exists)::
         outputs=[out],
     )
     records = run_kill_resume(case, seed)
+
+and for `ablate` (its progress: finished (arm, seed) results on disk; the comparison: the
+results table equals an uninterrupted run's)::
+
+    case = KillResumeCase(argv=["ablate", scored, "-o", out, "--preset", "tiny", ...],
+                          progress=lambda: len(list(out.glob("runs/*/result.json"))), total=n_runs,
+                          compare=lambda: assert_results_equal(ref, out), outputs=[out])
 """
 
 from __future__ import annotations

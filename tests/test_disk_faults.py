@@ -181,7 +181,7 @@ def test_full_tmpfs_filter_sample_label_train_keep_previous_outputs(tmp_path, ti
                                            "-n", "40", "-q"]),
             "label": runner.invoke(main, ["label", str(tmp_path / "scored" / "s.parquet"), "-o", str(tiny_disk / "labels.parquet"),
                                           "--base-url", server.url, "--model", "m", "-q"], env={"OPENAI_API_KEY": "k"}),
-            "train": runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--n-estimators", "3000",
+            "train": runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--n-estimators", "50",
                                           "--cv-folds", "0", "--device", "cpu", "-q"]),
         }
     finally:

@@ -316,6 +316,15 @@ def test_score_options(fuzz_files, tmp_path_factory, opts, src):
     _check(_invoke(["score", str(fuzz_files / src), "-o", str(out / "o"), *opts], fuzz_files))
 
 
+@pytest.mark.parametrize("option, value", [("--timeout", "nan"), ("--retry-delay", "inf"), ("--temperature", "nan")])
+def test_non_finite_numbers_are_usage_errors(fuzz_files, tmp_path, option, value):
+    result = _invoke(["label", str(fuzz_files / "in.parquet"), "-o", str(tmp_path / "l.parquet"), "--model", "m",
+                      "--base-url", "http://127.0.0.1:1/v1", option, value], fuzz_files)
+    assert result.exit_code == 2 and "not a finite number" in result.output, result.output
+    result = _invoke(["train", str(fuzz_files / "in.parquet"), "-o", str(tmp_path / "m"), "--threshold", "nan"], fuzz_files)
+    assert result.exit_code == 2 and "--threshold" in result.output, result.output
+
+
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(opts=_options({"--text-column": st.sampled_from(["text", "id", "nope"]), "--score-column": st.sampled_from(["llm_score", "text", "s"]),
                       "--positive-threshold": INT, "--threshold": junk, "--n-estimators": INT, "--min-samples-leaf": INT,

@@ -18,7 +18,7 @@ import skops.io as sio
 from click.testing import CliRunner
 
 from chat_server import Response, chat_server  # noqa: F401  (fixture)
-from conftest import REPO, cli_env, run_cli, write_shard
+from conftest import REPO, cli_env, write_shard
 from phifilter.classifier import FOREST_FILE, META_FILE, EduClassifier, _sha256_file, default_model_path
 from phifilter.cli import main
 from phifilter.embed import DEFAULT_EMBEDDER_SHA256, bundled_model_path, file_hashes
