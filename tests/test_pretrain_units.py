@@ -265,3 +265,27 @@ def test_shipped_eval_sets_equal_the_reference_copies(eval_dir):
         assert (default_eval_dir() / name).read_bytes() == (eval_dir / name).read_bytes()
     with gzip.open(default_eval_dir() / "HumanEval.jsonl.gz", "rt") as f:
         assert json.loads(f.readline())["task_id"] == "HumanEval/0"
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_cached_sampling_equals_recomputing_every_step(positions):
+    import torch
+
+    from phifilter.pretrain.config import GPTConfig
+    from phifilter.pretrain.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context=32, n_layer=2, n_head=2, d_model=16, positions=positions)).eval()
+    prompt = torch.randint(0, 50, (3, 10))
+    with torch.no_grad():
+        new = model.generate(prompt, 12, temperature=0)
+        idx = prompt
+        for _ in range(12):
+            idx = torch.cat((idx, model(idx)[:, -1].argmax(-1, keepdim=True)), 1)
+    assert torch.equal(new, idx[:, 10:])
+    # Tied weights: the output head is the embedding matrix, counted once.
+    assert model.head.weight is model.tok_emb.weight

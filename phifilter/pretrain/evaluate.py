@@ -82,7 +82,7 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
 def sample_completions(model: GPT, tokenizer, problem: Problem, n: int, max_new_tokens: int,
                        temperature: float, generator: torch.Generator, device: torch.device) -> list[str]:
     prompt = encode_texts(tokenizer, [problem.prompt])[0]
-    prompt = torch.from_numpy(prompt[-(model.cfg.context - 1):]).to(device)[None].repeat(n, 1)
+    prompt = torch.from_numpy(prompt).to(device)[None].repeat(n, 1)  # generate() crops it to fit
 
     def all_stopped(new: torch.Tensor) -> bool:
         # Decoding is cheap next to a forward pass; check every 8 tokens.

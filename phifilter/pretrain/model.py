@@ -16,18 +16,23 @@ from .config import GPTConfig
 
 
 def rotary_tables(context: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape [context, head_dim/2] for rotary position embeddings."""
+    """cos and sin of shape [context, head_dim] for rotary position embeddings (RoPE)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)  # the two halves of a head share frequencies
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of x [B, H, T, D] by position-dependent angles."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: int = 0) -> torch.Tensor:
+    """Rotate channel i with channel i + D/2 of x [B, H, T, D] by a position-dependent angle.
+
+    The "rotate half" layout (GPT-NeoX) needs one concatenation instead of interleaving
+    even and odd channels, which is noticeably faster on a CPU.
+    """
+    T = x.shape[-2]
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x * cos[pos : pos + T] + rotated * sin[pos : pos + T]).type_as(x)
 
 
 class SelfAttention(nn.Module):
@@ -40,14 +45,21 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.rotary = cfg.positions == "rotary"
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                cache: dict | None = None, pos: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if self.rotary:
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = apply_rotary(q, cos, sin, pos), apply_rotary(k, cos, sin, pos)
+        if cache is not None:
+            # Sampling: keep keys and values of earlier positions instead of recomputing them.
+            if "k" in cache:
+                k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
+            cache["k"], cache["v"] = k, v
+        # Causal within the new tokens; a single new token may see every cached one.
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
@@ -67,8 +79,8 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.ln1(x), cos, sin)
+    def forward(self, x, cos, sin, cache=None, pos=0):
+        x = x + self.attn(self.ln1(x), cos, sin, cache, pos)
         return x + self.mlp(self.ln2(x))
 
 
@@ -107,17 +119,21 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab] for token ids [B, T] (T <= context)."""
+    def forward(self, idx: torch.Tensor, caches: list[dict] | None = None, pos: int = 0) -> torch.Tensor:
+        """Logits [B, T, vocab] for token ids [B, T] at positions pos.. (pos + T <= context).
+
+        ``caches`` (one dict per block) is for sampling: it holds the keys and values of the
+        positions before ``pos``. Training never uses it.
+        """
         T = idx.shape[1]
-        if T > self.cfg.context:
-            raise ValueError(f"sequence of {T} tokens is longer than the context {self.cfg.context}")
+        if pos + T > self.cfg.context:
+            raise ValueError(f"positions up to {pos + T} exceed the context {self.cfg.context}")
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+            x = x + self.pos_emb(torch.arange(pos, pos + T, device=idx.device))
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, self.rot_cos, self.rot_sin)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rot_cos, self.rot_sin, None if caches is None else caches[i], pos)
         return self.head(self.ln_f(x))
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
@@ -143,13 +159,17 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Sample continuations of prompt [B, T]; returns only the new tokens [B, <=max_new].
 
-        No KV cache: at these sizes the full forward pass is cheap and the code stays short.
+        The prompt is cut from the left so that prompt + new tokens fit the context, and a
+        key/value cache makes each new token cost one position, not a whole forward pass.
         ``stop(new_tokens)`` may return True to end early (e.g. every sample finished a function).
         """
-        idx = prompt
-        start = idx.shape[1]
+        keep = max(1, self.cfg.context - max_new_tokens)
+        idx = prompt[:, -keep:]
+        caches = [{} for _ in self.blocks]
+        logits = self(idx, caches, 0)[:, -1, :].float()
+        pos = idx.shape[1]
+        new = []
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.cfg.context :])[:, -1, :].float()
             if temperature <= 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:
@@ -157,9 +177,10 @@ class GPT(nn.Module):
                 if top_k is not None:
                     kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
-            idx = torch.cat((idx, nxt), dim=1)
-            if stop is not None and stop(idx[:, start:]):
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            new.append(nxt)
+            if pos >= self.cfg.context or (stop is not None and stop(torch.cat(new, dim=1))):
                 break
-        return idx[:, start:]
+            logits = self(nxt, caches, pos)[:, -1, :].float()
+            pos += 1
+        return torch.cat(new, dim=1) if new else prompt[:, :0]
