@@ -89,6 +89,9 @@ def run_ablation(
         _check_settings(out, settings)
         bundle = prepare_data(shards, out / "data", config, preset, eval_dir, progress)
         seeds = list(range(config.seed, config.seed + config.seeds))
+        if "random" in config.arms:
+            for seed in seeds:  # all data exists before the first run starts
+                random_train_file(bundle, seed, config.data_seed)
         runs = {}
         for seed in seeds:
             for arm in config.arms:
@@ -280,6 +283,12 @@ def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: Abla
     from .train import resolve_device, train_model, window_starts, windows_loss
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        import torch
+
+        # On a busy machine one thread per process can be several times faster than one per
+        # core: OpenMP threads that wait for each other stall when any one is descheduled.
+        torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     train_path = random_train_file(bundle, seed, config.data_seed) if arm == "random" else bundle.train_file(arm, seed)
     train_tokens = D.open_tokens(train_path)
@@ -306,42 +315,46 @@ def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: Abla
                 model, bundle.tokenizer, chosen, config.pass_samples, config.max_new_tokens,
                 config.temperature, config.exec_timeout, seed, device, progress,
                 desc=f"{arm} seed {seed} {name} pass@k")
-    result["bigram"] = bigram_baseline(bundle, arm, seed, train_path, val_sets, he_seqs, mbpp_seqs,
-                                       preset.model.vocab_size, ctx, n_windows)
+    result["bigram"] = bigram_baseline(bundle, train_path, val_sets, he_seqs, mbpp_seqs,
+                                       preset.model.vocab_size, ctx, n_windows, info["tokens"])
     D.write_json(result_path, result)
     log(progress, f"{arm} seed {seed}: HumanEval loss {result['humaneval_loss']:.4f}, "
                   f"own validation loss {result['val_loss'][arm]:.4f} ({result['train_seconds']:.0f} s)")
     return result
 
 
-def bigram_baseline(bundle: DataBundle, arm: str, seed: int, train_path: Path, val_sets: dict,
-                    he_seqs, mbpp_seqs, vocab_size: int, ctx: int, n_windows: int) -> dict:
-    """Losses of a count-based bigram fitted on the arm's whole training file (cached per file)."""
+def bigram_baseline(bundle: DataBundle, train_path: Path, val_sets: dict, he_seqs, mbpp_seqs,
+                    vocab_size: int, ctx: int, n_windows: int, budget: int) -> dict:
+    """Losses of a count-based bigram that sees as many tokens as each GPT: ``budget`` tokens in
+    random windows of the arm's training file (cached per training file)."""
     from .evaluate import bigram_sequences_loss
     from .ngram import BigramModel
     from .train import window_starts
 
     cache = bundle.folder / f"bigram.{train_path.name.removesuffix('.train.bin')}.json"
     cached = D.read_json(cache)
-    if cached is not None and set(cached["val_loss"]) >= set(val_sets):
+    if cached is not None and set(cached["val_loss"]) >= set(val_sets) and cached.get("tokens") == budget:
         return cached
     train = D.open_tokens(train_path)
-    # Smoothing is tuned on the last 5% of the training file (not on a validation split, which
-    # would flatter the bigram there), then the counts are refitted on the whole file.
-    cut = int(train.size * 0.95)
-    beta = BigramModel(vocab_size).fit(train[:cut]).tune(train[cut:]).beta
-    model = BigramModel(vocab_size, beta=beta).fit(train)
+    rng = np.random.default_rng(0)
+    n = max(2, budget // (ctx + 1))
+    starts = rng.integers(0, max(1, train.size - ctx - 1), size=n)
+    windows = np.stack([train[s : s + ctx + 1] for s in starts])
+    # Smoothing is tuned on 5% of the windows held out from the counts (not on a validation
+    # split, which would flatter the bigram there), then the counts are refitted on all of them.
+    cut = max(1, int(n * 0.95))
+    beta = BigramModel(vocab_size).fit(windows[:cut]).tune(windows[cut:]).beta
+    model = BigramModel(vocab_size, beta=beta).fit(windows)
 
     def windows_nll(tokens):
-        # The same windows as the GPT sees, scored with one token of context each.
+        # The same windows as the GPT is scored on, with one token of context each.
         starts = window_starts(tokens.size, ctx, n_windows)
         if starts.size == 0:
             return float("nan")
-        parts = [model._token_nll(tokens[s : s + ctx].astype(np.int64), tokens[s + 1 : s + ctx + 1].astype(np.int64), None)
-                 for s in starts]
-        return float(np.concatenate(parts).mean())
+        rows = np.stack([tokens[s : s + ctx + 1] for s in starts])
+        return model.nll(rows)
 
-    out = {"beta": model.beta, "val_loss": {a: windows_nll(v) for a, v in val_sets.items()},
+    out = {"beta": model.beta, "tokens": budget, "val_loss": {a: windows_nll(v) for a, v in val_sets.items()},
            "humaneval_loss": bigram_sequences_loss(model, he_seqs),
            "mbpp_loss": bigram_sequences_loss(model, mbpp_seqs)}
     D.write_json(cache, out)

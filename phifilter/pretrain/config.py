@@ -119,6 +119,7 @@ class AblateConfig:
     exec_timeout: float = 3.0  # seconds per sandboxed test run
     data_seed: int = 0  # the validation split and tokeniser sample
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     compile: bool = True  # torch.compile on CUDA (never on CPU, where it costs more than it saves)
     overrides: dict = field(default_factory=dict)  # model/loop fields, e.g. {"lr": 1e-3}
 

@@ -21,26 +21,31 @@ class BigramModel:
         self.beta = beta
 
     def fit(self, tokens: np.ndarray, chunk: int = 1 << 24) -> "BigramModel":
+        """Count pairs in a token stream, or within each row of a 2-D array of windows."""
         V = self.vocab_size
-        tokens = np.asarray(tokens)
-        unigram = np.bincount(tokens.astype(np.int64), minlength=V).astype(np.float64)
+        rows = np.asarray(tokens)
+        rows = rows[None] if rows.ndim == 1 else rows
+        unigram = np.bincount(rows.ravel().astype(np.int64), minlength=V).astype(np.float64)
         self.unigram_ = (unigram + 1.0) / (unigram.sum() + V)
         # Pair counts by chunks (overlapping by one token) so memory stays bounded.
         codes, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        for start in range(0, max(0, tokens.size - 1), chunk):
-            part = tokens[start : start + chunk + 1].astype(np.int64)
-            c, n = np.unique(part[:-1] * V + part[1:], return_counts=True)
-            codes, counts = _merge(codes, counts, c, n)
+        for row in rows:
+            for start in range(0, max(0, row.size - 1), chunk):
+                part = row[start : start + chunk + 1].astype(np.int64)
+                c, n = np.unique(part[:-1] * V + part[1:], return_counts=True)
+                codes, counts = _merge(codes, counts, c, n)
         self.pair_codes_, self.pair_counts_ = codes, counts
         self.context_counts_ = np.bincount(codes // V, weights=counts, minlength=V)
         return self
 
     def nll(self, tokens: np.ndarray, beta: float | None = None) -> float:
-        """Mean negative log-likelihood (nats per token) of each token given the previous one."""
-        tokens = np.asarray(tokens).astype(np.int64)
-        if tokens.size < 2:
+        """Mean negative log-likelihood (nats per token) of each token given the previous one
+        (within each row, for a 2-D array)."""
+        rows = np.asarray(tokens).astype(np.int64)
+        rows = rows[None] if rows.ndim == 1 else rows
+        if rows.shape[1] < 2:
             return float("nan")
-        return float(self._token_nll(tokens[:-1], tokens[1:], beta).mean())
+        return float(self._token_nll(rows[:, :-1].ravel(), rows[:, 1:].ravel(), beta).mean())
 
     def _token_nll(self, prev: np.ndarray, nxt: np.ndarray, beta: float | None) -> np.ndarray:
         beta = self.beta if beta is None else beta
@@ -54,7 +59,7 @@ class BigramModel:
         return -np.log(p)
 
     def tune(self, val_tokens: np.ndarray, betas=BETAS) -> "BigramModel":
-        """Pick the smoothing weight with the lowest loss on validation tokens."""
+        """Pick the smoothing weight with the lowest loss on held-out tokens (1-D or rows)."""
         if np.asarray(val_tokens).size >= 2:
             self.beta = min(betas, key=lambda b: self.nll(val_tokens, b))
         return self

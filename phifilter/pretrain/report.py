@@ -250,9 +250,10 @@ def blocks(results: dict) -> list[tuple]:
              [[a, *[fmt(results["arms"][a].get("val_loss", {}).get(b)) for b in arms]] for a in arms])]
 
     out += [("h", 2, "Count-based bigram baseline"),
-            ("p", "A bigram model with Dirichlet smoothing towards the unigram, fitted on each arm's whole "
-                  "training file (smoothing tuned on the file's last 5%). A GPT that does not beat "
-                  "it has learned little beyond token pair statistics."),
+            ("p", "A count-based bigram model with Dirichlet smoothing towards the unigram, fitted on as "
+                  "many tokens as each GPT saw (random windows of the arm's training file; smoothing tuned "
+                  "on 5% of them held out). A GPT that does not beat it has learned little beyond token "
+                  "pair statistics."),
             ("table", ["arm", "bigram HumanEval loss", "bigram MBPP loss", "bigram own val loss",
                        "GPT HumanEval loss", "GPT own val loss"],
              [[a, fmt(results["arms"][a].get("bigram", {}).get("humaneval_loss")),
