@@ -212,12 +212,13 @@ def info(model):
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="torch CPU threads (default: one per core; 1 is often faster on a busy machine).")
 @click.option("--no-compile", is_flag=True, help="Do not torch.compile on CUDA.")
+@click.option("--note", default=None, help="A sentence to print at the top of the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
 @quiet_option
 def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
            pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, overrides, quiet):
+           no_compile, note, overrides, quiet):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
@@ -252,7 +253,7 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()), text_column=text_column,
         score_column=score_column, eval_dir=eval_dir, val_fraction=val_fraction, pass_samples=pass_samples,
         pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
-        threads=threads, compile=not no_compile, overrides=parsed,
+        threads=threads, compile=not no_compile, overrides=parsed, note=note,
     )
     results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line())
     if not quiet:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def test_ablate_end_to_end_then_rerun_skips_finished_runs(tmp_path, eval_dir):
     corpus, out = tmp_path / "scored", tmp_path / "report"
     made = make_corpus(corpus, eval_dir)
     args = ["ablate", corpus, "-o", out, "--preset", "micro", "--seeds", "2", "--eval-dir", eval_dir,
-            "--val-fraction", "0.1", "--pass-samples", "2", "--pass-problems", "2", "--max-new-tokens", "16"]
+            "--val-fraction", "0.1", "--pass-samples", "2", "--pass-problems", "2", "--max-new-tokens", "16", "--threads", "1", "--note", "built by the test suite"]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "Filtered − random" in first.stdout
@@ -55,9 +56,13 @@ def test_ablate_end_to_end_then_rerun_skips_finished_runs(tmp_path, eval_dir):
     assert diff["mean"] < 0 and len(diff["per_seed"]) == 2 and diff["ci95"][0] < diff["ci95"][1]
 
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")
+    assert "data:image/png;base64," in html
+    # Self-contained: nothing fetched from anywhere (the embedded PNG aside).
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "http://" not in text and "https://" not in text and "<script" not in text
     md = (out / "report.md").read_text()
     assert "| filtered |" in md and "Reproduce" in md and "--preset micro" in md
+    assert "Note: built by the test suite" in md
     assert (out / "data" / "tokenizer.json").is_file()
 
     # A rerun retrains nothing and reports the same numbers.
@@ -92,7 +97,18 @@ def test_unscored_input_is_refused_with_a_clear_error(tmp_path):
     assert "no column 'edu_score'" in proc.stderr and "phifilter score" in proc.stderr
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """A 25k-parameter model gains nothing from more threads, and busy machines lose a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch, one_thread):
     import torch
 
     from phifilter.pretrain import train as T
@@ -126,3 +142,4 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
         assert torch.equal(p, q), name
     assert [c["val_loss"] for c in info["curve"]] == [c["val_loss"] for c in info_b["curve"]]
     assert not list((tmp_path / "b").glob("*.pkl")) and not list((tmp_path / "b").rglob("*.pt"))
+

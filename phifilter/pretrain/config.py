@@ -122,6 +122,7 @@ class AblateConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     compile: bool = True  # torch.compile on CUDA (never on CPU, where it costs more than it saves)
     overrides: dict = field(default_factory=dict)  # model/loop fields, e.g. {"lr": 1e-3}
+    note: str | None = None  # a sentence for the report (why the budget was cut, where it ran...)
 
     def resolved_preset(self) -> Preset:
         if self.preset not in PRESETS:

@@ -183,6 +183,8 @@ def blocks(results: dict) -> list[tuple]:
     data, preset = results["data"], results["preset"]
     model = preset["model"]
     out: list[tuple] = [("h", 1, "phifilter ablation: filtered vs random vs unfiltered"), ("p", verdict(results))]
+    if results["config"].get("note"):
+        out.append(("p", f"Note: {results['config']['note']}"))
 
     sel = data["selection"]
     rule = (f"top {100 * sel['top_fraction']:.0f}% of training tokens by edu_score (cut-off {data['score_cutoff']:.4f})"
