@@ -19,6 +19,7 @@ from .exclude import ExclusionSet, load_exclusions  # noqa: E402
 from .hf_embed import MeanPoolEmbedder, make_embedder  # noqa: E402
 from .label import LabelConfig, LabelSummary, compare_labels, label_file  # noqa: E402
 from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
+from .pretrain import AblateConfig, run_ablation  # noqa: E402  (no torch until a run starts)
 from .score import ScoreConfig, ScoreSummary, score_shards  # noqa: E402
 from .select import FilterSummary, filter_shards  # noqa: E402
 from .suggest import SuggestSummary, suggest  # noqa: E402
@@ -36,6 +37,7 @@ __all__ = [
     "EmbeddingCache",
     "DocEmbeddings",
     "DOC_MODES",
+    "AblateConfig",
     "DEFAULT_EMBEDDER",
     "EduClassifier",
     "Embedder",
@@ -61,6 +63,7 @@ __all__ = [
     "label_file",
     "load_exclusions",
     "sample_shards",
+    "run_ablation",
     "score_shards",
     "train_model",
 ]
