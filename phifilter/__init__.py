@@ -14,6 +14,7 @@ from .embed import DEFAULT_EMBEDDER, Embedder  # noqa: E402
 from .errors import InputError, ModelError, OutputError, PhifilterError  # noqa: E402
 from .exclude import ExclusionSet, load_exclusions  # noqa: E402
 from .label import LabelConfig, LabelSummary, compare_labels, label_file  # noqa: E402
+from .report import ReportConfig, ReportSummary, build_report  # noqa: E402
 from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
 from .score import ScoreConfig, ScoreSummary, score_shards  # noqa: E402
 from .select import FilterSummary, filter_shards  # noqa: E402
@@ -31,12 +32,15 @@ __all__ = [
     "ModelError",
     "OutputError",
     "PhifilterError",
+    "ReportConfig",
+    "ReportSummary",
     "SampleConfig",
     "SampleSummary",
     "ScoreConfig",
     "ScoreSummary",
     "Shard",
     "TrainConfig",
+    "build_report",
     "compare_labels",
     "default_model_path",
     "filter_shards",

@@ -28,7 +28,13 @@ class PhifilterGroup(click.Group):
             sys.exit(130)
 
 
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+def _quiet_from_group(ctx, param, value):
+    # `phifilter --quiet CMD` and `phifilter CMD --quiet` mean the same.
+    return bool(value) or bool((ctx.find_root().obj or {}).get("quiet"))
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, callback=_quiet_from_group,
+                            help="No progress bars or summary.")
 text_column_option = click.option(
     "--text-column", default="text", show_default=True, help="Column holding the document text."
 )
@@ -39,13 +45,29 @@ device_option = click.option(
 
 @click.group(cls=PhifilterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="phifilter")
-def main():
+@click.option("-v", "--verbose", count=True, help="Log more: -v for INFO, -vv for DEBUG (to stderr).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summaries in any command; only warnings are logged.")
+@click.pass_context
+def main(ctx, verbose, quiet):
     """Find the textbook-quality part of code and web corpora.
 
     \b
     The pipeline:  sample -> label -> train -> score -> filter -> ablate / report
     Start with:    phifilter score SHARDS/ -o SCORED/   (uses the bundled model)
+                   phifilter report SCORED/ -o report.html
+
+    \b
+    Example:
+      phifilter score examples/shards/ -o scored/
+      phifilter -v report scored/ -o report.html --by source
+    Shell completion (bash):  eval "$(_PHIFILTER_COMPLETE=bash_source phifilter)"
     """
+    import logging
+
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
+    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("phifilter").setLevel(level)
 
 
 @main.command()
@@ -100,7 +122,8 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
 @device_option
-@click.option("--random-state", default=0, show_default=True, type=int, help="Seed for folds and forest.")
+@click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
+              help="Seed for folds and forest.")
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, quiet):
@@ -329,6 +352,46 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
     result = compare_labels(a, b, column_a=score_column_a, column_b=score_column_b, id_column=id_column,
                             binary_threshold=positive_threshold)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--by", default=None, help="Column whose values get their own histogram and row (e.g. source).")
+@text_column_option
+@click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Threshold to report on (default: the --model's decision threshold).")
+@click.option("-m", "--model", type=click.Path(), default=None,
+              help="Model folder whose threshold to use (default: the bundled model).")
+@click.option("--samples", default=5, show_default=True, type=click.IntRange(0), help="Sample documents per score band.")
+@click.option("--excerpt-chars", default=2000, show_default=True, type=click.IntRange(1),
+              help="Characters shown of each sample document.")
+@click.option("--title", default="phifilter score report", show_default=True, help="Page title.")
+@click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
+@click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@quiet_option
+def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
+           read_batch_rows, quiet):
+    """Write a self-contained HTML report on scored shards (histograms, kept shares, token budget, samples).
+
+    Reads only the score, text and --by columns, in batches, so any corpus size fits in
+    memory. The page has no scripts and loads nothing from the network. Tokens are
+    estimated as UTF-8 bytes / 4.
+
+    \b
+    Example:
+      phifilter report data/scored/ -o report.html --by source
+      phifilter report data/scored/ -o report.html --model my-model/
+    """
+    from .report import ReportConfig, build_report
+
+    cfg = ReportConfig(text_column=text_column, score_column=score_column, by=by, threshold=threshold, model=model,
+                       samples_per_band=samples, excerpt_chars=excerpt_chars, title=title, seed=seed,
+                       read_batch_rows=read_batch_rows)
+    summary = build_report(list(inputs), output, cfg, progress=not quiet)
+    if not quiet:
+        click.echo(str(summary))
 
 
 @main.command()
