@@ -14,6 +14,7 @@ from .embed import DEFAULT_EMBEDDER, Embedder  # noqa: E402
 from .errors import InputError, ModelError, OutputError, PhifilterError  # noqa: E402
 from .exclude import ExclusionSet, load_exclusions  # noqa: E402
 from .label import LabelConfig, LabelSummary, compare_labels, label_file  # noqa: E402
+from .pretrain import AblateConfig, run_ablation  # noqa: E402  (no torch until a run starts)
 from .report import ReportConfig, ReportSummary, build_report  # noqa: E402
 from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
 from .score import ScoreConfig, ScoreSummary, score_shards  # noqa: E402
@@ -21,6 +22,7 @@ from .select import FilterSummary, filter_shards  # noqa: E402
 from .train import TrainConfig, train_model  # noqa: E402
 
 __all__ = [
+    "AblateConfig",
     "DEFAULT_EMBEDDER",
     "EduClassifier",
     "Embedder",
@@ -48,6 +50,7 @@ __all__ = [
     "iter_batches",
     "label_file",
     "load_exclusions",
+    "run_ablation",
     "sample_shards",
     "score_shards",
     "train_model",

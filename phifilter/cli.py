@@ -417,5 +417,78 @@ def info(model):
     click.echo(format_metrics(meta.get("metrics") or {}))
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report folder (also holds data and checkpoints).")
+@click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
+              help="Model size: micro (seconds), tiny (minutes on a CPU), small, base (~100M, GPU).")
+@click.option("--tokens", default=None, help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Runs per arm.")
+@click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="First seed.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Filtered arm: edu_score at or above this [default: 0.5].")
+@click.option("--top-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Filtered arm: the best documents holding this share of the tokens.")
+@click.option("--arms", default="filtered,random,unfiltered", show_default=True, help="Comma-separated arms to run.")
+@click.option("--eval-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with HumanEval.jsonl.gz and mbpp.jsonl (default: the copies shipped with phifilter).")
+@click.option("--val-fraction", default=0.02, show_default=True, type=float, help="Documents held out for validation.")
+@click.option("--pass-samples", default=4, show_default=True, type=click.IntRange(0),
+              help="Completions sampled per problem for pass@k (0: skip pass@k).")
+@click.option("--pass-problems", default=None, type=click.IntRange(1), help="Problems per benchmark for pass@k (default: all).")
+@click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1), help="Tokens per sampled completion.")
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), help="Sampling temperature for pass@k.")
+@text_column_option
+@click.option("--score-column", default="edu_score", show_default=True)
+@device_option
+@click.option("--no-compile", is_flag=True, help="Do not torch.compile on CUDA.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
+@quiet_option
+def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
+           pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, no_compile,
+           overrides, quiet):
+    """Train small GPTs on filtered, random and unfiltered data and report which is better.
+
+    INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
+    the threshold (or the top fraction); the random arm is a random subset with as many tokens;
+    the unfiltered arm is everything. Each arm trains for the same number of tokens, for every
+    seed. HumanEval and MBPP are removed from the data first. Writes report.md, report.html and
+    results.json; a rerun skips finished runs and resumes interrupted ones.
+
+    \b
+    Example:
+      phifilter ablate data/scored/ -o reports/ablation/ --seeds 3
+      phifilter ablate data/scored/ -o reports/gpu/ --preset small --tokens 200M --top-fraction 0.3
+    """
+    import json
+
+    from .pretrain.ablate import run_ablation
+    from .pretrain.config import AblateConfig, parse_tokens
+    from .pretrain.report import command_line, verdict
+
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except ValueError:
+            parsed[key.strip()] = value
+    cfg = AblateConfig(
+        preset=preset, tokens=parse_tokens(tokens) if tokens else None, seeds=seeds, seed=seed,
+        threshold=threshold, top_fraction=top_fraction,
+        arms=tuple(a.strip() for a in arms.split(",") if a.strip()), text_column=text_column,
+        score_column=score_column, eval_dir=eval_dir, val_fraction=val_fraction, pass_samples=pass_samples,
+        pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
+        compile=not no_compile, overrides=parsed,
+    )
+    results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line())
+    if not quiet:
+        click.echo(verdict(results).replace("**", ""))
+        click.echo(f"report: {output}/report.md, {output}/report.html, {output}/results.json")
+
+
 if __name__ == "__main__":
     main()

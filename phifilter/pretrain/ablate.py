@@ -1,0 +1,362 @@
+"""`phifilter ablate`: train the same small GPT on filtered, random and unfiltered data.
+
+Output folder layout (every file is written under a temporary name and renamed when whole,
+so a rerun of the same command skips whatever is finished):
+
+    ablate.json                      settings of this folder (a rerun must match them)
+    data/docs.npz                    per-document score, size, contamination flag
+    data/tokenizer.json              the byte-level BPE trained for this run
+    data/all.bin, all.offsets.npy    every clean document's ids + end-of-text, corpus order
+    data/<arm>.train.bin, .val.bin   uint16 token files per arm (random: one train file per seed)
+    data/manifest.json               documents and tokens per arm, documents removed
+    data/bigram.<arm>[.s<seed>].json the count-based bigram baseline's losses
+    runs/<arm>.s<seed>/checkpoint/   safetensors + JSON; resumed after an interruption
+    runs/<arm>.s<seed>/result.json   written last: the run is finished
+    results.json, report.md, report.html, loss_curves.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..corpus import TMP_MARK, OutputLock, check_output_dir, find_shards, open_parquet
+from ..errors import InputError, OutputError
+from . import data as D
+from .config import AblateConfig, Preset
+from .decontam import Decontaminator
+from .evalsets import HUMANEVAL_FILE, MBPP_FILE, contamination_texts, default_eval_dir, load_humaneval, load_mbpp
+
+SETTINGS = "ablate.json"
+
+
+def log(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_ablation(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    config: AblateConfig | None = None,
+    progress: bool = False,
+    command: str | None = None,
+) -> dict:
+    """Prepare data, train every (arm, seed) not yet finished, evaluate, write the report.
+
+    Returns the results dictionary that is also written to ``results.json``.
+    """
+    config = config or AblateConfig()
+    config.check()
+    preset = config.resolved_preset()
+    budget = config.tokens or preset.tokens
+    steps = max(1, math.ceil(budget / preset.tokens_per_step))
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    shards = find_shards(specs)
+    out = check_output_dir(specs, output_dir)
+    D.check_scored_shards(shards, config.text_column, config.score_column)
+    eval_dir = Path(config.eval_dir) if config.eval_dir else default_eval_dir()
+
+    settings = {
+        "data": {
+            "inputs": [[str(s.path.resolve()), s.path.stat().st_size, open_parquet(s.path).metadata.num_rows]
+                       for s in shards],
+            "text_column": config.text_column, "score_column": config.score_column,
+            "threshold": config.effective_threshold(), "top_fraction": config.top_fraction,
+            "val_fraction": config.val_fraction, "data_seed": config.data_seed,
+            "vocab_size": preset.model.vocab_size, "tokenizer_max_bytes": config.tokenizer_max_bytes,
+            "eval_sets": _fingerprint(eval_dir),
+        },
+        "runs": {
+            "model": asdict(preset.model), "loop": asdict(preset.loop), "steps": steps,
+            "eval_tokens": preset.eval_tokens, "pass_samples": config.pass_samples,
+            "pass_problems": config.pass_problems, "max_new_tokens": config.max_new_tokens,
+            "temperature": config.temperature, "exec_timeout": config.exec_timeout,
+        },
+    }
+    with OutputLock(out):
+        _remove_stale(out)
+        _check_settings(out, settings)
+        bundle = prepare_data(shards, out / "data", config, preset, eval_dir, progress)
+        seeds = list(range(config.seed, config.seed + config.seeds))
+        runs = {}
+        for seed in seeds:
+            for arm in config.arms:
+                runs[(arm, seed)] = run_one(bundle, arm, seed, out / "runs" / f"{arm}.s{seed}",
+                                            config, preset, steps, progress)
+        from .report import summarise, write_report
+
+        results = summarise(runs, bundle, config, preset, steps, seeds, command=command)
+        write_report(results, out)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# settings and housekeeping
+
+
+def _fingerprint(eval_dir: Path) -> dict:
+    out = {}
+    for name in (HUMANEVAL_FILE, MBPP_FILE):
+        path = eval_dir / name
+        if not path.is_file():
+            raise InputError(f"{path}: no such file; --eval-dir must hold {HUMANEVAL_FILE} and {MBPP_FILE}")
+        out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _remove_stale(out: Path) -> None:
+    """Temporaries (files or checkpoint folders) left by an interrupted run; called under the lock."""
+    for p in list(out.rglob(f".*{TMP_MARK}*")) + list(out.rglob(".*.old-*")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / SETTINGS
+    old = D.read_json(path)
+    if old is not None:
+        for part in ("data", "runs"):
+            if json.loads(json.dumps(old.get(part))) != json.loads(json.dumps(settings[part])):
+                changed = sorted(k for k in settings[part] if old.get(part, {}).get(k) != settings[part][k])
+                raise OutputError(
+                    f"{out}: holds an ablation with other {part} settings ({', '.join(changed) or 'format'}); "
+                    "rerun with the same options, or choose another --output folder"
+                )
+    D.write_json(path, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class DataBundle:
+    """The prepared data of an output folder: tokenizer, token files, counts."""
+
+    def __init__(self, folder: Path, tokenizer, manifest: dict, offsets: np.ndarray, table: D.DocTable,
+                 val_mask: np.ndarray, train_mask: np.ndarray):
+        self.folder = folder
+        self.tokenizer = tokenizer
+        self.manifest = manifest
+        self.offsets = offsets
+        self.table = table
+        self.val_mask = val_mask
+        self.train_mask = train_mask
+        self.humaneval = []
+        self.mbpp = []
+
+    def train_file(self, arm: str, seed: int) -> Path:
+        return self.folder / (f"random.s{seed}.train.bin" if arm == "random" else f"{arm}.train.bin")
+
+    def val_file(self, arm: str) -> Path:
+        return self.folder / f"{arm}.val.bin"
+
+
+def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eval_dir: Path,
+                 progress: bool) -> DataBundle:
+    folder.mkdir(parents=True, exist_ok=True)
+    docs_path = folder / "docs.npz"
+    if docs_path.is_file():
+        table = D.DocTable.load(docs_path)
+    else:
+        log(progress, f"reading {len(shards)} shard(s); removing HumanEval/MBPP overlap")
+        decontaminator = Decontaminator(contamination_texts(eval_dir))
+        table = D.scan_corpus(shards, config.text_column, config.score_column, decontaminator, progress)
+        table.save(docs_path)
+    if not table.clean.any():
+        raise InputError("no documents left after removing empty input and HumanEval/MBPP overlap")
+    val_mask = D.split_validation(table, config.val_fraction, config.data_seed)
+    train_mask = table.clean & ~val_mask
+
+    tok_path = folder / "tokenizer.json"
+    if tok_path.is_file():
+        tokenizer = D.load_tokenizer(tok_path)
+    else:
+        log(progress, f"training a byte-level BPE of {preset.model.vocab_size:,} ids on the training documents")
+        total = int(table.nbytes[train_mask].sum())
+        rate = min(1.0, config.tokenizer_max_bytes / max(1, total))
+        sample = train_mask & (np.random.default_rng([config.data_seed, 0xB9E]).random(len(table)) < rate)
+        texts = (t for batch, _ in D.iter_texts(shards, config.text_column) for t in batch)
+        chosen = (t for t, keep in zip(texts, sample) if keep)
+        tokenizer = D.train_tokenizer(chosen, preset.model.vocab_size, tok_path)
+
+    all_bin, offsets_path = folder / "all.bin", folder / "all.offsets.npy"
+    if all_bin.is_file() and offsets_path.is_file():
+        offsets = np.load(offsets_path, allow_pickle=False)
+    else:
+        offsets = D.tokenize_corpus(shards, config.text_column, table.clean, tokenizer, all_bin,
+                                    offsets_path, progress)
+    all_tokens = D.open_tokens(all_bin)
+    tokens = np.diff(offsets)
+
+    manifest_path = folder / "manifest.json"
+    manifest = D.read_json(manifest_path)
+    if manifest is None:
+        fil_train, fil_val, cutoff = D.filtered_docs(table, tokens, train_mask, val_mask,
+                                                     config.effective_threshold(), config.top_fraction)
+        if "filtered" in config.arms and fil_train.size == 0:
+            raise InputError(f"no training document has {config.score_column} >= {cutoff:g}; "
+                             "lower --threshold or use --top-fraction")
+        val_docs = np.flatnonzero(val_mask)
+        rnd_val = D.random_docs(val_docs, tokens, int(tokens[fil_val].sum()),
+                                np.random.default_rng([config.data_seed, 0xA11]))
+        arms = {
+            "filtered": (fil_train, fil_val),
+            "random": (None, rnd_val),
+            "unfiltered": (np.flatnonzero(train_mask), val_docs),
+        }
+        manifest = {
+            "docs": {
+                "input": len(table), "clean": int(table.clean.sum()),
+                "removed_exact": int((table.contamination == D.EXACT).sum()),
+                "removed_ngram": int((table.contamination == D.NGRAM).sum()),
+                "train": int(train_mask.sum()), "val": int(val_mask.sum()),
+            },
+            "tokens": {"all": int(offsets[-1]), "train": int(tokens[train_mask].sum()),
+                       "val": int(tokens[val_mask].sum())},
+            "score_cutoff": cutoff,
+            "selection": ({"top_fraction": config.top_fraction} if config.top_fraction is not None
+                          else {"threshold": cutoff}),
+            "arms": {},
+        }
+        for arm, (train_docs, val_docs_arm) in arms.items():
+            entry = {"val_docs": int(val_docs_arm.size),
+                     "val_tokens": D.write_arm(all_tokens, offsets, val_docs_arm, folder / f"{arm}.val.bin")}
+            if train_docs is not None:
+                entry.update(train_docs=int(train_docs.size),
+                             train_tokens=D.write_arm(all_tokens, offsets, train_docs, folder / f"{arm}.train.bin"))
+            manifest["arms"][arm] = entry
+        manifest["arms"]["random"]["train_target_tokens"] = manifest["arms"]["filtered"]["train_tokens"]
+        manifest["arms"]["random"]["per_seed"] = {}
+        D.write_json(manifest_path, manifest)
+
+    bundle = DataBundle(folder, tokenizer, manifest, offsets, table, val_mask, train_mask)
+    bundle.humaneval = load_humaneval(eval_dir)
+    bundle.mbpp = load_mbpp(eval_dir)
+    return bundle
+
+
+def random_train_file(bundle: DataBundle, seed: int, data_seed: int) -> Path:
+    """The random arm's training documents for one seed: a fresh draw per seed, so the spread
+    over seeds includes the luck of the draw as well as the luck of the initialisation."""
+    path = bundle.train_file("random", seed)
+    per_seed = bundle.manifest["arms"]["random"]["per_seed"]
+    if path.is_file() and str(seed) in per_seed:
+        return path
+    tokens = np.diff(bundle.offsets)
+    docs = D.random_docs(np.flatnonzero(bundle.train_mask), tokens,
+                         bundle.manifest["arms"]["random"]["train_target_tokens"],
+                         np.random.default_rng([data_seed, seed, 0xA11]))
+    written = D.write_arm(D.open_tokens(bundle.folder / "all.bin"), bundle.offsets, docs, path)
+    per_seed[str(seed)] = {"train_docs": int(docs.size), "train_tokens": written}
+    D.write_json(bundle.folder / "manifest.json", bundle.manifest)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# one (arm, seed)
+
+
+def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: AblateConfig,
+            preset: Preset, steps: int, progress: bool) -> dict:
+    result_path = run_dir / "result.json"
+    done = D.read_json(result_path)
+    if done is not None:
+        log(progress, f"{arm} seed {seed}: finished earlier, skipped")
+        return done
+    from .evaluate import encode_texts, evaluate_pass_at_k, sequences_loss
+    from .train import resolve_device, train_model, window_starts, windows_loss
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    train_path = random_train_file(bundle, seed, config.data_seed) if arm == "random" else bundle.train_file(arm, seed)
+    train_tokens = D.open_tokens(train_path)
+    val_sets = {a: D.open_tokens(bundle.val_file(a)) for a in config.arms}
+    model, info = train_model(preset.model, preset.loop, train_tokens, val_sets[arm], steps, seed, run_dir,
+                              device, compile=config.compile, progress=progress, desc=f"{arm} seed {seed}")
+    ctx = preset.model.context
+    n_windows = max(1, preset.eval_tokens // ctx)
+    he_seqs = encode_texts(bundle.tokenizer, [p.reference for p in bundle.humaneval])
+    mbpp_seqs = encode_texts(bundle.tokenizer, [p.reference for p in bundle.mbpp])
+    result = {
+        "arm": arm, "seed": seed, "device": str(device), "parameters": info["parameters"],
+        "steps": info["steps"], "tokens": info["tokens"], "train_seconds": round(info["seconds"], 1),
+        "train_file_tokens": int(train_tokens.size), "curve": info["curve"],
+        "val_loss": {a: windows_loss(model, v, window_starts(v.size, ctx, n_windows), device)
+                     for a, v in val_sets.items()},
+        "humaneval_loss": sequences_loss(model, he_seqs, device),
+        "mbpp_loss": sequences_loss(model, mbpp_seqs, device),
+    }
+    if config.pass_samples > 0:
+        for name, problems in (("humaneval", bundle.humaneval), ("mbpp", bundle.mbpp)):
+            chosen = problems[: config.pass_problems] if config.pass_problems else problems
+            result[f"{name}_pass"] = evaluate_pass_at_k(
+                model, bundle.tokenizer, chosen, config.pass_samples, config.max_new_tokens,
+                config.temperature, config.exec_timeout, seed, device, progress,
+                desc=f"{arm} seed {seed} {name} pass@k")
+    result["bigram"] = bigram_baseline(bundle, arm, seed, train_path, val_sets, he_seqs, mbpp_seqs,
+                                       preset.model.vocab_size, ctx, n_windows)
+    D.write_json(result_path, result)
+    log(progress, f"{arm} seed {seed}: HumanEval loss {result['humaneval_loss']:.4f}, "
+                  f"own validation loss {result['val_loss'][arm]:.4f} ({result['train_seconds']:.0f} s)")
+    return result
+
+
+def bigram_baseline(bundle: DataBundle, arm: str, seed: int, train_path: Path, val_sets: dict,
+                    he_seqs, mbpp_seqs, vocab_size: int, ctx: int, n_windows: int) -> dict:
+    """Losses of a count-based bigram fitted on the arm's whole training file (cached per file)."""
+    from .evaluate import bigram_sequences_loss
+    from .ngram import BigramModel
+    from .train import window_starts
+
+    cache = bundle.folder / f"bigram.{train_path.name.removesuffix('.train.bin')}.json"
+    cached = D.read_json(cache)
+    if cached is not None and set(cached["val_loss"]) >= set(val_sets):
+        return cached
+    train = D.open_tokens(train_path)
+    # Smoothing is tuned on the last 5% of the training file (not on a validation split, which
+    # would flatter the bigram there), then the counts are refitted on the whole file.
+    cut = int(train.size * 0.95)
+    beta = BigramModel(vocab_size).fit(train[:cut]).tune(train[cut:]).beta
+    model = BigramModel(vocab_size, beta=beta).fit(train)
+
+    def windows_nll(tokens):
+        # The same windows as the GPT sees, scored with one token of context each.
+        starts = window_starts(tokens.size, ctx, n_windows)
+        if starts.size == 0:
+            return float("nan")
+        parts = [model._token_nll(tokens[s : s + ctx].astype(np.int64), tokens[s + 1 : s + ctx + 1].astype(np.int64), None)
+                 for s in starts]
+        return float(np.concatenate(parts).mean())
+
+    out = {"beta": model.beta, "val_loss": {a: windows_nll(v) for a, v in val_sets.items()},
+           "humaneval_loss": bigram_sequences_loss(model, he_seqs),
+           "mbpp_loss": bigram_sequences_loss(model, mbpp_seqs)}
+    D.write_json(cache, out)
+    return out
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    from .. import __version__
+
+    out = {"phifilter": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("torch", "numpy", "tokenizers", "safetensors", "pyarrow", "matplotlib"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out

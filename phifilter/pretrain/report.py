@@ -1,0 +1,380 @@
+"""Turn finished runs into results.json, report.md and report.html (plots embedded, offline).
+
+Statistics: every metric is summarised per arm as mean and sample standard deviation over
+seeds. Filtered - random is a *paired* difference: seed s of both arms shares the initial
+weights and the batch order, so the per-seed differences carry less noise than two
+independent means; its 95% confidence interval is a t-interval over those differences
+(undefined with one seed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import data as D
+from .config import AblateConfig, Preset
+
+PASS_KEYS = ("humaneval_pass", "mbpp_pass")
+ARM_COLOURS = {"filtered": "#1b9e77", "random": "#d95f02", "unfiltered": "#7570b3"}
+
+
+def stats(values: Sequence[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    return {
+        "mean": float(v.mean()) if v.size else None,
+        "std": float(v.std(ddof=1)) if v.size > 1 else (0.0 if v.size else None),
+        "seeds": [float(x) for x in v],
+    }
+
+
+def t_quantile(level: float, df: int) -> float:
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(0.5 + level / 2, df))
+    except ImportError:  # scipy comes with scikit-learn, but do not depend on it here
+        table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+                 9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+        return table.get(df) or table[min(table, key=lambda k: abs(k - df))] if df <= 30 else 1.96
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """a - b paired by position (seed): mean, t-interval, and how often a was lower."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    out = {"mean": float(d.mean()) if d.size else None, "per_seed": [float(x) for x in d], "n": int(d.size),
+           "lower_in": int((d < 0).sum()), "ci95": None, "method": "paired t-interval over seeds"}
+    if d.size > 1:
+        half = t_quantile(level, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+        out["ci95"] = [float(d.mean() - half), float(d.mean() + half)]
+    return out
+
+
+def _metric(run: dict, key: str):
+    """Look up 'humaneval_loss', 'val_loss.random', 'humaneval_pass.pass@1', 'bigram.mbpp_loss'..."""
+    value = run
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def summarise(runs: dict, bundle, config: AblateConfig, preset: Preset, steps: int, seeds: list[int],
+              command: str | None = None) -> dict:
+    from .ablate import versions
+    from .sandbox import isolation_summary
+
+    arms = list(config.arms)
+    manifest = bundle.manifest
+    pass_keys = sorted({f"{p}.{k}" for r in runs.values() for p in PASS_KEYS for k in (r.get(p) or {})
+                        if k.startswith("pass@")})
+    metrics = ["humaneval_loss", "mbpp_loss", *[f"val_loss.{a}" for a in arms], *pass_keys,
+               "bigram.humaneval_loss", "bigram.mbpp_loss", *[f"bigram.val_loss.{a}" for a in arms],
+               "train_seconds"]
+    results = {
+        "command": command or "phifilter ablate (called from Python)",
+        "versions": versions(),
+        "preset": {"name": preset.name, "model": _plain(preset.model), "loop": _plain(preset.loop),
+                   "parameters": next(iter(runs.values()))["parameters"] if runs else None},
+        "config": _plain(config),
+        "steps": steps,
+        "tokens_per_run": steps * preset.tokens_per_step,
+        "seeds": seeds,
+        "sandbox": isolation_summary(),
+        "data": manifest,
+        "arms": {},
+        "comparisons": {},
+    }
+    for arm in arms:
+        arm_runs = [runs[(arm, s)] for s in seeds]
+        entry = {}
+        for m in metrics:
+            values = [_metric(r, m) for r in arm_runs]
+            if all(v is None for v in values):
+                continue
+            _set(entry, m, stats(values))
+        entry["own_val_loss"] = stats([_metric(r, f"val_loss.{arm}") for r in arm_runs])
+        info = manifest["arms"][arm]
+        if arm == "random":
+            per_seed = [info["per_seed"][str(s)] for s in seeds]
+            entry["train_docs"] = float(np.mean([p["train_docs"] for p in per_seed]))
+            entry["train_tokens"] = float(np.mean([p["train_tokens"] for p in per_seed]))
+        else:
+            entry["train_docs"], entry["train_tokens"] = info["train_docs"], info["train_tokens"]
+        entry["val_docs"], entry["val_tokens"] = info["val_docs"], info["val_tokens"]
+        entry["epochs"] = results["tokens_per_run"] / entry["train_tokens"] if entry["train_tokens"] else None
+        entry["curves"] = {str(s): runs[(arm, s)]["curve"] for s in seeds}
+        results["arms"][arm] = entry
+    for other in ("random", "unfiltered"):
+        if "filtered" in arms and other in arms:
+            comp = {}
+            for m in metrics:
+                if m == "train_seconds" or m.startswith("bigram."):
+                    continue
+                a = [_metric(runs[("filtered", s)], m) for s in seeds]
+                b = [_metric(runs[(other, s)], m) for s in seeds]
+                if None not in a and None not in b:
+                    comp[m] = paired_difference(a, b)
+            results["comparisons"][f"filtered_minus_{other}"] = comp
+    return results
+
+
+def _plain(obj):
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) else obj
+
+
+def _set(d: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+
+
+def fmt(s: dict | None, digits: int = 3) -> str:
+    if not s or s.get("mean") is None:
+        return "n/a"
+    if len(s["seeds"]) > 1:
+        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+    return f"{s['mean']:.{digits}f}"
+
+
+def verdict(results: dict) -> str:
+    comp = results["comparisons"].get("filtered_minus_random", {}).get("humaneval_loss")
+    if not comp:
+        return "No filtered-vs-random comparison (both arms are needed)."
+    fa, ra = results["arms"]["filtered"]["humaneval_loss"], results["arms"]["random"]["humaneval_loss"]
+    n = comp["n"]
+    text = (f"HumanEval loss (nats per token, lower is better): filtered {fmt(fa)} vs random {fmt(ra)} "
+            f"over {n} seed{'s' if n != 1 else ''}. Filtered − random = {comp['mean']:+.3f}")
+    if comp["ci95"]:
+        lo, hi = comp["ci95"]
+        text += f" (95% CI {lo:+.3f} to {hi:+.3f}, paired by seed)"
+    text += f"; filtered was lower in {comp['lower_in']} of {n} seed{'s' if n != 1 else ''}. "
+    if comp["ci95"] and comp["ci95"][1] < 0:
+        text += "**Filtered beat random**: the whole interval is below zero."
+    elif comp["ci95"] and comp["ci95"][0] > 0:
+        text += "**Random beat filtered**: the whole interval is above zero."
+    elif comp["ci95"]:
+        text += "**No clear winner**: the interval includes zero; more seeds or tokens are needed."
+    else:
+        text += "One seed gives no confidence interval; run --seeds 3 or more before drawing conclusions."
+    return text
+
+
+def blocks(results: dict) -> list[tuple]:
+    """The report as ('h', level, text) / ('p', text) / ('table', headers, rows) / ('pre', text) /
+    ('img', name) blocks, rendered to Markdown and HTML by the functions below."""
+    arms = list(results["arms"])
+    data, preset = results["data"], results["preset"]
+    model = preset["model"]
+    out: list[tuple] = [("h", 1, "phifilter ablation: filtered vs random vs unfiltered"), ("p", verdict(results))]
+
+    sel = data["selection"]
+    rule = (f"top {100 * sel['top_fraction']:.0f}% of training tokens by edu_score (cut-off {data['score_cutoff']:.4f})"
+            if "top_fraction" in sel else f"edu_score >= {sel['threshold']:g}")
+    params = preset["parameters"]
+    out += [
+        ("h", 2, "Setup"),
+        ("p", f"Model: preset `{preset['name']}`, {params:,} parameters ({model['n_layer']} layer{'s' if model['n_layer'] != 1 else ''}, d_model "
+              f"{model['d_model']}, {model['n_head']} heads, context {model['context']}, {model['positions']} "
+              f"positions, tied embeddings), byte-level BPE of {model['vocab_size']:,} ids trained on the "
+              f"training documents. Every run: {results['steps']:,} steps, {results['tokens_per_run']:,} "
+              f"training tokens, AdamW lr {preset['loop']['lr']:g} with warmup and cosine decay. "
+              f"Seeds: {', '.join(map(str, results['seeds']))}."),
+        ("p", f"Arms: **filtered** = {rule}; **random** = a random subset of the same number of training "
+              "tokens, drawn afresh for each seed; **unfiltered** = every training document. All arms train "
+              "for the same number of tokens. Validation documents "
+              f"({100 * results['config']['val_fraction']:g}% of documents) were held out before the arms "
+              "were drawn, so no model trained on any arm's validation split."),
+        ("p", f"Corpus: {data['docs']['input']:,} documents; removed for overlap with HumanEval/MBPP: "
+              f"{data['docs']['removed_exact']:,} exact matches and {data['docs']['removed_ngram']:,} by "
+              f"13-gram overlap. Sandbox for pass@k: {results['sandbox']}."),
+        ("h", 2, "Data per arm"),
+        ("table", ["arm", "train docs", "train tokens", "val docs", "val tokens", "epochs at budget"],
+         [[a, f"{results['arms'][a]['train_docs']:,.0f}", f"{results['arms'][a]['train_tokens']:,.0f}",
+           f"{results['arms'][a]['val_docs']:,}", f"{results['arms'][a]['val_tokens']:,}",
+           f"{results['arms'][a]['epochs']:.2f}" if results['arms'][a]['epochs'] else "n/a"] for a in arms]),
+    ]
+    if "random" in arms:
+        out.append(("p", "Random arm documents and tokens are means over its per-seed draws."))
+
+    n = len(results["seeds"])
+    pass_cols = sorted({k for a in arms for p in PASS_KEYS for k in results["arms"][a].get(p, {})})
+    headers = ["arm", "HumanEval loss", "MBPP loss", "own val loss"]
+    headers += [f"{p.split('_')[0].replace('humaneval', 'HumanEval').replace('mbpp', 'MBPP')} {k}"
+                for p in PASS_KEYS for k in pass_cols if any(k in results["arms"][a].get(p, {}) for a in arms)]
+    rows = []
+    for a in arms:
+        r = results["arms"][a]
+        row = [a, fmt(r.get("humaneval_loss")), fmt(r.get("mbpp_loss")), fmt(r.get("own_val_loss"))]
+        for p in PASS_KEYS:
+            for k in pass_cols:
+                if any(k in results["arms"][x].get(p, {}) for x in arms):
+                    row.append(fmt(r.get(p, {}).get(k), 4))
+        rows.append(row)
+    out += [("h", 2, f"Results (mean ± sample std over {n} seed{'s' if n != 1 else ''})"),
+            ("table", headers, rows),
+            ("p", "Losses are nats per token on prompt + reference solution (HumanEval: all 164 problems; "
+                  "MBPP: test split, task ids 11-510). pass@k by sampling completions and running the "
+                  "problems' tests in the sandbox; at tiny scale it is expected to be near zero and the "
+                  "loss is the signal.")]
+
+    out += [("h", 2, "Filtered − other arms (paired by seed; negative losses favour filtered)"),
+            ("table", ["comparison", "metric", "mean difference", "95% CI", "per seed", "filtered lower in"],
+             [[name.replace("_", " "), m, f"{c['mean']:+.4f}",
+               f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}" if c["ci95"] else "n/a (one seed)",
+               ", ".join(f"{x:+.3f}" for x in c["per_seed"]), f"{c['lower_in']} of {c['n']}"]
+              for name, comp in results["comparisons"].items() for m, c in comp.items()
+              if m in ("humaneval_loss", "mbpp_loss") or m.startswith("val_loss")])]
+
+    out += [("h", 2, "Each model on every arm's validation split"),
+            ("p", "Rows: the arm a model trained on; columns: the validation split it is scored on "
+                  "(nats per token, mean ± std over seeds). A filtered model may do worse on general code "
+                  "than an unfiltered one: that is the price of specialising."),
+            ("table", ["trained on \\ scored on", *arms],
+             [[a, *[fmt(results["arms"][a].get("val_loss", {}).get(b)) for b in arms]] for a in arms])]
+
+    out += [("h", 2, "Count-based bigram baseline"),
+            ("p", "A bigram model with Dirichlet smoothing towards the unigram, fitted on each arm's whole "
+                  "training file (smoothing tuned on the file's last 5%). A GPT that does not beat "
+                  "it has learned little beyond token pair statistics."),
+            ("table", ["arm", "bigram HumanEval loss", "bigram MBPP loss", "bigram own val loss",
+                       "GPT HumanEval loss", "GPT own val loss"],
+             [[a, fmt(results["arms"][a].get("bigram", {}).get("humaneval_loss")),
+               fmt(results["arms"][a].get("bigram", {}).get("mbpp_loss")),
+               fmt(results["arms"][a].get("bigram", {}).get("val_loss", {}).get(a)),
+               fmt(results["arms"][a].get("humaneval_loss")), fmt(results["arms"][a].get("own_val_loss"))]
+              for a in arms])]
+
+    out += [("h", 2, "Loss curves"), ("img", "loss_curves.png"),
+            ("p", "Validation loss on each arm's own split during training (thin lines: seeds; thick: mean)."),
+            ("h", 2, "Training time"),
+            ("table", ["arm", "seconds per run"], [[a, fmt(results["arms"][a].get("train_seconds"), 1)] for a in arms]),
+            ("h", 2, "Reproduce"), ("pre", results["command"]),
+            ("h", 2, "Versions"),
+            ("table", ["package", "version"], [[k, str(v)] for k, v in results["versions"].items()])]
+    return out
+
+
+def render_markdown(bl: list[tuple]) -> str:
+    lines = []
+    for b in bl:
+        if b[0] == "h":
+            lines += ["#" * b[1] + " " + b[2], ""]
+        elif b[0] == "p":
+            lines += [b[1], ""]
+        elif b[0] == "pre":
+            lines += ["```", b[1], "```", ""]
+        elif b[0] == "img":
+            lines += [f"![loss curves]({b[1]})", ""]
+        elif b[0] == "table":
+            headers, rows = b[1], b[2]
+            lines.append("| " + " | ".join(headers) + " |")
+            lines.append("|" + "|".join("---" for _ in headers) + "|")
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """HTML-escape, then the two Markdown inline forms the report uses: **bold** and `code`."""
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def render_html(bl: list[tuple], images: dict[str, bytes]) -> str:
+    body = []
+    for b in bl:
+        if b[0] == "h":
+            body.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
+        elif b[0] == "p":
+            body.append(f"<p>{_inline(b[1])}</p>")
+        elif b[0] == "pre":
+            body.append(f"<pre>{html.escape(b[1])}</pre>")
+        elif b[0] == "img" and b[1] in images:
+            data = base64.b64encode(images[b[1]]).decode("ascii")
+            body.append(f'<img alt="loss curves" src="data:image/png;base64,{data}">')
+        elif b[0] == "table":
+            head = "".join(f"<th>{_inline(h)}</th>" for h in b[1])
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+             "img{max-width:100%}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>phifilter ablation</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def loss_curves_png(results: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; the figure only goes to bytes
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for arm, entry in results["arms"].items():
+        colour = ARM_COLOURS.get(arm)
+        for ax, key in zip(axes, ("val_loss", "train_loss")):
+            series = [c for c in entry["curves"].values() if c]
+            for curve in series:
+                ax.plot([p["tokens"] for p in curve], [p[key] for p in curve], color=colour, alpha=0.3, lw=0.8)
+            if series:
+                n = min(len(c) for c in series)
+                mean = np.mean([[p[key] for p in c[:n]] for c in series], axis=0)
+                ax.plot([p["tokens"] for p in series[0][:n]], mean, color=colour, lw=2, label=arm)
+    axes[0].set_title("validation loss (own split)")
+    axes[1].set_title("training loss")
+    for ax in axes:
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("nats per token")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(results: dict, out: Path) -> None:
+    try:
+        png = loss_curves_png(results)
+    except ImportError:  # matplotlib is an optional extra; the numbers matter more than the plot
+        png = None
+    bl = blocks(results)
+    if png is None:
+        bl = [("p", "(No loss curves: matplotlib is not installed; `pip install phifilter[ablate]`.)")
+              if b[0] == "img" else b for b in bl]
+    D.write_json(out / "results.json", results)
+    files = {"report.md": render_markdown(bl).encode("utf-8"),
+             "report.html": render_html(bl, {"loss_curves.png": png} if png else {}).encode("utf-8")}
+    if png:
+        files["loss_curves.png"] = png
+    for name, content in files.items():
+        tmp = D.temp_path_for(out / name)
+        tmp.write_bytes(content)
+        tmp.replace(out / name)
+
+
+def command_line() -> str:
+    """The command as typed, for the report (quoted so it can be pasted back)."""
+    return " ".join(shlex.quote(a) for a in ["phifilter", *sys.argv[1:]])

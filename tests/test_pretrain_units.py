@@ -1,0 +1,291 @@
+"""Unit tests of the ablation's parts: decontamination, token files, sandbox, pass@k, bigram, arms."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import socket
+import threading
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from phifilter.corpus import find_shards
+from phifilter.pretrain import data as D
+from phifilter.pretrain.decontam import Decontaminator
+from phifilter.pretrain.evaluate import pass_at_k, truncate_at_stop
+from phifilter.pretrain.ngram import BigramModel
+from phifilter.pretrain.sandbox import run_program
+
+from ablate_corpus import eval_dir  # noqa: F401  (a fixture)
+
+SOLUTION = '''def rolling_maximum(numbers):
+    """From a given list of integers, generate a list of rolling maximum element found until
+    given moment in the sequence."""
+    running_max = None
+    result = []
+    for n in numbers:
+        if running_max is None:
+            running_max = n
+        else:
+            running_max = max(running_max, n)
+        result.append(running_max)
+    return result
+'''
+
+
+# ---------------------------------------------------------------------------------------------
+# decontamination
+
+
+def test_known_13_gram_overlap_is_removed_and_12_words_are_not():
+    d = Decontaminator([SOLUTION])
+    words = "from a given list of integers generate a list of rolling maximum element found until".split()
+    thirteen = " ".join(words[:13])
+    twelve = " ".join(words[:12])
+    # Embedded in unrelated code, with different case and punctuation: still found.
+    assert d.check(f"import os\n\nx = 1  # {thirteen.upper()}!\nprint(x)\n") == "ngram"
+    assert d.check(f"import os\n\nx = 1  # {twelve}\nprint(x)\n") is None
+    assert d.check("def unrelated(a, b):\n    return a * b + 7\n") is None
+
+
+def test_exact_copy_is_found_whatever_the_whitespace():
+    d = Decontaminator(["def f(a):\n    return a*2\n"])  # shorter than 13 words: exact match only
+    assert d.check("def  f(a):\n\n\treturn a*2") == "exact"
+    assert d.check("def f(a):\n    return a*3\n") is None
+
+
+def test_runs_of_numbers_or_letters_do_not_count_as_overlap():
+    evaluation = "primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43]\nletters = 'a b c d e f g h i j k l m n'"
+    d = Decontaminator([evaluation])
+    assert d.check("SMALL_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43)") is None
+    assert d.check("alphabet = ['a','b','c','d','e','f','g','h','i','j','k','l','m','n']") is None
+
+
+def test_real_humaneval_solution_is_caught(eval_dir):
+    from phifilter.pretrain.evalsets import contamination_texts, load_humaneval
+
+    d = Decontaminator(contamination_texts(eval_dir))
+    problem = load_humaneval(eval_dir)[12]
+    body = problem.solution
+    assert d.check("# helpers\nimport sys\n\n" + problem.prompt + body + "\nif __name__ == '__main__':\n    main()\n")
+    # The module docstring of this very test file is ordinary code prose: clean.
+    assert d.check(Path(__file__).read_text().split('"""')[1]) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# token files
+
+
+def test_tokenise_into_memmap_and_gather_arm_round_trip(tmp_path):
+    texts = [f"def f{i}(x):\n    return x + {i}  # ünïcode ✓\n" for i in range(40)] + ["", "tail text"]
+    shard = tmp_path / "in" / "part.parquet"
+    shard.parent.mkdir()
+    pq.write_table(pa.table({"text": texts, "edu_score": pa.array(np.linspace(0, 1, len(texts)), pa.float32())}),
+                   shard, row_group_size=7)  # several record batches
+    shards = find_shards(shard)
+    keep = np.ones(len(texts), bool)
+    keep[3] = False  # a dropped (say, contaminated) document gets zero length
+    tok = D.train_tokenizer(iter(texts), 300, tmp_path / "tok.json")
+    offsets = D.tokenize_corpus(shards, "text", keep, tok, tmp_path / "all.bin", tmp_path / "off.npy")
+    all_tokens = D.open_tokens(tmp_path / "all.bin")
+    eot = tok.token_to_id(D.EOT)
+    assert all_tokens.dtype == np.uint16 and offsets[-1] == all_tokens.size
+    assert offsets[4] == offsets[3]
+    for i in (0, 5, 40, 41):
+        doc = all_tokens[offsets[i] : offsets[i + 1]]
+        assert doc[-1] == eot and eot not in doc[:-1]
+        assert tok.decode(doc[:-1].tolist()) == texts[i]
+    docs = np.array([0, 1, 2, 7, 41])
+    written = D.write_arm(all_tokens, offsets, docs, tmp_path / "arm.bin")
+    arm = D.open_tokens(tmp_path / "arm.bin")
+    assert written == arm.size == sum(offsets[i + 1] - offsets[i] for i in docs)
+    pieces = np.split(arm, np.flatnonzero(arm == eot) + 1)[:-1]
+    assert [tok.decode(p[:-1].tolist()) for p in pieces] == [texts[i] for i in docs]
+    assert D.write_arm(all_tokens, offsets, np.array([], np.int64), tmp_path / "empty.bin") == 0
+    assert D.open_tokens(tmp_path / "empty.bin").size == 0
+
+
+def test_top_fraction_keeps_best_documents_by_tokens_and_random_matches_tokens():
+    n = 200
+    rng = np.random.default_rng(0)
+    table = D.DocTable(score=rng.random(n).astype(np.float32), nbytes=np.ones(n, np.int64),
+                       contamination=np.zeros(n, np.int8))
+    tokens = rng.integers(10, 100, n)
+    val = np.zeros(n, bool)
+    val[::10] = True
+    train = ~val
+    chosen, val_docs, cutoff = D.filtered_docs(table, tokens, train, val, None, 0.3)
+    assert train[chosen].all() and val[val_docs].all()
+    share = tokens[chosen].sum() / tokens[train].sum()
+    assert 0.3 <= share < 0.3 + tokens.max() / tokens[train].sum()
+    assert table.score[chosen].min() >= table.score[train & ~np.isin(np.arange(n), chosen)].max()
+    assert (table.score[val_docs] >= cutoff).all()
+    pool = np.flatnonzero(train)
+    r1 = D.random_docs(pool, tokens, int(tokens[chosen].sum()), np.random.default_rng(1))
+    r2 = D.random_docs(pool, tokens, int(tokens[chosen].sum()), np.random.default_rng(2))
+    for r in (r1, r2):
+        assert abs(tokens[r].sum() - tokens[chosen].sum()) <= tokens.max()
+    assert not np.array_equal(r1, r2)
+    thr, _, _ = D.filtered_docs(table, tokens, train, val, 0.9, None)
+    assert set(thr) == set(np.flatnonzero(train & (table.score >= 0.9)))
+
+
+# ---------------------------------------------------------------------------------------------
+# sandbox
+
+
+def test_sandbox_runs_passing_and_failing_programs():
+    assert run_program("assert sum([1, 2, 3]) == 6\n").status == "passed"
+    failed = run_program("assert sum([1, 2, 3]) == 7\n")
+    assert failed.status == "failed" and "AssertionError" in failed.output
+    # Writing inside its own temporary folder is allowed.
+    assert run_program("open('x.txt', 'w').write('hi')\nassert open('x.txt').read() == 'hi'\n").passed
+
+
+@pytest.mark.parametrize("attack", [
+    "open({target!r}, 'w').write('pwned')",
+    "import os\nfd = os.open({target!r}, os.O_WRONLY | os.O_CREAT)\nos.write(fd, b'pwned')",
+    "import pathlib\npathlib.Path({target!r}).write_text('pwned')",
+    "import os\nos.system('echo pwned > ' + {target!r})",
+    "import subprocess\nsubprocess.run(['sh', '-c', 'echo pwned > ' + {target!r}])",
+    "import shutil\nopen('a.txt', 'w').write('pwned')\nshutil.copyfile('a.txt', {target!r})",
+    "import os\nopen('a.txt', 'w').write('pwned')\nos.rename('a.txt', {target!r})",
+    "import os\nos.chdir({folder!r})\nopen('outside.txt', 'w').write('pwned')",
+    "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.system(('echo pwned > ' + {target!r}).encode())",
+])
+def test_malicious_completion_cannot_write_outside_its_folder(tmp_path, attack):
+    target = tmp_path / "outside.txt"
+    tmp_path.chmod(0o777)  # even a folder anyone may write to stays untouched
+    result = run_program(attack.format(target=str(target), folder=str(tmp_path)))
+    assert result.status == "failed"
+    assert not target.exists()
+
+
+def test_malicious_completion_cannot_delete_outside_its_folder(tmp_path):
+    victim = tmp_path / "keep.txt"
+    victim.write_text("precious")
+    tmp_path.chmod(0o777)
+    result = run_program(f"import os\nos.remove({str(victim)!r})")
+    assert result.status == "failed" and victim.read_text() == "precious"
+
+
+def test_infinite_loop_is_killed_by_the_timeout():
+    assert run_program("while True:\n    pass\n", timeout=1.0).status == "timeout"
+    assert run_program("import time\ntime.sleep(60)\n", timeout=1.0).status == "timeout"
+
+
+def test_sandbox_has_no_network(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    got = []
+
+    def accept():
+        try:
+            conn, _ = server.accept()
+            got.append(conn.recv(100))
+            conn.close()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    result = run_program(
+        f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'leak')\n",
+        timeout=4,
+    )
+    thread.join()
+    server.close()
+    assert result.status == "failed" and got == []
+
+
+# ---------------------------------------------------------------------------------------------
+# pass@k, stops, bigram
+
+
+def test_pass_at_k_matches_brute_force():
+    for n in (1, 4, 6):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                subsets = list(combinations(range(n), k))
+                brute = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+                assert math.isclose(pass_at_k(n, c, k), brute, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_completion_is_cut_at_the_first_stop_sequence():
+    text = "    return x + 1\n\ndef other():\n    pass\n#comment"
+    assert truncate_at_stop(text, ("\ndef ", "\n#")) == "    return x + 1\n"
+    assert truncate_at_stop("    return 1", ("\ndef ",)) == "    return 1"
+
+
+def test_bigram_learns_a_markov_chain():
+    rng = np.random.default_rng(0)
+    V = 30
+    transition = rng.dirichlet(np.full(V, 0.2), size=V)
+    seq = [0]
+    for _ in range(30000):
+        seq.append(rng.choice(V, p=transition[seq[-1]]))
+    seq = np.asarray(seq, dtype=np.uint16)
+    model = BigramModel(V).fit(seq[:25000], chunk=4096).tune(seq[25000:27000])
+    true_entropy = -np.log(transition[seq[27000:-1], seq[27001:]]).mean()
+    assert model.nll(seq[27000:]) < true_entropy + 0.05
+    assert model.nll(seq[27000:]) < np.log(V) - 0.5
+    # Chunked counting equals counting in one go.
+    whole = BigramModel(V).fit(seq[:25000])
+    assert np.array_equal(whole.pair_codes_, model.pair_codes_)
+    assert np.array_equal(whole.pair_counts_, model.pair_counts_)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval sets
+
+
+def test_eval_sets_load_and_reference_solutions_pass_their_tests(eval_dir):
+    from phifilter.pretrain.evalsets import load_humaneval, load_mbpp
+
+    he, mbpp = load_humaneval(eval_dir), load_mbpp(eval_dir)
+    assert len(he) == 164 and len(mbpp) == 500
+    for problem in (he[0], he[50], mbpp[0], mbpp[100]):
+        assert run_program(problem.program(problem.solution), timeout=10).passed
+        assert not run_program(problem.program("    return None\n" if problem in he else "pass\n"), timeout=10).passed
+
+
+def test_shipped_eval_sets_equal_the_reference_copies(eval_dir):
+    from phifilter.pretrain.evalsets import default_eval_dir
+
+    for name in ("HumanEval.jsonl.gz", "mbpp.jsonl"):
+        assert (default_eval_dir() / name).read_bytes() == (eval_dir / name).read_bytes()
+    with gzip.open(default_eval_dir() / "HumanEval.jsonl.gz", "rt") as f:
+        assert json.loads(f.readline())["task_id"] == "HumanEval/0"
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_cached_sampling_equals_recomputing_every_step(positions):
+    import torch
+
+    from phifilter.pretrain.config import GPTConfig
+    from phifilter.pretrain.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context=32, n_layer=2, n_head=2, d_model=16, positions=positions)).eval()
+    prompt = torch.randint(0, 50, (3, 10))
+    with torch.no_grad():
+        new = model.generate(prompt, 12, temperature=0)
+        idx = prompt
+        for _ in range(12):
+            idx = torch.cat((idx, model(idx)[:, -1].argmax(-1, keepdim=True)), 1)
+    assert torch.equal(new, idx[:, 10:])
+    # Tied weights: the output head is the embedding matrix, counted once.
+    assert model.head.weight is model.tok_emb.weight
