@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import heapq
 import math
+import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,8 +226,12 @@ def _check_output(inputs: Sequence[str], shards, output: Path) -> None:
     out = output.resolve()
     if any(out == s.path.resolve() for s in shards):
         raise OutputError(f"{output}: is one of the input shards; choose another --output")
-    for spec, root in zip(inputs, input_roots(inputs)):
-        if Path(spec).is_file():
+    for spec in inputs:  # a later run of the same glob must not pick the sample up as a shard
+        spec = os.fspath(spec)
+        if any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), os.path.abspath(spec)):
+            raise OutputError(f"{output}: matches the input pattern {spec}; write it elsewhere")
+    for root, recursive in input_roots(inputs):
+        if not recursive:
             continue
         root = root.resolve()
         if root in out.parents:
