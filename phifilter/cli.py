@@ -174,7 +174,7 @@ def format_metrics(metrics: dict) -> str:
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
 @click.option("--top-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
-@click.option("--score-column", default="edu_score", show_default=True)
+@click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @text_column_option
 @quiet_option
 def filter_(inputs, output, threshold, top_fraction, score_column, text_column, quiet):

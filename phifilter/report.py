@@ -25,6 +25,7 @@ import base64
 import heapq
 import html
 import io
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0
 PLOT_BINS = 20  # bars in the histograms
 RESERVOIR_BINS = 20  # coarse score bins holding sample reservoirs
 BYTES_PER_TOKEN = 4
+log = logging.getLogger(__name__)
 BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 0.9)
 OTHER = "(other values)"
 MISSING = "(missing)"
@@ -346,6 +348,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
         _check_schema(s.path, pf.schema_arrow, cfg)
         files.append((s, pf))
     data = ReportData(cfg, threshold, source, shards=len(shards))
+    log.info("report on %d shard(s), threshold %g (%s)", len(shards), threshold, source)
     data.samples = _Samples(cfg.samples_per_band, cfg.excerpt_chars, cfg.seed)
     columns = [cfg.score_column, cfg.text_column] + ([cfg.by] if cfg.by and cfg.by not in (cfg.score_column, cfg.text_column) else [])
     total = sum(pf.metadata.num_rows for _, pf in files)
@@ -623,6 +626,8 @@ def build_report(
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
     data = collect(specs, cfg, progress=progress)
-    write_text_atomic(output, render_html(data))
+    page = render_html(data)
+    write_text_atomic(output, page)
+    log.info("wrote %s (%d bytes)", output, len(page.encode()))
     o = data.overall
     return ReportSummary(output, data.rows, data.shards, data.threshold, o.kept_docs, o.kept_tokens, o.total_tokens)

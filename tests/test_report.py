@@ -178,6 +178,8 @@ def test_cli_report(corpus, tmp_path):
     assert out.is_file() and "By source" in out.read_text()
     quiet = run_cli("--quiet", "report", folder, "-o", tmp_path / "q.html", "--threshold", "0.4")
     assert quiet.stdout == "" and (tmp_path / "q.html").is_file()
+    verbose = run_cli("-v", "report", folder, "-o", tmp_path / "v.html", "--threshold", "0.4", "-q")
+    assert "INFO phifilter.report: report on 2 shard(s), threshold 0.4" in verbose.stderr
     bad = run_cli("report", folder, "-o", tmp_path / "x.html", "--by", "nope", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "no column 'nope'" in bad.stderr
 
