@@ -245,9 +245,10 @@ class _Samples:
     def lowest(self) -> list[Sample]:
         return [s for _, _, s in sorted(self.bottom, key=lambda e: (-e[0], -e[1]))]
 
-    def around(self, score: float) -> list[Sample]:
-        """k samples from the reservoirs nearest ``score``, closest first, then ordered by score."""
-        pool = [s for r in self.reservoirs for s in r]
+    def around(self, score: float, exclude: Iterable[str] = ()) -> list[Sample]:
+        """k samples from the reservoirs nearest ``score`` (none of ``exclude``), by score."""
+        skip = set(exclude)
+        pool = [s for r in self.reservoirs for s in r if s.where not in skip]
         pool.sort(key=lambda s: (abs(s.score - score), s.where))
         return sorted(pool[: self.k], key=lambda s: -s.score)
 
@@ -498,9 +499,12 @@ def _samples_html(title: str, note: str, samples: list[Sample], by: str | None) 
     for s in samples:
         meta = f"{s.where}" + (f" · {by}={s.by_value}" if by else "") + f" · {s.chars:,} chars"
         cut = f"\n… ({s.chars - len(s.text):,} more characters)" if s.chars > len(s.text) else ""
-        first = next((ln.strip() for ln in s.text.splitlines() if ln.strip()), "")[:90]
+        # The first line that says something (not a lone '#' or quote) labels the document.
+        lines = [ln.strip() for ln in s.text.splitlines()]
+        first = next((ln for ln in lines if sum(c.isalnum() for c in ln) >= 3), "")[:90]
+        opened = " open" if s is samples[0] else ""
         parts.append(
-            f"<details class=\"doc\"><summary><span class=\"score\">{s.score:.3f}</span> · {escape(meta)} · "
+            f"<details class=\"doc\"{opened}><summary><span class=\"score\">{s.score:.3f}</span> · {escape(meta)} · "
             f"{escape(first)}</summary><pre>{escape(s.text + cut)}</pre></details>"
         )
     return "\n".join(parts)
@@ -570,11 +574,14 @@ def render_html(data: ReportData) -> str:
     s = data.samples
     k = cfg.samples_per_band
     median = data.median_score()
-    out.append(_samples_html("Top", f"the {k} highest-scoring documents", s.highest(), cfg.by))
-    out.append(_samples_html("Around the threshold", f"{k} documents drawn at random near {t:g}", s.around(t), cfg.by))
-    out.append(_samples_html("Middle", f"{k} documents drawn at random near the median score {median:.3f}",
-                             s.around(median), cfg.by))
-    out.append(_samples_html("Bottom", f"the {k} lowest-scoring documents", s.lowest(), cfg.by))
+    top, bottom = s.highest(), s.lowest()
+    near_threshold = s.around(t, exclude=[x.where for x in top + bottom])
+    middle = s.around(median, exclude=[x.where for x in top + bottom + near_threshold])
+    out.append(_samples_html("Top", f"the {k} highest-scoring documents", top, cfg.by))
+    out.append(_samples_html("Around the threshold", f"{k} documents drawn at random near {t:g}", near_threshold, cfg.by))
+    out.append(_samples_html("Middle", f"{k} other documents drawn at random near the median score {median:.3f}",
+                             middle, cfg.by))
+    out.append(_samples_html("Bottom", f"the {k} lowest-scoring documents", bottom, cfg.by))
     out.append(f"<p class=\"note\">Samples show at most {cfg.excerpt_chars:,} characters; random draws use seed "
                f"{cfg.seed}.</p>")
     return html_page(cfg.title, "\n".join(out))

@@ -101,6 +101,8 @@ def test_samples_are_top_bottom_and_bounded(corpus):
     assert sum(len(r) for r in s.reservoirs) <= k * RESERVOIR_BINS
     near = s.around(0.5)
     assert len(near) == k and all(abs(x.score - 0.5) < 0.1 for x in near)
+    others = s.around(0.5, exclude=[x.where for x in near])
+    assert len(others) == k and not {x.where for x in others} & {x.where for x in near}
     # Same seed, same samples; another seed, other reservoir draws.
     again = collect(folder, ReportConfig(samples_per_band=k, read_batch_rows=64, excerpt_chars=50, seed=3))
     assert [x.where for x in again.samples.around(0.5)] == [x.where for x in near]
