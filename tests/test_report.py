@@ -148,6 +148,25 @@ def test_threshold_defaults_to_the_model(tmp_path):
     assert collect(path, ReportConfig(threshold=0.7)).overall.kept_docs == int((scores >= np.float32(0.7)).sum())
 
 
+def test_threshold_from_a_model_folder(tmp_path):
+    import json
+
+    from phifilter.classifier import default_model_path
+    from phifilter.errors import ModelError
+
+    model = tmp_path / "my-model"
+    shutil.copytree(default_model_path(), model)
+    meta = json.loads((model / "phifilter.json").read_text())
+    meta["threshold"] = 0.77
+    (model / "phifilter.json").write_text(json.dumps(meta))
+    path, _, _ = scored_shard(tmp_path / "s.parquet", 20, 4)
+    data = collect(path, ReportConfig(model=model))
+    assert data.threshold == 0.77 and str(model) in data.threshold_source
+    assert collect(path, ReportConfig(model=model, threshold=0.2)).threshold == 0.2  # --threshold wins
+    with pytest.raises(ModelError, match="no such model folder"):
+        collect(path, ReportConfig(model=tmp_path / "nope"))
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path):
     plain = write_shard(tmp_path / "plain.parquet", ["a", "b"])
     with pytest.raises(InputError, match=r"plain.parquet: no column 'edu_score'.*phifilter score"):
