@@ -46,9 +46,9 @@ def heuristic_rating(document: str) -> tuple[int, str]:
     """A crude 0-5 educational-value rating of code, with the reasons that earned it.
 
     One point each for: defining functions or classes; a docstring or comments that explain
-    (over 10% of the lines); a lot of explanation (over 25%); worked examples (doctests);
-    readable, mostly short lines. Two points off when most lines are imports or assignments of
-    constants (configuration and boilerplate).
+    (over 20% of the lines); a lot of explanation (over 35%); worked examples (doctests);
+    readable, mostly short lines. One point off for a copyright or licence header; two when
+    most lines are imports or assignments of constants (configuration and boilerplate).
     """
     lines = [ln.strip() for ln in document.splitlines() if ln.strip()]
     if not lines:
@@ -65,10 +65,10 @@ def heuristic_rating(document: str) -> tuple[int, str]:
         if quotes % 2:
             in_doc = not in_doc
     share = explaining / len(lines)
-    if share > 0.10:
+    if share > 0.20:
         score += 1
         reasons.append(f"{100 * share:.0f}% of lines explain")
-    if share > 0.25:
+    if share > 0.35:
         score += 1
         reasons.append("explains at length")
     if ">>> " in document:
@@ -77,6 +77,9 @@ def heuristic_rating(document: str) -> tuple[int, str]:
     if sum(len(ln) <= 88 for ln in lines) / len(lines) > 0.9:
         score += 1
         reasons.append("readable line lengths")
+    if re.search(r"copyright|licen[cs]e|all rights reserved", document[:1500], re.IGNORECASE):
+        score -= 1
+        reasons.append("opens with legal boilerplate")
     boiler = sum(bool(re.match(r"(import |from \S+ import |[A-Z_][A-Z0-9_]* = |__\w+__ = )", ln)) for ln in lines)
     if boiler / len(lines) > 0.5:
         score -= 2
