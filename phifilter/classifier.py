@@ -5,9 +5,16 @@ work and returns ``self``, learned attributes end in ``_``. A fitted classifier 
 folder::
 
     model/
-      forest.skops     the scikit-learn forest, serialised with skops (no pickle)
-      phifilter.json   embedder identity and hashes, thresholds, metrics, data hash, versions
-      README.md        the model card
+      forest.skops       the head (random forest, forest regressor or logistic regression),
+                         serialised with skops (no pickle); the name is kept from format 1
+      calibration.skops  optional isotonic calibration of the head's scores
+      phifilter.json     embedder identity and hashes, document mode, thresholds, metrics, versions
+      README.md          the model card
+
+How a document becomes the head's input is ``doc_mode`` (see :mod:`phifilter.chunking`):
+``truncate`` reads the first ``max_length`` tokens; ``chunk-mean`` / ``chunk-weighted``
+average the embeddings of up to ``max_chunks`` chunks; ``chunk-score-mean`` /
+``chunk-score-max`` score every chunk and combine the scores.
 
 Loading refuses a folder whose ``forest.skops`` hash differs from the one recorded in
 ``phifilter.json``, a forest holding types outside :data:`TRUSTED_TYPES`, and (at first use)
@@ -26,16 +33,25 @@ from typing import Sequence
 
 import numpy as np
 
+from .chunking import DocEmbeddings, chunking_of, embed_documents, quantize
 from .embed import DEFAULT_EMBEDDER, Embedder
 from .errors import ModelError
 
 FORMAT = "phifilter-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: head, doc_mode, calibration; folders of version 1 still load
 FOREST_FILE = "forest.skops"
+CALIBRATION_FILE = "calibration.skops"
+# --head name -> name recorded in phifilter.json (format 1 only knew the first).
+HEADS = {
+    "forest": "random_forest_classifier",
+    "forest-regressor": "random_forest_regressor",
+    "logistic": "logistic_regression",
+}
 META_FILE = "phifilter.json"
 CARD_FILE = "README.md"
 # Types a model folder may contain beyond the ones skops trusts by default. Anything else in a
-# forest file is refused at load time, so a crafted file cannot run code.
+# head or calibration file is refused at load time, so a crafted file cannot run code.
+# (LogisticRegression, StandardScaler, Pipeline and IsotonicRegression are trusted by skops.)
 TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
 
 
@@ -60,13 +76,20 @@ def library_versions() -> dict[str, str]:
 
 
 class EduClassifier:
-    """Embed documents, then predict P(educational score >= positive_threshold) with a forest.
+    """Embed documents, then predict P(educational score >= positive_threshold) with a head.
 
     Parameters
     ----------
-    embedder : hub name, local folder, an :class:`Embedder`, or None for all-MiniLM-L6-v2.
+    embedder : hub name, local folder, ``mean-pool:FOLDER`` (any transformers model, see
+        :mod:`phifilter.hf_embed`), an embedder object, or None for all-MiniLM-L6-v2.
+    head : 'forest' (random forest classifier), 'forest-regressor' (random forest on the 0-5
+        score, edu_score = prediction / 5) or 'logistic' (scaled logistic regression).
+    doc_mode : one of :data:`phifilter.chunking.DOC_MODES`; max_chunks caps chunks per document.
+    calibrate : fit isotonic calibration on out-of-fold scores (done by ``train``).
+    C : inverse regularisation of the logistic head.
     n_estimators, max_depth, min_samples_leaf, max_features, class_weight :
-        passed to :class:`sklearn.ensemble.RandomForestClassifier`.
+        passed to the random forest (class_weight also sets the logistic head's weights and,
+        when 'balanced*', balanced sample weights for the regressor).
     positive_threshold : label scores (0-5) at or above this count as positive.
     threshold : decision threshold on ``edu_score`` for "keep" (used by summaries and filter).
     max_length, device, batch_size : embedder settings when ``embedder`` is not an Embedder.
@@ -88,6 +111,11 @@ class EduClassifier:
         batch_size: int = 64,
         n_jobs: int | None = -1,
         random_state: int | None = 0,
+        head: str = "forest",
+        doc_mode: str = "truncate",
+        max_chunks: int = 8,
+        calibrate: bool = False,
+        C: float = 0.05,
     ):
         self.embedder = embedder
         self.n_estimators = n_estimators
@@ -102,66 +130,163 @@ class EduClassifier:
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.head = head
+        self.doc_mode = doc_mode
+        self.max_chunks = max_chunks
+        self.calibrate = calibrate
+        self.C = C
 
     # -- construction -----------------------------------------------------------------------
 
     def get_params(self, deep: bool = False) -> dict:
         names = (
             "embedder n_estimators max_depth min_samples_leaf max_features class_weight "
-            "positive_threshold threshold max_length device batch_size n_jobs random_state"
+            "positive_threshold threshold max_length device batch_size n_jobs random_state "
+            "head doc_mode max_chunks calibrate C"
         ).split()
         return {n: getattr(self, n) for n in names}
 
-    def _make_embedder(self) -> Embedder:
-        if isinstance(self.embedder, Embedder):
-            return self.embedder
-        return Embedder(
-            self.embedder, device=self.device, max_length=self.max_length, batch_size=self.batch_size
-        )
+    def _make_embedder(self):
+        if self.embedder is not None and not isinstance(self.embedder, (str, os.PathLike)):
+            return self.embedder  # an Embedder, or anything with the same interface
+        from .hf_embed import make_embedder
 
-    def _make_forest(self):
-        from sklearn.ensemble import RandomForestClassifier
+        return make_embedder(self.embedder, device=self.device, max_length=self.max_length,
+                             batch_size=self.batch_size)
 
-        return RandomForestClassifier(
-            n_estimators=self.n_estimators,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            max_features=self.max_features,
-            class_weight=self.class_weight,
-            n_jobs=self.n_jobs,
-            random_state=self.random_state,
-        )
+    def _check_options(self) -> None:
+        if self.head not in HEADS:
+            raise ModelError(f"--head {self.head}: expected one of {', '.join(HEADS)}")
+        chunking_of(self.doc_mode)
+
+    def _make_head(self):
+        """A fresh, unfitted scikit-learn estimator for ``head``."""
+        self._check_options()
+        if self.head == "logistic":
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            weight = "balanced" if self.class_weight else None
+            return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, class_weight=weight, max_iter=5000))
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        common = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+                      max_features=self.max_features, n_jobs=self.n_jobs, random_state=self.random_state)
+        if self.head == "forest-regressor":
+            return RandomForestRegressor(**common)
+        return RandomForestClassifier(class_weight=self.class_weight, **common)
+
+    _make_forest = _make_head  # the name train.py used before heads
 
     def binarize(self, scores: Sequence[float]) -> np.ndarray:
         return np.asarray(scores, dtype=np.float64) >= self.positive_threshold
 
+    # -- features ---------------------------------------------------------------------------
+
+    @property
+    def chunking(self) -> str:
+        return chunking_of(self.doc_mode)
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
+        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
+        ``count=False`` skips the token statistics truncation does not need."""
+        embedder = getattr(self, "embedder_", None) or self._make_embedder()
+        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress, count=count)
+
+    def _as_doc_embeddings(self, X) -> DocEmbeddings:
+        if isinstance(X, DocEmbeddings):
+            if X.chunking != self.chunking:
+                raise ModelError(f"embeddings were made by '{X.chunking}' but doc_mode {self.doc_mode} needs '{self.chunking}'")
+            return X
+        X = quantize(np.asarray(X, dtype=np.float32))
+        n = len(X)
+        return DocEmbeddings(X, np.arange(n, dtype=np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                             "truncate", np.zeros(n, bool))
+
+    def _head_input(self, E: DocEmbeddings) -> np.ndarray:
+        """Rows the head sees: one per document, or one per chunk for the chunk-score modes."""
+        if self.doc_mode.startswith("chunk-score") or self.doc_mode == "truncate":
+            return E.vectors
+        return E.pooled(weighted=self.doc_mode == "chunk-weighted")
+
+    def _row_scores(self, head, X: np.ndarray) -> np.ndarray:
+        if self.head == "forest-regressor":
+            return np.clip(head.predict(X) / 5.0, 0.0, 1.0)
+        return head.predict_proba(X)[:, list(head.classes_).index(True)]
+
     # -- fitting ----------------------------------------------------------------------------
 
-    def fit(self, texts: Sequence[str], scores: Sequence[float], embeddings: np.ndarray | None = None):
-        """Fit on documents and their 0-5 scores (precomputed ``embeddings`` skip the embedder)."""
+    def fit_head(self, E, scores: Sequence[float]):
+        """Fit a fresh head on document embeddings and 0-5 scores; returns the fitted estimator."""
+        E = self._as_doc_embeddings(E)
+        scores = np.asarray(scores, dtype=np.float64)
+        y = self.binarize(scores)
+        X = self._head_input(E)
+        weights = None
+        if self.doc_mode.startswith("chunk-score"):  # each document counts once, however many chunks
+            weights = 1.0 / np.maximum(E.chunks_per_doc, 1)[E.doc]
+            scores, y = scores[E.doc], y[E.doc]
+        head = self._make_head()
+        if self.head == "forest-regressor":
+            if self.class_weight:  # balance the two sides of the positive threshold, as the classifier does
+                share = y.mean()
+                w = np.where(y, 0.5 / max(share, 1e-12), 0.5 / max(1 - share, 1e-12))
+                weights = w if weights is None else weights * w
+            return head.fit(X, scores, sample_weight=weights)
+        if weights is None:
+            return head.fit(X, y)
+        if self.head == "logistic":
+            return head.fit(X, y, logisticregression__sample_weight=weights)
+        return head.fit(X, y, sample_weight=weights)
+
+    def raw_scores(self, E, head=None) -> np.ndarray:
+        """Uncalibrated float64 score per document from a fitted head (default: this model's)."""
+        E = self._as_doc_embeddings(E)
+        head = head if head is not None else self.head_
+        if E.n_docs == 0:
+            return np.zeros(0)
+        rows = self._row_scores(head, self._head_input(E))
+        if self.doc_mode.startswith("chunk-score"):
+            return E.reduce_scores(rows, "max" if self.doc_mode.endswith("max") else "mean")
+        return rows
+
+    def fit(self, texts: Sequence[str], scores: Sequence[float], embeddings=None):
+        """Fit on documents and their 0-5 scores (precomputed ``embeddings`` skip the embedder:
+        a :class:`DocEmbeddings`, or an array with one truncated embedding per document)."""
+        self._check_options()
         self.embedder_ = self._make_embedder()
-        X = self.embedder_.encode(list(texts)) if embeddings is None else np.asarray(embeddings, np.float32)
+        E = self.embed_documents(texts) if embeddings is None else self._as_doc_embeddings(embeddings)
         y = self.binarize(scores)
         if y.all() or not y.any():
             raise ModelError(
                 f"all {len(y)} training labels fall on one side of --positive-threshold "
                 f"{self.positive_threshold}; the classifier needs both classes"
             )
-        self.forest_ = self._make_forest().fit(X, y)
+        self.head_ = self.fit_head(E, scores)
+        self.forest_ = self.head_  # older name, kept for callers of format 1
+        self.calibrator_ = None
         self.embedder_info_ = self.embedder_.describe()
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = E.vectors.shape[1]
+        return self
+
+    def fit_calibration(self, raw: np.ndarray, y: np.ndarray):
+        """Isotonic map from raw head scores to P(positive), fitted on out-of-fold scores."""
+        self.calibrator_ = make_calibrator(raw, y)
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "forest_"):
+        if not hasattr(self, "head_"):
             raise ModelError("this EduClassifier is not fitted; call fit() or EduClassifier.load()")
 
     # -- prediction -------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One embedding per text (chunk modes: the mean of its chunks)."""
         self._check_fitted()
         self._check_embedder()
-        return self.embedder_.encode(texts)
+        E = self.embed_documents(texts, count=False)
+        return E.vectors if E.chunking == "truncate" else E.pooled()
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """[n, 2] probabilities of (low, high) educational value."""
@@ -171,21 +296,92 @@ class EduClassifier:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return self.edu_score(texts) >= self.threshold
 
-    def edu_score(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 P(high educational value) per text; empty or blank texts score 0."""
-        texts = list(texts)
-        return self.score_embeddings(self.embed(texts), _empty_mask(texts))
+    def edu_score(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> np.ndarray:
+        """float32 edu_score per text; empty or blank texts score 0.
 
-    def score_embeddings(self, X: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
-        """Scores from precomputed embeddings (rows flagged ``empty`` get 0)."""
+        With an embedding cache attached (:meth:`use_embedding_cache`) and ``ids`` given, texts
+        whose id is in the cache are not embedded again.
+        """
+        texts = list(texts)
         self._check_fitted()
-        if len(X) == 0:
+        self._check_embedder()
+        cache = getattr(self, "embedding_cache_", None)
+        if cache is not None and ids is not None:
+            E = self.doc_embeddings_from_cache(cache, texts, ids)
+        else:
+            E = self.embed_documents(texts, count=False)
+        return self.score_doc_embeddings(E, _empty_mask(texts))
+
+    def score_doc_embeddings(self, E, empty: np.ndarray | None = None) -> np.ndarray:
+        """Scores (calibrated when the model has a calibration) from precomputed embeddings."""
+        self._check_fitted()
+        E = self._as_doc_embeddings(E)
+        if E.n_docs == 0:
             return np.zeros(0, dtype=np.float32)
-        p = self.forest_.predict_proba(X)[:, list(self.forest_.classes_).index(True)]
+        p = self.raw_scores(E)
+        if getattr(self, "calibrator_", None) is not None:
+            p = self.calibrator_.predict(p)
         p = p.astype(np.float32)
         if empty is not None:
             p[np.asarray(empty, dtype=bool)] = 0.0
         return p
+
+    def score_embeddings(self, X: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
+        """Scores from one precomputed embedding per document (rows flagged ``empty`` get 0)."""
+        return self.score_doc_embeddings(X, empty)
+
+    def disagreement(self, E) -> np.ndarray:
+        """How unsure the model is per document: the spread of its trees' votes (forests), or
+        closeness to 0.5 (logistic). Higher means more worth labelling."""
+        self._check_fitted()
+        E = self._as_doc_embeddings(E)
+        X = self._head_input(E)
+        if self.head == "logistic":
+            p = self._row_scores(self.head_, X)
+            rows = 1.0 - 2.0 * np.abs(p - 0.5)
+        else:
+            if self.head == "forest-regressor":
+                votes = np.stack([t.predict(X) / 5.0 for t in self.head_.estimators_])
+            else:
+                # trees are fitted on encoded labels: column k is the forest's classes_[k]
+                k = list(self.head_.classes_).index(True)
+                votes = np.stack([t.predict_proba(X)[:, k] for t in self.head_.estimators_])
+            rows = votes.std(axis=0)
+        if self.doc_mode.startswith("chunk-score"):
+            return E.reduce_scores(rows, "mean")
+        return rows
+
+    # -- embedding cache --------------------------------------------------------------------
+
+    def embedding_identity(self) -> dict:
+        from .embcache import identity
+
+        return identity(self.embedder_, self.chunking, self.max_chunks)
+
+    def use_embedding_cache(self, cache) -> "EduClassifier":
+        """Read embeddings from an :class:`~phifilter.embcache.EmbeddingCache` (or its folder) by id."""
+        from .embcache import EmbeddingCache
+
+        self._check_fitted()
+        self._check_embedder()
+        if not isinstance(cache, EmbeddingCache):
+            cache = EmbeddingCache.open(cache)
+        cache.check(self.embedding_identity(), "this model")
+        self.embedding_cache_ = cache
+        return self
+
+    def doc_embeddings_from_cache(self, cache, texts: Sequence[str], ids: Sequence[str]) -> DocEmbeddings:
+        """Cached embeddings for the ids found; the rest are embedded from their texts."""
+        from .embcache import merge
+
+        found, missing = cache.lookup(list(ids))
+        if not missing:
+            return found
+        fresh = self.embed_documents([texts[k] for k in missing], count=False)
+        if found is None:
+            return fresh
+        present = [k for k in range(len(ids)) if k not in set(missing)]
+        return merge(len(ids), [(present, found), (missing, fresh)])
 
     # -- embedder check ---------------------------------------------------------------------
 
@@ -219,20 +415,31 @@ class EduClassifier:
 
         import skops.io as sio
 
+        from .corpus import output_error, remove_stale_siblings
+
         self._check_fitted()
         path = Path(path)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
         try:
-            sio.dump(self.forest_, tmp / FOREST_FILE)
-            _make_zip_reproducible(tmp / FOREST_FILE)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_siblings(path)  # what a killed save left: .<name>.tmp-<pid>, .<name>.old-<pid>
+            tmp.mkdir()
+        except OSError as e:
+            raise output_error(path, e) from None
+        try:
+            files = {FOREST_FILE: self.head_}
+            if getattr(self, "calibrator_", None) is not None:
+                files[CALIBRATION_FILE] = self.calibrator_
+            for name, estimator in files.items():
+                sio.dump(estimator, tmp / name)
+                _make_zip_reproducible(tmp / name)
             params = {k: v for k, v in self.get_params().items() if k != "embedder"}
             meta = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "head": "random_forest_classifier",
+                "head": HEADS[self.head],
+                "doc_mode": self.doc_mode,
+                "calibration": "isotonic" if CALIBRATION_FILE in files else None,
                 "params": params,
                 "embedder": {**self.embedder_info_, "source": _embedder_source(self.embedder)},
                 "positive_threshold": self.positive_threshold,
@@ -240,7 +447,7 @@ class EduClassifier:
                 "n_features": int(self.n_features_in_),
                 "metrics": metrics or getattr(self, "metrics_", None) or {},
                 "training_data": training_data or getattr(self, "training_data_", None) or {},
-                "files": {FOREST_FILE: _sha256_file(tmp / FOREST_FILE)},
+                "files": {name: _sha256_file(tmp / name) for name in files},
                 "versions": library_versions(),
                 "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             }
@@ -254,6 +461,9 @@ class EduClassifier:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
+        except OSError as e:  # a full disk, no permission: one clear line, the old folder kept
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise output_error(path, e) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -261,30 +471,19 @@ class EduClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, embedder: str | os.PathLike | None = None,
-             device: str = "auto", batch_size: int = 64, max_length: int | None = None) -> "EduClassifier":
-        """Load a model folder (None: the bundled default). Refuses foreign or tampered folders."""
-        import skops.io as sio
+             device: str = "auto", batch_size: int = 64, max_length: int | None = None,
+             embedder_revision: str | None = None, embedder_sha256: dict[str, str] | None = None) -> "EduClassifier":
+        """Load a model folder (None: the bundled default). Refuses foreign or tampered folders.
+
+        The embedder is loaded at the revision the model recorded unless ``embedder_revision``
+        says otherwise; ``embedder_sha256`` ({file: hex}) pins its files on top of the check
+        against the hashes the model was trained with.
+        """
 
         path = Path(path) if path is not None else default_model_path()
         meta = read_model_meta(path)
-        forest_file = path / FOREST_FILE
-        if not forest_file.is_file():
-            raise ModelError(f"{path}: model folder has no {FOREST_FILE}")
-        recorded = (meta.get("files") or {}).get(FOREST_FILE)
-        actual = _sha256_file(forest_file)
-        if recorded != actual:
-            raise ModelError(
-                f"{forest_file}: SHA-256 does not match the one recorded in {META_FILE}; "
-                "the model folder was modified after it was saved, refusing to load it"
-            )
-        try:
-            untrusted = sio.get_untrusted_types(file=forest_file)
-        except Exception as e:
-            raise ModelError(f"{forest_file}: not a skops file ({e})") from None
-        refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
-        if refused:
-            raise ModelError(f"{forest_file}: contains untrusted types {', '.join(refused)}; refusing to load it")
-        forest = sio.load(forest_file, trusted=list(untrusted))
+        forest = _load_skops(path, meta, FOREST_FILE)
+        calibrator = _load_skops(path, meta, CALIBRATION_FILE) if meta.get("calibration") else None
         params = dict(meta.get("params") or {})
         info = meta.get("embedder") or {}
         params.update(
@@ -293,20 +492,62 @@ class EduClassifier:
             batch_size=batch_size,
             max_length=max_length or info.get("max_length") or params.get("max_length", 256),
         )
+        head_names = {v: k for k, v in HEADS.items()}
+        if meta.get("head") not in head_names:
+            raise ModelError(f"{path}: unknown head '{meta.get('head')}' in {META_FILE}; upgrade phifilter")
+        params.setdefault("head", head_names[meta["head"]])
+        params.setdefault("doc_mode", meta.get("doc_mode") or "truncate")
         known = set(cls().get_params())
         clf = cls(**{k: v for k, v in params.items() if k in known})
-        clf.forest_ = forest
+        clf._check_options()
+        clf.head_ = clf.forest_ = forest
+        clf.calibrator_ = calibrator
         clf.n_features_in_ = int(meta.get("n_features") or forest.n_features_in_)
         if clf.n_features_in_ != forest.n_features_in_:
             raise ModelError(f"{path}: {META_FILE} says {clf.n_features_in_} features, the forest has {forest.n_features_in_}")
         if info.get("dim") is not None and int(info["dim"]) != clf.n_features_in_:
             raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the forest's {clf.n_features_in_} features")
         clf.embedder_ = clf._make_embedder()
+        clf.embedder_.revision = embedder_revision or info.get("revision")
+        clf.embedder_.sha256 = dict(embedder_sha256) if embedder_sha256 else None
         clf.embedder_info_ = info
         clf.metrics_ = meta.get("metrics") or {}
         clf.training_data_ = meta.get("training_data") or {}
         clf.path_ = path
+        # Identifies the scoring model across processes (checkpoint keys): the hashes of its files.
+        clf.forest_sha256_ = hashlib.sha256(json.dumps(meta.get("files") or {}, sort_keys=True).encode()).hexdigest()
         return clf
+
+
+def _load_skops(folder: Path, meta: dict, name: str):
+    """Load one skops file of a model folder after checking its hash and the types it holds."""
+    import skops.io as sio
+
+    file = folder / name
+    if not file.is_file():
+        raise ModelError(f"{folder}: model folder has no {name}")
+    recorded = (meta.get("files") or {}).get(name)
+    if recorded != _sha256_file(file):
+        raise ModelError(
+            f"{file}: SHA-256 does not match the one recorded in {META_FILE}; "
+            "the model folder was modified after it was saved, refusing to load it"
+        )
+    try:
+        untrusted = sio.get_untrusted_types(file=file)
+    except Exception as e:
+        raise ModelError(f"{file}: not a skops file ({e})") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise ModelError(f"{file}: contains untrusted types {', '.join(refused)}; refusing to load it")
+    return sio.load(file, trusted=list(untrusted))
+
+
+def make_calibrator(raw: np.ndarray, y: np.ndarray):
+    """Isotonic regression from raw scores to the observed share of positives, clipped to [0, 1]."""
+    from sklearn.isotonic import IsotonicRegression
+
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+        np.asarray(raw, np.float64), np.asarray(y, np.float64))
 
 
 def _make_zip_reproducible(path: Path) -> None:
@@ -344,8 +585,8 @@ def _make_zip_reproducible(path: Path) -> None:
 def _embedder_source(embedder) -> str | None:
     if embedder is None:
         return None
-    if isinstance(embedder, Embedder):
-        embedder = embedder.model
+    if not isinstance(embedder, (str, os.PathLike)):
+        embedder = getattr(embedder, "source", None) or embedder.model
     if embedder is None or str(embedder) == DEFAULT_EMBEDDER:
         return None
     return str(embedder)

@@ -43,6 +43,28 @@ device_option = click.option(
 )
 
 
+def _sha256_pins(ctx, param, values):
+    """--embedder-sha256 FILE=HEX (repeatable) -> {FILE: hex} or None."""
+    import re
+
+    pins = {}
+    for value in values:
+        name, sep, digest = value.partition("=")
+        digest = digest.strip().lower()
+        if not sep or not name.strip() or "/" in name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise click.BadParameter(f"{value!r}: expected FILE=HEX with a 64-digit SHA-256, "
+                                     "e.g. model.safetensors=53aa5117...", param_hint="--embedder-sha256")
+        pins[name.strip()] = digest
+    return pins or None
+
+
+embedder_revision_option = click.option(
+    "--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")
+embedder_sha256_option = click.option(
+    "--embedder-sha256", multiple=True, metavar="FILE=HEX", callback=_sha256_pins,
+    help="Refuse an embedder whose FILE does not have this SHA-256; repeatable.")
+
+
 @click.group(cls=PhifilterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="phifilter")
 @click.option("-v", "--verbose", count=True, help="Log more: -v for INFO, -vv for DEBUG (to stderr).")
@@ -82,8 +104,26 @@ def main(ctx, verbose, quiet):
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="On a bad shard: stop, or report it and score the rest.")
+@click.option("--embeddings", default=None, type=click.Path(exists=True),
+              help="Embedding cache from `phifilter embed`: documents it holds (by --id-column) are not re-embedded.")
+@click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
+@click.option("--devices", default=None, metavar="LIST",
+              help="One worker process per device over the shards: cuda:0,cuda:1,... or 'all' (GPUs) or cpu,cpu.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="'ray' scores on a Ray cluster (pip install 'phifilter[ray]'); see docs/scaling.md.")
+@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True,
+              help="Embedder precision (auto: float16 on CUDA, float32 on CPU).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="CPU only: dynamic int8 Linear layers (faster; scores change slightly, see benchmarks/README.md).")
+@click.option("--tokens-per-batch", default=None, type=click.IntRange(1),
+              help="Token budget per forward pass (default: batch size x max length).")
+@click.option("--num-threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: one per core).")
+@embedder_revision_option
+@embedder_sha256_option
 @quiet_option
-def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error, quiet):
+def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
+          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, quiet):
     """Score Parquet shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
@@ -93,12 +133,18 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
     Example:
       phifilter score data/shards/ -o data/scored/
       phifilter score 'data/**/part-*.parquet' -o scored/ --device cuda --batch-size 512
+      phifilter score data/shards/ -o data/scored/ --devices all
+      phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
     """
     from .score import ScoreConfig, score_shards
 
     cfg = ScoreConfig(
         text_column=text_column, score_column=score_column, device=device, embed_batch_size=batch_size,
         read_batch_rows=read_batch_rows, max_length=max_length, on_error=on_error,
+        embeddings=embeddings, id_column=id_column,
+        devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
+        tokens_per_batch=tokens_per_batch, num_threads=num_threads,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:
@@ -121,20 +167,42 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.option("--cv-folds", default=5, show_default=True, type=click.IntRange(0), help="Cross-validation folds (0: none).")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
+@embedder_revision_option
+@embedder_sha256_option
 @device_option
 @click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
               help="Seed for folds and forest.")
+@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic"]), default="forest", show_default=True,
+              help="Random forest classifier, random forest regressor on the 0-5 score, or logistic regression.")
+@click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
+              default="truncate", show_default=True,
+              help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
+@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
+@click.option("--calibrate", is_flag=True, help="Isotonic calibration on out-of-fold scores: edu_score becomes a probability.")
+@click.option("--target-precision", type=click.FloatRange(0, 1), default=None,
+              help="Threshold: the lowest whose out-of-fold precision reaches this.")
+@click.option("--target-share", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Threshold: keep this share of documents.")
+@click.option("--target-token-share", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Threshold: keep this share of tokens.")
+@click.option("--embeddings", default=None, type=click.Path(exists=True),
+              help="Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
+@click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
-          embedder, max_length, device, random_state, quiet):
+          embedder, max_length, device, random_state, head, doc_mode, max_chunks, calibrate, target_precision,
+          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
     Reports stratified cross-validated precision, recall, F1 and ROC AUC and stores them in
-    the model folder and its model card (README.md).
+    the model folder and its model card (README.md). The threshold is the max out-of-fold F1
+    one unless --threshold or one --target-* option says otherwise.
 
     \b
     Example:
       phifilter train labels.parquet -o my-model/
+      phifilter embed labels.parquet -o emb/ --chunking chunk
+      phifilter train labels.parquet -o m2/ --embeddings emb/ --doc-mode chunk-mean --head logistic --calibrate
     """
     from .train import TrainConfig, train_model
 
@@ -146,8 +214,14 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
     cfg = TrainConfig(
         text_column=text_column, score_column=score_column, positive_threshold=positive_threshold,
         threshold=threshold, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv_folds=cv_folds, embedder=embedder,
-        max_length=max_length, device=device, random_state=random_state,
+        max_length=max_length, device=device, random_state=random_state, head=head, doc_mode=doc_mode,
+        max_chunks=max_chunks, calibrate=calibrate, target_precision=target_precision, target_share=target_share,
+        target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
     )
+    if sum(x is not None for x in (target_precision, target_share, target_token_share)) > 1 or (
+            threshold != "auto" and any(x is not None for x in (target_precision, target_share, target_token_share))):
+        raise click.UsageError("give at most one of --threshold, --target-precision, --target-share, --target-token-share")
     _, metrics = train_model(labels, output, cfg, progress=not quiet)
     if not quiet:
         click.echo(f"model written to {output}")
@@ -165,7 +239,110 @@ def format_metrics(metrics: dict) -> str:
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         lines.append(f"  {name:<8} {m['n']:>6} {m['positives']:>5} {m['precision']:>6.3f} "
                      f"{m['recall']:>6.3f} {m['f1']:>6.3f} {auc:>6}")
+    docs = metrics.get("documents")
+    if docs:
+        lines.append(f"documents: {docs['chunked']} embedded in several chunks, {docs['truncated']} with text not read")
     return "\n".join(lines)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Embeddings folder to write.")
+@click.option("--embedder", default=None, help="sentence-transformers name or folder, or mean-pool:FOLDER (default: all-MiniLM-L6-v2).")
+@click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens per document or chunk.")
+@click.option("--chunking", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
+              help="One embedding per document (truncated), or one per chunk (for the chunk-* --doc-mode).")
+@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks kept per document.")
+@text_column_option
+@click.option("--id-column", default="id", show_default=True, help="Document id column (absent: SHA-1 of the text).")
+@device_option
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
+@quiet_option
+def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet):
+    """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
+
+    train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
+    trying another head costs no new embedding pass. A rerun skips finished sidecars.
+
+    \b
+    Example:
+      phifilter embed labels.parquet -o emb/ --chunking chunk
+      phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
+    """
+    from .embcache import embed_shards
+    from .hf_embed import make_embedder
+
+    emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
+    summary = embed_shards(list(inputs), output, emb, chunking=chunking, max_chunks=max_chunks,
+                           text_column=text_column, id_column=id_column or None, progress=not quiet)
+    if not quiet:
+        click.echo(str(summary))
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("labels", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
+@text_column_option
+@click.option("--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
+@click.option("--embeddings", default=None, type=click.Path(exists=True), help="Embedding cache from `phifilter embed`.")
+@click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=click.IntRange(0),
+              help="Bootstrap resamples for the 95% confidence intervals (0: none).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@quiet_option
+def evaluate(model, labels, output, text_column, score_column, embeddings, id_column, n_bootstrap, seed, device,
+             as_json, quiet):
+    """Measure a model against labels it has not seen: precision, recall, F1, ROC/PR AUC, Spearman,
+    confusion matrix and bootstrap confidence intervals, overall and per domain; PR and
+    calibration plots are written as PNG files.
+
+    \b
+    Example:
+      phifilter evaluate my-model/ heldout-labels.parquet -o eval/
+    """
+    import json
+    from pathlib import Path
+
+    from .evaluate import evaluate_model
+
+    output = output or f"eval-{Path(labels).stem}"
+    report = evaluate_model(model, labels, output, text_column=text_column, score_column=score_column,
+                            embeddings=embeddings, id_column=id_column, n_bootstrap=n_bootstrap, seed=seed,
+                            device=device, progress=not quiet)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("-n", "n", default=500, show_default=True, type=click.IntRange(1), help="Documents to suggest.")
+@click.option("--random-share", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of -n drawn at random instead of by disagreement.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random share.")
+@text_column_option
+@click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@device_option
+@quiet_option
+def suggest(model, inputs, output, n, random_share, seed, text_column, read_batch_rows, device, quiet):
+    """Pick the documents most worth labelling next: where the forest's trees disagree most,
+    plus a random share.
+
+    \b
+    Example:
+      phifilter suggest my-model/ data/shards/ -n 500 -o next.parquet
+      phifilter label next.parquet -o next-labels.parquet --model gpt-4o-mini
+    """
+    from .suggest import suggest as run_suggest
+
+    summary = run_suggest(model, list(inputs), output, n=n, random_share=random_share, seed=seed,
+                          text_column=text_column, read_batch_rows=read_batch_rows, device=device, progress=not quiet)
+    if not quiet:
+        click.echo(str(summary))
 
 
 @main.command(name="filter")
@@ -411,6 +588,7 @@ def info(model):
     click.echo(f"model: {path}")
     click.echo(f"head: {meta.get('head')}; positive label: score >= {meta.get('positive_threshold')}; "
                f"threshold: {meta.get('threshold')}")
+    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}; calibration: {meta.get('calibration') or 'none'}")
     click.echo(f"embedder: {emb.get('name')} ({emb.get('dim')} dims, max {emb.get('max_length')} tokens)")
     td = meta.get("training_data", {})
     click.echo(f"trained on: {td.get('file')} ({td.get('rows')} rows, {td.get('positives')} positive)")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -23,7 +26,10 @@ from .errors import InputError, OutputError
 
 GLOB_CHARS = set("*?[")
 TMP_MARK = ".tmp-"
+PARTIAL_MARK = ".partial"
+PARTIAL_FORMAT = "phifilter-partial-1"
 LOCK_NAME = ".phifilter.lock"
+FINGERPRINT_TAIL_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -176,10 +182,21 @@ def iter_batches(
     batch_size: int = 1024,
     columns: Sequence[str] | None = None,
     parquet_file: pq.ParquetFile | None = None,
+    skip_rows: int = 0,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream record batches of at most ``batch_size`` rows; corrupt data becomes InputError."""
+    """Stream record batches of at most ``batch_size`` rows; corrupt data becomes InputError.
+
+    ``skip_rows`` starts after that many rows (whole row groups before it are not even read),
+    which is how a resumed run continues from its last checkpoint.
+    """
     pf = parquet_file or open_parquet(path)
-    it = pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+    first_group, offset = 0, skip_rows
+    md = pf.metadata
+    while first_group < md.num_row_groups and offset >= md.row_group(first_group).num_rows > 0:
+        offset -= md.row_group(first_group).num_rows
+        first_group += 1
+    row_groups = range(first_group, md.num_row_groups) if skip_rows else None
+    it = pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None, row_groups=row_groups)
     while True:
         try:
             batch = next(it)
@@ -187,6 +204,11 @@ def iter_batches(
             return
         except (pa.ArrowException, OSError) as e:
             raise InputError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+        if offset:
+            cut = min(offset, batch.num_rows)
+            batch, offset = batch.slice(cut), offset - cut
+            if batch.num_rows == 0:
+                continue
         yield batch
 
 
@@ -245,6 +267,38 @@ def remove_stale_temporaries(folder: Path) -> int:
     return removed
 
 
+def remove_stale_siblings(path: Path, marks: Sequence[str] = (TMP_MARK, ".old-")) -> int:
+    """Delete ``.<name><mark><pid>`` files or folders next to ``path`` whose process is gone.
+
+    Used by writers of single outputs (a model folder, a sample file) outside a locked output
+    folder: a killed run's leftovers go, a live run's temporaries are left alone.
+    """
+    removed = 0
+    for p in path.parent.glob(f".{path.name}*"):
+        for mark in marks:
+            head, sep, pid = p.name.rpartition(mark)
+            if sep and head == f".{path.name}" and pid.isdigit():
+                if int(pid) != os.getpid() and _process_alive(int(pid)):
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ShardWriter:
     """Write one Parquet file atomically: a hidden temporary, fsync, then rename into place.
 
@@ -266,14 +320,14 @@ class ShardWriter:
             self._tmp = temp_path_for(self.path)
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
         except OSError as e:
-            raise _output_error(self.path, e) from None
+            raise output_error(self.path, e) from None
         return self
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         try:
             self._writer.write_batch(batch)
         except OSError as e:
-            raise _output_error(self.path, e) from None
+            raise output_error(self.path, e) from None
         self.rows += batch.num_rows
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -290,14 +344,14 @@ class ShardWriter:
             with contextlib.suppress(OSError):
                 self._tmp.unlink()
             if exc_type is None:
-                raise _output_error(self.path, e) from None
+                raise output_error(self.path, e) from None
         finally:
             if exc_type is not None and self._tmp is not None:
                 with contextlib.suppress(OSError):
                     self._tmp.unlink()
 
 
-def _output_error(path: Path, e: OSError) -> OutputError:
+def output_error(path: Path, e: OSError) -> OutputError:
     if e.errno == errno.ENOSPC:
         return OutputError(f"{path}: no space left on device; earlier outputs are intact, free space and rerun to resume")
     return OutputError(f"{path}: cannot write ({e.strerror or e})")
@@ -318,6 +372,17 @@ class OutputLock:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self._fd: int | None = None
+
+    @classmethod
+    def check_free(cls, folder: str | os.PathLike) -> None:
+        """Fail now, with the same clear error, if another process holds the folder's lock.
+
+        Lets a command refuse in its first second instead of after loading a model; the real
+        lock is still taken (and can still fail) when writing starts.
+        """
+        if Path(folder, LOCK_NAME).exists():
+            with cls(folder):
+                pass
 
     def __enter__(self) -> "OutputLock":
         import fcntl
@@ -345,3 +410,136 @@ class OutputLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+
+def input_fingerprint(path: str | os.PathLike) -> dict:
+    """Size, mtime and a hash of the last 64 KiB (the Parquet footer) of an input file.
+
+    Cheap to compute for any file size, and any rewrite of a Parquet file changes its footer
+    (row group offsets, statistics), so checkpoints of a changed input are never reused.
+    """
+    path = Path(path)
+    st = path.stat()
+    with open(path, "rb") as f:
+        f.seek(max(0, st.st_size - FINGERPRINT_TAIL_BYTES))
+        tail = hashlib.sha256(f.read()).hexdigest()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "tail_sha256": tail}
+
+
+def partial_dir_for(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.parent / f".{path.name}{PARTIAL_MARK}"
+
+
+def _write_json_atomically(path: Path, doc: dict) -> None:
+    tmp = temp_path_for(path)
+    with open(tmp, "w") as f:
+        json.dump(doc, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class PartialShard:
+    """Write one large Parquet file with row-group checkpoints, so a killed run resumes mid-file.
+
+    A drop-in for :class:`ShardWriter` (context manager, ``write_batch``, ``rows``). Every batch
+    becomes a chunk file in the hidden folder ``.<name>.partial/`` (written to a temporary,
+    fsynced, renamed), then ``manifest.json`` there is replaced atomically to list it. The
+    manifest is the truth: a chunk it does not list is ignored. On entry, chunks left by an
+    earlier run with the same ``key`` (input fingerprint, model, settings) are taken over and
+    ``rows`` starts at their row count; the caller continues from that row. On a clean exit
+    the chunks are streamed into the final file through :class:`ShardWriter` (still one atomic
+    rename) and the folder is removed. On an exception the checkpoints are kept for the rerun,
+    except after an :class:`InputError` (the input itself is bad; nothing to resume).
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, key: dict, compression: str = "zstd"):
+        self.path = Path(path)
+        self.schema = schema
+        self.key = key
+        self.compression = compression
+        self.folder = partial_dir_for(self.path)
+        self.rows = 0
+        self.resumed_rows = 0
+        self._chunks: list[dict] = []
+
+    # -- resuming
+
+    def _manifest_path(self) -> Path:
+        return self.folder / "manifest.json"
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self._manifest_path().read_text())
+        except (OSError, ValueError):
+            self.discard()  # no manifest (killed before the first one) or unreadable: start over
+            return
+        if not isinstance(doc, dict):
+            doc = {}
+        chunks = doc.get("chunks")
+        if doc.get("format") != PARTIAL_FORMAT or doc.get("key") != self.key or not isinstance(chunks, list):
+            self.discard()  # another input, model or setting: these rows cannot be reused
+            return
+        rows = 0
+        for chunk in chunks:
+            ok = isinstance(chunk, dict) and isinstance(chunk.get("file"), str) and "/" not in chunk["file"]
+            got = completed_rows(self.folder / chunk["file"]) if ok else None
+            if got is None or got != chunk.get("rows"):
+                self.discard()
+                return
+            rows += got
+        listed = {c["file"] for c in chunks} | {"manifest.json"}
+        for p in self.folder.iterdir():  # chunks written after the last manifest update
+            if p.name not in listed:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        self._chunks = list(chunks)
+        self.rows = self.resumed_rows = rows
+
+    def checkpointed_column(self, name: str) -> pa.ChunkedArray:
+        """One column of the rows taken over from an earlier run."""
+        tables = [pq.read_table(self.folder / c["file"], columns=[name]) for c in self._chunks]
+        return pa.concat_tables(tables).column(name) if tables else pa.chunked_array([], self.schema.field(name).type)
+
+    # -- writing
+
+    def __enter__(self) -> "PartialShard":
+        try:
+            if self.folder.is_dir():
+                self._load()
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise output_error(self.path, e) from None
+        return self
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        name = f"{len(self._chunks):06d}.parquet"
+        try:
+            with ShardWriter(self.folder / name, self.schema, self.compression) as chunk:
+                chunk.write_batch(batch)
+            chunks = self._chunks + [{"file": name, "rows": batch.num_rows}]
+            _write_json_atomically(self._manifest_path(), {
+                "format": PARTIAL_FORMAT, "key": self.key, "chunks": chunks,
+                "rows": self.rows + batch.num_rows,
+            })
+        except OSError as e:
+            raise output_error(self.path, e) from None
+        self._chunks = chunks
+        self.rows += batch.num_rows
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            if issubclass(exc_type, InputError):
+                self.discard()
+            return
+        with ShardWriter(self.path, self.schema, self.compression) as out:
+            for chunk in self._chunks:
+                path = self.folder / chunk["file"]
+                for batch in iter_batches(path, batch_size=max(1, chunk["rows"])):
+                    out.write_batch(batch)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

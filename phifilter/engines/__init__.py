@@ -1,0 +1,1 @@
+"""Optional execution engines for `phifilter score` (imported only when asked for)."""

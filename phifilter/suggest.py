@@ -1,0 +1,110 @@
+"""`phifilter suggest`: the documents most worth sending to the LLM next (active learning).
+
+Every document of the shards is scored; the ``n`` wanted are the ones whose forest trees
+disagree most (the spread of their votes; for the logistic head, closeness to 0.5) plus a
+random share drawn uniformly from the rest, so the next labels also cover what the model
+is sure, and maybe wrong, about. One pass, memory bounded by ``n`` rows: a heap keeps the
+most disputed rows and a second heap the rows with the smallest random keys. The same
+inputs and ``seed`` give the same file.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .corpus import check_text_column, find_shards, iter_batches, open_parquet, texts_from_array
+from .errors import InputError
+
+
+@dataclass
+class SuggestSummary:
+    rows_seen: int = 0
+    picked_disagreement: int = 0
+    picked_random: int = 0
+    output: str = ""
+
+    def __str__(self) -> str:
+        return (f"read {self.rows_seen:,} documents; wrote {self.picked_disagreement + self.picked_random:,} to "
+                f"{self.output} ({self.picked_disagreement:,} most disputed, {self.picked_random:,} random)")
+
+
+def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed: int = 0,
+            text_column: str = "text", read_batch_rows: int = 2048, device: str = "auto",
+            progress: bool = False) -> SuggestSummary:
+    """Write ``output`` (Parquet): the chosen rows with every input column plus ``edu_score``,
+    ``disagreement``, ``suggest_reason`` ('disagreement' or 'random'), ``source_shard`` and ``source_row``."""
+    from tqdm import tqdm
+
+    from .classifier import EduClassifier, _empty_mask
+    from .corpus import ShardWriter
+
+    if not 0 <= random_share <= 1:
+        raise InputError(f"--random-share {random_share}: expected a number in [0, 1]")
+    clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
+    clf._check_embedder()
+    out = Path(output)
+    shards = find_shards(inputs)
+    if any(s.path.resolve() == out.resolve() for s in shards):
+        raise InputError(f"{out}: the output may not be one of the inputs")
+    n_random = int(round(n * random_share))
+    n_disputed = n - n_random
+    rng = np.random.default_rng(seed)
+    disputed: list = []  # min-heap of (disagreement, -order, row): the n_disputed largest
+    randoms: list = []  # min-heap of (-key, order, row): the n smallest random keys
+    order = 0
+    summary = SuggestSummary(output=str(out))
+    schema = None
+    for s in shards:
+        check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
+    with tqdm(unit="doc", desc="suggesting", disable=not progress) as bar:
+        for shard in shards:
+            for batch in iter_batches(shard.path, read_batch_rows):
+                texts = texts_from_array(batch.column(batch.schema.get_field_index(text_column)))
+                E = clf.embed_documents(texts)
+                score = clf.score_doc_embeddings(E, _empty_mask(texts))
+                spread = clf.disagreement(E)
+                spread[_empty_mask(texts)] = -1.0  # blank documents are not worth a label
+                keys = rng.random(len(texts))
+                rows = batch.to_pylist()
+                schema = schema or batch.schema
+                for i, row in enumerate(rows):
+                    row.update(edu_score=float(score[i]), disagreement=float(spread[i]),
+                               source_shard=str(shard.name), source_row=int(summary.rows_seen + i))
+                    item = (float(spread[i]), -order, row)
+                    if len(disputed) < n_disputed:
+                        heapq.heappush(disputed, item)
+                    elif n_disputed and item[:2] > disputed[0][:2]:
+                        heapq.heapreplace(disputed, item)
+                    r_item = (-float(keys[i]), order, row)
+                    if len(randoms) < n:
+                        heapq.heappush(randoms, r_item)
+                    elif r_item[:2] > randoms[0][:2]:
+                        heapq.heapreplace(randoms, r_item)
+                    order += 1
+                summary.rows_seen += len(rows)
+                bar.update(len(rows))
+    top = sorted(disputed, key=lambda t: (-t[0], -t[1]))
+    chosen = {-t[1] for t in top}
+    extra = [t for t in sorted(randoms, key=lambda t: (-t[0], t[1])) if t[1] not in chosen][:n_random]
+    picked = [dict(t[2], suggest_reason="disagreement") for t in top] + [dict(t[2], suggest_reason="random") for t in extra]
+    summary.picked_disagreement, summary.picked_random = len(top), len(extra)
+    if schema is None:
+        raise InputError("the inputs hold no rows")
+    added = [pa.field("edu_score", pa.float32()), pa.field("disagreement", pa.float32()),
+             pa.field("source_shard", pa.string()), pa.field("source_row", pa.int64()),
+             pa.field("suggest_reason", pa.string())]
+    names = {f.name for f in added}
+    out_schema = pa.schema([f for f in schema if f.name not in names] + added)
+    try:
+        table = pa.Table.from_pylist(picked, schema=out_schema)
+    except (pa.ArrowException, KeyError) as e:
+        raise InputError(f"the input shards have different columns, cannot write one file ({e})") from None
+    with ShardWriter(out, out_schema) as writer:
+        for b in table.to_batches():
+            writer.write_batch(b)
+    return summary
