@@ -18,14 +18,16 @@ from .evaluate import EvalReport, evaluate_model  # noqa: E402
 from .exclude import ExclusionSet, load_exclusions  # noqa: E402
 from .hf_embed import MeanPoolEmbedder, make_embedder  # noqa: E402
 from .label import LabelConfig, LabelSummary, compare_labels, label_file  # noqa: E402
-from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
 from .pretrain import AblateConfig, run_ablation  # noqa: E402  (no torch until a run starts)
+from .report import ReportConfig, ReportSummary, build_report  # noqa: E402
+from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
 from .score import ScoreConfig, ScoreSummary, score_shards  # noqa: E402
 from .select import FilterSummary, filter_shards  # noqa: E402
 from .suggest import SuggestSummary, suggest  # noqa: E402
 from .train import TrainConfig, train_model  # noqa: E402
 
 __all__ = [
+    "AblateConfig",
     "suggest",
     "SuggestSummary",
     "make_embedder",
@@ -37,7 +39,6 @@ __all__ = [
     "EmbeddingCache",
     "DocEmbeddings",
     "DOC_MODES",
-    "AblateConfig",
     "DEFAULT_EMBEDDER",
     "EduClassifier",
     "Embedder",
@@ -49,12 +50,15 @@ __all__ = [
     "ModelError",
     "OutputError",
     "PhifilterError",
+    "ReportConfig",
+    "ReportSummary",
     "SampleConfig",
     "SampleSummary",
     "ScoreConfig",
     "ScoreSummary",
     "Shard",
     "TrainConfig",
+    "build_report",
     "compare_labels",
     "default_model_path",
     "filter_shards",
@@ -62,8 +66,8 @@ __all__ = [
     "iter_batches",
     "label_file",
     "load_exclusions",
-    "sample_shards",
     "run_ablation",
+    "sample_shards",
     "score_shards",
     "train_model",
 ]

@@ -40,7 +40,13 @@ class FiniteFloatRange(click.FloatRange):
         return value
 
 
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+def _quiet_from_group(ctx, param, value):
+    # `phifilter --quiet CMD` and `phifilter CMD --quiet` mean the same.
+    return bool(value) or bool((ctx.find_root().obj or {}).get("quiet"))
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, callback=_quiet_from_group,
+                            help="No progress bars or summary.")
 text_column_option = click.option(
     "--text-column", default="text", show_default=True, help="Column holding the document text."
 )
@@ -73,13 +79,29 @@ embedder_sha256_option = click.option(
 
 @click.group(cls=PhifilterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="phifilter")
-def main():
+@click.option("-v", "--verbose", count=True, help="Log more: -v for INFO, -vv for DEBUG (to stderr).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summaries in any command; only warnings are logged.")
+@click.pass_context
+def main(ctx, verbose, quiet):
     """Find the textbook-quality part of code and web corpora.
 
     \b
     The pipeline:  sample -> label -> train -> score -> filter -> ablate / report
     Start with:    phifilter score SHARDS/ -o SCORED/   (uses the bundled model)
+                   phifilter report SCORED/ -o report.html
+
+    \b
+    Example:
+      phifilter score examples/shards/ -o scored/
+      phifilter -v report scored/ -o report.html --by source
+    Shell completion (bash):  eval "$(_PHIFILTER_COMPLETE=bash_source phifilter)"
     """
+    import logging
+
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
+    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("phifilter").setLevel(level)
 
 
 @main.command()
@@ -160,7 +182,8 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @embedder_revision_option
 @embedder_sha256_option
 @device_option
-@click.option("--random-state", default=0, show_default=True, type=int, help="Seed for folds and forest.")
+@click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
+              help="Seed for folds and forest.")
 @click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic"]), default="forest", show_default=True,
               help="Random forest classifier, random forest regressor on the 0-5 score, or logistic regression.")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
@@ -342,7 +365,7 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
-@click.option("--score-column", default="edu_score", show_default=True)
+@click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @text_column_option
 @quiet_option
 def filter_(inputs, output, threshold, top_fraction, score_column, text_column, quiet):
@@ -520,6 +543,46 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
     result = compare_labels(a, b, column_a=score_column_a, column_b=score_column_b, id_column=id_column,
                             binary_threshold=positive_threshold)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--by", default=None, help="Column whose values get their own histogram and row (e.g. source).")
+@text_column_option
+@click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Threshold to report on (default: the --model's decision threshold).")
+@click.option("-m", "--model", type=click.Path(), default=None,
+              help="Model folder whose threshold to use (default: the bundled model).")
+@click.option("--samples", default=5, show_default=True, type=click.IntRange(0), help="Sample documents per score band.")
+@click.option("--excerpt-chars", default=2000, show_default=True, type=click.IntRange(1),
+              help="Characters shown of each sample document.")
+@click.option("--title", default="phifilter score report", show_default=True, help="Page title.")
+@click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
+@click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@quiet_option
+def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
+           read_batch_rows, quiet):
+    """Write a self-contained HTML report on scored shards (histograms, kept shares, token budget, samples).
+
+    Reads only the score, text and --by columns, in batches, so any corpus size fits in
+    memory. The page has no scripts and loads nothing from the network. Tokens are
+    estimated as UTF-8 bytes / 4.
+
+    \b
+    Example:
+      phifilter report data/scored/ -o report.html --by source
+      phifilter report data/scored/ -o report.html --model my-model/
+    """
+    from .report import ReportConfig, build_report
+
+    cfg = ReportConfig(text_column=text_column, score_column=score_column, by=by, threshold=threshold, model=model,
+                       samples_per_band=samples, excerpt_chars=excerpt_chars, title=title, seed=seed,
+                       read_batch_rows=read_batch_rows)
+    summary = build_report(list(inputs), output, cfg, progress=not quiet)
+    if not quiet:
+        click.echo(str(summary))
 
 
 @main.command()

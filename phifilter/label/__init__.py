@@ -7,6 +7,7 @@ from .agreement import Agreement, compare_labels
 from .annotate import LabelConfig, LabelError, LabelSummary, default_cache_path, label_file
 from .backends import BackendError, OpenAIChatBackend, Reply, RetryableError, TransformersBackend
 from .prompt import Rubric, build_messages, load_rubric, parse_reply
+from .standin import StandinServer, heuristic_rating
 
 __all__ = [
     "Agreement",
@@ -18,10 +19,12 @@ __all__ = [
     "Reply",
     "RetryableError",
     "Rubric",
+    "StandinServer",
     "TransformersBackend",
     "build_messages",
     "compare_labels",
     "default_cache_path",
+    "heuristic_rating",
     "label_file",
     "load_rubric",
     "parse_reply",

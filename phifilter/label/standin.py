@@ -1,0 +1,189 @@
+"""A stand-in for an LLM endpoint: an OpenAI-compatible chat server on 127.0.0.1.
+
+For demos, notebooks and tests that must run offline and free: it answers
+``POST /v1/chat/completions`` (and ``GET /v1/models``) the way OpenAI, vLLM and Ollama do, but
+the "model" is a transparent heuristic over the document found between the prompt's fences
+(see :func:`heuristic_rating`), or any function you give it. Its labels are NOT a substitute
+for a real LLM's: use it to see the pipeline work, then point ``--base-url`` at a real model.
+
+Example::
+
+    from phifilter.label import OpenAIChatBackend, StandinServer, label_file
+    with StandinServer() as server:
+        backend = OpenAIChatBackend(server.url, server.model, api_key="unused")
+        label_file("seed.parquet", "labels.parquet", backend)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+# The prompt fences the document with a line "DOCUMENT-<hex>" before and after it.
+FENCE = re.compile(r"^DOCUMENT-[0-9a-f]{24,64}(?:-END)*$", re.MULTILINE)
+EXPLAINING_WORDS = re.compile(r"\b(returns?|because|example|computes?|algorithm|complexity|explain\w*|"
+                              r"step|note|if|the|this|we)\b", re.IGNORECASE)
+
+
+def document_in(messages: list) -> str | None:
+    """The fenced document in the last message of a chat request (None when there is none)."""
+    try:
+        content = messages[-1]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(content, str):
+        return None
+    fences = list(FENCE.finditer(content))
+    if len(fences) < 2:
+        return None
+    return content[fences[0].end() + 1: fences[-1].start() - 1]
+
+
+def heuristic_rating(document: str) -> tuple[int, str]:
+    """A crude 0-5 educational-value rating of code, with the reasons that earned it.
+
+    One point each for: defining functions or classes; a docstring or comments that explain
+    (over 20% of the lines); a lot of explanation (over 35%); worked examples (doctests);
+    readable, mostly short lines. One point off for a copyright or licence header; two when
+    most lines are imports or assignments of constants (configuration and boilerplate).
+    """
+    lines = [ln.strip() for ln in document.splitlines() if ln.strip()]
+    if not lines:
+        return 0, "empty document"
+    reasons, score = [], 0
+    if re.search(r"^\s*(def|class)\s+\w+", document, re.MULTILINE):
+        score += 1
+        reasons.append("defines functions or classes")
+    in_doc, explaining = False, 0
+    for ln in lines:
+        quotes = ln.count('"""') + ln.count("'''")
+        if ln.startswith("#") or in_doc or quotes:
+            explaining += bool(EXPLAINING_WORDS.search(ln)) or ln.startswith("#")
+        if quotes % 2:
+            in_doc = not in_doc
+    share = explaining / len(lines)
+    if share > 0.20:
+        score += 1
+        reasons.append(f"{100 * share:.0f}% of lines explain")
+    if share > 0.35:
+        score += 1
+        reasons.append("explains at length")
+    if ">>> " in document:
+        score += 1
+        reasons.append("has worked examples")
+    if sum(len(ln) <= 88 for ln in lines) / len(lines) > 0.9:
+        score += 1
+        reasons.append("readable line lengths")
+    if re.search(r"copyright|licen[cs]e|all rights reserved", document[:1500], re.IGNORECASE):
+        score -= 1
+        reasons.append("opens with legal boilerplate")
+    boiler = sum(bool(re.match(r"(import |from \S+ import |[A-Z_][A-Z0-9_]* = |__\w+__ = )", ln)) for ln in lines)
+    if boiler / len(lines) > 0.5:
+        score -= 2
+        reasons.append("mostly imports or constants")
+    return max(0, min(5, score)), "; ".join(reasons) or "no educational features found"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        # A client dropping its keep-alive connection is normal, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
+class StandinServer:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 (a free port) that rates with ``rate``.
+
+    ``rate(document) -> int | (int, reason)``; the default is :func:`heuristic_rating`.
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``requests`` counts the
+    chat requests answered.
+    """
+
+    def __init__(self, rate: Callable[[str], int | tuple[int, str]] | None = None,
+                 model: str = "standin-heuristic", port: int = 0):
+        self.rate = rate or heuristic_rating
+        self.model = model
+        self.requests = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep notebooks and test output clean
+                pass
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                try:
+                    body = json.loads(raw)
+                    messages = body["messages"]
+                except (ValueError, KeyError, TypeError):
+                    self._send(400, {"error": {"message": "expected a JSON body with 'messages'"}})
+                    return
+                doc = document_in(messages)
+                if doc is None:
+                    text = "I found no fenced document to rate.\nEducational score: 0"
+                else:
+                    rated = server.rate(doc)
+                    score, reason = rated if isinstance(rated, tuple) else (rated, "rated by a custom function")
+                    text = f"{reason}.\nEducational score: {int(score)}"
+                with server._lock:
+                    server.requests += 1
+                prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4
+                self._send(200, {
+                    "id": f"chatcmpl-standin-{server.requests}", "object": "chat.completion",
+                    "model": body.get("model", server.model),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4,
+                              "total_tokens": prompt_tokens + len(text) // 4},
+                })
+
+        self._httpd = _QuietServer(("127.0.0.1", port), Handler)
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "StandinServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        daemon=True, name="phifilter-standin")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> "StandinServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
