@@ -387,20 +387,31 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         import fcntl
 
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise OutputError(f"{self.folder}: cannot create output folder ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        path = self.folder / LOCK_NAME
+        while True:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(f"{self.folder}: cannot create output folder ({e.strerror or e})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(
+                    f"{self.folder}: another phifilter process (pid {holder}) is writing here; "
+                    "wait for it to finish or choose another output folder"
+                ) from None
+            # The releasing process deletes the lock file; if that happened between our open and
+            # our flock, we hold a lock on a deleted file and must try again on the new one.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise OutputError(
-                f"{self.folder}: another phifilter process (pid {holder}) is writing here; "
-                "wait for it to finish or choose another output folder"
-            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -408,6 +419,10 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            # Delete the lock file while still holding the lock, so a finished output folder
+            # holds Parquet files only (polars refuses a folder with any other file in it).
+            with contextlib.suppress(OSError):
+                os.unlink(self.folder / LOCK_NAME)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 

@@ -126,7 +126,7 @@ def test_two_cpu_workers_equal_one_process_and_resume(tmp_path, bundled_model):
         np.testing.assert_allclose(a.column("edu_score").to_numpy(), b.column("edu_score").to_numpy(), atol=1e-6)
     assert single.rows_scored == 15
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
-        ".phifilter.lock", "part-0.parquet", "part-1.parquet", "part-2.parquet"]
+        "part-0.parquet", "part-1.parquet", "part-2.parquet"]
 
 
 def test_devices_are_checked(tmp_path, bundled_model):
