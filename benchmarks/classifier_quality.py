@@ -89,9 +89,15 @@ def run(args) -> list[dict]:
             if args.heads and head not in args.heads:
                 continue
             inner = 0 if args.no_nested else args.inner_folds
-            done = Path(args.cache) / "results" / (
-                f"{mode}-{max_length}-{head}-f{args.folds}-i{inner}-t{args.n_estimators}"
-                f"-C{make_classifier(TrainConfig()).C}.npz")
+            results = Path(args.cache) / "results"
+            name = lambda i: results / (  # noqa: E731
+                f"{mode}-{max_length}-{head}-f{args.folds}-i{i}-t{args.n_estimators}-C{make_classifier(TrainConfig()).C}.npz")
+            # nested results hold the plain out-of-fold scores too; with --cached-only plain ones do
+            candidates = [name(inner), name(args.inner_folds)] + ([name(0)] if args.cached_only else [])
+            done = next((c for c in candidates if c.is_file()), candidates[0])
+            if not done.is_file() and args.cached_only:
+                print(f"{mode:<17} {max_length:>4} {head:<17} not run (--cached-only)", flush=True)
+                continue
             if done.is_file():  # nested CV is the slow part: keep its out-of-fold scores
                 with np.load(done) as z:
                     res, seconds = {k: z[k] for k in z.files if k != "seconds"}, float(z["seconds"])
@@ -201,6 +207,7 @@ def main() -> None:
     ap.add_argument("--inner-folds", type=int, default=3)
     ap.add_argument("--n-estimators", type=int, default=300)
     ap.add_argument("--no-nested", action="store_true", help="Plain 5-fold scores only (4x faster; no nested F1).")
+    ap.add_argument("--cached-only", action="store_true", help="Only tabulate configurations already computed.")
     ap.add_argument("--variants", nargs="*", default=None, help="MODE:MAX_LENGTH, e.g. truncate:256 chunk-mean:256")
     ap.add_argument("--heads", nargs="*", default=None)
     args = ap.parse_args()
