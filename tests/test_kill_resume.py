@@ -302,3 +302,61 @@ def test_train_killed_while_saving_leaves_old_or_new_model_never_a_broken_one(tm
     case = KillResumeCase(argv=["train", labels, "-o", out, *options], progress=progress, total=1, jitter=0.4, after_kill=after_kill,
                           compare=compare, outputs=[out])
     run_kill_resume(case, seed=0, kills=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# embed
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_embed_killed_at_random_points_equals_uninterrupted_run(tmp_path, seed):
+    src = _corpus(tmp_path / "in", shards=4, rows=24)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run_cli("embed", src, "-o", ref, "--device", "cpu", "-q")
+    names = sorted(p.name for p in ref.glob("*.parquet"))
+    assert len(names) == 4
+
+    def compare():
+        assert sorted(p.name for p in out.glob("*.parquet")) == names
+        for name in names:
+            a, b = pq.read_table(ref / name), pq.read_table(out / name)
+            assert a.schema.names == b.schema.names and a.num_rows == b.num_rows == 24, name
+            for col in a.schema.names:
+                if col == "embedding":
+                    np.testing.assert_allclose(np.array(a.column(col).to_pylist(), dtype=np.float32),
+                                               np.array(b.column(col).to_pylist(), dtype=np.float32), atol=2e-3)
+                else:
+                    assert a.column(col).equals(b.column(col)), (name, col)
+
+    case = KillResumeCase(argv=["embed", src, "-o", out, "--device", "cpu", "-q"],
+                          progress=lambda: parquet_rows(out), total=96,
+                          after_kill=lambda: published_files_are_whole(out), compare=compare, outputs=[out])
+    run_kill_resume(case, seed=seed, kills=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# ablate
+
+
+def test_ablate_killed_at_random_points_equals_uninterrupted_run(tmp_path):
+    from ablate_corpus import make_corpus
+    from phifilter.pretrain.evalsets import default_eval_dir
+
+    scored = tmp_path / "scored"
+    make_corpus(scored, default_eval_dir(), n_docs=160)
+    args = ["--preset", "micro", "--seeds", "1", "--val-fraction", "0.1", "--pass-samples", "1",
+            "--pass-problems", "1", "--max-new-tokens", "8", "--threads", "1"]
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run_cli("ablate", scored, "-o", ref, *args)
+
+    def compare():
+        a = json.loads((ref / "results.json").read_text())["arms"]
+        b = json.loads((out / "results.json").read_text())["arms"]
+        assert sorted(a) == sorted(b)
+        for arm in a:
+            np.testing.assert_allclose(a[arm]["humaneval_loss"]["seeds"], b[arm]["humaneval_loss"]["seeds"], atol=1e-5)
+
+    case = KillResumeCase(argv=["ablate", scored, "-o", out, *args],
+                          progress=lambda: len(list(out.glob("runs/*/result.json"))), total=3,
+                          compare=compare, outputs=[out])
+    run_kill_resume(case, seed=0, kills=2)
