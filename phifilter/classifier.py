@@ -35,6 +35,7 @@ import numpy as np
 
 from .chunking import DocEmbeddings, chunking_of, embed_documents, quantize
 from .embed import DEFAULT_EMBEDDER, Embedder
+from .embed import _sha256 as _sha256_file  # one file-hash helper for the package
 from .errors import ModelError
 
 FORMAT = "phifilter-model"
@@ -53,14 +54,6 @@ CARD_FILE = "README.md"
 # head or calibration file is refused at load time, so a crafted file cannot run code.
 # (LogisticRegression, StandardScaler, Pipeline and IsotonicRegression are trusted by skops.)
 TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:

@@ -45,6 +45,7 @@ from .corpus import (
     iter_batches,
     open_parquet,
     texts_from_array,
+    _process_alive,
 )
 from .errors import InputError, OutputError
 
@@ -189,16 +190,6 @@ def remove_stale_temporary(output: Path) -> None:
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _output_schema(shards, cfg: SampleConfig) -> pa.Schema:
