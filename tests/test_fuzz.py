@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phifilter.cli import main
-from phifilter.corpus import Shard, texts_from_array
+from phifilter.corpus import texts_from_array
 from phifilter.errors import InputError
 from phifilter.label.backends import OpenAIChatBackend, Reply, RetryableError
 from phifilter.label.prompt import MAX_REASON_CHARS, build_messages, fence_for, load_rubric, parse_reply
@@ -75,7 +75,7 @@ def test_scores_of_any_text_are_finite_probabilities(short_clf, texts):
 
 
 def test_ten_megabyte_document_with_nul_and_invalid_utf8(short_clf, tmp_path):
-    from phifilter.score import ScoreConfig, score_shard
+    from phifilter.score import score_shards
 
     big = (b"def f(x):\n    return x\x00 * 2\n" * 400_000)[: 10 * 1024 * 1024] + b"\xed\xa0\x80\xff"
     one_line = b"y" * (3 * 1024 * 1024)  # a very long line
@@ -83,7 +83,8 @@ def test_ten_megabyte_document_with_nul_and_invalid_utf8(short_clf, tmp_path):
     src = tmp_path / "big.parquet"
     pq.write_table(pa.table({"text": arr}), src)
     out = tmp_path / "out" / "big.parquet"
-    scores = score_shard(short_clf, Shard(src, src.name), out, ScoreConfig())
+    score_shards(src, tmp_path / "out", model=short_clf)
+    scores = pq.read_table(out).column("edu_score").to_numpy()
     assert len(scores) == 3 and np.all(np.isfinite(scores))
     assert pq.read_table(out).column("text").equals(pq.read_table(src).column("text"))
 
@@ -134,7 +135,7 @@ def _text_array(texts, text_type):
 @given(text_type=text_types, extras=extra_kinds, n=st.integers(0, 5),
        texts=st.lists(st.one_of(st.none(), st.text(max_size=40)), min_size=5, max_size=5), seed=st.integers(0, 99))
 def test_score_keeps_any_schema_and_every_row(short_clf, tmp_path_factory, text_type, extras, n, texts, seed):
-    from phifilter.score import ScoreConfig, score_shard
+    from phifilter.score import score_shards
 
     tmp = tmp_path_factory.mktemp("schema")
     rng = np.random.default_rng(seed)
@@ -144,9 +145,9 @@ def test_score_keeps_any_schema_and_every_row(short_clf, tmp_path_factory, text_
     src = tmp / "s.parquet"
     pq.write_table(table, src)
     out = tmp / "out" / "s.parquet"
-    scores = score_shard(short_clf, Shard(src, src.name), out, ScoreConfig())
+    score_shards(src, tmp / "out", model=short_clf)
     result = pq.read_table(out)
-    assert result.num_rows == n and len(scores) == n
+    assert result.num_rows == n
     assert result.drop_columns(["edu_score"]).equals(pq.read_table(src))
     assert result.schema.field("edu_score").type == pa.float32()
 
