@@ -6,6 +6,8 @@ Arms (each in a fresh Python process, so peak RSS is per arm):
              and written whole with pyarrow
   phifilter  ``phifilter.score_shards`` (the library call behind `phifilter score`)
   int8       the same with ``quantize="int8"`` (CPU only; scores change, see quantize_auc.py)
+  bf16       the same with ``dtype="bfloat16"`` (fast on CPUs with avx512_bf16 or AMX; scores
+             move by about 1e-3, see quantize_auc.py)
   ceiling    the embedder alone on pre-tokenised, pre-sorted batches (no I/O, no forest):
              the most any scorer built on this model can reach on this machine
   forest     the forest's predict_proba alone on the same number of embeddings
@@ -138,12 +140,12 @@ def arm_naive(a) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - start}
 
 
-def arm_phifilter(a, quantize: str | None = None) -> dict:
+def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto") -> dict:
     from phifilter import score_shards
     from phifilter.classifier import EduClassifier
     from phifilter.score import ScoreConfig, apply_throughput_options
 
-    cfg = ScoreConfig(device=a.device, max_length=a.max_length, quantize=quantize)
+    cfg = ScoreConfig(device=a.device, max_length=a.max_length, quantize=quantize, dtype=dtype)
     clf = EduClassifier.load(device=a.device, max_length=a.max_length)
     clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
     apply_throughput_options(clf, cfg)
@@ -192,6 +194,8 @@ def run_arm(a) -> None:
         result = arm_phifilter(a)
     elif a.arm == "int8":
         result = arm_phifilter(a, quantize="int8")
+    elif a.arm == "bf16":
+        result = arm_phifilter(a, dtype="bfloat16")
     elif a.arm == "ceiling":
         result = arm_ceiling(a)
     else:
@@ -304,11 +308,17 @@ def main() -> None:
                   + ", ".join(f"{x:.2f}x" for x in report["speedup_per_round"]))
             print(f"speed-up phifilter / naive: {report['speedup_phifilter_vs_naive']:.2f}x; "
                   f"max |score difference| = {diff:.2e}")
-        if "naive" in res and "int8" in res:
-            diff = float(np.abs(read_scores(tmp / "naive-0") - read_scores(tmp / "int8-0")).max())
-            report["max_abs_score_diff_int8_vs_naive"] = diff
-            report["speedup_int8_vs_naive"] = res["int8"]["docs_per_s"] / res["naive"]["docs_per_s"]
-            print(f"speed-up int8 / naive: {report['speedup_int8_vs_naive']:.2f}x; max |score difference| = {diff:.3f}")
+        for variant in ("int8", "bf16"):
+            if "naive" in res and variant in res:
+                d = np.abs(read_scores(tmp / "naive-0") - read_scores(tmp / f"{variant}-0"))
+                report[f"max_abs_score_diff_{variant}_vs_naive"] = float(d.max())
+                report[f"mean_abs_score_diff_{variant}_vs_naive"] = float(d.mean())
+                report[f"speedup_{variant}_vs_naive"] = res[variant]["docs_per_s"] / res["naive"]["docs_per_s"]
+                pairs = zip(res[variant]["rounds_docs_per_s"], res["naive"]["rounds_docs_per_s"])
+                report[f"speedup_{variant}_per_round"] = [p / n for p, n in pairs]
+                print(f"speed-up {variant} / naive: {report[f'speedup_{variant}_vs_naive']:.2f}x (per round: "
+                      + ", ".join(f"{x:.2f}x" for x in report[f"speedup_{variant}_per_round"])
+                      + f"); |score difference| max {d.max():.4f}, mean {d.mean():.5f}")
         if "ceiling" in res:
             c = res["ceiling"]
             for arm in ("phifilter", "naive"):

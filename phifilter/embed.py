@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -282,6 +283,9 @@ class Embedder:
             dtype = "float16" if self._device.startswith("cuda") else "float32"
         if dtype != "float32":
             st.to(getattr(torch, dtype))
+        if dtype == "bfloat16" and self._device == "cpu" and not _cpu_has_native_bf16():
+            warnings.warn("--dtype bfloat16 on a CPU without native bfloat16 (avx512_bf16 or AMX) "
+                          "is emulated and slower than float32", stacklevel=2)
         st.eval()
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
@@ -450,6 +454,16 @@ def _pin(features: dict, pin: bool) -> dict:
     return {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in features.items()}
 
 
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (oneDNN: avx512_bf16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # private API: if it moves, do not warn rather than fail
+        return True
+
+
 def _quantize(st, mode: str, device: str):
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly)."""
     import torch
@@ -458,7 +472,6 @@ def _quantize(st, mode: str, device: str):
         raise ModelError(f"--quantize {mode}: expected int8")
     if device != "cpu":
         raise ModelError(f"--quantize int8 runs on the CPU only, not on {device}; use --device cpu or drop --quantize")
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao

@@ -178,3 +178,16 @@ def test_ray_engine_equals_local_engine(tmp_path, bundled_model):
         assert a.drop_columns(["edu_score"]).equals(b.drop_columns(["edu_score"]))
         np.testing.assert_allclose(a.column("edu_score").to_numpy(), b.column("edu_score").to_numpy(), atol=1e-6)
     assert not list((tmp_path / "ray").glob(".*tmp-*"))
+
+
+def test_bfloat16_on_cpu_is_close_to_float32_through_score_shards(tmp_path, bundled_model):
+    # bfloat16 is the fast CPU option (benchmarks/README.md): scores must move by ~1e-3, not more
+    _shards(tmp_path / "in", n=1, rows=6)
+    score_shards(tmp_path / "in", tmp_path / "fp32", model=bundled_model)
+    bf16 = EduClassifier.load(device="cpu")
+    score_shards(tmp_path / "in", tmp_path / "bf16", model=bf16, dtype="bfloat16")
+    assert bf16.embedder_.dtype == "bfloat16"
+    a = pq.read_table(next((tmp_path / "fp32").glob("*.parquet"))).column("edu_score").to_numpy()
+    b = pq.read_table(next((tmp_path / "bf16").glob("*.parquet"))).column("edu_score").to_numpy()
+    assert len(a) == len(b) == 6
+    assert np.abs(a - b).max() < 0.05 and not np.array_equal(a, b)
