@@ -220,29 +220,58 @@ def quantize(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
+def layout_documents(embedder, texts: Sequence[str], chunking: str = "truncate", max_chunks: int = 8,
+                     kinds: Sequence[str] | None = None, count: bool = True):
+    """What the embedder must read for ``texts``: (texts to embed, owning document per text,
+    tokens per document before cutting, bool per document: text left unread).
+
+    ``count=False`` skips the token count that truncation does not need (scoring): doc tokens
+    and cut are then zero / False. Chunking always counts (it must, to cut).
+    """
+    texts = list(texts)
+    if chunking != "truncate":
+        return chunk_documents(texts, embedder.count_tokens, embedder.max_length, max_chunks, kinds)
+    cap = embedder.max_length * CHARS_PER_TOKEN_CAP
+    if count and texts:
+        doc_tokens = np.asarray(embedder.count_tokens([tokenizable(t, cap) for t in texts]), np.int64)
+    else:
+        doc_tokens = np.zeros(len(texts), np.int64)
+    return texts, np.arange(len(texts), dtype=np.int64), doc_tokens, doc_tokens > embedder.max_length - SPECIAL_TOKENS
+
+
+def assemble(embedder, vectors: np.ndarray, layout, chunking: str, chunk_tokens: bool = True) -> DocEmbeddings:
+    """DocEmbeddings from the embedder's output for a :func:`layout_documents` layout.
+
+    ``chunk_tokens=False`` skips counting each chunk's tokens (only token-weighted pooling and
+    reports need them; scoring a chunk-mean model does not).
+    """
+    chunk_texts, owner, doc_tokens, cut = layout
+    if len(vectors):
+        vectors = quantize(vectors)
+    else:
+        vectors = np.zeros((0, embedder.dim), np.float32)
+    if chunking == "truncate":
+        tokens = np.minimum(np.asarray(doc_tokens, np.int64), embedder.max_length - SPECIAL_TOKENS)
+    elif chunk_tokens and len(chunk_texts):
+        tokens = np.asarray(embedder.count_tokens(chunk_texts), np.int64)
+    else:
+        tokens = np.zeros(len(chunk_texts), np.int64)
+    return DocEmbeddings(vectors, owner, tokens, np.asarray(doc_tokens, np.int64), chunking, np.asarray(cut, bool))
+
+
 def embed_documents(embedder, texts: Sequence[str], chunking: str = "truncate", max_chunks: int = 8,
                     kinds: Sequence[str] | None = None, progress: bool = False,
-                    count: bool = True) -> DocEmbeddings:
+                    count: bool = True, chunk_tokens: bool | None = None) -> DocEmbeddings:
     """Embed ``texts`` by ``chunking`` ('truncate' or 'chunk') with any embedder that has
     ``encode``, ``count_tokens`` and ``max_length``.
 
-    ``count=False`` skips the token count that truncation does not need (scoring): tokens,
-    doc_tokens and cut are then zero / False. Chunking always counts (it must, to cut).
+    ``count=False`` skips the token counts scoring does not need (see :func:`layout_documents`;
+    ``chunk_tokens`` defaults to ``count``, see :func:`assemble`).
     """
     from tqdm import tqdm
 
-    texts = list(texts)
-    if chunking == "truncate":
-        chunk_texts, owner = texts, np.arange(len(texts), dtype=np.int64)
-        cap = embedder.max_length * CHARS_PER_TOKEN_CAP
-        if count and texts:
-            doc_tokens = embedder.count_tokens([tokenizable(t, cap) for t in texts])
-        else:
-            doc_tokens = np.zeros(len(texts), np.int64)
-        cut = np.asarray(doc_tokens) > embedder.max_length - SPECIAL_TOKENS
-    else:
-        chunk_texts, owner, doc_tokens, cut = chunk_documents(
-            texts, embedder.count_tokens, embedder.max_length, max_chunks, kinds)
+    layout = layout_documents(embedder, texts, chunking, max_chunks, kinds, count)
+    chunk_texts = layout[0]
     step = 256
     parts = []
     with tqdm(total=len(chunk_texts), unit="chunk" if chunking == "chunk" else "doc", desc="embedding",
@@ -250,10 +279,5 @@ def embed_documents(embedder, texts: Sequence[str], chunking: str = "truncate", 
         for start in range(0, len(chunk_texts), step):
             parts.append(embedder.encode(chunk_texts[start : start + step]))
             bar.update(min(step, len(chunk_texts) - start))
-    dim = embedder.dim
-    vectors = quantize(np.concatenate(parts)) if parts else np.zeros((0, dim), np.float32)
-    if chunking == "truncate":
-        tokens = np.minimum(np.asarray(doc_tokens, np.int64), embedder.max_length - SPECIAL_TOKENS)
-    else:
-        tokens = np.asarray(embedder.count_tokens(chunk_texts), np.int64) if chunk_texts else np.zeros(0, np.int64)
-    return DocEmbeddings(vectors, owner, tokens, np.asarray(doc_tokens, np.int64), chunking, np.asarray(cut, bool))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+    return assemble(embedder, vectors, layout, chunking, count if chunk_tokens is None else chunk_tokens)

@@ -185,7 +185,13 @@ class EduClassifier:
         """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
         ``count=False`` skips the token statistics truncation does not need."""
         embedder = getattr(self, "embedder_", None) or self._make_embedder()
-        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress, count=count)
+        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress, count=count,
+                               chunk_tokens=count or self.needs_chunk_tokens)
+
+    @property
+    def needs_chunk_tokens(self) -> bool:
+        """Whether scoring needs each chunk's token count (token-weighted pooling does)."""
+        return self.doc_mode == "chunk-weighted"
 
     def _as_doc_embeddings(self, X) -> DocEmbeddings:
         if isinstance(X, DocEmbeddings):

@@ -112,7 +112,8 @@ def main(ctx, verbose, quiet):
 @click.option("--score-column", default="edu_score", show_default=True, help="Name of the added score column.")
 @device_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Documents per embedder forward pass.")
-@click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read (and output row group).")
+@click.option("--read-batch-rows", default=None, type=click.IntRange(1),
+              help="Rows per Arrow batch read (and output row group). Default: 2048; 2048 / max chunks for a chunking model.")
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="On a bad shard: stop, or report it and score the rest.")

@@ -51,7 +51,9 @@ class ScoreConfig:
 
     text_column: str = "text"
     score_column: str = "edu_score"
-    read_batch_rows: int = 2048  # rows per Arrow batch read (and per output row group)
+    # rows per Arrow batch read (and per output row group); None: 2048, or 2048 / max_chunks
+    # for a chunking model, so a batch holds about as many texts to embed either way
+    read_batch_rows: int | None = None
     embed_batch_size: int = 64  # documents per forward pass of the embedder
     max_length: int | None = None  # None: the model's own
     device: str = "auto"
@@ -188,6 +190,14 @@ def apply_throughput_options(clf: EduClassifier, cfg: ScoreConfig) -> None:
 # a bad shard's partial output (--on-error skip). Each step runs in its own thread.
 
 
+def default_read_batch_rows(clf: EduClassifier) -> int:
+    """2048 documents per read batch, fewer for a chunking model (each document may become up
+    to ``max_chunks`` texts): batches of similar work, and a progress bar that moves."""
+    if clf.chunking == "truncate":
+        return 2048
+    return max(128, 2048 // max(1, int(clf.max_chunks)))
+
+
 def checkpoint_key(clf: EduClassifier, shard: Shard, cfg: ScoreConfig) -> dict:
     """What must be unchanged for a rerun to reuse an interrupted run's checkpointed rows."""
     return {
@@ -239,13 +249,17 @@ def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cf
 
 
 def _tokenise(clf: EduClassifier):
+    """Lay documents out as the model reads them (whole, or cut into chunks) and tokenise."""
+    from .chunking import layout_documents
+
     emb = clf.embedder_
 
     def step(event):
         if event[0] != "batch":
             return event
         _, shard, batch, texts = event
-        return ("batch", shard, batch, texts, emb.prepare(texts))
+        layout = layout_documents(emb, texts, clf.chunking, clf.max_chunks, count=False)
+        return ("batch", shard, batch, texts, layout, emb.prepare(layout[0]))
 
     return step
 
@@ -256,8 +270,8 @@ def _embed(clf: EduClassifier):
     def step(event):
         if event[0] != "batch":
             return event
-        _, shard, batch, texts, plan = event
-        return ("batch", shard, batch, texts, emb.run(plan))
+        _, shard, batch, texts, layout, plan = event
+        return ("batch", shard, batch, texts, layout, emb.run(plan))
 
     return step
 
@@ -265,16 +279,20 @@ def _embed(clf: EduClassifier):
 def _tensor_forest(clf: EduClassifier, cfg: ScoreConfig):
     """A TensorForest on the embedder's device when asked for (or by default on CUDA), else None.
 
-    Only for a plain scikit-learn forest head used through the stock ``score_embeddings``.
+    Only for a plain scikit-learn forest classifier head with one row per document and no
+    calibration, scored through the stock ``score_doc_embeddings``.
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
     device = getattr(clf.embedder_, "_device", None) or "cpu"
     use = cfg.tensor_forest if cfg.tensor_forest is not None else device.startswith("cuda")
-    plain = type(clf).score_embeddings is EduClassifier.score_embeddings
+    plain = (type(clf).score_doc_embeddings is EduClassifier.score_doc_embeddings
+             and type(clf).raw_scores is EduClassifier.raw_scores)
     forest = getattr(clf, "forest_", None)
-    if not (use and plain and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
-            and True in list(forest.classes_)):
+    # one head row per document (truncated, or pooled chunks) and no calibration to apply after
+    per_document = clf.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
+    if not (use and plain and per_document and getattr(clf, "calibrator_", None) is None
+            and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier)) and True in list(forest.classes_)):
         return None
     from .tensor_forest import TensorForest
 
@@ -282,6 +300,7 @@ def _tensor_forest(clf: EduClassifier, cfg: ScoreConfig):
 
 
 def _forest(clf: EduClassifier, cfg: ScoreConfig | None = None):
+    from .chunking import assemble
     from .classifier import _empty_mask
 
     tensor = _tensor_forest(clf, cfg) if cfg is not None else None
@@ -289,14 +308,15 @@ def _forest(clf: EduClassifier, cfg: ScoreConfig | None = None):
     def step(event):
         if event[0] != "batch":
             return event
-        _, shard, batch, texts, X = event
+        _, shard, batch, texts, layout, X = event
         if not texts:
-            scores = np.zeros(0, np.float32)
-        elif tensor is not None:
-            scores = tensor.predict_positive(X).astype(np.float32)
+            return ("batch", shard, batch, np.zeros(0, np.float32))
+        E = assemble(clf.embedder_, X, layout, clf.chunking, chunk_tokens=clf.needs_chunk_tokens)
+        if tensor is not None:
+            scores = tensor.predict_positive(clf._head_input(E)).astype(np.float32)
             scores[_empty_mask(texts)] = 0.0
         else:
-            scores = clf.score_embeddings(X, _empty_mask(texts))
+            scores = clf.score_doc_embeddings(E, _empty_mask(texts))
         return ("batch", shard, batch, scores)
 
     return step
@@ -305,14 +325,15 @@ def _forest(clf: EduClassifier, cfg: ScoreConfig | None = None):
 def scored_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig):
     """read -> tokenise -> embed -> forest, each in its own thread; yields events in order.
 
-    The model stage calls :meth:`Embedder.prepare`/:meth:`Embedder.run` and the head stage
-    :meth:`EduClassifier.score_embeddings`, i.e. ``edu_score`` cut into overlappable steps.
+    The tokenise stage lays documents out (whole, or in chunks) and calls :meth:`Embedder.prepare`,
+    the model stage :meth:`Embedder.run`, the head stage pools chunks and calls
+    :meth:`EduClassifier.score_doc_embeddings`: ``edu_score`` cut into overlappable steps.
     """
     depth = max(1, int(cfg.pipeline_depth))
     events = background(_shard_events(clf, shards, out_dir, cfg, depth), depth=depth, name="phifilter-read")
     if not _splittable(clf):
-        # Chunked documents or cached embeddings: the classifier decides per document how it is
-        # embedded, so its whole edu_score runs as one stage (reading and writing still overlap).
+        # Cached embeddings: the cache decides per document whether it is embedded at all, so
+        # the classifier's whole edu_score runs as one stage (reading and writing still overlap).
         return stage(_whole_model(clf, cfg), events, depth=depth, name="phifilter-model")
     events = stage(_tokenise(clf), events, depth=depth, name="phifilter-tokenise")
     events = stage(_embed(clf), events, depth=depth, name="phifilter-embed")
@@ -320,8 +341,11 @@ def scored_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cf
 
 
 def _splittable(clf: EduClassifier) -> bool:
-    """Can edu_score be cut into tokenise / embed / head stages? Only for plain truncation."""
-    return getattr(clf, "doc_mode", "truncate") == "truncate" and getattr(clf, "embedding_cache_", None) is None
+    """Can edu_score be cut into tokenise / embed / head stages? Yes, unless embeddings come
+    from a cache, or a subclass scores documents its own way."""
+    return (getattr(clf, "embedding_cache_", None) is None
+            and type(clf).edu_score is EduClassifier.edu_score
+            and hasattr(clf.embedder_, "prepare") and hasattr(clf.embedder_, "run"))
 
 
 def _whole_model(clf: EduClassifier, cfg: ScoreConfig):
@@ -430,6 +454,8 @@ def score_shards(
     clf = load_model(model, cfg)
     clf._check_fitted()
     clf._check_embedder()  # load the embedder and check its hashes before any output is written
+    if cfg.read_batch_rows is None:
+        cfg.read_batch_rows = default_read_batch_rows(clf)
     if cfg.embeddings:
         clf.use_embedding_cache(cfg.embeddings)
     summary = ScoreSummary(threshold=float(clf.threshold))

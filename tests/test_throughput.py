@@ -13,6 +13,7 @@ from phifilter import InputError, ModelError, score_shards
 from phifilter.classifier import EduClassifier
 from phifilter.embed import Embedder, _quantize
 from phifilter.pipeline import background, stage
+from phifilter.score import _splittable
 
 from conftest import BOILERPLATE, GOOD_CODE, run_cli, write_shard
 
@@ -191,3 +192,27 @@ def test_bfloat16_on_cpu_is_close_to_float32_through_score_shards(tmp_path, bund
     b = pq.read_table(next((tmp_path / "bf16").glob("*.parquet"))).column("edu_score").to_numpy()
     assert len(a) == len(b) == 6
     assert np.abs(a - b).max() < 0.05 and not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("doc_mode,calibrate", [("chunk-weighted", False), ("chunk-score-max", False),
+                                                ("chunk-mean", True)])
+def test_chunked_models_run_split_stages_with_edu_score_results(tmp_path, doc_mode, calibrate):
+    # chunk layout in the tokenise stage, pooling in the head stage: same scores as edu_score,
+    # also with the GPU forest walk forced onto the CPU (used only where the head allows it)
+    texts = MIXED * 2
+    labels = np.array([5, 0, 1, 0, 3, 5, 0, 1, 4, 2] * 2, float)
+    clf = EduClassifier(embedder=Embedder(device="cpu", max_length=32), doc_mode=doc_mode, n_estimators=20,
+                        random_state=0).fit(texts, labels)
+    if calibrate:
+        clf.fit_calibration(clf.raw_scores(clf.embed_documents(texts)), labels >= 3)
+    assert clf.embed_documents(texts).chunked >= 4  # the short window really cuts documents
+    assert _splittable(clf)
+    _shards(tmp_path / "in", n=2, rows=7)
+    score_shards(tmp_path / "in", tmp_path / "out", model=clf, read_batch_rows=3, tokens_per_batch=100)
+    score_shards(tmp_path / "in", tmp_path / "tensor", model=clf, read_batch_rows=4, tensor_forest=True)
+    for k in range(2):
+        src = pq.read_table(tmp_path / "in" / f"part-{k}.parquet").column("text").to_pylist()
+        out = pq.read_table(tmp_path / "out" / f"part-{k}.parquet").column("edu_score").to_numpy()
+        np.testing.assert_allclose(out, clf.edu_score(src), atol=1e-5)
+        tensor = pq.read_table(tmp_path / "tensor" / f"part-{k}.parquet").column("edu_score").to_numpy()
+        np.testing.assert_allclose(tensor, out, atol=1e-5)
