@@ -4,70 +4,96 @@ The public API, used by the CLI and the notebooks::
 
     from phifilter import score_shards, EduClassifier, Embedder
     summary = score_shards("data/shards/", "data/scored/")
+
+Names are imported from their modules on first use (PEP 562), so ``import phifilter`` and
+``phifilter --help`` load neither numpy nor pyarrow, let alone torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .chunking import DOC_MODES, DocEmbeddings  # noqa: E402
-from .classifier import EduClassifier, default_model_path  # noqa: E402
-from .corpus import Shard, find_shards, iter_batches  # noqa: E402
-from .embcache import EmbeddingCache, EmbedSummary, embed_shards  # noqa: E402
-from .embed import DEFAULT_EMBEDDER, Embedder  # noqa: E402
-from .errors import InputError, ModelError, OutputError, PhifilterError  # noqa: E402
-from .evaluate import EvalReport, evaluate_model  # noqa: E402
-from .exclude import ExclusionSet, load_exclusions  # noqa: E402
-from .hf_embed import MeanPoolEmbedder, make_embedder  # noqa: E402
-from .label import LabelConfig, LabelSummary, compare_labels, label_file  # noqa: E402
-from .pretrain import AblateConfig, run_ablation  # noqa: E402  (no torch until a run starts)
-from .report import ReportConfig, ReportSummary, build_report  # noqa: E402
-from .sample import SampleConfig, SampleSummary, sample_shards  # noqa: E402
-from .score import ScoreConfig, ScoreSummary, score_shards  # noqa: E402
-from .select import FilterSummary, filter_shards  # noqa: E402
-from .suggest import SuggestSummary, suggest  # noqa: E402
-from .train import TrainConfig, train_model  # noqa: E402
+# public name -> the module that defines it
+_EXPORTS = {
+    "DOC_MODES": "chunking",
+    "DocEmbeddings": "chunking",
+    "EduClassifier": "classifier",
+    "default_model_path": "classifier",
+    "Shard": "corpus",
+    "find_shards": "corpus",
+    "iter_batches": "corpus",
+    "EmbeddingCache": "embcache",
+    "EmbedSummary": "embcache",
+    "embed_shards": "embcache",
+    "DEFAULT_EMBEDDER": "embed",
+    "Embedder": "embed",
+    "InputError": "errors",
+    "ModelError": "errors",
+    "OutputError": "errors",
+    "PhifilterError": "errors",
+    "EvalReport": "evaluate",
+    "evaluate_model": "evaluate",
+    "ExclusionSet": "exclude",
+    "load_exclusions": "exclude",
+    "MeanPoolEmbedder": "hf_embed",
+    "make_embedder": "hf_embed",
+    "LabelConfig": "label",
+    "LabelSummary": "label",
+    "compare_labels": "label",
+    "label_file": "label",
+    "AblateConfig": "pretrain",
+    "run_ablation": "pretrain",
+    "ReportConfig": "report",
+    "ReportSummary": "report",
+    "build_report": "report",
+    "SampleConfig": "sample",
+    "SampleSummary": "sample",
+    "sample_shards": "sample",
+    "ScoreConfig": "score",
+    "ScoreSummary": "score",
+    "score_shards": "score",
+    "FilterSummary": "select",
+    "filter_shards": "select",
+    "SuggestSummary": "suggest",
+    "suggest": "suggest",
+    "TrainConfig": "train",
+    "train_model": "train",
+}
 
-__all__ = [
-    "AblateConfig",
-    "suggest",
-    "SuggestSummary",
-    "make_embedder",
-    "MeanPoolEmbedder",
-    "evaluate_model",
-    "EvalReport",
-    "embed_shards",
-    "EmbedSummary",
-    "EmbeddingCache",
-    "DocEmbeddings",
-    "DOC_MODES",
-    "DEFAULT_EMBEDDER",
-    "EduClassifier",
-    "Embedder",
-    "ExclusionSet",
-    "FilterSummary",
-    "InputError",
-    "LabelConfig",
-    "LabelSummary",
-    "ModelError",
-    "OutputError",
-    "PhifilterError",
-    "ReportConfig",
-    "ReportSummary",
-    "SampleConfig",
-    "SampleSummary",
-    "ScoreConfig",
-    "ScoreSummary",
-    "Shard",
-    "TrainConfig",
-    "build_report",
-    "compare_labels",
-    "default_model_path",
-    "filter_shards",
-    "find_shards",
-    "iter_batches",
-    "label_file",
-    "load_exclusions",
-    "run_ablation",
-    "sample_shards",
-    "score_shards",
-    "train_model",
-]
+if TYPE_CHECKING:  # static tools (IDEs, type checkers, docs) see the plain imports
+    from .chunking import DOC_MODES, DocEmbeddings
+    from .classifier import EduClassifier, default_model_path
+    from .corpus import Shard, find_shards, iter_batches
+    from .embcache import EmbeddingCache, EmbedSummary, embed_shards
+    from .embed import DEFAULT_EMBEDDER, Embedder
+    from .errors import InputError, ModelError, OutputError, PhifilterError
+    from .evaluate import EvalReport, evaluate_model
+    from .exclude import ExclusionSet, load_exclusions
+    from .hf_embed import MeanPoolEmbedder, make_embedder
+    from .label import LabelConfig, LabelSummary, compare_labels, label_file
+    from .pretrain import AblateConfig, run_ablation
+    from .report import ReportConfig, ReportSummary, build_report
+    from .sample import SampleConfig, SampleSummary, sample_shards
+    from .score import ScoreConfig, ScoreSummary, score_shards
+    from .select import FilterSummary, filter_shards
+    from .suggest import SuggestSummary, suggest
+    from .train import TrainConfig, train_model
+
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'phifilter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
