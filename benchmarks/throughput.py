@@ -145,7 +145,8 @@ def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto") -> dict:
     from phifilter.classifier import EduClassifier
     from phifilter.score import ScoreConfig, apply_throughput_options
 
-    cfg = ScoreConfig(device=a.device, max_length=a.max_length, quantize=quantize, dtype=dtype)
+    cfg = ScoreConfig(device=a.device, max_length=a.max_length, quantize=quantize, dtype=dtype,
+                      tokens_per_batch=a.tokens_per_batch, read_batch_rows=a.read_batch_rows)
     clf = EduClassifier.load(device=a.device, max_length=a.max_length)
     clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
     apply_throughput_options(clf, cfg)
@@ -209,9 +210,15 @@ def run_arm(a) -> None:
 # driver
 
 
+TUNING: dict = {}
+
+
 def child(arm: str, inp: Path, out: Path, device: str, max_length: int) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--input", str(inp), "--output", str(out),
            "--device", device, "--max-length", str(max_length)]
+    for flag, value in TUNING.items():  # --tokens-per-batch / --read-batch-rows of the parent
+        if value is not None:
+            cmd += [flag, str(value)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
@@ -253,7 +260,11 @@ def main() -> None:
     ap.add_argument("--memory-max-length", type=int, default=64, help="shorter, so ten shards take seconds")
     ap.add_argument("--repeats", type=int, default=2, help="rounds of the speed arms (best round reported)")
     ap.add_argument("--json", default=None, help="also write all results to this file")
+    ap.add_argument("--tokens-per-batch", type=int, default=None,
+                    help="phifilter arms: token budget per forward pass (GPU: e.g. 131072)")
+    ap.add_argument("--read-batch-rows", type=int, default=None, help="phifilter arms: rows per read batch (GPU: e.g. 8192)")
     a = ap.parse_args()
+    TUNING.update({"--tokens-per-batch": a.tokens_per_batch, "--read-batch-rows": a.read_batch_rows})
     if a.arm:
         return run_arm(a)
 
