@@ -76,7 +76,7 @@ def test_score_killed_three_times_equals_uninterrupted_run(tmp_path, bundled_mod
     assert result.kills >= 1, result.records
 
 
-def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_path, bundled_model):
+def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_path, bundled_model, monkeypatch):
     from phifilter.score import score_shards
 
     src = _corpus(tmp_path / "in", shards=1, rows=64)
@@ -94,17 +94,21 @@ def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_pa
     checkpointed = manifest["rows"]
     assert 24 <= checkpointed < 64
 
+    import phifilter.chunking
     from phifilter.score import _splittable
 
-    # Count the documents that reach the model, at the entry point the pipeline uses for it.
+    # Count the documents that reach the model, at the entry point the pipeline uses for them
+    # (the tokenise stage lays out whole documents before cutting them into chunks).
     embedded = []
-    owner, name = (bundled_model.embedder_, "prepare") if _splittable(bundled_model) else (bundled_model, "edu_score")
-    original = getattr(owner, name)
-    setattr(owner, name, lambda texts, *a, **k: (embedded.append(len(texts)), original(texts, *a, **k))[1])
-    try:
-        summary = score_shards(src, out, model=bundled_model, read_batch_rows=8)
-    finally:
-        delattr(owner, name)
+    if _splittable(bundled_model):
+        owner, name = phifilter.chunking, "layout_documents"
+        original = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda emb, texts, *a, **k: (embedded.append(len(texts)), original(emb, texts, *a, **k))[1])
+    else:
+        original = bundled_model.edu_score
+        monkeypatch.setattr(bundled_model, "edu_score", lambda texts, *a, **k: (embedded.append(len(texts)), original(texts, *a, **k))[1])
+    summary = score_shards(src, out, model=bundled_model, read_batch_rows=8)
+    monkeypatch.undo()
     assert summary.rows_resumed == checkpointed
     assert summary.rows_scored == 64 - checkpointed
     assert sum(embedded) == 64 - checkpointed  # finished row groups were not embedded again
