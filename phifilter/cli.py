@@ -184,12 +184,16 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @device_option
 @click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
               help="Seed for folds and forest.")
-@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic"]), default="forest", show_default=True,
-              help="Random forest classifier, random forest regressor on the 0-5 score, or logistic regression.")
+@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge"]), default="forest",
+              show_default=True, help="Random forest classifier, random forest regressor on the 0-5 score, logistic "
+                                      "regression, or ridge regression on the 0-5 score.")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
 @click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
+@click.option("--features", default="mean", show_default=True, metavar="PARTS",
+              help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
+                   "e.g. mean+first.")
 @click.option("--calibrate", is_flag=True, help="Isotonic calibration on out-of-fold scores: edu_score becomes a probability.")
 @click.option("--target-precision", type=click.FloatRange(0, 1), default=None,
               help="Threshold: the lowest whose out-of-fold precision reaches this.")
@@ -202,7 +206,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
-          embedder, max_length, device, random_state, head, doc_mode, max_chunks, calibrate, target_precision,
+          embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
           target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
@@ -229,7 +233,8 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
         text_column=text_column, score_column=score_column, positive_threshold=positive_threshold,
         threshold=threshold, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv_folds=cv_folds, embedder=embedder,
         max_length=max_length, device=device, random_state=random_state, head=head, doc_mode=doc_mode,
-        max_chunks=max_chunks, calibrate=calibrate, target_precision=target_precision, target_share=target_share,
+        max_chunks=max_chunks, features=features, calibrate=calibrate, target_precision=target_precision,
+        target_share=target_share,
         target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
         embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
     )
