@@ -48,7 +48,7 @@ VARIANTS = [
     ("chunk-score-mean", 256, "mean"),
     ("chunk-score-max", 256, "mean"),
 ]
-HEADS = ["forest", "forest-regressor", "logistic", "ridge"]
+HEADS = ["forest", "forest-regressor", "logistic", "ridge", "svr"]
 
 
 def parse_variant(text: str) -> tuple[str, int, str]:
@@ -191,8 +191,9 @@ one model serves both domains, the code and web rows are its scores on each doma
 - **features** (chunk-mean only): what the head sees per document. `mean`: the mean of the chunk
   embeddings; `mean+first+max`: that mean, the first chunk's embedding and the elementwise maximum
   over chunks side by side (1152 numbers).
-- **heads**: `ridge` regresses the 0-5 score (penalty chosen by leave-one-out inside each training
-  part); `forest-regressor` too; `forest` and `logistic` classify "score >= 3".
+- **heads**: `ridge` (penalty chosen by leave-one-out inside each training part), `svr` (RBF
+  kernel, scikit-learn defaults) and `forest-regressor` regress the 0-5 score; `forest` and
+  `logistic` classify "score >= 3".
 - **ROC AUC, PR AUC**: of the raw (uncalibrated) out-of-fold scores.
 - **F1 nested**: threshold (max F1) chosen by a 3-fold inner cross-validation on each outer training
   part, applied to the unseen fold: an honest estimate for documents the model never saw.

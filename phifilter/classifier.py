@@ -51,9 +51,12 @@ HEADS = {
     "forest-regressor": "random_forest_regressor",
     "logistic": "logistic_regression",
     "ridge": "ridge_regression",
+    "svr": "support_vector_regression",
 }
 # Heads that regress the 0-5 score (edu_score = prediction / 5, clipped to [0, 1]).
-REGRESSORS = ("forest-regressor", "ridge")
+REGRESSORS = ("forest-regressor", "ridge", "svr")
+# Heads written as format 3 (older phifilter versions do not know them).
+FORMAT_3_HEADS = ("ridge", "svr")
 # Ridge penalties the ridge head chooses from by leave-one-out on its own training data.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(1, 5, 13))
 META_FILE = "phifilter.json"
@@ -86,7 +89,9 @@ class EduClassifier:
     head : 'forest' (random forest classifier), 'forest-regressor' (random forest on the 0-5
         score, edu_score = prediction / 5), 'logistic' (scaled logistic regression) or 'ridge'
         (scaled ridge regression on the 0-5 score, penalty chosen from :data:`RIDGE_ALPHAS` by
-        leave-one-out on the training data; edu_score = prediction / 5, clipped to [0, 1]).
+        leave-one-out on the training data) or 'svr' (scaled RBF support-vector regression on the
+        0-5 score, scikit-learn's default C, epsilon and gamma); for both, edu_score =
+        prediction / 5, clipped to [0, 1].
     doc_mode : one of :data:`phifilter.chunking.DOC_MODES`; max_chunks caps chunks per document.
     features : what the head sees per document in the chunk-mean / chunk-weighted modes: parts of
         :data:`FEATURE_PARTS` joined by '+', e.g. 'mean' (default), 'mean+first', 'mean+first+length'.
@@ -198,6 +203,12 @@ class EduClassifier:
             from sklearn.preprocessing import StandardScaler
 
             return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+        if self.head == "svr":
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+            from sklearn.svm import SVR
+
+            return make_pipeline(StandardScaler(), SVR())
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         common = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
@@ -260,8 +271,10 @@ class EduClassifier:
             weights = 1.0 / np.maximum(E.chunks_per_doc, 1)[E.doc]
             scores, y = scores[E.doc], y[E.doc]
         head = self._make_head()
-        if self.head == "ridge":  # the 0-5 score as is: the ordinal labels are the point of this head
-            return head.fit(X, scores) if weights is None else head.fit(X, scores, ridgecv__sample_weight=weights)
+        if self.head in ("ridge", "svr"):  # the 0-5 score as is: the ordinal labels are the point
+            if weights is None:
+                return head.fit(X, scores)
+            return head.fit(X, scores, **{f"{head.steps[-1][0]}__sample_weight": weights})
         if self.head == "forest-regressor":
             if self.class_weight:  # balance the two sides of the positive threshold, as the classifier does
                 share = y.mean()
@@ -373,7 +386,7 @@ class EduClassifier:
         if self.head == "logistic":
             p = self._row_scores(self.head_, X)
             rows = 1.0 - 2.0 * np.abs(p - 0.5)
-        elif self.head == "ridge":  # closeness to the positive label on the 0-5 scale
+        elif self.head in ("ridge", "svr"):  # closeness to the positive label on the 0-5 scale
             centre = min(max(self.positive_threshold / 5.0, 0.0), 1.0)
             p = self._row_scores(self.head_, X)
             rows = 1.0 - np.abs(p - centre) / max(centre, 1.0 - centre)
@@ -509,7 +522,7 @@ class EduClassifier:
 
     def _format_version(self) -> int:
         """The oldest format that describes this model, so older phifilter versions read what they can."""
-        return 3 if self.feature_parts != ["mean"] or self.head == "ridge" else 2
+        return 3 if self.feature_parts != ["mean"] or self.head in FORMAT_3_HEADS else 2
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, embedder: str | os.PathLike | None = None,

@@ -184,9 +184,9 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @device_option
 @click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
               help="Seed for folds and forest.")
-@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge"]), default="forest",
+@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge", "svr"]), default="forest",
               show_default=True, help="Random forest classifier, random forest regressor on the 0-5 score, logistic "
-                                      "regression, or ridge regression on the 0-5 score.")
+                                      "regression, or ridge / RBF support-vector regression on the 0-5 score.")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")

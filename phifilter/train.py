@@ -42,7 +42,7 @@ class TrainConfig:
     device: str = "auto"
     batch_size: int = 64
     random_state: int = 0
-    head: str = "forest"  # forest | forest-regressor | logistic | ridge
+    head: str = "forest"  # forest | forest-regressor | logistic | ridge | svr
     doc_mode: str = "chunk-mean"  # see phifilter.chunking.DOC_MODES; chosen in benchmarks/classifier_quality.md
     max_chunks: int = 8
     features: str = "mean"  # chunk-mean/-weighted: parts of the head's input, e.g. "mean+first"
@@ -343,6 +343,9 @@ def _head_note(clf: EduClassifier) -> str:
         alpha = f", penalty {alpha.alpha_:g} chosen by leave-one-out" if hasattr(alpha, "alpha_") else ""
         return (f"(standardised ridge regression on the 0-5 score{alpha}; "
                 "edu_score = prediction / 5, clipped to [0, 1], before calibration)")
+    if clf.head == "svr":
+        return ("(standardised RBF support-vector regression on the 0-5 score, scikit-learn's default C, epsilon "
+                "and gamma; edu_score = prediction / 5, clipped to [0, 1], before calibration)")
     if clf.head == "forest-regressor":
         return (f"(random forest regressor of {clf.n_estimators} trees on the 0-5 score, balanced sample weights; "
                 "edu_score = prediction / 5 before calibration)")
