@@ -607,7 +607,10 @@ def info(model):
     click.echo(f"model: {path}")
     click.echo(f"head: {meta.get('head')}; positive label: score >= {meta.get('positive_threshold')}; "
                f"threshold: {meta.get('threshold')}")
-    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}; calibration: {meta.get('calibration') or 'none'}")
+    features = (meta.get("params") or {}).get("features") or "mean"
+    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}"
+               + (f" (features {features})" if features != "mean" else "")
+               + f"; calibration: {meta.get('calibration') or 'none'}")
     click.echo(f"embedder: {emb.get('name')} ({emb.get('dim')} dims, max {emb.get('max_length')} tokens)")
     td = meta.get("training_data", {})
     click.echo(f"trained on: {td.get('file')} ({td.get('rows')} rows, {td.get('positives')} positive)")
