@@ -38,15 +38,22 @@ from phifilter.train import (  # noqa: E402
     read_labels,
 )
 
-# (document mode, max_length) compared by default; --variants MODE:LEN runs others (e.g. truncate:512).
+# (document mode, max_length, features) compared by default; --variants MODE:LEN[:FEATURES] runs
+# others (e.g. truncate:512, chunk-mean:256:mean+first).
 VARIANTS = [
-    ("truncate", 256),
-    ("chunk-mean", 256),
-    ("chunk-weighted", 256),
-    ("chunk-score-mean", 256),
-    ("chunk-score-max", 256),
+    ("truncate", 256, "mean"),
+    ("chunk-mean", 256, "mean"),
+    ("chunk-mean", 256, "mean+first+max"),
+    ("chunk-weighted", 256, "mean"),
+    ("chunk-score-mean", 256, "mean"),
+    ("chunk-score-max", 256, "mean"),
 ]
-HEADS = ["forest", "forest-regressor", "logistic"]
+HEADS = ["forest", "forest-regressor", "logistic", "ridge", "svr"]
+
+
+def parse_variant(text: str) -> tuple[str, int, str]:
+    parts = text.split(":")
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "mean"
 
 
 def embeddings_for(labels: Path, mode: str, max_length: int, cache_root: Path, ids):
@@ -81,8 +88,8 @@ def run(args) -> list[dict]:
     y_all = data.scores >= cfg.positive_threshold
     strata = np.char.add(data.domains.astype(str), y_all.astype(str))
     rows = []
-    variants = VARIANTS if not args.variants else [(v.split(":")[0], int(v.split(":")[1])) for v in args.variants]
-    for mode, max_length in variants:
+    variants = VARIANTS if not args.variants else [parse_variant(v) for v in args.variants]
+    for mode, max_length, features in variants:
         E = embeddings_for(Path(args.labels), mode, max_length, Path(args.cache), data.ids)
         stats = E.stats()
         for head in HEADS:
@@ -90,20 +97,21 @@ def run(args) -> list[dict]:
                 continue
             inner = 0 if args.no_nested else args.inner_folds
             results = Path(args.cache) / "results"
+            feat = "" if features == "mean" else f"-{features}"
             name = lambda i: results / (  # noqa: E731
-                f"{mode}-{max_length}-{head}-f{args.folds}-i{i}-t{args.n_estimators}-C{make_classifier(TrainConfig()).C}.npz")
+                f"{mode}-{max_length}{feat}-{head}-f{args.folds}-i{i}-t{args.n_estimators}-C{make_classifier(TrainConfig()).C}.npz")
             # nested results hold the plain out-of-fold scores too; with --cached-only plain ones do
             candidates = [name(inner), name(args.inner_folds)] + ([name(0)] if args.cached_only else [])
             done = next((c for c in candidates if c.is_file()), candidates[0])
             if not done.is_file() and args.cached_only:
-                print(f"{mode:<17} {max_length:>4} {head:<17} not run (--cached-only)", flush=True)
+                print(f"{mode:<17} {max_length:>4} {features:<15} {head:<17} not run (--cached-only)", flush=True)
                 continue
             if done.is_file():  # nested CV is the slow part: keep its out-of-fold scores
                 with np.load(done) as z:
                     res, seconds = {k: z[k] for k in z.files if k != "seconds"}, float(z["seconds"])
             else:
                 clf = make_classifier(TrainConfig(head=head, doc_mode=mode, max_length=max_length,
-                                                  n_estimators=args.n_estimators))
+                                                  n_estimators=args.n_estimators, features=features))
                 start = time.perf_counter()
                 if inner:
                     res = nested_cv_scores(clf, E, data.scores, strata, args.folds, inner, 0, best_f1_threshold)
@@ -126,14 +134,14 @@ def run(args) -> list[dict]:
                     nested["f1"] = np.nan
                 opt = metrics(y, raw, best_f1_threshold(y, raw))
                 rows.append({
-                    "mode": mode, "max_length": max_length, "head": head, "domain": domain,
+                    "mode": mode, "max_length": max_length, "features": features, "head": head, "domain": domain,
                     "auc": nested["auc"], "pr_auc": nested["pr_auc"], "f1_nested": nested["f1"],
                     "f1_nested_cal": nested_cal["f1"], "auc_cal": nested_cal["auc"], "f1_opt": opt["f1"],
                     "brier": nested["brier"], "brier_cal": nested_cal["brier"],
                     "chunked": stats["chunked"], "truncated": stats["truncated"], "seconds": seconds,
                 })
             r = rows[-3]
-            print(f"{mode:<17} {max_length:>4} {head:<17} all: AUC {r['auc']:.3f} F1 nested {r['f1_nested']:.3f} "
+            print(f"{mode:<17} {max_length:>4} {features:<15} {head:<17} all: AUC {r['auc']:.3f} F1 nested {r['f1_nested']:.3f} "
                   f"(cal {r['f1_nested_cal']:.3f}) opt {r['f1_opt']:.3f}  [{seconds:.0f} s]", flush=True)
     return rows
 
@@ -155,15 +163,15 @@ def machine() -> str:
 
 
 def write_markdown(rows: list[dict], path: Path, command: str, folds: int = 5) -> None:
-    head = ("| doc mode | max len | head | domain | ROC AUC | PR AUC | F1 nested | F1 nested, calibrated | "
+    head = ("| doc mode | max len | features | head | domain | ROC AUC | PR AUC | F1 nested | F1 nested, calibrated | "
             "F1 opt | Brier | Brier cal. |")
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     def f(v):
         return "–" if v is None or np.isnan(v) else f"{v:.3f}"
 
     for r in rows:
         lines.append(
-            f"| {r['mode']} | {r['max_length']} | {r['head']} | {r['domain']} | {f(r['auc'])} | {f(r['pr_auc'])} | "
+            f"| {r['mode']} | {r['max_length']} | {r['features']} | {r['head']} | {r['domain']} | {f(r['auc'])} | {f(r['pr_auc'])} | "
             f"{f(r['f1_nested'])} | {f(r['f1_nested_cal'])} | {f(r['f1_opt'])} | {f(r['brier'])} | {f(r['brier_cal'])} |"
         )
     chunk_rows = {(r["mode"], r["max_length"]): (r["chunked"], r["truncated"]) for r in rows}
@@ -180,6 +188,12 @@ Labels: `data/seed/edu_seed.parquet` (1018 documents: 617 code, 401 web; positiv
 Embedder: all-MiniLM-L6-v2. Every figure is out-of-fold ({folds}-fold, stratified by domain x label);
 one model serves both domains, the code and web rows are its scores on each domain's documents.
 
+- **features** (chunk-mean only): what the head sees per document. `mean`: the mean of the chunk
+  embeddings; `mean+first+max`: that mean, the first chunk's embedding and the elementwise maximum
+  over chunks side by side (1152 numbers).
+- **heads**: `ridge` (penalty chosen by leave-one-out inside each training part), `svr` (RBF
+  kernel, scikit-learn defaults) and `forest-regressor` regress the 0-5 score; `forest` and
+  `logistic` classify "score >= 3".
 - **ROC AUC, PR AUC**: of the raw (uncalibrated) out-of-fold scores.
 - **F1 nested**: threshold (max F1) chosen by a 3-fold inner cross-validation on each outer training
   part, applied to the unseen fold: an honest estimate for documents the model never saw.
@@ -187,7 +201,7 @@ one model serves both domains, the code and web rows are its scores on each doma
 - **F1 opt**: threshold chosen on the very scores it is measured on (optimistic; what `train` prints).
 - **Brier**: mean squared error of the score as a probability (lower is better), raw vs calibrated.
 
-Highest ROC AUC on all documents: `{best['mode']}` / max {best['max_length']} / `{best['head']}`:
+Highest ROC AUC on all documents: `{best['mode']}` / max {best['max_length']} / `{best['features']}` / `{best['head']}`:
 ROC AUC {best['auc']:.3f}, F1 opt {best['f1_opt']:.3f}, F1 nested {f(best['f1_nested'])}.
 
 {chr(10).join(lines)}
@@ -208,7 +222,8 @@ def main() -> None:
     ap.add_argument("--n-estimators", type=int, default=300)
     ap.add_argument("--no-nested", action="store_true", help="Plain 5-fold scores only (4x faster; no nested F1).")
     ap.add_argument("--cached-only", action="store_true", help="Only tabulate configurations already computed.")
-    ap.add_argument("--variants", nargs="*", default=None, help="MODE:MAX_LENGTH, e.g. truncate:256 chunk-mean:256")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help="MODE:MAX_LENGTH[:FEATURES], e.g. truncate:256 chunk-mean:256:mean+first+max")
     ap.add_argument("--heads", nargs="*", default=None)
     args = ap.parse_args()
     rows = run(args)

@@ -205,6 +205,24 @@ class DocEmbeddings:
         total = np.bincount(self.doc, weights=w, minlength=self.n_docs)
         return quantize(sums / np.maximum(total, 1e-12)[:, None])
 
+    def first_chunk(self) -> np.ndarray:
+        """One vector per document: its first chunk (the opening: title, imports, module docstring)."""
+        out = np.zeros((self.n_docs, self.vectors.shape[1]), np.float32)
+        present = self.chunks_per_doc > 0
+        out[present] = self.vectors[np.searchsorted(self.doc, np.flatnonzero(present))]
+        return out
+
+    def max_pooled(self) -> np.ndarray:
+        """One vector per document: the elementwise maximum over its chunks."""
+        out = np.full((self.n_docs, self.vectors.shape[1]), -np.inf, np.float32)
+        np.maximum.at(out, self.doc, self.vectors)
+        return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+
+    def length_features(self) -> np.ndarray:
+        """[docs, 3]: log(1 + tokens), log(1 + chunks), tail not read (0/1)."""
+        return np.stack([np.log1p(self.doc_tokens.astype(np.float64)), np.log1p(self.chunks_per_doc),
+                         self.cut.astype(np.float64)], axis=1).astype(np.float32)
+
     def reduce_scores(self, row_scores: np.ndarray, how: str) -> np.ndarray:
         """Per-document mean or max of per-chunk scores."""
         if how == "max":

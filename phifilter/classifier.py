@@ -39,7 +39,10 @@ from .embed import _sha256 as _sha256_file  # one file-hash helper for the packa
 from .errors import ModelError
 
 FORMAT = "phifilter-model"
-FORMAT_VERSION = 2  # 2: head, doc_mode, calibration; folders of version 1 still load
+FORMAT_VERSION = 3  # 2: head, doc_mode, calibration; 3: features. Older folders still load
+# Parts of a document's feature vector (``features="mean+first"``); all but "mean" need a
+# chunk-mean / chunk-weighted doc_mode. "length": log tokens, log chunks, tail cut (3 numbers).
+FEATURE_PARTS = ("mean", "first", "max", "length")
 FOREST_FILE = "forest.skops"
 CALIBRATION_FILE = "calibration.skops"
 # --head name -> name recorded in phifilter.json (format 1 only knew the first).
@@ -47,7 +50,15 @@ HEADS = {
     "forest": "random_forest_classifier",
     "forest-regressor": "random_forest_regressor",
     "logistic": "logistic_regression",
+    "ridge": "ridge_regression",
+    "svr": "support_vector_regression",
 }
+# Heads that regress the 0-5 score (edu_score = prediction / 5, clipped to [0, 1]).
+REGRESSORS = ("forest-regressor", "ridge", "svr")
+# Heads written as format 3 (older phifilter versions do not know them).
+FORMAT_3_HEADS = ("ridge", "svr")
+# Ridge penalties the ridge head chooses from by leave-one-out on its own training data.
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(1, 5, 13))
 META_FILE = "phifilter.json"
 CARD_FILE = "README.md"
 # Types a model folder may contain beyond the ones skops trusts by default. Anything else in a
@@ -76,8 +87,14 @@ class EduClassifier:
     embedder : hub name, local folder, ``mean-pool:FOLDER`` (any transformers model, see
         :mod:`phifilter.hf_embed`), an embedder object, or None for all-MiniLM-L6-v2.
     head : 'forest' (random forest classifier), 'forest-regressor' (random forest on the 0-5
-        score, edu_score = prediction / 5) or 'logistic' (scaled logistic regression).
+        score, edu_score = prediction / 5), 'logistic' (scaled logistic regression) or 'ridge'
+        (scaled ridge regression on the 0-5 score, penalty chosen from :data:`RIDGE_ALPHAS` by
+        leave-one-out on the training data) or 'svr' (scaled RBF support-vector regression on the
+        0-5 score, scikit-learn's default C, epsilon and gamma); for both, edu_score =
+        prediction / 5, clipped to [0, 1].
     doc_mode : one of :data:`phifilter.chunking.DOC_MODES`; max_chunks caps chunks per document.
+    features : what the head sees per document in the chunk-mean / chunk-weighted modes: parts of
+        :data:`FEATURE_PARTS` joined by '+', e.g. 'mean' (default), 'mean+first', 'mean+first+length'.
     calibrate : fit isotonic calibration on out-of-fold scores (done by ``train``).
     C : inverse regularisation of the logistic head.
     n_estimators, max_depth, min_samples_leaf, max_features, class_weight :
@@ -109,6 +126,7 @@ class EduClassifier:
         max_chunks: int = 8,
         calibrate: bool = False,
         C: float = 0.005,
+        features: str = "mean",
     ):
         self.embedder = embedder
         self.n_estimators = n_estimators
@@ -128,6 +146,7 @@ class EduClassifier:
         self.max_chunks = max_chunks
         self.calibrate = calibrate
         self.C = C
+        self.features = features
 
     # -- construction -----------------------------------------------------------------------
 
@@ -135,7 +154,7 @@ class EduClassifier:
         names = (
             "embedder n_estimators max_depth min_samples_leaf max_features class_weight "
             "positive_threshold threshold max_length device batch_size n_jobs random_state "
-            "head doc_mode max_chunks calibrate C"
+            "head doc_mode max_chunks calibrate C features"
         ).split()
         return {n: getattr(self, n) for n in names}
 
@@ -151,6 +170,22 @@ class EduClassifier:
         if self.head not in HEADS:
             raise ModelError(f"--head {self.head}: expected one of {', '.join(HEADS)}")
         chunking_of(self.doc_mode)
+        parts = self.feature_parts
+        unknown = [p for p in parts if p not in FEATURE_PARTS]
+        if unknown or not parts or len(set(parts)) != len(parts):
+            raise ModelError(f"--features {self.features}: expected distinct parts of {', '.join(FEATURE_PARTS)} "
+                             "joined by '+', e.g. mean+first")
+        if parts != ["mean"] and self.doc_mode not in ("chunk-mean", "chunk-weighted"):
+            raise ModelError(f"--features {self.features} needs --doc-mode chunk-mean or chunk-weighted "
+                             f"(not {self.doc_mode}): the other modes have one vector per chunk or document")
+
+    @property
+    def feature_parts(self) -> list[str]:
+        return [p.strip() for p in str(self.features or "mean").split("+")]
+
+    def head_width(self, dim: int) -> int:
+        """Columns the head sees for ``dim``-dimensional embeddings."""
+        return sum(3 if p == "length" else dim for p in self.feature_parts)
 
     def _make_head(self):
         """A fresh, unfitted scikit-learn estimator for ``head``."""
@@ -162,6 +197,18 @@ class EduClassifier:
 
             weight = "balanced" if self.class_weight else None
             return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, class_weight=weight, max_iter=5000))
+        if self.head == "ridge":
+            from sklearn.linear_model import RidgeCV
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+        if self.head == "svr":
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+            from sklearn.svm import SVR
+
+            return make_pipeline(StandardScaler(), SVR())
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         common = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
@@ -207,10 +254,13 @@ class EduClassifier:
         """Rows the head sees: one per document, or one per chunk for the chunk-score modes."""
         if self.doc_mode.startswith("chunk-score") or self.doc_mode == "truncate":
             return E.vectors
-        return E.pooled(weighted=self.doc_mode == "chunk-weighted")
+        make = {"mean": lambda: E.pooled(weighted=self.doc_mode == "chunk-weighted"), "first": E.first_chunk,
+                "max": E.max_pooled, "length": E.length_features}
+        parts = [make[p]() for p in self.feature_parts]
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
 
     def _row_scores(self, head, X: np.ndarray) -> np.ndarray:
-        if self.head == "forest-regressor":
+        if self.head in REGRESSORS:
             return np.clip(head.predict(X) / 5.0, 0.0, 1.0)
         return head.predict_proba(X)[:, list(head.classes_).index(True)]
 
@@ -227,6 +277,10 @@ class EduClassifier:
             weights = 1.0 / np.maximum(E.chunks_per_doc, 1)[E.doc]
             scores, y = scores[E.doc], y[E.doc]
         head = self._make_head()
+        if self.head in ("ridge", "svr"):  # the 0-5 score as is: the ordinal labels are the point
+            if weights is None:
+                return head.fit(X, scores)
+            return head.fit(X, scores, **{f"{head.steps[-1][0]}__sample_weight": weights})
         if self.head == "forest-regressor":
             if self.class_weight:  # balance the two sides of the positive threshold, as the classifier does
                 share = y.mean()
@@ -338,6 +392,10 @@ class EduClassifier:
         if self.head == "logistic":
             p = self._row_scores(self.head_, X)
             rows = 1.0 - 2.0 * np.abs(p - 0.5)
+        elif self.head in ("ridge", "svr"):  # closeness to the positive label on the 0-5 scale
+            centre = min(max(self.positive_threshold / 5.0, 0.0), 1.0)
+            p = self._row_scores(self.head_, X)
+            rows = 1.0 - np.abs(p - centre) / max(centre, 1.0 - centre)
         else:
             if self.head == "forest-regressor":
                 votes = np.stack([t.predict(X) / 5.0 for t in self.head_.estimators_])
@@ -435,7 +493,7 @@ class EduClassifier:
             params = {k: v for k, v in self.get_params().items() if k != "embedder"}
             meta = {
                 "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+                "format_version": self._format_version(),
                 "head": HEADS[self.head],
                 "doc_mode": self.doc_mode,
                 "calibration": "isotonic" if CALIBRATION_FILE in files else None,
@@ -467,6 +525,10 @@ class EduClassifier:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
+
+    def _format_version(self) -> int:
+        """The oldest format that describes this model, so older phifilter versions read what they can."""
+        return 3 if self.feature_parts != ["mean"] or self.head in FORMAT_3_HEADS else 2
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, embedder: str | os.PathLike | None = None,
@@ -501,9 +563,10 @@ class EduClassifier:
         clf._check_options()
         clf.head_ = clf.forest_ = forest
         clf.calibrator_ = calibrator
-        clf.n_features_in_ = int(meta.get("n_features") or forest.n_features_in_)
-        if clf.n_features_in_ != forest.n_features_in_:
-            raise ModelError(f"{path}: {META_FILE} says {clf.n_features_in_} features, the forest has {forest.n_features_in_}")
+        clf.n_features_in_ = int(meta.get("n_features") or forest.n_features_in_)  # the embedding dimension
+        if clf.head_width(clf.n_features_in_) != forest.n_features_in_:
+            raise ModelError(f"{path}: {META_FILE} says {clf.n_features_in_} features (--features {clf.features}), "
+                             f"the forest has {forest.n_features_in_}")
         if info.get("dim") is not None and int(info["dim"]) != clf.n_features_in_:
             raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the forest's {clf.n_features_in_} features")
         clf.embedder_ = clf._make_embedder()

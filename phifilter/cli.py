@@ -185,12 +185,16 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @device_option
 @click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
               help="Seed for folds and forest.")
-@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic"]), default="forest", show_default=True,
-              help="Random forest classifier, random forest regressor on the 0-5 score, or logistic regression.")
+@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge", "svr"]), default="forest",
+              show_default=True, help="Random forest classifier, random forest regressor on the 0-5 score, logistic "
+                                      "regression, or ridge / RBF support-vector regression on the 0-5 score.")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
 @click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
+@click.option("--features", default="mean", show_default=True, metavar="PARTS",
+              help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
+                   "e.g. mean+first.")
 @click.option("--calibrate", is_flag=True, help="Isotonic calibration on out-of-fold scores: edu_score becomes a probability.")
 @click.option("--target-precision", type=click.FloatRange(0, 1), default=None,
               help="Threshold: the lowest whose out-of-fold precision reaches this.")
@@ -203,7 +207,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
-          embedder, max_length, device, random_state, head, doc_mode, max_chunks, calibrate, target_precision,
+          embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
           target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
@@ -230,7 +234,8 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
         text_column=text_column, score_column=score_column, positive_threshold=positive_threshold,
         threshold=threshold, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv_folds=cv_folds, embedder=embedder,
         max_length=max_length, device=device, random_state=random_state, head=head, doc_mode=doc_mode,
-        max_chunks=max_chunks, calibrate=calibrate, target_precision=target_precision, target_share=target_share,
+        max_chunks=max_chunks, features=features, calibrate=calibrate, target_precision=target_precision,
+        target_share=target_share,
         target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
         embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
     )
@@ -603,7 +608,10 @@ def info(model):
     click.echo(f"model: {path}")
     click.echo(f"head: {meta.get('head')}; positive label: score >= {meta.get('positive_threshold')}; "
                f"threshold: {meta.get('threshold')}")
-    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}; calibration: {meta.get('calibration') or 'none'}")
+    features = (meta.get("params") or {}).get("features") or "mean"
+    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}"
+               + (f" (features {features})" if features != "mean" else "")
+               + f"; calibration: {meta.get('calibration') or 'none'}")
     click.echo(f"embedder: {emb.get('name')} ({emb.get('dim')} dims, max {emb.get('max_length')} tokens)")
     td = meta.get("training_data", {})
     click.echo(f"trained on: {td.get('file')} ({td.get('rows')} rows, {td.get('positives')} positive)")

@@ -42,9 +42,10 @@ class TrainConfig:
     device: str = "auto"
     batch_size: int = 64
     random_state: int = 0
-    head: str = "forest"  # forest | forest-regressor | logistic
+    head: str = "forest"  # forest | forest-regressor | logistic | ridge | svr
     doc_mode: str = "chunk-mean"  # see phifilter.chunking.DOC_MODES; chosen in benchmarks/classifier_quality.md
     max_chunks: int = 8
+    features: str = "mean"  # chunk-mean/-weighted: parts of the head's input, e.g. "mean+first"
     calibrate: bool = False  # isotonic calibration fitted on the out-of-fold scores
     target_precision: float | None = None  # threshold: the lowest reaching this out-of-fold precision
     target_share: float | None = None  # threshold: keep this share of documents
@@ -241,6 +242,7 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
         doc_mode=cfg.doc_mode,
         max_chunks=cfg.max_chunks,
         calibrate=cfg.calibrate,
+        features=cfg.features,
     )
 
 
@@ -319,6 +321,11 @@ def _fmt(v) -> str:
 
 
 def _mode_note(clf: EduClassifier) -> str:
+    if clf.feature_parts != ["mean"]:
+        names = {"mean": "the mean", "first": "the first chunk's", "max": "the elementwise maximum",
+                 "length": "3 length figures (log tokens, log chunks, tail cut)"}
+        return (f" (features `{clf.features}`: {', '.join(names[p] for p in clf.feature_parts)} "
+                f"over up to {clf.max_chunks} chunks' embeddings, side by side)")
     return {
         "truncate": " (the first tokens only)",
         "chunk-mean": f" (the mean embedding of up to {clf.max_chunks} chunks)",
@@ -331,6 +338,14 @@ def _mode_note(clf: EduClassifier) -> str:
 def _head_note(clf: EduClassifier) -> str:
     if clf.head == "logistic":
         return f"(standardised logistic regression, C={clf.C}, class weight balanced)"
+    if clf.head == "ridge":
+        alpha = getattr(getattr(clf, "head_", None), "steps", [[None, None]])[-1][1]
+        alpha = f", penalty {alpha.alpha_:g} chosen by leave-one-out" if hasattr(alpha, "alpha_") else ""
+        return (f"(standardised ridge regression on the 0-5 score{alpha}; "
+                "edu_score = prediction / 5, clipped to [0, 1], before calibration)")
+    if clf.head == "svr":
+        return ("(standardised RBF support-vector regression on the 0-5 score, scikit-learn's default C, epsilon "
+                "and gamma; edu_score = prediction / 5, clipped to [0, 1], before calibration)")
     if clf.head == "forest-regressor":
         return (f"(random forest regressor of {clf.n_estimators} trees on the 0-5 score, balanced sample weights; "
                 "edu_score = prediction / 5 before calibration)")

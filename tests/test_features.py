@@ -1,0 +1,114 @@
+"""--features (mean, first chunk, max, length side by side) and the ridge head: fit, save, load, train."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from phifilter import EduClassifier, ModelError
+from phifilter.chunking import DocEmbeddings
+from phifilter.classifier import default_model_path, read_model_meta
+
+from conftest import REPO, run_cli
+
+SEED = REPO / "data" / "seed" / "edu_seed.parquet"
+
+
+def first_chunk_carries_the_score(dim, n_docs=60, seed=0):
+    """Documents of 2-4 chunks: only the FIRST chunk's first 16 coordinates say the 0-5 score."""
+    rng = np.random.default_rng(seed)
+    scores = np.tile(np.arange(6), n_docs // 6)
+    n_chunks = rng.integers(2, 5, n_docs)
+    doc = np.repeat(np.arange(n_docs), n_chunks)
+    vectors = rng.normal(scale=0.5, size=(len(doc), dim)).astype(np.float32)
+    vectors[np.searchsorted(doc, np.arange(n_docs)), :16] = scores[:, None] * 2.0
+    tokens = rng.integers(5, 50, len(doc))
+    return DocEmbeddings(vectors, doc, tokens, np.bincount(doc, weights=tokens).astype(np.int64), "chunk",
+                         np.zeros(n_docs, bool)), scores
+
+
+def test_feature_parts_are_the_pooled_vectors_side_by_side():
+    vectors = np.array([[1, 0], [3, 4], [5, -2], [7, 7]], np.float32)
+    E = DocEmbeddings(vectors, np.array([0, 0, 0, 1]), np.array([10, 10, 20, 5]), np.array([40, 5]), "chunk",
+                      np.array([True, False]))
+    clf = EduClassifier(doc_mode="chunk-mean", features="mean+first+max+length")
+    X = clf._head_input(E)
+    assert X.shape == (2, 2 + 2 + 2 + 3) and clf.head_width(2) == 9
+    np.testing.assert_allclose(X[0, :6], [3, 2 / 3, 1, 0, 5, 4], rtol=1e-3)  # mean, first chunk, max
+    np.testing.assert_allclose(X[1, :6], [7, 7, 7, 7, 7, 7])
+    np.testing.assert_allclose(X[:, 6:], [[np.log1p(40), np.log1p(3), 1], [np.log1p(5), np.log1p(1), 0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("features, doc_mode, message", [
+    ("mean+median", "chunk-mean", "expected distinct parts"),
+    ("mean+mean", "chunk-mean", "expected distinct parts"),
+    ("mean+first", "truncate", "needs --doc-mode chunk-mean"),
+    ("max", "chunk-score-max", "needs --doc-mode chunk-mean"),
+])
+def test_bad_features_are_refused(features, doc_mode, message):
+    with pytest.raises(ModelError, match=message):
+        EduClassifier(features=features, doc_mode=doc_mode)._check_options()
+
+
+@pytest.mark.parametrize("head", ["ridge", "logistic"])  # linear heads: what the mean blurs is lost to them
+def test_first_chunk_feature_finds_what_the_mean_blurs_and_round_trips(tmp_path, embedder, head):
+    E, scores = first_chunk_carries_the_score(embedder.dim, n_docs=120)
+    test_E, test_scores = first_chunk_carries_the_score(embedder.dim, seed=1)
+    from sklearn.metrics import roc_auc_score
+
+    auc = {}
+    for features in ("mean", "mean+first+max"):
+        clf = EduClassifier(embedder=embedder, head=head, doc_mode="chunk-mean", features=features)
+        clf.fit(["unused"] * E.n_docs, scores, embeddings=E)
+        auc[features] = roc_auc_score(test_scores >= 3, clf.score_doc_embeddings(test_E))
+    assert auc["mean+first+max"] > 0.9 and auc["mean+first+max"] > auc["mean"] + 0.02, auc
+    p = clf.score_doc_embeddings(test_E)
+    clf.save(tmp_path / "m")
+    meta = read_model_meta(tmp_path / "m")
+    assert meta["format_version"] == 3 and meta["params"]["features"] == "mean+first+max"
+    assert meta["n_features"] == embedder.dim  # the embedding's, not the head's (3x) width
+    loaded = EduClassifier.load(tmp_path / "m", device="cpu")
+    assert loaded.features == "mean+first+max" and loaded.head == head
+    np.testing.assert_array_equal(loaded.score_doc_embeddings(test_E), p)
+    spread = loaded.disagreement(test_E)
+    assert spread.shape == (test_E.n_docs,) and (spread >= 0).all() and (spread <= 1).all()
+
+
+def test_ridge_head_regresses_the_score_and_clips_to_unit_range(embedder):
+    E, scores = first_chunk_carries_the_score(embedder.dim, n_docs=120)
+    clf = EduClassifier(embedder=embedder, head="ridge", doc_mode="chunk-mean", features="first")
+    clf.fit(["unused"] * E.n_docs, scores, embeddings=E)
+    p = clf.score_doc_embeddings(E)
+    assert ((0 <= p) & (p <= 1)).all()
+    from scipy.stats import spearmanr
+
+    assert spearmanr(p, scores).statistic > 0.9  # it ranks along the whole 0-5 scale, not just >= 3
+    assert clf.head_[-1].alpha_ in clf.head_[-1].alphas  # the penalty was chosen by leave-one-out
+
+
+def test_format_2_folders_still_load_with_mean_features(bundled_model):
+    meta = read_model_meta(default_model_path())
+    assert meta["format_version"] == 2 and "features" not in meta["params"]
+    assert bundled_model.features == "mean" and bundled_model.feature_parts == ["mean"]
+
+
+def test_train_cli_with_svr_and_features(tmp_path):
+    """Real seed documents (60), real embeddings, the CLI end to end; then scoring with the model."""
+    t = pq.read_table(SEED)
+    scores = t.column("score").to_numpy()
+    picked = sorted(i for s in range(6) for i in np.flatnonzero(scores == s)[:10])
+    pq.write_table(t.take(picked), tmp_path / "labels.parquet")
+    run_cli("train", tmp_path / "labels.parquet", "-o", tmp_path / "m", "--head", "svr",
+            "--features", "mean+first+max+length", "--cv-folds", "2", "-q")
+    meta = read_model_meta(tmp_path / "m")
+    assert meta["head"] == "support_vector_regression" and meta["params"]["features"] == "mean+first+max+length"
+    assert meta["format_version"] == 3
+    assert meta["metrics"]["overall"]["roc_auc"] > 0.6
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "features `mean+first+max+length`" in card and "support-vector regression" in card
+    clf = EduClassifier.load(tmp_path / "m", device="cpu")
+    texts = t.take(picked).column("text").to_pylist()[:6]
+    p = clf.edu_score(texts)
+    assert p.shape == (6,) and ((0 <= p) & (p <= 1)).all()
+    bad = run_cli("train", tmp_path / "labels.parquet", "-o", tmp_path / "m2", "--features", "mean+first",
+                  "--doc-mode", "truncate", check=False)
+    assert bad.returncode != 0 and "needs --doc-mode chunk-mean" in bad.stderr and "Traceback" not in bad.stderr
