@@ -194,15 +194,17 @@ def test_bfloat16_on_cpu_is_close_to_float32_through_score_shards(tmp_path, bund
     assert np.abs(a - b).max() < 0.05 and not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("doc_mode,calibrate", [("chunk-weighted", False), ("chunk-score-max", False),
-                                                ("chunk-mean", True)])
-def test_chunked_models_run_split_stages_with_edu_score_results(tmp_path, doc_mode, calibrate):
+@pytest.mark.parametrize("doc_mode,calibrate,features,head", [
+    ("chunk-weighted", False, "mean", "forest"), ("chunk-score-max", False, "mean", "forest"),
+    ("chunk-mean", True, "mean", "forest"), ("chunk-mean", False, "mean+first+max", "forest"),
+    ("chunk-mean", False, "mean+first+max", "svr")])
+def test_chunked_models_run_split_stages_with_edu_score_results(tmp_path, doc_mode, calibrate, features, head):
     # chunk layout in the tokenise stage, pooling in the head stage: same scores as edu_score,
     # also with the GPU forest walk forced onto the CPU (used only where the head allows it)
     texts = MIXED * 2
     labels = np.array([5, 0, 1, 0, 3, 5, 0, 1, 4, 2] * 2, float)
-    clf = EduClassifier(embedder=Embedder(device="cpu", max_length=32), doc_mode=doc_mode, n_estimators=20,
-                        random_state=0).fit(texts, labels)
+    clf = EduClassifier(embedder=Embedder(device="cpu", max_length=32), doc_mode=doc_mode, features=features,
+                        head=head, n_estimators=20, random_state=0).fit(texts, labels)
     if calibrate:
         clf.fit_calibration(clf.raw_scores(clf.embed_documents(texts)), labels >= 3)
     assert clf.embed_documents(texts).chunked >= 4  # the short window really cuts documents
