@@ -23,18 +23,21 @@ $PY -m phifilter score "$SCRATCH/pool" -o "$SCRATCH/scored" --dtype bfloat16
 OPTS=(--preset tiny --top-fraction 0.3 --tokens "$TOKENS" --pass-samples 4 --pass-problems 40
       --max-new-tokens 64 --threads 1)
 # 4. One process per seed, each in its own folder. Seed 0 runs first and also prepares the data
-#    (scan, decontaminate, BPE, token files); seeds 1 and 2 then run in parallel on hard-linked
-#    copies of that data (data files are never modified in place, so sharing them is safe).
+#    (scan, decontaminate, BPE, token files); the other seeds then run two at a time (one per
+#    core) on hard-linked copies of that data (data files are never modified in place, so
+#    sharing them is safe).
 $PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/seed0" --seed 0 --seeds 1 "${OPTS[@]}"
-for s in 1 2; do
-  mkdir -p "$SCRATCH/seed$s" && cp -al "$SCRATCH/seed0/data" "$SCRATCH/seed$s/data"
-  $PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/seed$s" --seed $s --seeds 1 "${OPTS[@]}" &
+for pair in "1 2" "3 4"; do
+  for s in $pair; do
+    mkdir -p "$SCRATCH/seed$s" && cp -al "$SCRATCH/seed0/data" "$SCRATCH/seed$s/data"
+    $PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/seed$s" --seed $s --seeds 1 "${OPTS[@]}" &
+  done
+  wait
 done
-wait
-# 5. Merge: one folder with the shared data and every run; the rerun skips all 9 runs and
-#    writes the report over the three seeds.
+# 5. Merge: one folder with the shared data and every run; the rerun skips all 15 runs and
+#    writes the report over the five seeds.
 mkdir -p "$SCRATCH/bench/runs"
 [ -d "$SCRATCH/bench/data" ] || cp -al "$SCRATCH/seed0/data" "$SCRATCH/bench/data"
-for s in 0 1 2; do cp -r "$SCRATCH/seed$s/runs/"* "$SCRATCH/bench/runs/"; done
-$PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/bench" --seeds 3 "${OPTS[@]}"
+for s in 0 1 2 3 4; do cp -r "$SCRATCH/seed$s/runs/"* "$SCRATCH/bench/runs/"; done
+$PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/bench" --seeds 5 "${OPTS[@]}"
 cp "$SCRATCH/bench/"{report.md,report.html,results.json,loss_curves.png} benchmarks/ablation/
