@@ -366,6 +366,9 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+fsync_dir = _fsync_dir  # the public name (phifilter.outputs); the old one stays for existing callers
+
+
 class OutputLock:
     """An exclusive advisory lock on an output folder, released even if the process is killed."""
 
