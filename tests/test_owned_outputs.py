@@ -81,3 +81,55 @@ def test_train_validates_labels_before_any_work(tmp_path, monkeypatch, scores, m
     with pytest.raises(InputError, match=match):
         T.train_model(lab, tmp_path / "m", T.TrainConfig(cv_folds=0))
     assert not (tmp_path / "m").exists()
+
+
+# --- filter: items 1, 2, 4 -------------------------------------------------------------------------
+
+
+def _scored_shard(path: Path, scores, texts=None):
+    texts = texts or [f"doc {path.stem} {i}" for i in range(len(scores))]
+    write_shard(path, texts, edu_score=pa.array(scores, pa.float64()))
+    return path
+
+
+@pytest.mark.parametrize("opt", [["--threshold", "0.5"], ["--top-fraction", "0.5"]])
+def test_filter_never_keeps_nan_or_null_scores_and_reports_them(tmp_path, opt):
+    """Item 4: NaN scores were kept with --threshold and with --top-fraction."""
+    _scored_shard(tmp_path / "in" / "a.parquet", [float("nan"), 0.9, None, 0.1, 0.8, float("nan"), 0.2])
+    proc = run_cli("filter", tmp_path / "in", "-o", tmp_path / "out", *opt)
+    kept = pq.read_table(tmp_path / "out" / "a.parquet").column("edu_score").to_pylist()
+    assert kept and all(v is not None and not math.isnan(v) for v in kept)
+    assert sorted(kept) == [0.8, 0.9]
+    assert "dropped 3 rows without a score" in proc.stdout
+
+
+def test_filter_string_score_column_is_one_line(tmp_path):
+    """Items 4 and 9: a string score column gave a traceback."""
+    write_shard(tmp_path / "in" / "a.parquet", ["x", "y"], edu_score=pa.array(["0.9", "abc"]))
+    err = one_error(run_cli("filter", tmp_path / "in", "-o", tmp_path / "out", "--threshold", "0.5", check=False))
+    assert "expected numbers" in err and "a.parquet" in err
+
+
+def test_filter_redoes_a_shard_whose_input_changed_and_says_why(tmp_path):
+    """Item 2: a changed input of the same name and size kept its stale output."""
+    from phifilter import filter_shards
+
+    src = _scored_shard(tmp_path / "in" / "a.parquet", [0.9, 0.1], ["keep me", "drop me"])
+    filter_shards(tmp_path / "in", tmp_path / "out", threshold=0.5)
+    st = os.stat(src)
+    _scored_shard(src, [0.1, 0.9], ["keep me", "drop me"])
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: only the content differs
+    s = filter_shards(tmp_path / "in", tmp_path / "out", threshold=0.5)
+    assert pq.read_table(tmp_path / "out" / "a.parquet").column("text").to_pylist() == ["drop me"]
+    assert s.redone == ["input changed"] and "1 redone: input changed" in str(s)
+
+
+def test_filter_refuses_a_folder_it_did_not_write(tmp_path):
+    """Item 1: filter wrote into (and could replace files in) any folder."""
+    _scored_shard(tmp_path / "in" / "a.parquet", [0.9, 0.1])
+    (tmp_path / "out").mkdir()
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "out" / "a.parquet")  # somebody else's file
+    before = tree_digest(tmp_path / "out")
+    err = one_error(run_cli("filter", tmp_path / "in", "-o", tmp_path / "out", "--threshold", "0.5", check=False))
+    assert "did not write" in err
+    assert tree_digest(tmp_path / "out") == before
