@@ -281,7 +281,7 @@ def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str |
         return embedder, clf.embed_documents(data.texts, progress=progress)
     cache = EmbeddingCache.open(embeddings)
     cache.check(identity(embedder, clf.chunking, clf.max_chunks), f"--doc-mode {clf.doc_mode}")
-    found, missing = cache.lookup(data.ids)
+    found, missing = cache.lookup(data.ids, data.texts)
     if not missing:
         return embedder, found
     fresh = clf.embed_documents([data.texts[k] for k in missing], progress=progress)

@@ -133,3 +133,85 @@ def test_filter_refuses_a_folder_it_did_not_write(tmp_path):
     err = one_error(run_cli("filter", tmp_path / "in", "-o", tmp_path / "out", "--threshold", "0.5", check=False))
     assert "did not write" in err
     assert tree_digest(tmp_path / "out") == before
+
+
+# --- embed: items 1, 2, 3, 10 ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_embedder():
+    from phifilter.hf_embed import make_embedder
+
+    return make_embedder(None, device="cpu", max_length=32, batch_size=16)
+
+
+def _id_shard(path: Path, texts):
+    write_shard(path, texts, id=pa.array([str(i) for i in range(len(texts))]))
+    return path
+
+
+def test_embedding_cache_never_returns_another_documents_embedding(tmp_path, small_embedder):
+    """Item 3: two shards with ids "0".."5" got each other's embeddings (matched by id alone)."""
+    from phifilter.embcache import EmbeddingCache, embed_shards
+
+    a = [f"def f{i}(x):\n    return x + {i}\n" for i in range(6)]
+    b = [f"The capital of country number {i} is a city." for i in range(6)]
+    _id_shard(tmp_path / "in" / "a.parquet", a)
+    _id_shard(tmp_path / "in" / "b.parquet", b)
+    embed_shards(tmp_path / "in", tmp_path / "emb", small_embedder)
+    cache = EmbeddingCache.open(tmp_path / "emb")
+    ids = [str(i) for i in range(6)]
+    for texts, name in ((a, "a.parquet"), (b, "b.parquet")):
+        found, missing = cache.lookup(ids, texts)
+        assert missing == []
+        own = pq.read_table(tmp_path / "emb" / name).column("embedding").to_pylist()
+        np.testing.assert_array_equal(found.vectors, np.asarray(own, np.float32))
+    _, missing = cache.lookup(ids, [t + " changed" for t in a])  # same ids, other texts: not found
+    assert missing == list(range(6))
+
+    # A cache written before text hashes: a repeated id is refused, not guessed.
+    (tmp_path / "old").mkdir()
+    for name in ("a.parquet", "b.parquet"):
+        t = pq.read_table(tmp_path / "emb" / name)
+        old = t.drop_columns(["text_sha1"])
+        pq.write_table(old.replace_schema_metadata(t.schema.metadata), tmp_path / "old" / name)
+    from phifilter.errors import InputError
+
+    with pytest.raises(InputError, match="id '0' is repeated"):
+        EmbeddingCache.open(tmp_path / "old")
+
+
+def test_embed_redoes_a_sidecar_whose_input_changed(tmp_path, small_embedder):
+    """Item 2: embed kept a sidecar with the right key after its input's content changed."""
+    from phifilter.embcache import embed_shards
+
+    src = _id_shard(tmp_path / "in" / "a.parquet", ["x = 1", "y = 2"])
+    embed_shards(src, tmp_path / "emb", small_embedder)
+    again = embed_shards(src, tmp_path / "emb", small_embedder)
+    assert again.shards_skipped == 1 and again.redone == []
+    _id_shard(src, ["x = 3", "y = 4"])
+    s = embed_shards(src, tmp_path / "emb", small_embedder)
+    assert s.redone == ["input changed"] and "1 redone: input changed" in str(s)
+    sha1 = [hashlib.sha1(t.encode()).hexdigest() for t in ("x = 3", "y = 4")]
+    assert pq.read_table(tmp_path / "emb" / "a.parquet").column("text_sha1").to_pylist() == sha1
+
+
+def test_embed_checks_inputs_and_folder_before_loading_the_model(tmp_path, monkeypatch):
+    """Items 1 and 10: embed loaded the model (10-20 s) before finding a bad input; wrote into any folder."""
+    from click.testing import CliRunner
+
+    from phifilter import hf_embed
+    from phifilter.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(hf_embed, "make_embedder", no_model)
+    write_shard(tmp_path / "in" / "a.parquet", ["x"])
+    r = CliRunner().invoke(main, ["embed", str(tmp_path / "in"), "-o", str(tmp_path / "e"), "--text-column", "body"])
+    assert r.exit_code == 1 and "no column 'body'" in r.output and "Traceback" not in r.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.parquet").write_bytes(b"not ours")
+    r = CliRunner().invoke(main, ["embed", str(tmp_path / "in"), "-o", str(tmp_path / "mine")])
+    assert r.exit_code == 1 and "did not write" in r.output
+    assert (tmp_path / "mine" / "notes.parquet").read_bytes() == b"not ours"
