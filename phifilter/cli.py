@@ -334,7 +334,10 @@ def evaluate(model, labels, output, text_column, score_column, embeddings, id_co
     report = evaluate_model(model, labels, output, text_column=text_column, score_column=score_column,
                             embeddings=embeddings, id_column=id_column, n_bootstrap=n_bootstrap, seed=seed,
                             device=device, progress=not quiet)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(str(report))
 
 
 @main.command()

@@ -43,14 +43,24 @@ def _visible_files(folder: Path) -> list[Path]:
 
 
 def _check_writable(path: Path, what: str) -> None:
-    """Fail now, not after the work, if ``path`` (or the folder that would hold it) is read-only."""
+    """Fail now, not after the work, if ``path`` (or the folder that would hold it) cannot be written.
+
+    Tries a hidden file in the nearest existing folder (``os.access`` says yes to root on a
+    read-only mount); nothing is left behind.
+    """
+    import tempfile
+
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
-    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot write {what} ({probe} is read-only); choose a writable output location")
+    if not probe.is_dir():
+        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another output location")
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".phifilter-probe-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write {what} in {probe} ({e.strerror or e}); "
+                          "choose a writable output location") from None
 
 
 def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs",

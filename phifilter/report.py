@@ -119,16 +119,9 @@ def html_page(title: str, body: str, css: str = CSS) -> str:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file under a temporary name and rename it into place."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+    from .outputs import write_text
+
+    return write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,6 +617,8 @@ def build_report(
         from phifilter import build_report, ReportConfig
         build_report("data/scored/", "report.html", ReportConfig(by="source"))
     """
+    from .outputs import claim_file
+
     cfg = config or ReportConfig()
     output = Path(output)
     if output.is_dir():
@@ -632,6 +627,7 @@ def build_report(
     for shard in find_shards(specs):
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
+    claim_file(output, "the report", inputs=specs)  # not into an input folder; writable, before the data pass
     data = collect(specs, cfg, progress=progress)
     page = render_html(data)
     write_text_atomic(output, page)

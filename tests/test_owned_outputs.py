@@ -215,3 +215,40 @@ def test_embed_checks_inputs_and_folder_before_loading_the_model(tmp_path, monke
     r = CliRunner().invoke(main, ["embed", str(tmp_path / "in"), "-o", str(tmp_path / "mine")])
     assert r.exit_code == 1 and "did not write" in r.output
     assert (tmp_path / "mine" / "notes.parquet").read_bytes() == b"not ours"
+
+
+# --- evaluate and report: items 1, 9, 11, 12 ------------------------------------------------------
+
+
+def _scored_folder(folder: Path) -> Path:
+    _scored_shard(folder / "a.parquet", [0.9, 0.1, 0.5, 0.7])
+    return folder
+
+
+def test_report_refuses_input_folders_and_unwritable_places_before_reading(tmp_path):
+    """Items 9 and 11: report wrote HTML named r.parquet into its input folder; a bad folder was a traceback."""
+    src = _scored_folder(tmp_path / "scored")
+    before = tree_digest(src)
+    err = one_error(run_cli("report", src, "-o", src / "r.parquet", check=False))
+    assert "inside the input folder" in err
+    assert tree_digest(src) == before
+    (tmp_path / "afile").write_text("x")
+    err = one_error(run_cli("report", src, "-o", tmp_path / "afile" / "r.html", check=False))
+    assert "cannot write" in err
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_foreign_or_unwritable_folders_and_is_quiet(tmp_path):
+    """Items 1, 9, 12: evaluate wrote into any folder, crashed on an unwritable one, printed under -q."""
+    lab = labels_file(tmp_path / "lab" / "lab.parquet", [5, 0, 4, 1])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    err = one_error(run_cli("evaluate", str(REPO / "phifilter" / "models" / "default"), lab, "-o", tmp_path / "mine",
+                            check=False))
+    assert "did not write" in err and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    (tmp_path / "afile").write_text("x")
+    one_error(run_cli("evaluate", str(REPO / "phifilter" / "models" / "default"), lab, "-o", tmp_path / "afile" / "e",
+                      check=False))
+    proc = run_cli("evaluate", str(REPO / "phifilter" / "models" / "default"), lab, "-o", tmp_path / "ev",
+                   "--bootstrap", "0", "-q", "--device", "cpu")
+    assert proc.stdout == "" and (tmp_path / "ev" / "metrics.json").is_file()
