@@ -145,7 +145,8 @@ def named(*names: str) -> Owned:
 
 
 def parquet_record_of(command: str, legacy: Owned | None = None) -> Owned:
-    """Ours if a Parquet file's run record names ``command`` (or ``legacy`` accepts it)."""
+    """Ours if a Parquet file carries a run record (naming ``command``, when it names one),
+    or has none and ``legacy`` accepts it (outputs of phifilter versions before records)."""
 
     def check(p: Path) -> bool:
         from .provenance import read_record
@@ -154,8 +155,23 @@ def parquet_record_of(command: str, legacy: Owned | None = None) -> Owned:
             return False
         record = read_record(p)
         if record is not None:
-            return record.get("command") == command
+            return record.get("command", command) == command
         return bool(legacy and legacy(p))
+
+    return check
+
+
+def has_column(name: str) -> Owned:
+    """Ours if a Parquet file has this column (how older phifilter outputs are recognised)."""
+
+    def check(p: Path) -> bool:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return p.suffix == ".parquet" and name in pq.read_schema(p).names
+        except (pa.ArrowException, OSError):
+            return False
 
     return check
 

@@ -443,6 +443,9 @@ def score_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    from .outputs import claim_folder, has_column, parquet_record_of
+
+    claim_folder(out_dir, parquet_record_of("score", legacy=has_column(cfg.score_column)), "scored shards")
     OutputLock.check_free(out_dir)  # another run writing here: say so now, not after loading the model
     if cfg.engine not in ("local", "ray"):
         raise InputError(f"--engine {cfg.engine}: expected 'local' or 'ray'")

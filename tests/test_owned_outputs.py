@@ -252,3 +252,14 @@ def test_evaluate_refuses_foreign_or_unwritable_folders_and_is_quiet(tmp_path):
     proc = run_cli("evaluate", str(REPO / "phifilter" / "models" / "default"), lab, "-o", tmp_path / "ev",
                    "--bootstrap", "0", "-q", "--device", "cpu")
     assert proc.stdout == "" and (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_score_refuses_a_folder_holding_files_it_did_not_write(tmp_path):
+    """Item 1: score wrote into (and could replace shards in) any folder."""
+    write_shard(tmp_path / "in" / "a.parquet", ["x = 1"])
+    (tmp_path / "out").mkdir()
+    pq.write_table(pa.table({"text": ["someone else's"]}), tmp_path / "out" / "a.parquet")
+    before = tree_digest(tmp_path / "out")
+    err = one_error(run_cli("score", tmp_path / "in", "-o", tmp_path / "out", check=False))
+    assert "did not write" in err and "a.parquet" in err
+    assert tree_digest(tmp_path / "out") == before
