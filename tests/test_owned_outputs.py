@@ -263,3 +263,31 @@ def test_score_refuses_a_folder_holding_files_it_did_not_write(tmp_path):
     err = one_error(run_cli("score", tmp_path / "in", "-o", tmp_path / "out", check=False))
     assert "did not write" in err and "a.parquet" in err
     assert tree_digest(tmp_path / "out") == before
+
+
+# --- item 9: every phifilter.json field validated on load ------------------------------------------
+
+
+@pytest.mark.parametrize("edit", [
+    {"threshold": "abc"}, {"threshold": 1.5}, {"params": {"max_chunks": -3}}, {"params": {"max_length": "x"}},
+    {"doc_mode": "sideways"}, {"n_features": 0}, {"embedder": {"dim": "384"}}, {"positive_threshold": None},
+    {"files": {"forest.skops": "not-a-hash"}}, {"format_version": "2"},
+])
+def test_damaged_model_json_is_one_line_naming_the_field(tmp_path, edit):
+    """Item 9: `"threshold": "abc"` or `max_chunks: -3` in phifilter.json gave tracebacks."""
+    import json
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(REPO / "phifilter" / "models" / "default", model)
+    meta = json.loads((model / "phifilter.json").read_text())
+    for key, value in edit.items():
+        if isinstance(value, dict) and isinstance(meta.get(key), dict):
+            meta[key].update(value)
+        else:
+            meta[key] = value
+    (model / "phifilter.json").write_text(json.dumps(meta))
+    key, value = next(iter(edit.items()))
+    field = f"{key}.{next(iter(value))}" if isinstance(value, dict) and key != "files" else key
+    err = one_error(run_cli("info", model, check=False))
+    assert "phifilter.json" in err and f"field '{field}'" in err, err
