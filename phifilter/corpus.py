@@ -229,6 +229,28 @@ def texts_from_array(array: pa.Array | pa.ChunkedArray) -> list[str]:
     return [v if v is not None else "" for v in values]
 
 
+def rows_from_batch(batch: pa.RecordBatch | pa.Table) -> list[dict]:
+    """``batch.to_pylist()``, but invalid UTF-8 in string columns is replaced, not an exception
+    (nulls stay None), the same tolerance as :func:`texts_from_array`."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    columns = []
+    for col in batch.columns:
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if is_text_type(col.type):
+            columns.append([None if v is None else v.decode("utf-8", errors="replace")
+                            for v in col.cast(pa.large_binary()).to_pylist()])
+        else:
+            columns.append(col.to_pylist())
+    names = batch.schema.names
+    return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
+
+
 def num_rows(path: str | os.PathLike) -> int:
     return open_parquet(path).metadata.num_rows
 

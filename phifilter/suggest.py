@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .corpus import check_text_column, find_shards, iter_batches, open_parquet, texts_from_array
+from .corpus import check_text_column, find_shards, iter_batches, open_parquet, rows_from_batch, texts_from_array
 from .errors import InputError
 
 
@@ -70,7 +70,7 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
                 spread = clf.disagreement(E)
                 spread[_empty_mask(texts)] = -1.0  # blank documents are not worth a label
                 keys = rng.random(len(texts))
-                rows = batch.to_pylist()
+                rows = rows_from_batch(batch)
                 schema = schema or batch.schema
                 for i, row in enumerate(rows):
                     row.update(edu_score=float(score[i]), disagreement=float(spread[i]),

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import BOILERPLATE, GOOD_CODE, REPO, run_cli, write_shard
+from chat_server import chat_server  # noqa: F401  (fixture)
+from conftest import BOILERPLATE, GOOD_CODE, REPO, cli_env, run_cli, write_shard
 
 SEED = REPO / "data" / "seed" / "edu_seed.parquet"
 
@@ -31,6 +32,15 @@ def one_error(proc) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
     return lines[0]
+
+
+def label_run(src, out, server, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "phifilter", "label", str(src), "-o", str(out), "--base-url", server.url,
+                           "--model", "m", "--retry-delay", "0.01", "-q", *map(str, args)],
+                          env={**cli_env(), "OPENAI_API_KEY": "sk-test"}, capture_output=True, text=True, cwd=REPO)
 
 
 def labels_file(path: Path, scores, texts=None) -> Path:
@@ -291,3 +301,43 @@ def test_damaged_model_json_is_one_line_naming_the_field(tmp_path, edit):
     field = f"{key}.{next(iter(value))}" if isinstance(value, dict) and key != "files" else key
     err = one_error(run_cli("info", model, check=False))
     assert "phifilter.json" in err and f"field '{field}'" in err, err
+
+
+# --- item 5: invalid UTF-8 in the text column is replaced, as score does ------------------------
+
+
+def _binary_text_shard(path: Path) -> Path:
+    """A string column holding invalid UTF-8 (Arrow does not validate on read)."""
+    raw = [b"def f(x):\n    return x\n", b"bad \xff\xfe bytes\n" * 30, b"ok = 1\n", b"\xed\xa0\x80 surrogate"]
+    text = pa.array(raw, pa.binary()).view(pa.string())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": text, "id": ["a", "b", "c", "d"]}), path)
+    return path
+
+
+def test_sample_reads_invalid_utf8(tmp_path):
+    """Item 5: sample crashed with UnicodeDecodeError on a binary text column."""
+    src = _binary_text_shard(tmp_path / "in" / "a.parquet")
+    proc = run_cli("sample", src, "-n", "4", "-o", tmp_path / "s.parquet", "--max-chars", "20", "--seed", "1")
+    texts = pq.read_table(tmp_path / "s.parquet").column("text").to_pylist()
+    assert len(texts) == 4 and any("\ufffd" in t for t in texts), proc.stdout
+
+
+@pytest.mark.slow
+def test_suggest_reads_invalid_utf8(tmp_path):
+    """Item 5: suggest crashed with UnicodeDecodeError on a binary text column."""
+    src = _binary_text_shard(tmp_path / "in" / "a.parquet")
+    run_cli("suggest", str(REPO / "phifilter" / "models" / "default"), src, "-n", "2", "-o", tmp_path / "n.parquet",
+            "--device", "cpu", "-q")
+    assert pq.read_table(tmp_path / "n.parquet").num_rows == 2
+
+
+def test_label_max_chars_reads_invalid_utf8(tmp_path, chat_server):
+    """Item 5: label --max-chars crashed after every request was paid for."""
+    src = _binary_text_shard(tmp_path / "in" / "a.parquet")
+    out = tmp_path / "l.parquet"
+    proc = label_run(src, out, chat_server, "--max-chars", "30")
+    assert proc.returncode == 0, proc.stderr
+    t = pq.read_table(out)
+    assert t.num_rows == 4 and all(len(x) <= 30 for x in t.column("text").to_pylist())
+    assert chat_server.count() == 4

@@ -485,4 +485,7 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
 def _excerpts(table: pa.Table, cfg: LabelConfig) -> list[str | None]:
     from ..sample import excerpt
 
-    return [None if v is None else excerpt(v, cfg.max_chars) for v in table.column(cfg.text_column).to_pylist()]
+    column = table.column(cfg.text_column)
+    nulls = column.is_null().to_pylist()
+    # texts_from_array replaces invalid UTF-8 (as score does) instead of raising after every paid request
+    return [None if null else excerpt(t, cfg.max_chars) for null, t in zip(nulls, texts_from_array(column))]
