@@ -341,3 +341,81 @@ def test_label_max_chars_reads_invalid_utf8(tmp_path, chat_server):
     t = pq.read_table(out)
     assert t.num_rows == 4 and all(len(x) <= 30 for x in t.column("text").to_pylist())
     assert chat_server.count() == 4
+
+
+# --- item 6: label cache after a full disk; item 12: lock files, missing folder ------------------
+
+
+def test_half_created_cache_is_set_aside_and_no_paid_answer_is_lost(tmp_path, chat_server):
+    """Item 6: a cache cut short by a full disk was refused on every later run."""
+    import sqlite3
+
+    src = labels_file(tmp_path / "seed.parquet", [0, 1, 2, 3])
+    out = tmp_path / "l.parquet"
+    assert label_run(src, out, chat_server).returncode == 0
+    cache = tmp_path / "l.cache.sqlite"
+    paid = chat_server.count()
+    # 1. a header cut short: the cache of a run that died while creating it
+    good = cache.read_bytes()
+    cache.write_bytes(good[:10])
+    proc = label_run(src, out, chat_server)
+    assert proc.returncode == 0, proc.stderr
+    assert "damaged label cache" in proc.stderr and "set aside" in proc.stderr
+    aside = sorted(p for p in tmp_path.iterdir() if ".damaged-" in p.name)
+    assert len(aside) == 1 and aside[0].read_bytes() == good[:10]
+    assert chat_server.count() == paid + 4  # the cut-short cache held no answer
+    assert not list(tmp_path.glob("*.lock")), "item 12: the lock file was left behind"
+
+
+def test_malformed_page_keeps_every_readable_answer(tmp_path):
+    """Item 6: a damaged cache is set aside and the answers still readable in it are kept."""
+    from phifilter.label.cache import LabelCache
+
+    path = tmp_path / "c.sqlite"
+    with LabelCache(path) as c:
+        for i in range(400):
+            c.put(f"{i:064x}", "r" * 64, "m", i % 6, "because " * 20, "reply " * 40, 100, 10, 5)
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[-page:] = b"\xff" * page  # wreck the last page
+    path.write_bytes(bytes(data))
+    lines = []
+    with LabelCache(path, notice=lines.append) as c:
+        kept = c.count()
+    assert 0 < kept < 400 and len(lines) == 1 and "answers recovered" in lines[0], (kept, lines)
+    aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == bytes(data)
+
+
+def test_cache_creation_on_a_full_disk_leaves_nothing_half_made(tmp_path):
+    """Item 6: creating the cache is atomic; a write limit (as a full disk) leaves no file behind."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+        "from phifilter.label.cache import LabelCache\n"
+        "from phifilter.errors import OutputError\n"
+        "try:\n"
+        "    LabelCache(sys.argv[1]).__enter__()\n"
+        "except OutputError as e:\n"
+        "    print(e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "c.sqlite")], capture_output=True, text=True,
+                          env=cli_env(), cwd=REPO)
+    assert "cannot create the label cache" in proc.stdout, (proc.stdout, proc.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    from phifilter.label.cache import LabelCache
+
+    with LabelCache(tmp_path / "c.sqlite") as c:
+        assert c.count() == 0
+
+
+def test_label_into_a_missing_folder_names_the_output(tmp_path, chat_server):
+    """Item 12: `label -o missing/x.parquet` named the cache path instead."""
+    src = labels_file(tmp_path / "seed.parquet", [0, 1])
+    proc = label_run(src, tmp_path / "missing" / "l.parquet", chat_server)
+    err = one_error(proc)
+    assert "l.parquet" in err and "cache" not in err
