@@ -377,7 +377,8 @@ def test_malformed_page_keeps_every_readable_answer(tmp_path):
             c.put(f"{i:064x}", "r" * 64, "m", i % 6, "because " * 20, "reply " * 40, 100, 10, 5)
     data = bytearray(path.read_bytes())
     page = 4096
-    data[-page:] = b"\xff" * page  # wreck the last page
+    middle = len(data) // page // 2
+    data[middle * page:(middle + 1) * page] = b"\xff" * page  # wreck a page in the middle
     path.write_bytes(bytes(data))
     lines = []
     with LabelCache(path, notice=lines.append) as c:

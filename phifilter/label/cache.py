@@ -99,6 +99,11 @@ class LabelCache:
         self._db = sqlite3.connect(self.path, timeout=30)
         self._db.execute("PRAGMA synchronous=FULL")
         self._check_tables()
+        # A torn page would fail a later read mid-run, after answers were paid for: find it now
+        # (quick_check reads every page once; about a second per few hundred MB).
+        problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {problem}")
         with self._db:
             self._db.executescript(SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
