@@ -103,6 +103,20 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return sorted(shards.values(), key=lambda s: str(s.name))
 
 
+def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
+    """Like :func:`find_shards`, for commands that write one file (sample, suggest, report): no
+    output is named after a shard, so the same relative name in two input folders is fine."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise InputError("no input shards given")
+    found: dict[Path, Shard] = {}
+    for spec in inputs:
+        for shard in find_shards(spec):
+            found.setdefault(shard.path.resolve(), shard)
+    return sorted(found.values(), key=lambda s: (str(s.name), str(s.path)))
+
+
 def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
     """(folder, searched recursively?) for each input spec."""
     roots = []

@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .corpus import find_shards, is_text_type, iter_batches, open_parquet, texts_from_array
+from .corpus import find_input_files, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
 
 FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0.001)
@@ -335,7 +335,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     cfg = config or ReportConfig()
     threshold, source = resolve_threshold(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    shards = find_shards(specs)
+    shards = find_input_files(specs)
     files = []
     for s in shards:
         pf = open_parquet(s.path)
@@ -624,7 +624,7 @@ def build_report(
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give the report's file name, e.g. {output / 'report.html'}")
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    for shard in find_shards(specs):
+    for shard in find_input_files(specs):
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
     claim_file(output, "the report", inputs=specs)  # not into an input folder; writable, before the data pass

@@ -40,7 +40,7 @@ import pyarrow as pa
 from .corpus import (
     ShardWriter,
     check_text_column,
-    find_shards,
+    find_input_files,
     input_roots,
     iter_batches,
     open_parquet,
@@ -254,7 +254,7 @@ def sample_shards(
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [os.fspath(i) for i in inputs]
-    shards = find_shards(inputs)
+    shards = find_input_files(inputs)
     output = Path(output)
     _check_output(inputs, shards, output)
     schema = _output_schema(shards, cfg)

@@ -420,3 +420,36 @@ def test_label_into_a_missing_folder_names_the_output(tmp_path, chat_server):
     proc = label_run(src, tmp_path / "missing" / "l.parquet", chat_server)
     err = one_error(proc)
     assert "l.parquet" in err and "cache" not in err
+
+
+# --- item 11: one output file from shards of the same name; never into an input folder ----------
+
+
+def test_sample_and_report_accept_the_same_shard_name_in_two_folders(tmp_path):
+    """Item 11: sample, suggest and report refused x/a.parquet with y/a.parquet, though they write one file."""
+    _scored_shard(tmp_path / "x" / "a.parquet", [0.9, 0.1])
+    _scored_shard(tmp_path / "y" / "a.parquet", [0.8, 0.2], ["other 0", "other 1"])
+    run_cli("sample", tmp_path / "x", tmp_path / "y", "-n", "10", "-o", tmp_path / "s.parquet")
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == 4
+    proc = run_cli("report", tmp_path / "x", tmp_path / "y", "-o", tmp_path / "r.html", "--samples", "0")
+    assert (tmp_path / "r.html").is_file() and "4" in proc.stdout
+
+
+def test_suggest_checks_inputs_and_output_before_loading_the_model(tmp_path, monkeypatch):
+    """Items 10 and 11: suggest loaded the model first, and wrote into its input folder."""
+    from click.testing import CliRunner
+
+    from phifilter import classifier
+    from phifilter.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(classifier.EduClassifier, "load", classmethod(no_model))
+    write_shard(tmp_path / "in" / "a.parquet", ["x"])
+    for args, expect in (([str(tmp_path / "in"), "-o", str(tmp_path / "in" / "next.parquet")], "inside the input folder"),
+                         ([str(tmp_path / "in"), "-o", str(tmp_path / "n.parquet"), "--text-column", "body"],
+                          "no column 'body'")):
+        r = CliRunner().invoke(main, ["suggest", "m", *args])
+        assert r.exit_code == 1 and expect in r.output and "Traceback" not in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.parquet"]
