@@ -453,3 +453,47 @@ def test_suggest_checks_inputs_and_output_before_loading_the_model(tmp_path, mon
         r = CliRunner().invoke(main, ["suggest", "m", *args])
         assert r.exit_code == 1 and expect in r.output and "Traceback" not in r.output, r.output
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.parquet"]
+
+
+# --- ablate: items 1, 2, 12 ----------------------------------------------------------------------
+
+
+def _tiny_scored(path: Path, v: str = "x") -> Path:
+    texts = [f"def f{i}({v}):\n    return {v} * {i}\n" for i in range(6)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts, "edu_score": [0.9, 0.1, 0.8, 0.2, 0.7, 0.3]}), path, compression="none")
+    return path
+
+
+@pytest.mark.slow
+def test_ablate_tiny_input_writes_strict_json_warns_and_refuses_a_changed_input(tmp_path):
+    """Items 2 and 12: bare NaN in results.json without a warning; a rewritten input of the same
+    size and rows reused the cached stages."""
+    import json
+
+    src = _tiny_scored(tmp_path / "in" / "a.parquet")
+    args = ["ablate", tmp_path / "in", "-o", tmp_path / "out", "--preset", "micro", "--seeds", "1", "--arms",
+            "unfiltered", "--pass-samples", "0", "--threads", "1", "--tokens", "2K", "-q"]
+    proc = run_cli(*args)
+    assert "warning:" in proc.stderr and "written as null" in proc.stderr
+
+    def no_nan(value):
+        raise AssertionError(f"bare {value} in results.json")
+
+    json.loads((tmp_path / "out" / "results.json").read_text(), parse_constant=no_nan)
+    size = src.stat().st_size
+    _tiny_scored(src, v="y")  # same rows and (checked) same size, other content
+    assert src.stat().st_size == size
+    before = tree_digest(tmp_path / "out")
+    err = one_error(run_cli(*args, check=False))
+    assert "inputs changed" in err
+    assert tree_digest(tmp_path / "out") == {k: v for k, v in before.items()}
+
+
+def test_ablate_refuses_a_folder_it_did_not_write(tmp_path):
+    """Item 1: ablate wrote into any folder."""
+    _tiny_scored(tmp_path / "in" / "a.parquet")
+    (tmp_path / "out" / "data").mkdir(parents=True)
+    (tmp_path / "out" / "data" / "mine.csv").write_text("a,b\n")
+    err = one_error(run_cli("ablate", tmp_path / "in", "-o", tmp_path / "out", "--preset", "micro", check=False))
+    assert "did not write" in err and (tmp_path / "out" / "data" / "mine.csv").read_text() == "a,b\n"
