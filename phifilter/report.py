@@ -628,6 +628,10 @@ def build_report(
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
     claim_file(output, "the report", inputs=specs)  # not into an input folder; writable, before the data pass
+    try:  # a core dependency; checked before the data pass in case an install lost it
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OutputError("the report needs matplotlib, which is not installed: pip install matplotlib") from None
     data = collect(specs, cfg, progress=progress)
     page = render_html(data)
     write_text_atomic(output, page)

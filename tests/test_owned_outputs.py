@@ -497,3 +497,31 @@ def test_ablate_refuses_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "out" / "data" / "mine.csv").write_text("a,b\n")
     err = one_error(run_cli("ablate", tmp_path / "in", "-o", tmp_path / "out", "--preset", "micro", check=False))
     assert "did not write" in err and (tmp_path / "out" / "data" / "mine.csv").read_text() == "a,b\n"
+
+
+# --- item 8: plots are part of the product ---------------------------------------------------------
+
+
+def test_matplotlib_is_a_core_dependency_and_report_checks_it_first(tmp_path, monkeypatch):
+    """Item 8: `pip install .` then `phifilter report` failed with ModuleNotFoundError after the data pass."""
+    import configparser
+    import sys
+
+    from click.testing import CliRunner
+
+    from phifilter import report
+    from phifilter.cli import main
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    core = [line.split(">")[0].split("=")[0].strip() for line in cfg["options"]["install_requires"].split("\n") if line]
+    assert "matplotlib" in core
+    _scored_shard(tmp_path / "in" / "a.parquet", [0.9, 0.1])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if an install lost it
+
+    def no_pass(*a, **k):
+        raise AssertionError("read the data before checking for matplotlib")
+
+    monkeypatch.setattr(report, "collect", no_pass)
+    r = CliRunner().invoke(main, ["report", str(tmp_path / "in"), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 1 and "pip install matplotlib" in r.output, r.output
