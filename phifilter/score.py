@@ -446,6 +446,9 @@ def score_shards(
     from .outputs import claim_folder, has_column, parquet_record_of
 
     claim_folder(out_dir, parquet_record_of("score", legacy=has_column(cfg.score_column)), "scored shards")
+    if cfg.on_error == "raise":  # a bad shard fails now, not after loading the model (10-20 s)
+        for s in shards:
+            check_text_column(open_parquet(s.path).schema_arrow, cfg.text_column, s.path)
     OutputLock.check_free(out_dir)  # another run writing here: say so now, not after loading the model
     if cfg.engine not in ("local", "ray"):
         raise InputError(f"--engine {cfg.engine}: expected 'local' or 'ray'")

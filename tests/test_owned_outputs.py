@@ -525,3 +525,17 @@ def test_matplotlib_is_a_core_dependency_and_report_checks_it_first(tmp_path, mo
     monkeypatch.setattr(report, "collect", no_pass)
     r = CliRunner().invoke(main, ["report", str(tmp_path / "in"), "-o", str(tmp_path / "r.html")])
     assert r.exit_code == 1 and "pip install matplotlib" in r.output, r.output
+
+
+def test_score_checks_inputs_before_loading_the_model(tmp_path, monkeypatch):
+    """Item 10: score found a missing text column 10-20 s later, after loading the model."""
+    from phifilter import score
+    from phifilter.errors import InputError
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(score, "load_model", no_model)
+    write_shard(tmp_path / "in" / "a.parquet", ["x"])
+    with pytest.raises(InputError, match="no column 'body'"):
+        score.score_shards(tmp_path / "in", tmp_path / "out", text_column="body")
