@@ -196,11 +196,15 @@ def filter_shards(
                     keep = score >= cutoff
                 keep = (keep & _scored(score_column)).fill_null(False)
                 lf = pl.scan_parquet(shard.path)
-                agg = lf.select(
-                    rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
-                    bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
-                    rows_unscored=(~_scored(score_column)).fill_null(True).sum(),
-                ).collect().row(0, named=True)
+                try:  # reads every column the output needs: a bad one fails here, before writing
+                    agg = lf.select(
+                        rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
+                        bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
+                        rows_unscored=(~_scored(score_column)).fill_null(True).sum(),
+                    ).collect().row(0, named=True)
+                except pl.exceptions.PolarsError as e:
+                    text = str(e).strip().splitlines()
+                    raise InputError(f"{shard.path}: cannot be read ({text[0] if text else type(e).__name__})") from None
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = temp_path_for(out_path)
                 try:
