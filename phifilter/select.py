@@ -141,9 +141,18 @@ def filter_shards(
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    from .outputs import has_column
+
     listed = set((_read_manifest(out_dir).get("shards") or {}) if out_dir.is_dir() else ())
-    claim_folder(out_dir, lambda p: p == out_dir / MANIFEST or str(p.relative_to(out_dir)) in listed,
-                 "filter outputs")
+    names = {str(s.name) for s in shards}
+    scored = has_column(score_column)
+
+    def ours(p: Path) -> bool:
+        rel = str(p.relative_to(out_dir))
+        # a shard renamed into place by a run killed before it updated the manifest is ours too
+        return p == out_dir / MANIFEST or rel in listed or (rel in names and scored(p))
+
+    claim_folder(out_dir, ours, "filter outputs")
     OutputLock.check_free(out_dir)  # before the pass over every score column, not after
     for s in shards:
         _check_score_column(s.path, score_column, text_column)
