@@ -466,9 +466,9 @@ def _tiny_scored(path: Path, v: str = "x") -> Path:
 
 
 @pytest.mark.slow
-def test_ablate_tiny_input_writes_strict_json_warns_and_refuses_a_changed_input(tmp_path):
+def test_ablate_tiny_input_writes_strict_json_warns_and_redoes_a_changed_input(tmp_path):
     """Items 2 and 12: bare NaN in results.json without a warning; a rewritten input of the same
-    size and rows reused the cached stages."""
+    size and rows reused the cached stages (now they are redone, and the run says why)."""
     import json
 
     src = _tiny_scored(tmp_path / "in" / "a.parquet")
@@ -484,10 +484,14 @@ def test_ablate_tiny_input_writes_strict_json_warns_and_refuses_a_changed_input(
     size = src.stat().st_size
     _tiny_scored(src, v="y")  # same rows and (checked) same size, other content
     assert src.stat().st_size == size
-    before = tree_digest(tmp_path / "out")
-    err = one_error(run_cli(*args, check=False))
-    assert "inputs changed" in err
-    assert tree_digest(tmp_path / "out") == {k: v for k, v in before.items()}
+    docs_before = (tmp_path / "out" / "data" / "docs.npz").read_bytes()
+    tok_before = (tmp_path / "out" / "data" / "all.bin").read_bytes()
+    proc = run_cli(*args)
+    assert "inputs changed" in proc.stderr and "redone" in proc.stderr
+    assert (tmp_path / "out" / "data" / "all.bin").read_bytes() != tok_before  # not the stale tokens
+    assert (tmp_path / "out" / "data" / "docs.npz").is_file() and docs_before
+    proc = run_cli(*args)  # and a third run reuses everything again
+    assert "inputs changed" not in proc.stderr
 
 
 def test_ablate_refuses_a_folder_it_did_not_write(tmp_path):

@@ -3,7 +3,8 @@
 Output folder layout (every file is written under a temporary name and renamed when whole,
 so a rerun of the same command skips whatever is finished):
 
-    ablate.json                      settings of this folder (a rerun must match them)
+    ablate.json                      settings of this folder (a rerun must match them; changed
+                                     input contents redo data/ and runs/)
     data/docs.npz                    per-document score, size, contamination flag
     data/tokenizer.json              the byte-level BPE trained for this run
     data/all.bin, all.offsets.npy    every clean document's ids + end-of-text, corpus order
@@ -150,6 +151,15 @@ def _is_ablation_file(out: Path, p: Path) -> bool:
     return len(rel.parts) == 1 and rel.name in TOP_FILES and (out / SETTINGS).is_file()
 
 
+def _discard_stages(out: Path) -> None:
+    """Delete every stage this folder cached (all ours: the folder was claimed); keep nothing stale."""
+    for name in ("data", "runs"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in TOP_FILES:
+        if name != SETTINGS:
+            (out / name).unlink(missing_ok=True)
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / SETTINGS
     old = D.read_json(path)
@@ -161,6 +171,12 @@ def _check_settings(out: Path, settings: dict) -> None:
             if json.loads(json.dumps(old.get(part))) != json.loads(json.dumps(settings[part])):
                 changed = sorted("inputs changed" if k == "input_fingerprints" else k
                                  for k in settings[part] if old.get(part, {}).get(k) != settings[part][k])
+                if part == "data" and changed and set(changed) <= {"inputs", "inputs changed"}:
+                    # The same command over rewritten inputs: every cached stage is stale, so redo them.
+                    _discard_stages(out)
+                    print(f"note: {out}: the inputs changed since the last run; data and runs redone",
+                          file=sys.stderr, flush=True)
+                    continue
                 raise OutputError(
                     f"{out}: holds an ablation with other {part} settings ({', '.join(changed) or 'format'}); "
                     "rerun with the same options, or choose another --output folder"
