@@ -410,21 +410,28 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
+@click.option("--token-budget", default=None, type=click.IntRange(1), metavar="N",
+              help="Keep the best documents up to N tokens (counted with --tokenizer).")
+@click.option("--tokenizer", default=None, metavar="NAME",
+              help="Tokenizer for --token-budget: a folder or tokenizer.json, or a hub id (default: the embedder's, all-MiniLM-L6-v2).")
 @click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @text_column_option
+@stats_json_option
 @quiet_option
-def filter_(inputs, output, threshold, top_fraction, score_column, text_column, quiet):
-    """Keep the best rows of scored shards (by threshold or top fraction).
+def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, score_column, text_column, stats_json, quiet):
+    """Keep the best rows of scored shards (by threshold, top fraction or token budget).
 
     \b
     Example:
       phifilter filter data/scored/ -o data/kept/ --threshold 0.5
       phifilter filter data/scored/ -o data/top10/ --top-fraction 0.1
+      phifilter filter data/scored/ -o data/best-1B/ --token-budget 1000000000
     """
     from .select import filter_shards
 
     summary = filter_shards(list(inputs), output, threshold=threshold, top_fraction=top_fraction,
-                            score_column=score_column, text_column=text_column, progress=not quiet)
+                            score_column=score_column, text_column=text_column, progress=not quiet,
+                            token_budget=token_budget, tokenizer=tokenizer, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 
