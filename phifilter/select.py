@@ -139,7 +139,7 @@ def filter_shards(
 
     began = time.perf_counter()
     if sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
-        raise InputError("give exactly one of --threshold, --top-fraction or --token-budget")
+        raise InputError("give exactly one of --threshold or --top-fraction or --token-budget")
     if token_budget is not None and int(token_budget) < 1:
         raise InputError(f"--token-budget {token_budget}: must be at least 1")
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
