@@ -161,6 +161,16 @@ def test_stats_json_and_status_of_a_partial_shard(tmp_path):
     report = scoring_status(tmp_path / "out")
     assert [(s.name, s.state, s.rows) for s in report.shards] == [("a.parquet", "done", 6), ("b.parquet", "partial", 1)]
     assert "1 partial" in str(report)
+    from click.testing import CliRunner
+
+    from phifilter.cli import main
+
+    shown = CliRunner().invoke(main, ["status", str(tmp_path / "out"), str(tmp_path / "in" / "a.parquet"),
+                                      str(tmp_path / "in" / "b.parquet"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.output)
+    assert doc["counts"] == {"done": 1, "partial": 1, "stale": 0, "missing": 0} and not doc["complete"]
+    assert [(s["name"], s["rows"], s["expected"]) for s in doc["shards"]] == [("a.parquet", 6, 6), ("b.parquet", 1, 5)]
     with pytest.raises(OutputError, match="no such output folder"):
         scoring_status(tmp_path / "nowhere")
 
