@@ -408,25 +408,26 @@ fsync_dir = _fsync_dir  # the public name (phifilter.outputs); the old one stays
 class OutputLock:
     """An exclusive advisory lock on an output folder, released even if the process is killed."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
         self.folder = Path(folder)
+        self.name = name  # a partitioned task locks its own name: tasks share the folder, not shards
         self._fd: int | None = None
 
     @classmethod
-    def check_free(cls, folder: str | os.PathLike) -> None:
+    def check_free(cls, folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
         """Fail now, with the same clear error, if another process holds the folder's lock.
 
         Lets a command refuse in its first second instead of after loading a model; the real
         lock is still taken (and can still fail) when writing starts.
         """
-        if Path(folder, LOCK_NAME).exists():
-            with cls(folder):
+        if Path(folder, name).exists():
+            with cls(folder, name):
                 pass
 
     def __enter__(self) -> "OutputLock":
         import fcntl
 
-        path = self.folder / LOCK_NAME
+        path = self.folder / self.name
         while True:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -461,7 +462,7 @@ class OutputLock:
             # Delete the lock file while still holding the lock, so a finished output folder
             # holds Parquet files only (polars refuses a folder with any other file in it).
             with contextlib.suppress(OSError):
-                os.unlink(self.folder / LOCK_NAME)
+                os.unlink(self.folder / self.name)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 
