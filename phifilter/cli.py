@@ -70,6 +70,33 @@ def _sha256_pins(ctx, param, values):
     return pins or None
 
 
+def _storage_options(ctx, param, value):
+    """--storage-options JSON -> handed to every fsspec filesystem this command opens."""
+    if value is None:
+        return None
+    import json
+
+    from .location import set_storage_options
+
+    try:
+        options = json.loads(value)
+    except ValueError as e:
+        raise click.BadParameter(f"not valid JSON ({e}); e.g. '{{\"anon\": true}}'", param_hint="--storage-options")
+    if not isinstance(options, dict):
+        raise click.BadParameter("expected a JSON object, e.g. '{\"anon\": true}'", param_hint="--storage-options")
+    set_storage_options(options)
+    return options
+
+
+def storage_options_option(f):
+    """The shared --storage-options option: applied when parsed, not passed to the command."""
+    return click.option(
+        "--storage-options", default=None, metavar="JSON", expose_value=False, callback=_storage_options,
+        help="fsspec options for URL inputs/outputs (s3://, gs://, hf://), e.g. '{\"anon\": true}' or "
+             "'{\"s3\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'. Credentials otherwise come from "
+             "the store's usual environment (AWS_*, AWS_ENDPOINT_URL, ...).")(f)
+
+
 embedder_revision_option = click.option(
     "--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")
 embedder_sha256_option = click.option(
@@ -106,8 +133,11 @@ def main(ctx, verbose, quiet):
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder (local or URL).")
 @click.option("-m", "--model", type=click.Path(), default=None, help="Model folder (default: the bundled model).")
+@click.option("--output-format", type=click.Choice(["parquet", "jsonl"]), default=None,
+              help="Write every output shard in this format (default: the input's format and compression).")
+@storage_options_option
 @text_column_option
 @click.option("--score-column", default="edu_score", show_default=True, help="Name of the added score column.")
 @device_option
@@ -135,16 +165,20 @@ def main(ctx, verbose, quiet):
 @embedder_revision_option
 @embedder_sha256_option
 @quiet_option
-def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
+def score(inputs, output, model, output_format, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
           embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, quiet):
-    """Score Parquet shards: each output shard is its input plus an edu_score column.
+    """Score shards: each output shard is its input plus an edu_score column.
 
-    INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
-    shards keep their relative names. A rerun skips finished shards and redoes partial ones.
+    INPUTS are Parquet, JSON Lines (.jsonl, .json, optionally .gz/.zst/.bz2) or save_to_disk
+    files, folders (searched recursively) or globs, local or URLs (s3://, gs://, hf://). Output
+    shards keep their relative names and format. A rerun skips finished shards and redoes
+    partial ones.
 
     \b
     Example:
       phifilter score data/shards/ -o data/scored/
+      phifilter score s3://bucket/corpus/ -o s3://bucket/scored/
+      phifilter score 'data/*.jsonl.zst' -o scored/ --output-format parquet
       phifilter score 'data/**/part-*.parquet' -o scored/ --device cuda --batch-size 512
       phifilter score data/shards/ -o data/scored/ --devices all
       phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
@@ -157,7 +191,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
         embeddings=embeddings, id_column=id_column,
         devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
         tokens_per_batch=tokens_per_batch, num_threads=num_threads,
-        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256, output_format=output_format,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:

@@ -36,10 +36,12 @@ from .corpus import (
     input_fingerprint,
     iter_batches,
     open_parquet,
+    output_path,
     remove_stale_temporaries,
     texts_from_array,
 )
 from .errors import InputError, PhifilterError
+from .location import is_url
 from .pipeline import background, stage
 
 HISTOGRAM_BINS = 10
@@ -73,6 +75,7 @@ class ScoreConfig:
     tensor_forest: bool | None = None  # forest as tensors on the embedder's device (None: on CUDA only)
     embedder_revision: str | None = None  # hub revision to load the embedder at (default: the model's)
     embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
+    output_format: str | None = None  # None: each output keeps its input's format; "parquet" or "jsonl"
 
 
 @dataclass
@@ -214,7 +217,7 @@ def checkpoint_key(clf: EduClassifier, shard: Shard, cfg: ScoreConfig) -> dict:
 def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig, depth: int):
     """Read stage: events for every shard still to do (complete ones give a "skip" event)."""
     for shard in shards:
-        out_path = out_dir / shard.name
+        out_path = output_path(out_dir, shard, cfg.output_format)
         try:
             pf = open_parquet(shard.path)
             schema = pf.schema_arrow
@@ -447,6 +450,9 @@ def score_shards(
     if cfg.engine not in ("local", "ray"):
         raise InputError(f"--engine {cfg.engine}: expected 'local' or 'ray'")
     devices = parse_devices(cfg.devices) if cfg.devices else None
+    if (cfg.engine == "ray" or (devices and len(devices) > 1)) and is_url(str(output_dir)):
+        raise InputError(f"{output_dir}: --engine ray and --devices write to local folders only so far; "
+                         "score into a local folder, or run one process per machine")
     if devices and len(devices) == 1:
         cfg.device = devices[0]
     elif devices and not isinstance(model, EduClassifier):
