@@ -48,6 +48,9 @@ def storage_options_for(protocol: str) -> dict:
         opts = dict(_STORAGE_OPTIONS[protocol])
     else:
         opts = {k: v for k, v in _STORAGE_OPTIONS.items() if not (k in DRIVERS or k in ("memory", "file"))}
+    if protocol in ("s3", "s3a", "gs", "gcs"):
+        # Listings are re-read, never cached: a rerun must see what another process published.
+        opts.setdefault("use_listings_cache", False)
     if protocol in ("s3", "s3a"):
         # botocore reads AWS_ACCESS_KEY_ID & co. itself; AWS_ENDPOINT_URL only in some versions.
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
