@@ -467,6 +467,10 @@ class ShardWriter:
                 self._tmp.unlink(missing_ok=True)
             if exc_type is None:
                 raise output_error(self.path, e) from None
+        except BaseException:  # the lock was lost: leave nothing of ours behind
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+            raise
         finally:
             if exc_type is not None and self._tmp is not None:
                 with contextlib.suppress(OSError):

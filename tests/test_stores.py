@@ -1,0 +1,153 @@
+"""Scoring from and to fsspec stores: memory:// in-process, and a real S3-compatible server (moto
+in server mode on 127.0.0.1) with s3fs as the client: publish-by-copy, the lock object with
+owner and expiry, a SIGKILL mid-run and a rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import BOILERPLATE, GOOD_CODE, write_shard
+from s3server import s3  # noqa: F401  (fixture)
+from s3server import _moto_endpoint  # noqa: F401  (fixture)
+from phifilter.errors import OutputError
+
+PIECES = [GOOD_CODE, BOILERPLATE, "import os\n", "for i in range(3):\n    print(i)\n", "x = 1\n"]
+
+
+def _corpus(folder, shards=2, rows=12, seed=0):
+    rng = np.random.default_rng(seed)
+    for k in range(shards):
+        texts = ["\n".join(rng.choice(PIECES, 2)) + f"\n# {k}-{i}" for i in range(rows)]
+        write_shard(folder / f"s{k}.parquet", texts, row_group_size=4, id=pa.array([f"{k}-{i}" for i in range(rows)]))
+    return folder
+
+
+def _s3_keys(s3, prefix):
+    return sorted(p.split("/", 1)[1] for p in s3.fs.find(f"{s3.bucket}/{prefix}"))
+
+
+def test_memory_store_scores_and_reruns(tmp_path, bundled_model):
+    import fsspec
+
+    from phifilter.score import score_shards
+
+    src = _corpus(tmp_path / "in", shards=1, rows=6)
+    mem = fsspec.filesystem("memory")
+    root = f"/t{os.getpid()}-{time.time_ns()}"
+    mem.put(str(src / "s0.parquet"), f"{root}/in/sub/s0.parquet")
+    score_shards(src, tmp_path / "ref", model=bundled_model)
+    summary = score_shards(f"memory://{root}/in", f"memory://{root}/out", model=bundled_model)
+    assert summary.shards_scored == 1
+    with mem.open(f"{root}/out/sub/s0.parquet", "rb") as f:
+        assert pq.read_table(f).equals(pq.read_table(tmp_path / "ref" / "s0.parquet"))
+    assert sorted(mem.find(f"{root}/out")) == [f"{root}/out/sub/s0.parquet"]  # no lock, no temporaries
+    assert score_shards(f"memory://{root}/in", f"memory://{root}/out", model=bundled_model).shards_skipped == 1
+
+
+def test_s3_score_equals_local_and_rerun_skips(tmp_path, s3, bundled_model):
+    from phifilter.score import score_shards
+
+    src = _corpus(tmp_path / "in")
+    s3.fs.put(str(src / "s0.parquet"), f"{s3.bucket}/corpus/s0.parquet")
+    s3.fs.put(str(src / "s1.parquet"), f"{s3.bucket}/corpus/deep/s1.parquet")
+    score_shards(src, tmp_path / "ref", model=bundled_model)
+    summary = score_shards(s3.url("corpus/"), s3.url("scored/"), model=bundled_model, read_batch_rows=4)
+    assert summary.shards_scored == 2 and summary.rows == 24
+    assert _s3_keys(s3, "scored") == ["scored/deep/s1.parquet", "scored/s0.parquet"]  # lock released, no temporaries
+    for key, ref in (("scored/s0.parquet", "s0.parquet"), ("scored/deep/s1.parquet", "s1.parquet")):
+        with s3.fs.open(f"{s3.bucket}/{key}", "rb") as f:
+            assert pq.read_table(f).equals(pq.read_table(tmp_path / "ref" / ref))  # scores bit-identical
+    again = score_shards(s3.url("corpus"), s3.url("scored"), model=bundled_model)
+    assert again.shards_skipped == 2 and again.shards_scored == 0
+
+
+def _lock_doc(**kw):
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "t",
+                       "expires": time.time() + 600, **kw}).encode()
+
+
+def test_s3_lock_refuses_a_live_owner_and_takes_over_a_dead_or_expired_one(tmp_path, s3, bundled_model):
+    from phifilter.corpus import OutputLock
+
+    lock_key = f"{s3.bucket}/out/.phifilter.lock"
+    s3.fs.pipe(lock_key, _lock_doc())  # a live process on this host (this one) holds it
+    with pytest.raises(OutputError, match=r"out: another phifilter process \(pid \d+ on .*\) is writing here"):
+        OutputLock.check_free(s3.url("out"))
+    with pytest.raises(OutputError, match="another phifilter process"):
+        OutputLock(s3.url("out")).__enter__()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    s3.fs.pipe(lock_key, _lock_doc(pid=int(dead.stdout)))  # a SIGKILLed run on this host: taken over at once
+    with OutputLock(s3.url("out")):
+        held = json.loads(s3.fs.cat(lock_key))
+        assert held["pid"] == os.getpid() and held["token"] != "t"
+        with pytest.raises(OutputError, match="another phifilter process"):  # two runs never both hold it
+            OutputLock(s3.url("out")).__enter__()
+    assert not s3.fs.exists(lock_key)  # released
+    s3.fs.pipe(lock_key, _lock_doc(host="elsewhere", pid=1, expires=time.time() - 1))  # expired
+    with OutputLock(s3.url("out")):
+        assert json.loads(s3.fs.cat(lock_key))["host"] == socket.gethostname()
+
+
+def test_s3_a_run_that_lost_its_lock_publishes_nothing(tmp_path, s3):
+    from phifilter.corpus import OutputLock, ShardWriter
+
+    schema = pa.schema([("text", pa.string())])
+    with OutputLock(s3.url("out")):
+        s3.fs.pipe(f"{s3.bucket}/out/.phifilter.lock", _lock_doc(host="elsewhere", token="winner"))
+        with pytest.raises(OutputError, match="no longer this run's"):
+            with ShardWriter(s3.url("out/a.parquet"), schema) as w:
+                w.write_batch(pa.record_batch([pa.array(["x"])], schema=schema))
+    assert _s3_keys(s3, "out") == ["out/.phifilter.lock"]  # the winner's lock, untouched; no output
+
+
+def _s3_progress(s3, prefix):
+    """Rows visible in S3: published shards plus checkpointed rows in partial manifests."""
+    rows = 0
+    for key in s3.fs.find(f"{s3.bucket}/{prefix}"):
+        name = key.rsplit("/", 1)[1]
+        try:
+            if name == "manifest.json":
+                rows += json.loads(s3.fs.cat(key))["rows"]
+            elif not name.startswith(".") and "/." not in key:
+                with s3.fs.open(key, "rb") as f:
+                    rows += pq.ParquetFile(f).metadata.num_rows
+        except (OSError, ValueError, KeyError):
+            pass
+    return rows
+
+
+@pytest.mark.slow
+def test_s3_score_killed_mid_run_then_rerun_equals_uninterrupted(tmp_path, s3, bundled_model):
+    from killresume import KillResumeCase, run_kill_resume
+    from phifilter.score import score_shards
+
+    src = _corpus(tmp_path / "in", shards=2, rows=32)
+    for k in range(2):
+        s3.fs.put(str(src / f"s{k}.parquet"), f"{s3.bucket}/corpus/s{k}.parquet")
+    score_shards(src, tmp_path / "ref", model=bundled_model, read_batch_rows=8)
+
+    def compare():
+        assert _s3_keys(s3, "scored") == ["scored/s0.parquet", "scored/s1.parquet"]  # no temporaries, no lock
+        for k in range(2):
+            with s3.fs.open(f"{s3.bucket}/scored/s{k}.parquet", "rb") as f:
+                got = pq.read_table(f)
+            ref = pq.read_table(tmp_path / "ref" / f"s{k}.parquet")
+            assert got.drop_columns(["edu_score"]).equals(ref.drop_columns(["edu_score"]))
+            np.testing.assert_allclose(got.column("edu_score").to_numpy(), ref.column("edu_score").to_numpy(), atol=1e-5)
+
+    case = KillResumeCase(
+        argv=["score", s3.url("corpus/"), "-o", s3.url("scored/"), "--read-batch-rows", "8", "--device", "cpu", "-q"],
+        progress=lambda: _s3_progress(s3, "scored"), total=64, compare=compare, outputs=[], env=s3.env,
+    )
+    result = run_kill_resume(case, seed=1, kills=2)
+    assert result.kills >= 1, result.records
