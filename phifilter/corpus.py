@@ -590,11 +590,23 @@ def partial_dir_for(path: str | os.PathLike) -> Path:
     return path.parent / f".{path.name}{PARTIAL_MARK}"
 
 
+def write_remote_atomically(path: RemotePath, data: bytes) -> None:
+    """Write one small object whole: a hidden temporary, then published (objstore.publish)."""
+    tmp = temp_path_for(path)
+    try:
+        tmp.write_bytes(data)
+        publish(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
 def _write_json_atomically(path: Path, doc: dict) -> None:
     tmp = temp_path_for(path)
     if isinstance(path, RemotePath):
-        tmp.write_bytes(json.dumps(doc, sort_keys=True).encode())
-        publish(tmp, path)
+        write_remote_atomically(path, json.dumps(doc, sort_keys=True).encode())
         return
     with open(tmp, "w") as f:
         json.dump(doc, f, sort_keys=True)

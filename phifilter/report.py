@@ -119,7 +119,13 @@ def html_page(title: str, body: str, css: str = CSS) -> str:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file under a temporary name and rename it into place."""
-    path = Path(path)
+    from .corpus import write_remote_atomically
+    from .location import RemotePath, as_location
+
+    path = as_location(path)
+    if isinstance(path, RemotePath):  # an object store: no rename, a published temporary
+        write_remote_atomically(path, text.encode("utf-8"))
+        return path
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -625,7 +631,9 @@ def build_report(
         build_report("data/scored/", "report.html", ReportConfig(by="source"))
     """
     cfg = config or ReportConfig()
-    output = Path(output)
+    from .location import as_location
+
+    output = as_location(output)
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give the report's file name, e.g. {output / 'report.html'}")
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)

@@ -151,3 +151,55 @@ def test_s3_score_killed_mid_run_then_rerun_equals_uninterrupted(tmp_path, s3, b
     )
     result = run_kill_resume(case, seed=1, kills=2)
     assert result.kills >= 1, result.records
+
+
+def _scored_rows(n=40, seed=3):
+    rng = np.random.default_rng(seed)
+    scores = rng.random(n).astype(np.float32)
+    scores[5] = scores[6]  # a tie across the boundary is broken by corpus order
+    return [{"id": f"d{i}", "text": f"doc {i} é" * (i % 4), "meta": {"k": [i]}, "edu_score": float(s)}
+            for i, s in enumerate(scores)]
+
+
+def test_filter_sample_report_on_s3_and_jsonl_equal_local_parquet(tmp_path, s3):
+    from test_formats import read_jsonl, write_jsonl
+
+    from phifilter.report import ReportConfig, build_report
+    from phifilter.sample import SampleConfig, sample_shards
+    from phifilter.select import filter_shards
+
+    rows = _scored_rows()
+    local = tmp_path / "scored"
+    local.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:25]), local / "a.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[25:]), local / "b.parquet")
+    for name in ("a.parquet", "b.parquet"):
+        s3.fs.put(str(local / name), f"{s3.bucket}/scored/{name}")
+    write_jsonl(tmp_path / "js" / "a.jsonl.gz", rows[:25], "gzip")
+    write_jsonl(tmp_path / "js" / "b.jsonl.gz", rows[25:], "gzip")
+
+    ref = filter_shards(local, tmp_path / "kept", top_fraction=0.3)
+    on_s3 = filter_shards(s3.url("scored"), s3.url("kept"), top_fraction=0.3)
+    js = filter_shards(tmp_path / "js", tmp_path / "kept-js", top_fraction=0.3)
+    assert ref.rows_kept == on_s3.rows_kept == js.rows_kept == 12
+    assert ref.bytes_kept == on_s3.bytes_kept == js.bytes_kept
+    for name in ("a", "b"):
+        want = pq.read_table(tmp_path / "kept" / f"{name}.parquet").to_pylist()
+        with s3.fs.open(f"{s3.bucket}/kept/{name}.parquet", "rb") as f:
+            assert pq.read_table(f).to_pylist() == want
+        assert read_jsonl(tmp_path / "kept-js" / f"{name}.jsonl.gz") == want  # same format and rows
+    assert filter_shards(s3.url("scored"), s3.url("kept"), top_fraction=0.3).shards_skipped == 2  # rerun
+
+    cfg = SampleConfig(n=7, seed=1)
+    sample_shards(local, tmp_path / "seed.parquet", cfg, progress=False)
+    sample_shards(s3.url("scored/"), s3.url("seed/seed.parquet"), cfg, progress=False)
+    sample_shards(tmp_path / "js", tmp_path / "seed-js.parquet", cfg, progress=False)
+    want = pq.read_table(tmp_path / "seed.parquet")
+    with s3.fs.open(f"{s3.bucket}/seed/seed.parquet", "rb") as f:
+        assert pq.read_table(f).equals(want)
+    assert pq.read_table(tmp_path / "seed-js.parquet").to_pylist() == want.to_pylist()
+
+    build_report([s3.url("scored/")], s3.url("reports/r.html"), ReportConfig(samples_per_band=2))
+    page = s3.fs.cat(f"{s3.bucket}/reports/r.html").decode()
+    assert page.startswith("<!DOCTYPE html>") and "40" in page
+    assert _s3_keys(s3, "reports") == ["reports/r.html"]
