@@ -407,6 +407,7 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
               help="Keep this fraction of documents, best first.")
 @click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @text_column_option
+@storage_options_option
 @quiet_option
 def filter_(inputs, output, threshold, top_fraction, score_column, text_column, quiet):
     """Keep the best rows of scored shards (by threshold or top fraction).
@@ -439,6 +440,7 @@ def filter_(inputs, output, threshold, top_fraction, score_column, text_column, 
               help="Words in a run shared with an excluded text that rule a document out.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
 @click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@storage_options_option
 @quiet_option
 def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, exclude, exclude_ngram, seed,
            read_batch_rows, quiet):
@@ -601,6 +603,7 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
 @click.option("--title", default="phifilter score report", show_default=True, help="Page title.")
 @click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
 @click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@storage_options_option
 @quiet_option
 def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
            read_batch_rows, quiet):
