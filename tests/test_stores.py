@@ -69,6 +69,8 @@ def test_s3_score_equals_local_and_rerun_skips(tmp_path, s3, bundled_model):
             assert pq.read_table(f).equals(pq.read_table(tmp_path / "ref" / ref))  # scores bit-identical
     again = score_shards(s3.url("corpus"), s3.url("scored"), model=bundled_model)
     assert again.shards_skipped == 2 and again.shards_scored == 0
+    assert _s3_keys(s3, "corpus") == ["corpus/deep/s1.parquet", "corpus/s0.parquet"]  # inputs untouched
+    assert s3.fs.cat(f"{s3.bucket}/corpus/s0.parquet") == (src / "s0.parquet").read_bytes()
 
 
 def _lock_doc(**kw):
