@@ -246,3 +246,54 @@ def glob_root(spec: str) -> str:
             break
         fixed.append(part)
     return head + "/".join(fixed)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PHIFILTER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or
+                                                                Path.home() / ".cache") / "phifilter")
+
+
+def local_folder(spec) -> Path:
+    """A local folder with the contents of ``spec``: itself when local; for a URL (a model folder
+    on S3, say) a copy in the cache, downloaded once per version of its files.
+
+    The copy's name hashes the URL and every file's name, size and ETag/mtime, so a changed
+    folder is downloaded again; it is written under a temporary name and renamed whole.
+    """
+    import hashlib
+    import shutil
+
+    loc = as_location(spec)
+    if not isinstance(loc, RemotePath):
+        return loc
+    try:
+        listing = loc.fs.find(loc.path, detail=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{loc}: cannot list ({e}); check the URL and credentials") from None
+    if not listing:
+        raise InputError(f"{loc}: no such folder")
+    version = hashlib.sha256()
+    for name in sorted(listing):
+        info = listing[name]
+        version.update(f"{name}\0{info.get('size')}\0{info.get('ETag') or info.get('mtime') or info.get('LastModified')}\n".encode())
+    target = cache_root() / "remote" / f"{hashlib.sha256(str(loc).encode()).hexdigest()[:16]}-{version.hexdigest()[:16]}"
+    if target.is_dir():
+        return target
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for name in listing:
+            rel = name[len(loc.path):].lstrip("/")
+            if listing[name].get("type") == "directory" or not rel:
+                continue
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            loc.fs.get_file(name, str(dest))
+        os.replace(tmp, target)
+    except FileExistsError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same copy first
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():
+            raise InputError(f"{loc}: cannot download ({e})") from None
+    return target

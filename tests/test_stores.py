@@ -205,3 +205,19 @@ def test_filter_sample_report_on_s3_and_jsonl_equal_local_parquet(tmp_path, s3):
     page = s3.fs.cat(f"{s3.bucket}/reports/r.html").decode()
     assert page.startswith("<!DOCTYPE html>") and "40" in page
     assert _s3_keys(s3, "reports") == ["reports/r.html"]
+
+
+@pytest.mark.slow
+def test_model_folder_on_s3_is_fetched_once_and_scores_like_the_local_one(tmp_path, s3, bundled_model, monkeypatch):
+    from phifilter import EduClassifier
+    from phifilter.classifier import default_model_path
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    s3.fs.put(str(default_model_path()), f"{s3.bucket}/models/default", recursive=True)
+    clf = EduClassifier.load(s3.url("models/default"), device="cpu")
+    texts = [GOOD_CODE, BOILERPLATE]
+    np.testing.assert_array_equal(clf.edu_score(texts), bundled_model.edu_score(texts))
+    copies = list((tmp_path / "cache" / "remote").iterdir())
+    assert len(copies) == 1
+    EduClassifier.load(s3.url("models/default/"), device="cpu")  # same version: no second copy
+    assert list((tmp_path / "cache" / "remote").iterdir()) == copies
