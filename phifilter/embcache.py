@@ -37,6 +37,7 @@ from .corpus import (
     find_shards,
     iter_batches,
     open_parquet,
+    output_path,
     remove_stale_temporaries,
     texts_from_array,
 )
@@ -150,7 +151,7 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         for shard in tqdm(shards, unit="shard", desc="shards", disable=not progress or len(shards) < 2):
-            out = out_dir / shard.name
+            out = output_path(out_dir, shard, "parquet")  # a sidecar is Parquet whatever the shard's format
             if out.is_file() and (read_identity(out) or {}).get("key") == ident["key"]:
                 summary.shards_skipped += 1
                 continue

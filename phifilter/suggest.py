@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from .corpus import check_text_column, find_shards, iter_batches, open_parquet, texts_from_array
+from .location import as_location
 from .errors import InputError
 
 
@@ -47,7 +48,7 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
         raise InputError(f"--random-share {random_share}: expected a number in [0, 1]")
     clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
     clf._check_embedder()
-    out = Path(output)
+    out = as_location(output)  # a local path or a URL (written through ShardWriter either way)
     shards = find_shards(inputs)
     if any(s.path.resolve() == out.resolve() for s in shards):
         raise InputError(f"{out}: the output may not be one of the inputs")

@@ -221,3 +221,32 @@ def test_model_folder_on_s3_is_fetched_once_and_scores_like_the_local_one(tmp_pa
     assert len(copies) == 1
     EduClassifier.load(s3.url("models/default/"), device="cpu")  # same version: no second copy
     assert list((tmp_path / "cache" / "remote").iterdir()) == copies
+
+
+def test_embed_suggest_and_train_inputs_take_urls(tmp_path, bundled_model):
+    import fsspec
+    from test_formats import ROWS, write_jsonl
+
+    from phifilter.embcache import embed_shards
+    from phifilter.suggest import suggest
+    from phifilter.train import TrainConfig, read_labels
+
+    mem = fsspec.filesystem("memory")
+    root = f"/e{os.getpid()}-{time.time_ns()}"
+    write_jsonl(tmp_path / "in" / "a.jsonl.gz", ROWS, "gzip")
+    mem.put(str(tmp_path / "in" / "a.jsonl.gz"), f"{root}/in/a.jsonl.gz")
+    emb = bundled_model.embedder_
+    embed_shards(tmp_path / "in", tmp_path / "emb", emb)
+    embed_shards(f"memory://{root}/in", f"memory://{root}/emb", emb)
+    with mem.open(f"{root}/emb/a.parquet", "rb") as f:  # a sidecar is Parquet whatever the shard's format
+        assert pq.read_table(f).equals(pq.read_table(tmp_path / "emb" / "a.parquet"))
+    suggest(bundled_model, [tmp_path / "in"], tmp_path / "s.parquet", n=2, random_share=0.5)
+    suggest(bundled_model, [f"memory://{root}/in"], f"memory://{root}/s.parquet", n=2, random_share=0.5)
+    with mem.open(f"{root}/s.parquet", "rb") as f:
+        got = pq.read_table(f).drop_columns(["source_shard"])
+    assert got.equals(pq.read_table(tmp_path / "s.parquet").drop_columns(["source_shard"]))
+    labels = pa.Table.from_pylist([{"text": r["text"], "llm_score": i} for i, r in enumerate(ROWS)])
+    with mem.open(f"{root}/labels.parquet", "wb") as f:
+        pq.write_table(labels, f)
+    data = read_labels(f"memory://{root}/labels.parquet", TrainConfig())
+    assert list(data.scores) == [0, 1, 2, 3]
