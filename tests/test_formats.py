@@ -163,3 +163,46 @@ def test_save_to_disk_folder_is_scored_to_parquet(tmp_path, bundled_model):
     assert summary.rows == 4
     got = pa.concat_tables([pq.read_table(tmp_path / "out" / f"data-0000{i}-of-00002.parquet") for i in (0, 1)])
     assert got.drop_columns(["edu_score"]).to_pylist() == ROWS
+
+
+def test_cli_bad_jsonl_is_one_error_line(tmp_path):
+    from conftest import run_cli
+
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"text": "ok"}\n{"text": \n'))
+    proc = run_cli("sample", bad, "-o", tmp_path / "s.parquet", "-n", "1", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"Error: {bad}: not valid JSON Lines near row 1 "
+                                                 f"{proc.stderr.split('near row 1 ', 1)[1].strip()}"]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "s.parquet").exists()
+
+
+@pytest.mark.slow
+def test_jsonl_score_killed_mid_shard_then_rerun_equals_uninterrupted(tmp_path, bundled_model):
+    from killresume import KillResumeCase, run_kill_resume
+
+    from phifilter.score import score_shards
+
+    pieces = [GOOD_CODE, BOILERPLATE, "import os\n", "x = 1\n"]
+    rows = [{"id": i, "text": pieces[i % 4] + f"# {i} ü", "meta": {"n": [i, i + 1]}} for i in range(48)]
+    write_jsonl(tmp_path / "in" / "a.jsonl.zst", rows, "zstd")
+    score_shards(tmp_path / "in", tmp_path / "ref", model=bundled_model, read_batch_rows=8)
+    out = tmp_path / "out"
+
+    def progress():
+        done = out / "a.jsonl.zst"
+        if done.exists():
+            return len(rows)
+        try:
+            return json.loads((out / ".a.jsonl.zst.partial" / "manifest.json").read_text())["rows"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def compare():
+        got, ref = read_jsonl(out / "a.jsonl.zst"), read_jsonl(tmp_path / "ref" / "a.jsonl.zst")
+        assert [{k: v for k, v in r.items() if k != "edu_score"} for r in got] == rows
+        np.testing.assert_allclose([r["edu_score"] for r in got], [r["edu_score"] for r in ref], atol=1e-5)
+
+    case = KillResumeCase(argv=["score", tmp_path / "in", "-o", out, "--read-batch-rows", "8", "--device", "cpu", "-q"],
+                          progress=progress, total=len(rows), compare=compare, outputs=[out])
+    assert run_kill_resume(case, seed=2, kills=2).kills >= 1
