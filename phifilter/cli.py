@@ -240,6 +240,7 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
               help="Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
+@storage_options_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
           target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
@@ -312,6 +313,7 @@ def format_metrics(metrics: dict) -> str:
 @device_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
+@storage_options_option
 def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
@@ -348,6 +350,7 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @quiet_option
+@storage_options_option
 def evaluate(model, labels, output, text_column, score_column, embeddings, id_column, n_bootstrap, seed, device,
              as_json, quiet):
     """Measure a model against labels it has not seen: precision, recall, F1, ROC/PR AUC, Spearman,
@@ -382,6 +385,7 @@ def evaluate(model, labels, output, text_column, score_column, embeddings, id_co
 @click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
 @device_option
 @quiet_option
+@storage_options_option
 def suggest(model, inputs, output, n, random_share, seed, text_column, read_batch_rows, device, quiet):
     """Pick the documents most worth labelling next: where the forest's trees disagree most,
     plus a random share.
@@ -630,6 +634,7 @@ def report(inputs, output, by, text_column, score_column, threshold, model, samp
 
 @main.command()
 @click.argument("model", required=False, type=click.Path())
+@storage_options_option
 def info(model):
     """Show a model folder's embedder, thresholds and metrics (default: the bundled model).
 
