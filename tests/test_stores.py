@@ -250,3 +250,37 @@ def test_embed_suggest_and_train_inputs_take_urls(tmp_path, bundled_model):
         pq.write_table(labels, f)
     data = read_labels(f"memory://{root}/labels.parquet", TrainConfig())
     assert list(data.scores) == [0, 1, 2, 3]
+
+
+def test_urls_are_found_named_and_checked_like_local_paths(tmp_path):
+    import fsspec
+
+    from phifilter.corpus import check_output_dir, find_shards
+    from phifilter.errors import InputError
+    from phifilter.location import RemotePath, as_location
+
+    mem = fsspec.filesystem("memory")
+    root = f"/f{os.getpid()}-{time.time_ns()}"
+    for key in ("in/a.parquet", "in/sub/b.jsonl.zst", "in/.hidden/c.parquet", "in/_SUCCESS", "in/meta.json"):
+        mem.pipe(f"{root}/{key}", b"x")
+    assert [str(s.name) for s in find_shards(f"memory://{root}/in/")] == ["a.parquet", "sub/b.jsonl.zst"]
+    shards = find_shards(f"memory://{root}/in/**/*.zst")
+    assert [(str(s.path), str(s.name)) for s in shards] == [(f"memory://{root}/in/sub/b.jsonl.zst", "sub/b.jsonl.zst")]
+    with pytest.raises(InputError, match="no such file or folder"):
+        find_shards(f"memory://{root}/missing")
+    with pytest.raises(OutputError, match="may not be the input folder"):
+        check_output_dir([f"memory://{root}/in"], f"memory://{root}/in/out")
+    assert check_output_dir([f"memory://{root}/in"], f"memory://{root}/out") == RemotePath(f"memory://{root}/out")
+    assert as_location(f"file://{tmp_path}") == tmp_path  # file:// is a local path
+    loc = RemotePath("s3://bucket/a/b.jsonl.gz")
+    assert (loc.name, str(loc.parent), str(loc.parent / "c" / "d.parquet")) == (
+        "b.jsonl.gz", "s3://bucket/a", "s3://bucket/a/c/d.parquet")
+
+
+def test_missing_driver_and_bad_storage_options_are_one_line_errors(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("filter", "nosuchproto://bucket/x", "-o", tmp_path / "o", "--threshold", "0.5", check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: nosuchproto://bucket/x: ") and "Traceback" not in proc.stderr
+    proc = run_cli("filter", "x", "-o", tmp_path / "o", "--threshold", "0.5", "--storage-options", "{nope", check=False)
+    assert proc.returncode == 2 and "--storage-options" in proc.stderr
