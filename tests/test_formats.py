@@ -155,14 +155,19 @@ def save_to_disk_layout(folder, parts):
     return folder
 
 
-def test_save_to_disk_folder_is_scored_to_parquet(tmp_path, bundled_model):
+def test_save_to_disk_folder_is_scored_to_parquet(tmp_path, bundled_model, monkeypatch):
     from phifilter.score import score_shards
 
-    save_to_disk_layout(tmp_path / "ds", [ROWS[:3], ROWS[3:]])
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets  # the dev extra installs it
+    # the real writer, not a copy of its layout
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"), num_shards=2)
     summary = score_shards(tmp_path / "ds", tmp_path / "out", model=bundled_model, read_batch_rows=2)
     assert summary.rows == 4
     got = pa.concat_tables([pq.read_table(tmp_path / "out" / f"data-0000{i}-of-00002.parquet") for i in (0, 1)])
     assert got.drop_columns(["edu_score"]).to_pylist() == ROWS
+    back = datasets.load_dataset("parquet", data_dir=str(tmp_path / "out"), split="train")
+    assert back["id"] == [r["id"] for r in ROWS]
 
 
 def test_cli_bad_jsonl_is_one_error_line(tmp_path):
