@@ -408,6 +408,87 @@ class EduClassifier:
             return E.reduce_scores(rows, "mean")
         return rows
 
+    # -- scoring stages (phifilter.scoring asks the model for them) --------------------------
+
+    def scoring_stages(self, tensor_forest: bool | None = None) -> list:
+        """:meth:`edu_score` cut into steps `phifilter score` runs in threads of their own.
+
+        Returns ``[(name, fn), ...]``, each ``fn(batch) -> batch`` (the protocol is described in
+        :mod:`phifilter.scoring.batch`): "tokenise" lays documents out (whole, or in chunks) and
+        calls :meth:`Embedder.prepare`, "embed" :meth:`Embedder.run`, "head" pools chunks and
+        scores. One "model" stage instead when embeddings come from a cache (the cache decides
+        per document whether it is embedded at all) or a subclass scores its own way.
+        ``tensor_forest``: walk the forest as tensors on the embedder's device (None: on CUDA).
+        """
+        if not self._splits_into_stages():
+            return [("model", self._score_whole_batch)]
+        from .chunking import assemble, layout_documents
+
+        emb = self.embedder_
+        tensor = self._tensor_head(tensor_forest)
+
+        def tokenise(batch):
+            layout = layout_documents(emb, batch.texts, self.chunking, self.max_chunks, count=False)
+            plan = emb.prepare(layout[0])
+            batch.work, batch.tokens = (layout, plan), plan.tokens
+            return batch
+
+        def embed(batch):
+            layout, plan = batch.work
+            batch.work = (layout, emb.run(plan))
+            return batch
+
+        def head(batch):
+            (layout, X), batch.work = batch.work, None
+            if not batch.texts:
+                batch.scores = np.zeros(0, np.float32)
+                return batch
+            E = assemble(emb, X, layout, self.chunking, chunk_tokens=self.needs_chunk_tokens)
+            if tensor is not None:
+                batch.scores = tensor.predict_positive(self._head_input(E)).astype(np.float32)
+                batch.scores[_empty_mask(batch.texts)] = 0.0
+            else:
+                batch.scores = self.score_doc_embeddings(E, _empty_mask(batch.texts))
+            return batch
+
+        return [("tokenise", tokenise), ("embed", embed), ("head", head)]
+
+    def _splits_into_stages(self) -> bool:
+        return (getattr(self, "embedding_cache_", None) is None
+                and type(self).edu_score is EduClassifier.edu_score
+                and hasattr(self.embedder_, "prepare") and hasattr(self.embedder_, "run"))
+
+    def _score_whole_batch(self, batch):
+        ids = None
+        if getattr(self, "embedding_cache_", None) is not None:
+            from .embcache import document_ids
+
+            ids = document_ids(batch.records, batch.id_column, batch.texts)
+        batch.scores = self.edu_score(batch.texts, ids=ids) if batch.texts else np.zeros(0, np.float32)
+        return batch
+
+    def _tensor_head(self, wanted: bool | None):
+        """A TensorForest on the embedder's device when wanted (None: on CUDA only), else None.
+
+        Only for a plain scikit-learn forest classifier head with one row per document and no
+        calibration, scored through the stock ``score_doc_embeddings``.
+        """
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+        device = getattr(self.embedder_, "_device", None) or "cpu"
+        use = wanted if wanted is not None else device.startswith("cuda")
+        plain = (type(self).score_doc_embeddings is EduClassifier.score_doc_embeddings
+                 and type(self).raw_scores is EduClassifier.raw_scores)
+        forest = getattr(self, "forest_", None)
+        # one head row per document (truncated, or pooled chunks) and no calibration to apply after
+        per_document = self.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
+        if not (use and plain and per_document and getattr(self, "calibrator_", None) is None
+                and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier)) and True in list(forest.classes_)):
+            return None
+        from .tensor_forest import TensorForest
+
+        return TensorForest(forest, True, device=device)
+
     # -- embedding cache --------------------------------------------------------------------
 
     def embedding_identity(self) -> dict:

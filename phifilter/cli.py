@@ -97,6 +97,9 @@ def storage_options_option(f):
              "the store's usual environment (AWS_*, AWS_ENDPOINT_URL, ...).")(f)
 
 
+stats_json_option = click.option(
+    "--stats-json", default=None, type=click.Path(dir_okay=False),
+    help="Also write the run's statistics here as JSON (rows, bytes, tokens, docs/s, histogram, per-shard timings, failures).")
 embedder_revision_option = click.option(
     "--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")
 embedder_sha256_option = click.option(
@@ -164,15 +167,22 @@ def main(ctx, verbose, quiet):
 @click.option("--num-threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: one per core).")
 @embedder_revision_option
 @embedder_sha256_option
+@click.option("--task-index", default=None, type=click.IntRange(0),
+              help="Partitioned run: this task's number, 0-based (default: $SLURM_ARRAY_TASK_ID, else 0).")
+@click.option("--num-tasks", default=None, type=click.IntRange(1),
+              help="Partitioned run: how many tasks share the shards (default: $SLURM_ARRAY_TASK_COUNT, else 1).")
+@stats_json_option
 @quiet_option
-def score(inputs, output, model, output_format, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
-          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, quiet):
+def score(inputs, output, model, output_format, text_column, score_column, device, batch_size, read_batch_rows, max_length,
+          on_error, embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads,
+          embedder_revision, embedder_sha256, task_index, num_tasks, stats_json, quiet):
     """Score shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet, JSON Lines (.jsonl, .json, optionally .gz/.zst/.bz2) or save_to_disk
     files, folders (searched recursively) or globs, local or URLs (s3://, gs://, hf://). Output
     shards keep their relative names and format. A rerun skips finished shards and redoes
-    partial ones.
+    partial ones, and those made from another input, model or columns. --task-index/--num-tasks
+    split the shards between independent tasks (Slurm arrays, Kubernetes Jobs; see docs/scaling.md).
 
     \b
     Example:
@@ -182,8 +192,9 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
       phifilter score 'data/**/part-*.parquet' -o scored/ --device cuda --batch-size 512
       phifilter score data/shards/ -o data/scored/ --devices all
       phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
+      phifilter score data/shards/ -o data/scored/ --task-index 3 --num-tasks 8
     """
-    from .score import ScoreConfig, score_shards
+    from .scoring import ScoreConfig, score_shards
 
     cfg = ScoreConfig(
         text_column=text_column, score_column=score_column, device=device, embed_batch_size=batch_size,
@@ -192,6 +203,7 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
         devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
         tokens_per_batch=tokens_per_batch, num_threads=num_threads,
         embedder_revision=embedder_revision, embedder_sha256=embedder_sha256, output_format=output_format,
+        task_index=task_index, num_tasks=num_tasks, stats_json=stats_json,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:
@@ -199,6 +211,32 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
     elif summary.failures:
         for path, error in summary.failures:
             click.echo(f"failed: {path}: {error}", err=True)
+
+
+@main.command()
+@click.argument("output", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--score-column", default="edu_score", show_default=True, help="Name of the score column.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(output, inputs, score_column, as_json):
+    """Say which shards of a `score` output folder are done, partial, stale or missing.
+
+    Give the INPUTS too to account for every input shard (and to find outputs of a changed
+    input). Safe to run while tasks are writing; writes nothing. Exit status 0 either way.
+
+    \b
+    Example:
+      phifilter status data/scored/ data/shards/
+    """
+    from .scoring.status import scoring_status
+
+    report = scoring_status(output, list(inputs), score_column=score_column)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.as_dict(), indent=1))
+    else:
+        click.echo(str(report))
 
 
 @main.command()
@@ -409,22 +447,29 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
+@click.option("--token-budget", default=None, type=click.IntRange(1), metavar="N",
+              help="Keep the best documents up to N tokens (counted with --tokenizer).")
+@click.option("--tokenizer", default=None, metavar="NAME",
+              help="Tokenizer for --token-budget: a folder or tokenizer.json, or a hub id (default: the embedder's, all-MiniLM-L6-v2).")
 @click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @text_column_option
 @storage_options_option
+@stats_json_option
 @quiet_option
-def filter_(inputs, output, threshold, top_fraction, score_column, text_column, quiet):
-    """Keep the best rows of scored shards (by threshold or top fraction).
+def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, score_column, text_column, stats_json, quiet):
+    """Keep the best rows of scored shards (by threshold, top fraction or token budget).
 
     \b
     Example:
       phifilter filter data/scored/ -o data/kept/ --threshold 0.5
       phifilter filter data/scored/ -o data/top10/ --top-fraction 0.1
+      phifilter filter data/scored/ -o data/best-1B/ --token-budget 1000000000
     """
     from .select import filter_shards
 
     summary = filter_shards(list(inputs), output, threshold=threshold, top_fraction=top_fraction,
-                            score_column=score_column, text_column=text_column, progress=not quiet)
+                            score_column=score_column, text_column=text_column, progress=not quiet,
+                            token_budget=token_budget, tokenizer=tokenizer, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 

@@ -443,6 +443,7 @@ class ShardWriter:
             if exc_type is None:
                 with open(self._tmp, "rb") as f:
                     os.fsync(f.fileno())
+                self._write_metadata_sidecar()
                 os.replace(self._tmp, self.path)
                 _fsync_dir(self.path.parent)
         except OSError as e:
@@ -455,6 +456,15 @@ class ShardWriter:
                 with contextlib.suppress(OSError):
                     self._tmp.unlink()
 
+    def _write_metadata_sidecar(self) -> None:
+        # JSON Lines and Arrow streams have no footer for the schema's key-value metadata (the
+        # run record, say): it goes to a hidden sidecar, written before the output appears, so
+        # an output never stands without the metadata it was written with.
+        fmt = formats.detect(self.path.name)
+        if fmt is not None and fmt.kind != formats.PARQUET and self.schema.metadata:
+            doc = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in self.schema.metadata.items()}
+            _write_json_atomically(metadata_sidecar(self.path), doc)
+
     def _exit_remote(self, writer, file, exc_type) -> None:
         # Closing the file completes the upload of the temporary; publishing copies it to its
         # final key (atomic on object stores) after checking that the output lock is still ours.
@@ -464,6 +474,7 @@ class ShardWriter:
             if file is not None:
                 file.close()
             if exc_type is None:
+                self._write_metadata_sidecar()
                 publish(self._tmp, self.path)
         except OSError as e:
             with contextlib.suppress(OSError):
@@ -478,6 +489,26 @@ class ShardWriter:
             if exc_type is not None and self._tmp is not None:
                 with contextlib.suppress(OSError):
                     self._tmp.unlink(missing_ok=True)
+
+
+def metadata_sidecar(path):
+    """Where the schema metadata of a non-Parquet output is kept: ``.<name>.metadata.json`` beside it."""
+    path = as_location(path)
+    return path.parent / f".{path.name}.metadata.json"
+
+
+def read_metadata(path) -> dict | None:
+    """The key-value metadata (bytes -> bytes) an output was written with: a Parquet file's
+    footer, or the sidecar of another format; None when there is none or it is unreadable."""
+    path = as_location(path)
+    fmt = formats.detect(path.name)
+    try:
+        if fmt is None or fmt.kind == formats.PARQUET:
+            return open_parquet(path).schema_arrow.metadata
+        doc = json.loads(metadata_sidecar(path).read_text())
+    except (OSError, ValueError, InputError, pa.ArrowException):
+        return None
+    return {str(k).encode(): str(v).encode() for k, v in doc.items()} if isinstance(doc, dict) else None
 
 
 def output_error(path: Path, e: OSError) -> OutputError:
@@ -498,14 +529,15 @@ def _fsync_dir(folder: Path) -> None:
 class OutputLock:
     """An exclusive advisory lock on an output folder, released even if the process is killed."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
         self.folder = as_location(folder)
+        self.name = name  # a partitioned task locks its own name: tasks share the folder, not shards
         self._fd: int | None = None
         # An object store has no flock: a lock object with an owner and an expiry (objstore).
-        self._remote = RemoteLock(self.folder) if isinstance(self.folder, RemotePath) else None
+        self._remote = RemoteLock(self.folder, name) if isinstance(self.folder, RemotePath) else None
 
     @classmethod
-    def check_free(cls, folder: str | os.PathLike) -> None:
+    def check_free(cls, folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
         """Fail now, with the same clear error, if another process holds the folder's lock.
 
         Lets a command refuse in its first second instead of after loading a model; the real
@@ -513,9 +545,9 @@ class OutputLock:
         """
         folder = as_location(folder)
         if isinstance(folder, RemotePath):
-            RemoteLock(folder).check_free()
-        elif Path(folder, LOCK_NAME).exists():
-            with cls(folder):
+            RemoteLock(folder, name).check_free()
+        elif Path(folder, name).exists():
+            with cls(folder, name):
                 pass
 
     def __enter__(self) -> "OutputLock":
@@ -525,7 +557,7 @@ class OutputLock:
             self._remote.__enter__()
             return self
 
-        path = self.folder / LOCK_NAME
+        path = self.folder / self.name
         while True:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -563,7 +595,7 @@ class OutputLock:
             # Delete the lock file while still holding the lock, so a finished output folder
             # holds Parquet files only (polars refuses a folder with any other file in it).
             with contextlib.suppress(OSError):
-                os.unlink(self.folder / LOCK_NAME)
+                os.unlink(self.folder / self.name)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 

@@ -137,9 +137,9 @@ def check_held(path) -> None:
 class RemoteLock:
     """The output lock of a folder in an object store (see the module docstring)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, name: str = LOCK_NAME):
         self.folder = folder
-        self.location = folder / LOCK_NAME
+        self.location = folder / name
         self.ttl = lock_ttl()
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)}
         self._tag: str | None = None

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from .corpus import find_shards, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
+from .histogram import bin_index
 
 FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0.001)
 PLOT_BINS = 20  # bars in the histograms
@@ -231,7 +232,7 @@ class _Samples:
                 else:
                     heapq.heapreplace(heap, entry)
         # Reservoirs: row i is the n-th of its bin; it replaces a random slot with probability k/n.
-        coarse = np.minimum((scores * RESERVOIR_BINS).astype(np.int64), RESERVOIR_BINS - 1)
+        coarse = bin_index(scores, RESERVOIR_BINS)
         for b in np.unique(coarse):
             rows = np.flatnonzero(coarse == b)
             nth = self.seen[b] + np.arange(1, len(rows) + 1)
@@ -374,7 +375,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
                     texts = texts.dictionary_decode()
                 tokens = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
                 tokens = (tokens + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
-                bins = np.minimum((scores * FINE_BINS).astype(np.int64), FINE_BINS - 1)
+                bins = bin_index(scores, FINE_BINS)
                 data.overall.add(bins, tokens, scores, threshold)
                 data.overall.nulls += nulls
                 by_values = None

@@ -55,16 +55,38 @@ class FilterSummary:
     shards: int = 0
     shards_skipped: int = 0
     per_shard: dict = field(default_factory=dict)
+    tokens_kept: int | None = None  # with --token-budget: tokens of the kept documents
+    token_budget: int | None = None
+    tokenizer: str | None = None
+    seconds: float = 0.0
 
     def __str__(self) -> str:
         share = self.rows_kept / self.rows_in if self.rows_in else 0.0
         bshare = self.bytes_kept / self.bytes_in if self.bytes_in else 0.0
-        return (
+        text = (
             f"shards: {self.shards} filtered, {self.shards_skipped} already complete\n"
             f"cut-off edu_score >= {self.threshold:.6g}\n"
             f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
             f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
         )
+        if self.tokens_kept is not None:
+            text += f"\nkept tokens: {self.tokens_kept:,} of a budget of {self.token_budget:,} ({self.tokenizer})"
+        return text
+
+    def stats(self) -> dict:
+        """Machine-readable statistics (``--stats-json``)."""
+        return {
+            "command": "filter", "cutoff": self.threshold, "seconds": round(self.seconds, 6),
+            "shards": {"filtered": self.shards, "skipped": self.shards_skipped, "failed": 0},
+            "rows": {"in": self.rows_in, "kept": self.rows_kept},
+            "bytes": {"in": self.bytes_in, "kept": self.bytes_kept},
+            "tokens": None if self.tokens_kept is None else {"kept": self.tokens_kept, "budget": self.token_budget,
+                                                               "tokenizer": self.tokenizer},
+            "docs_per_second": round(self.rows_in / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "per_shard": [{"name": k, **{f: v for f, v in st.items() if f != "input"}}
+                          for k, st in sorted(self.per_shard.items())],
+            "failures": [],
+        }
 
 
 def _check_score_column(path: Path, score_column: str, text_column: str) -> None:
@@ -153,13 +175,25 @@ def filter_shards(
     score_column: str = "edu_score",
     text_column: str = "text",
     progress: bool = False,
+    token_budget: int | None = None,
+    tokenizer: str | None = None,
+    stats_json: str | os.PathLike | None = None,
 ) -> FilterSummary:
-    """Write the kept rows of every scored shard to ``output_dir`` (same relative names)."""
+    """Write the kept rows of every scored shard to ``output_dir`` (same relative names).
+
+    Exactly one of ``threshold``, ``top_fraction`` and ``token_budget`` (the best documents up
+    to that many tokens of ``tokenizer``, default the embedder's: :mod:`phifilter.token_budget`).
+    """
+    import time
+
     import polars as pl
     from tqdm import tqdm
 
-    if (threshold is None) == (top_fraction is None):
-        raise InputError("give exactly one of --threshold or --top-fraction")
+    began = time.perf_counter()
+    if sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
+        raise InputError("give exactly one of --threshold, --top-fraction or --token-budget")
+    if token_budget is not None and int(token_budget) < 1:
+        raise InputError(f"--token-budget {token_budget}: must be at least 1")
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
         raise InputError(f"--top-fraction {top_fraction}: must be in (0, 1]")
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -170,7 +204,15 @@ def filter_shards(
         _check_score_column(s.path, score_column, text_column)
 
     quota = 0
-    if top_fraction is not None:
+    if token_budget is not None:
+        from .token_budget import budget_cutoff, shard_keep, token_counter
+
+        counter = token_counter(tokenizer)
+        cut = budget_cutoff([s.path for s in shards], int(token_budget), score_column, text_column, counter, BINS)
+        cutoff = cut.boundary / BINS if cut.boundary >= 0 else 0.0
+        bin_hi, quota = cutoff, cut.boundary_tokens
+        settings = {"token_budget": int(token_budget), "tokenizer": counter.name, "score_column": score_column}
+    elif top_fraction is not None:
         cutoff, quota, _ = top_fraction_cutoff([s.path for s in shards], top_fraction, score_column)
         bin_hi = cutoff + 1.0 / BINS
         settings = {"top_fraction": top_fraction, "score_column": score_column}
@@ -179,6 +221,8 @@ def filter_shards(
         settings = {"threshold": threshold, "score_column": score_column}
 
     summary = FilterSummary(threshold=cutoff)
+    if token_budget is not None:
+        summary.tokens_kept, summary.token_budget, summary.tokenizer = 0, int(token_budget), counter.name
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         manifest = _read_manifest(out_dir)
@@ -214,7 +258,12 @@ def filter_shards(
                 summary.shards += 1
             else:
                 in_boundary = (score >= cutoff) & (score < bin_hi)
-                if top_fraction is not None:
+                kept_tokens = None
+                if token_budget is not None:
+                    mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
+                                                         counter, BINS)
+                    keep = pl.lit(pl.Series("keep", mask, dtype=pl.Boolean))
+                elif top_fraction is not None:
                     n_boundary = int(pl.scan_parquet(shard.path).select(in_boundary.sum()).collect().item() or 0)
                     take = max(0, min(remaining, n_boundary))
                     keep = (score >= bin_hi) | (in_boundary & (in_boundary.cum_sum() <= take))
@@ -243,6 +292,8 @@ def filter_shards(
                     tmp.unlink(missing_ok=True)
                     raise
                 stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "input": fingerprint}
+                if kept_tokens is not None:
+                    stats["tokens_kept"] = kept_tokens
                 remaining -= take
                 done[key] = stats
                 try:
@@ -255,6 +306,13 @@ def filter_shards(
             summary.bytes_in += stats["bytes_in"]
             summary.bytes_kept += stats["bytes_kept"]
             summary.per_shard[key] = stats
+            if summary.tokens_kept is not None:
+                summary.tokens_kept += stats.get("tokens_kept", 0)
+    summary.seconds = time.perf_counter() - began
+    if stats_json is not None:
+        from .stats import write_stats
+
+        write_stats(stats_json, summary.stats())
     return summary
 
 

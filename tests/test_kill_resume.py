@@ -95,12 +95,12 @@ def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_pa
     assert 24 <= checkpointed < 64
 
     import phifilter.chunking
-    from phifilter.score import _splittable
+    from phifilter.scoring.model import splits_into_stages
 
     # Count the documents that reach the model, at the entry point the pipeline uses for them
     # (the tokenise stage lays out whole documents before cutting them into chunks).
     embedded = []
-    if _splittable(bundled_model):
+    if splits_into_stages(bundled_model):
         owner, name = phifilter.chunking, "layout_documents"
         original = getattr(owner, name)
         monkeypatch.setattr(owner, name, lambda emb, texts, *a, **k: (embedded.append(len(texts)), original(emb, texts, *a, **k))[1])
