@@ -138,9 +138,10 @@ def _polars_reads(path) -> bool:
 
 
 def _filter_streaming(shard, out_path, score_column: str, text_column: str, cutoff: float, bin_hi: float,
-                      remaining: int | None) -> dict:
+                      remaining: int | None, mask=None) -> dict:
     """Keep rows with score >= bin_hi, plus (top fraction) the first ``remaining`` rows of the
-    boundary bin [cutoff, bin_hi) in corpus order; or (threshold) rows with score >= cutoff."""
+    boundary bin [cutoff, bin_hi) in corpus order; or (threshold) rows with score >= cutoff;
+    or (token budget) the rows of ``mask``, a keep flag per row of the shard."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -151,7 +152,9 @@ def _filter_streaming(shard, out_path, score_column: str, text_column: str, cuto
         for batch in iter_batches(shard.path, 1 << 14, parquet_file=pf):
             score = batch.column(score_column).to_numpy(zero_copy_only=False).astype(np.float64)
             with np.errstate(invalid="ignore"):  # null scores are nan here and never kept
-                if remaining is None:
+                if mask is not None:
+                    keep = np.asarray(mask[stats["rows_in"]:stats["rows_in"] + batch.num_rows], dtype=bool)
+                elif remaining is None:
                     keep = score >= cutoff
                 else:
                     boundary = (score >= cutoff) & (score < bin_hi)
@@ -246,9 +249,15 @@ def filter_shards(
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
             elif not (_polars_reads(shard.path) and _polars_reads(out_path)):
+                mask = kept_tokens = None
+                if token_budget is not None:
+                    mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
+                                                         counter, BINS)
                 stats = _filter_streaming(shard, out_path, score_column, text_column, cutoff, bin_hi,
-                                          max(0, remaining) if top_fraction is not None else None)
+                                          max(0, remaining) if top_fraction is not None else None, mask)
                 stats["input"] = fingerprint
+                if mask is not None:
+                    stats["boundary_kept"], stats["tokens_kept"] = take, kept_tokens
                 remaining -= stats["boundary_kept"]
                 done[key] = stats
                 try:

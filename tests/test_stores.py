@@ -191,6 +191,11 @@ def test_filter_sample_report_on_s3_and_jsonl_equal_local_parquet(tmp_path, s3):
             assert pq.read_table(f).to_pylist() == want
         assert read_jsonl(tmp_path / "kept-js" / f"{name}.jsonl.gz") == want  # same format and rows
     assert filter_shards(s3.url("scored"), s3.url("kept"), top_fraction=0.3).shards_skipped == 2  # rerun
+    tb = filter_shards(local, tmp_path / "tb", token_budget=60)
+    tb_js = filter_shards(tmp_path / "js", tmp_path / "tb-js", token_budget=60)
+    assert 0 < tb.rows_kept == tb_js.rows_kept < 40 and tb.tokens_kept == tb_js.tokens_kept
+    for name in ("a", "b"):
+        assert read_jsonl(tmp_path / "tb-js" / f"{name}.jsonl.gz") == pq.read_table(tmp_path / "tb" / f"{name}.parquet").to_pylist()
 
     cfg = SampleConfig(n=7, seed=1)
     sample_shards(local, tmp_path / "seed.parquet", cfg, progress=False)
