@@ -289,3 +289,19 @@ def test_missing_driver_and_bad_storage_options_are_one_line_errors(tmp_path):
     assert proc.returncode == 1 and proc.stderr.startswith("Error: nosuchproto://bucket/x: ") and "Traceback" not in proc.stderr
     proc = run_cli("filter", "x", "-o", tmp_path / "o", "--threshold", "0.5", "--storage-options", "{nope", check=False)
     assert proc.returncode == 2 and "--storage-options" in proc.stderr
+
+
+def test_s3_partitioned_tasks_together_equal_one_run(tmp_path, s3, bundled_model):
+    from phifilter.score import score_shards
+
+    src = _corpus(tmp_path / "in", shards=3, rows=4)
+    for k in range(3):
+        s3.fs.put(str(src / f"s{k}.parquet"), f"{s3.bucket}/corpus/s{k}.parquet")
+    score_shards(src, tmp_path / "ref", model=bundled_model)
+    done = [score_shards(s3.url("corpus"), s3.url("scored"), model=bundled_model, task_index=i, num_tasks=2)
+            for i in (0, 1)]
+    assert sum(d.shards_scored for d in done) == 3
+    assert _s3_keys(s3, "scored") == [f"scored/s{k}.parquet" for k in range(3)]  # task locks released
+    for k in range(3):
+        with s3.fs.open(f"{s3.bucket}/scored/s{k}.parquet", "rb") as f:
+            assert pq.read_table(f).equals(pq.read_table(tmp_path / "ref" / f"s{k}.parquet"))
