@@ -557,6 +557,7 @@ def _price(value):
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
 @click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
+@storage_options_option
 def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, max_chars,
           concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, batch_size, device,
           cache, dry_run, price_per_mtok, quiet):

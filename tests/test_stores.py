@@ -19,6 +19,7 @@ import pytest
 from conftest import BOILERPLATE, GOOD_CODE, write_shard
 from s3server import s3  # noqa: F401  (fixture)
 from s3server import _moto_endpoint  # noqa: F401  (fixture)
+from chat_server import chat_server  # noqa: F401  (fixture)
 from phifilter.errors import OutputError
 
 PIECES = [GOOD_CODE, BOILERPLATE, "import os\n", "for i in range(3):\n    print(i)\n", "x = 1\n"]
@@ -305,3 +306,20 @@ def test_s3_partitioned_tasks_together_equal_one_run(tmp_path, s3, bundled_model
     for k in range(3):
         with s3.fs.open(f"{s3.bucket}/scored/s{k}.parquet", "rb") as f:
             assert pq.read_table(f).equals(pq.read_table(tmp_path / "ref" / f"s{k}.parquet"))
+
+
+def test_label_reads_its_input_from_a_url(tmp_path, chat_server):
+    import fsspec
+    from test_label import CODE_DOCS, backend, fast, write_docs
+
+    from phifilter.label.annotate import label_file
+
+    src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:3])
+    mem = fsspec.filesystem("memory")
+    url = f"memory:///l{os.getpid()}-{time.time_ns()}/seed.parquet"
+    mem.put(str(src), url.removeprefix("memory://"))
+    summary = label_file(url, tmp_path / "labels.parquet", backend(chat_server), fast(), progress=False)
+    assert summary.answered == 3
+    out = pq.read_table(tmp_path / "labels.parquet")
+    assert out.column("text").to_pylist() == pq.read_table(src).column("text").to_pylist()
+    assert out.column("llm_score").null_count == 0
