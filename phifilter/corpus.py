@@ -123,14 +123,14 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     Output names are relative to the folder (or the fixed prefix of the glob) they were found
     in, so ``score in/ -o out/`` writes ``out/a/b.parquet`` for ``in/a/b.parquet``.
     """
-    if isinstance(inputs, (str, os.PathLike)):
+    if isinstance(inputs, (str, os.PathLike, RemotePath)):
         inputs = [inputs]
     if not inputs:
         raise InputError("no input shards given")
     shards: dict[Path, Shard] = {}
     by_name: dict[Path, Path] = {}
     for spec in inputs:
-        root, files = _expand(os.fspath(spec))
+        root, files = _expand(str(spec) if isinstance(spec, RemotePath) else os.fspath(spec))
         for f in files:
             name = f.relative_to(root)
             absolute = f.resolve()
