@@ -210,6 +210,7 @@ def test_filter_sample_report_on_s3_and_jsonl_equal_local_parquet(tmp_path, s3):
     build_report([s3.url("scored/")], s3.url("reports/r.html"), ReportConfig(samples_per_band=2))
     page = s3.fs.cat(f"{s3.bucket}/reports/r.html").decode()
     assert page.startswith("<!DOCTYPE html>") and "40" in page
+    assert build_report([tmp_path / "js"], tmp_path / "r.html", ReportConfig(samples_per_band=2)).rows == 40
     assert _s3_keys(s3, "reports") == ["reports/r.html"]
 
 
@@ -323,3 +324,18 @@ def test_label_reads_its_input_from_a_url(tmp_path, chat_server):
     out = pq.read_table(tmp_path / "labels.parquet")
     assert out.column("text").to_pylist() == pq.read_table(src).column("text").to_pylist()
     assert out.column("llm_score").null_count == 0
+
+
+def test_s3_lock_heartbeat_renews_past_the_ttl(s3, monkeypatch):
+    from phifilter.corpus import OutputLock
+
+    monkeypatch.setenv("PHIFILTER_LOCK_TTL", "1.5")
+    with OutputLock(s3.url("out")):
+        first = json.loads(s3.fs.cat(f"{s3.bucket}/out/.phifilter.lock"))["expires"]
+        time.sleep(2.5)  # past the first expiry: only renewals keep it
+        now = json.loads(s3.fs.cat(f"{s3.bucket}/out/.phifilter.lock"))
+        assert now["expires"] > first and now["expires"] > time.time()
+        monkeypatch.setenv("PHIFILTER_LOCK_TTL", "600")
+        with pytest.raises(OutputError, match="another phifilter process"):
+            OutputLock(s3.url("out")).__enter__()
+    assert not s3.fs.exists(f"{s3.bucket}/out/.phifilter.lock")
