@@ -218,6 +218,7 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
 @click.argument("inputs", nargs=-1)
 @click.option("--score-column", default="edu_score", show_default=True, help="Name of the score column.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@storage_options_option
 def status(output, inputs, score_column, as_json):
     """Say which shards of a `score` output folder are done, partial, stale or missing.
 

@@ -203,6 +203,15 @@ class RemotePath:
         self.fs.invalidate_cache()
         return [self._child(p) for p in self.fs.glob(posixpath.join(self.path, pattern))]
 
+    def rglob(self, pattern: str) -> list["RemotePath"]:
+        """Files and (inferred) folders below this one whose name matches ``pattern``."""
+        import fnmatch
+
+        self.fs.invalidate_cache(self.path)
+        found = self.fs.find(self.path, withdirs=True)
+        return [self._child(p.rstrip("/")) for p in found
+                if p.rstrip("/") != self.path and fnmatch.fnmatch(posixpath.basename(p.rstrip("/")), pattern)]
+
     def open(self, mode: str = "rb", **kwargs):
         return self.fs.open(self.path, mode, **kwargs)
 

@@ -307,6 +307,12 @@ def test_s3_partitioned_tasks_together_equal_one_run(tmp_path, s3, bundled_model
     for k in range(3):
         with s3.fs.open(f"{s3.bucket}/scored/s{k}.parquet", "rb") as f:
             assert pq.read_table(f).equals(pq.read_table(tmp_path / "ref" / f"s{k}.parquet"))
+    from phifilter.scoring.status import scoring_status
+
+    report = scoring_status(s3.url("scored"), [s3.url("corpus")])
+    assert [(s.name, s.state) for s in report.shards] == [(f"s{k}.parquet", "done") for k in range(3)]
+    s3.fs.pipe(f"{s3.bucket}/scored/.s9.parquet.partial/manifest.json", b'{"rows": 4}')
+    assert [(s.name, s.state) for s in scoring_status(s3.url("scored")).shards][-1] == ("s9.parquet", "partial")
 
 
 def test_label_reads_its_input_from_a_url(tmp_path, chat_server):
