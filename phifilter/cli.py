@@ -364,9 +364,10 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
     """
-    from .embcache import embed_shards
+    from .embcache import check_embed_inputs, embed_shards
     from .hf_embed import make_embedder
 
+    check_embed_inputs(list(inputs), output, text_column)  # in its first second, not after loading the model
     emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
     summary = embed_shards(list(inputs), output, emb, chunking=chunking, max_chunks=max_chunks,
                            text_column=text_column, id_column=id_column or None, progress=not quiet)
@@ -409,7 +410,10 @@ def evaluate(model, labels, output, text_column, score_column, embeddings, id_co
     report = evaluate_model(model, labels, output, text_column=text_column, score_column=score_column,
                             embeddings=embeddings, id_column=id_column, n_bootstrap=n_bootstrap, seed=seed,
                             device=device, progress=not quiet)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(str(report))
 
 
 @main.command()

@@ -146,6 +146,20 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return sorted(shards.values(), key=lambda s: str(s.name))
 
 
+def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
+    """Like :func:`find_shards`, for commands that write one file (sample, suggest, report): no
+    output is named after a shard, so the same relative name in two input folders is fine."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise InputError("no input shards given")
+    found: dict[Path, Shard] = {}
+    for spec in inputs:
+        for shard in find_shards(spec):
+            found.setdefault(shard.path.resolve(), shard)
+    return sorted(found.values(), key=lambda s: (str(s.name), str(s.path)))
+
+
 def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
     """(folder, searched recursively?) for each input spec."""
     roots = []
@@ -311,6 +325,28 @@ def texts_from_array(array: pa.Array | pa.ChunkedArray) -> list[str]:
             for v in array.cast(pa.large_binary()).to_pylist()
         ]
     return [v if v is not None else "" for v in values]
+
+
+def rows_from_batch(batch: pa.RecordBatch | pa.Table) -> list[dict]:
+    """``batch.to_pylist()``, but invalid UTF-8 in string columns is replaced, not an exception
+    (nulls stay None), the same tolerance as :func:`texts_from_array`."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    columns = []
+    for col in batch.columns:
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if is_text_type(col.type):
+            columns.append([None if v is None else v.decode("utf-8", errors="replace")
+                            for v in col.cast(pa.large_binary()).to_pylist()])
+        else:
+            columns.append(col.to_pylist())
+    names = batch.schema.names
+    return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
 
 
 def num_rows(path: str | os.PathLike) -> int:
@@ -524,6 +560,9 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+fsync_dir = _fsync_dir  # the public name (phifilter.outputs); the old one stays for existing callers
 
 
 class OutputLock:

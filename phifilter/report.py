@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .corpus import find_shards, is_text_type, iter_batches, open_parquet, texts_from_array
+from .corpus import find_input_files, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
 from .histogram import bin_index
 
@@ -120,22 +120,9 @@ def html_page(title: str, body: str, css: str = CSS) -> str:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file under a temporary name and rename it into place."""
-    from .corpus import write_remote_atomically
-    from .location import RemotePath, as_location
+    from .outputs import write_text
 
-    path = as_location(path)
-    if isinstance(path, RemotePath):  # an object store: no rename, a published temporary
-        write_remote_atomically(path, text.encode("utf-8"))
-        return path
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+    return write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +336,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     cfg = config or ReportConfig()
     threshold, source = resolve_threshold(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    shards = find_shards(specs)
+    shards = find_input_files(specs)
     files = []
     for s in shards:
         pf = open_parquet(s.path)
@@ -631,6 +618,8 @@ def build_report(
         from phifilter import build_report, ReportConfig
         build_report("data/scored/", "report.html", ReportConfig(by="source"))
     """
+    from .outputs import claim_file
+
     cfg = config or ReportConfig()
     from .location import as_location
 
@@ -638,9 +627,14 @@ def build_report(
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give the report's file name, e.g. {output / 'report.html'}")
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    for shard in find_shards(specs):
+    for shard in find_input_files(specs):
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
+    claim_file(output, "the report", inputs=specs)  # not into an input folder; writable, before the data pass
+    try:  # a core dependency; checked before the data pass in case an install lost it
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OutputError("the report needs matplotlib, which is not installed: pip install matplotlib") from None
     data = collect(specs, cfg, progress=progress)
     page = render_html(data)
     write_text_atomic(output, page)

@@ -7,7 +7,10 @@ fall in the boundary bin are kept in corpus order until the requested count is r
 makes the kept count exact and the result deterministic.
 
 Each finished output shard is recorded in ``_phifilter_filter.json`` in the output folder
-(written atomically), so a rerun with the same settings skips what is done.
+(written atomically) with its run record (``phifilter.provenance``: the input's fingerprint,
+the columns and the cut-off), so a rerun with the same settings skips what is done and redoes,
+saying why, a shard whose input changed. Rows whose score is NaN or null are never kept; they
+are counted and reported, and left out of the ``top_fraction`` base.
 
 Local Parquet goes through polars; JSON Lines, save_to_disk shards and shards in an object
 store are streamed through :func:`phifilter.corpus.iter_batches` and written in their own format
@@ -29,7 +32,6 @@ from .corpus import (
     _fsync_dir,
     check_output_dir,
     find_shards,
-    input_fingerprint,
     iter_batches,
     open_parquet,
     output_path,
@@ -54,6 +56,8 @@ class FilterSummary:
     bytes_kept: int = 0
     shards: int = 0
     shards_skipped: int = 0
+    rows_unscored: int = 0  # NaN or null scores: never kept
+    redone: list = field(default_factory=list)  # reasons earlier outputs were redone
     per_shard: dict = field(default_factory=dict)
     tokens_kept: int | None = None  # with --token-budget: tokens of the kept documents
     token_budget: int | None = None
@@ -61,13 +65,18 @@ class FilterSummary:
     seconds: float = 0.0
 
     def __str__(self) -> str:
+        from .provenance import describe_redone
+
         share = self.rows_kept / self.rows_in if self.rows_in else 0.0
         bshare = self.bytes_kept / self.bytes_in if self.bytes_in else 0.0
+        redone = describe_redone(self.redone)
         text = (
-            f"shards: {self.shards} filtered, {self.shards_skipped} already complete\n"
+            f"shards: {self.shards} filtered, {self.shards_skipped} already complete"
+            + (f" ({redone})" if redone else "") + "\n"
             f"cut-off edu_score >= {self.threshold:.6g}\n"
             f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
-            f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
+            + (f"dropped {self.rows_unscored:,} rows without a score (NaN or null)\n" if self.rows_unscored else "")
+            + f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
         )
         if self.tokens_kept is not None:
             text += f"\nkept tokens: {self.tokens_kept:,} of a budget of {self.token_budget:,} ({self.tokenizer})"
@@ -83,18 +92,26 @@ class FilterSummary:
             "tokens": None if self.tokens_kept is None else {"kept": self.tokens_kept, "budget": self.token_budget,
                                                                "tokenizer": self.tokenizer},
             "docs_per_second": round(self.rows_in / self.seconds, 3) if self.seconds > 0 else 0.0,
-            "per_shard": [{"name": k, **{f: v for f, v in st.items() if f != "input"}}
+            "rows_unscored": self.rows_unscored, "redone": list(self.redone),
+            "per_shard": [{"name": k, **{f: v for f, v in st.items() if f not in ("input", "record")}}
                           for k, st in sorted(self.per_shard.items())],
             "failures": [],
         }
 
 
 def _check_score_column(path: Path, score_column: str, text_column: str) -> None:
-    names = open_parquet(path).schema_arrow.names
+    import pyarrow as pa
+
+    schema = open_parquet(path).schema_arrow
+    names = schema.names
     if score_column not in names:
         raise InputError(
             f"{path}: no column '{score_column}'; is it a scored shard? (run `phifilter score` first)"
         )
+    t = schema.field(score_column).type
+    if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+        raise InputError(f"{path}: score column '{score_column}' has type {t}, expected numbers "
+                         "(choose the score column with --score-column)")
     if text_column not in names:
         raise InputError(f"{path}: no column '{text_column}'; columns are: {', '.join(names)}")
 
@@ -109,12 +126,13 @@ def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: st
         if not _polars_reads(p):
             for batch in iter_batches(p, 1 << 16, columns=[score_column]):
                 s = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
-                s = np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0)  # null (nan here) and nan count as 0
+                s = np.clip(s[~np.isnan(s)], 0.0, 1.0)  # null (nan here) and NaN are not in the base
                 np.add.at(counts, np.clip(np.floor(s * BINS).astype(np.int64), 0, BINS - 1), 1)
             continue
         vc = (
             pl.scan_parquet(p)
-            .select((pl.col(score_column).fill_null(0.0).fill_nan(0.0).clip(0.0, 1.0) * BINS)
+            .filter(_scored(score_column))
+            .select((pl.col(score_column).cast(pl.Float64).clip(0.0, 1.0) * BINS)
                     .floor().cast(pl.Int64).clip(0, BINS - 1).alias("bin"))
             .group_by("bin").len()
             .collect()
@@ -129,6 +147,14 @@ def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: st
     boundary = BINS - 1 - k
     above = int(from_top[k - 1]) if k > 0 else 0
     return boundary / BINS, keep - above, keep
+
+
+def _scored(score_column: str):
+    """Rows with a real score (polars orders NaN above every number, so NaN must be excluded)."""
+    import polars as pl
+
+    col = pl.col(score_column).cast(pl.Float64)
+    return col.is_not_null() & col.is_not_nan()
 
 
 def _polars_reads(path) -> bool:
@@ -146,14 +172,14 @@ def _filter_streaming(shard, out_path, score_column: str, text_column: str, cuto
     import pyarrow.compute as pc
 
     pf = open_parquet(shard.path)
-    stats = {"rows_in": 0, "rows_kept": 0, "bytes_in": 0, "bytes_kept": 0}
+    stats = {"rows_in": 0, "rows_kept": 0, "bytes_in": 0, "bytes_kept": 0, "rows_unscored": 0}
     taken = 0
     with ShardWriter(out_path, pf.schema_arrow) as writer:
         for batch in iter_batches(shard.path, 1 << 14, parquet_file=pf):
             score = batch.column(score_column).to_numpy(zero_copy_only=False).astype(np.float64)
             with np.errstate(invalid="ignore"):  # null scores are nan here and never kept
                 if mask is not None:
-                    keep = np.asarray(mask[stats["rows_in"]:stats["rows_in"] + batch.num_rows], dtype=bool)
+                    keep = np.asarray(mask[stats["rows_in"]:stats["rows_in"] + batch.num_rows], dtype=bool) & ~np.isnan(score)
                 elif remaining is None:
                     keep = score >= cutoff
                 else:
@@ -163,6 +189,7 @@ def _filter_streaming(shard, out_path, score_column: str, text_column: str, cuto
                     taken += int((boundary & take).sum())
             text_bytes = pc.fill_null(pc.binary_length(batch.column(text_column)), 0).to_numpy(zero_copy_only=False)
             stats["rows_in"] += batch.num_rows
+            stats["rows_unscored"] += int(np.isnan(score).sum())
             stats["rows_kept"] += int(keep.sum())
             stats["bytes_in"] += int(text_bytes.sum())
             stats["bytes_kept"] += int(text_bytes[keep].sum())
@@ -194,14 +221,29 @@ def filter_shards(
 
     began = time.perf_counter()
     if sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
-        raise InputError("give exactly one of --threshold, --top-fraction or --token-budget")
+        raise InputError("give exactly one of --threshold or --top-fraction or --token-budget")
     if token_budget is not None and int(token_budget) < 1:
         raise InputError(f"--token-budget {token_budget}: must be at least 1")
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
         raise InputError(f"--top-fraction {top_fraction}: must be in (0, 1]")
+    from .outputs import claim_folder
+    from .provenance import fingerprint, run_record, stale_reason
+
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    from .outputs import has_column
+
+    listed = set((_read_manifest(out_dir).get("shards") or {}) if out_dir.is_dir() else ())
+    names = {str(s.name) for s in shards}
+    scored = has_column(score_column)
+
+    def ours(p: Path) -> bool:
+        rel = str(p.relative_to(out_dir))
+        # a shard renamed into place by a run killed before it updated the manifest is ours too
+        return p == out_dir / MANIFEST or rel in listed or (rel in names and scored(p))
+
+    claim_folder(out_dir, ours, "filter outputs")
     OutputLock.check_free(out_dir)  # before the pass over every score column, not after
     for s in shards:
         _check_score_column(s.path, score_column, text_column)
@@ -242,20 +284,25 @@ def filter_shards(
             out_path = output_path(out_dir, shard)
             score = pl.col(score_column)
             text_bytes = pl.col(text_column).str.len_bytes().fill_null(0)
-            fingerprint = input_fingerprint(shard.path)
+            # The cut-off is part of the record: with --top-fraction it depends on every input.
+            record = run_record(fingerprint(shard.path), columns={"score": score_column, "text": text_column},
+                                command="filter", cutoff=cutoff, boundary_hi=bin_hi)
             # Skip only a shard filtered from this very input (not another file of the same name).
-            if key in done and out_path.is_file() and done[key].get("input") == fingerprint:
+            reason = stale_reason(done[key].get("record"), record) if key in done else "new"
+            if reason is None and out_path.is_file():
                 stats = done[key]
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
             elif not (_polars_reads(shard.path) and _polars_reads(out_path)):
+                if key in done:
+                    summary.redone.append(reason if out_path.is_file() else "output missing")
                 mask = kept_tokens = None
                 if token_budget is not None:
                     mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
                                                          counter, BINS)
                 stats = _filter_streaming(shard, out_path, score_column, text_column, cutoff, bin_hi,
                                           max(0, remaining) if top_fraction is not None else None, mask)
-                stats["input"] = fingerprint
+                stats["record"] = record
                 if mask is not None:
                     stats["boundary_kept"], stats["tokens_kept"] = take, kept_tokens
                 remaining -= stats["boundary_kept"]
@@ -266,7 +313,9 @@ def filter_shards(
                     raise _write_error(out_dir / MANIFEST, e) from None
                 summary.shards += 1
             else:
-                in_boundary = (score >= cutoff) & (score < bin_hi)
+                if key in done:
+                    summary.redone.append(reason if out_path.is_file() else "output missing")
+                in_boundary = ((score >= cutoff) & (score < bin_hi) & _scored(score_column)).fill_null(False)
                 kept_tokens = None
                 if token_budget is not None:
                     mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
@@ -279,12 +328,17 @@ def filter_shards(
                 else:
                     take = 0
                     keep = score >= cutoff
-                keep = keep.fill_null(False)
+                keep = (keep & _scored(score_column)).fill_null(False)
                 lf = pl.scan_parquet(shard.path)
-                agg = lf.select(
-                    rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
-                    bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
-                ).collect().row(0, named=True)
+                try:  # reads every column the output needs: a bad one fails here, before writing
+                    agg = lf.select(
+                        rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
+                        bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
+                        rows_unscored=(~_scored(score_column)).fill_null(True).sum(),
+                    ).collect().row(0, named=True)
+                except pl.exceptions.PolarsError as e:
+                    text = str(e).strip().splitlines()
+                    raise InputError(f"{shard.path}: cannot be read ({text[0] if text else type(e).__name__})") from None
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = temp_path_for(out_path)
                 try:
@@ -300,7 +354,7 @@ def filter_shards(
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
-                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "input": fingerprint}
+                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "record": record}
                 if kept_tokens is not None:
                     stats["tokens_kept"] = kept_tokens
                 remaining -= take
@@ -314,6 +368,7 @@ def filter_shards(
             summary.rows_kept += stats["rows_kept"]
             summary.bytes_in += stats["bytes_in"]
             summary.bytes_kept += stats["bytes_kept"]
+            summary.rows_unscored += stats.get("rows_unscored", 0)
             summary.per_shard[key] = stats
             if summary.tokens_kept is not None:
                 summary.tokens_kept += stats.get("tokens_kept", 0)

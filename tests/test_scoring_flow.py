@@ -68,13 +68,13 @@ def test_a_model_declaring_its_own_stages_runs_in_the_flow(tmp_path):
     assert again.shards_skipped == 1 and again.shards_scored == 0
 
 
-def test_score_shards_does_not_change_the_callers_config(tmp_path, bundled_model):
+def test_score_shards_does_not_change_the_callers_config(tmp_path):
     write_shard(tmp_path / "in" / "a.parquet", [GOOD_CODE, BOILERPLATE])
     cfg = ScoreConfig()
-    score_shards(tmp_path / "in", tmp_path / "out", model=bundled_model, config=cfg, devices="cpu", embed_batch_size=8)
+    score_shards(tmp_path / "in", tmp_path / "out", model=LengthModel(), config=cfg, devices="cpu", embed_batch_size=8)
     assert cfg == ScoreConfig()  # read_batch_rows, device, embed_batch_size all untouched
     with pytest.raises(TypeError, match="unexpected option"):
-        score_shards(tmp_path / "in", tmp_path / "out", model=bundled_model, no_such_option=1)
+        score_shards(tmp_path / "in", tmp_path / "out", model=LengthModel(), no_such_option=1)
 
 
 def test_partition_is_balanced_fixed_and_defaults_to_slurm(tmp_path):
@@ -120,6 +120,7 @@ def test_partitioned_runs_together_equal_one_run(tmp_path, bundled_model):
     assert one.shards_scored == 6
 
 
+@pytest.mark.slow
 def test_rerun_redoes_a_shard_whose_input_changed_and_says_why(tmp_path, bundled_model):
     write_shard(tmp_path / "in" / "a.parquet", [GOOD_CODE, "x = 1"])
     write_shard(tmp_path / "in" / "b.parquet", [BOILERPLATE, "y = 2"])
@@ -160,10 +161,21 @@ def test_stats_json_and_status_of_a_partial_shard(tmp_path):
     report = scoring_status(tmp_path / "out")
     assert [(s.name, s.state, s.rows) for s in report.shards] == [("a.parquet", "done", 6), ("b.parquet", "partial", 1)]
     assert "1 partial" in str(report)
+    from click.testing import CliRunner
+
+    from phifilter.cli import main
+
+    shown = CliRunner().invoke(main, ["status", str(tmp_path / "out"), str(tmp_path / "in" / "a.parquet"),
+                                      str(tmp_path / "in" / "b.parquet"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.output)
+    assert doc["counts"] == {"done": 1, "partial": 1, "stale": 0, "missing": 0} and not doc["complete"]
+    assert [(s["name"], s["rows"], s["expected"]) for s in doc["shards"]] == [("a.parquet", 6, 6), ("b.parquet", 1, 5)]
     with pytest.raises(OutputError, match="no such output folder"):
         scoring_status(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_a_failing_write_stops_every_stage_thread(tmp_path, bundled_model, monkeypatch):
     # issue 12 item 7: a full disk must end with the clean error, not with stage threads still
     # running inside torch or Arrow when the interpreter exits (that aborts the process)

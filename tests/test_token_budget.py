@@ -49,6 +49,7 @@ def test_token_budget_keeps_the_best_documents_that_fit(tmp_path, embedder, budg
     assert f"kept tokens: {total:,} of a budget of {budget:,}" in str(summary)
 
 
+@pytest.mark.slow
 def test_token_budget_cli_stats_rerun_and_bad_options(tmp_path, embedder):
     src = _scored(tmp_path / "in")
     out, stats = tmp_path / "out", tmp_path / "stats.json"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Sequence
 
 from ..classifier import EduClassifier
@@ -23,6 +22,7 @@ from ..corpus import (
 )
 from ..errors import InputError, PhifilterError
 from ..location import RemotePath
+from ..outputs import claim_folder, has_column, parquet_record_of
 from .config import ScoreConfig, parse_devices, partition_of
 from .model import default_read_batch_rows, ready_model
 from .partition import partition_shards, remove_task_temporaries, task_lock_name
@@ -52,6 +52,12 @@ def score_shards(
     every_shard = find_shards(specs)
     shards = partition_shards(every_shard, *task)
     out_dir = check_output_dir(specs, output_dir)
+    # Refuse a folder holding files we did not write (a run record naming score, or the score
+    # column of an older phifilter's output), before loading the model.
+    claim_folder(out_dir, parquet_record_of("score", legacy=has_column(cfg.score_column)), "scored shards")
+    if cfg.on_error == "raise":  # a bad shard fails now, not after loading the model (10-20 s)
+        for s in shards:
+            check_text_column(open_parquet(s.path).schema_arrow, cfg.text_column, s.path)
     lock = OutputLock(out_dir, name=task_lock_name(*task))
     OutputLock.check_free(out_dir, lock.name)  # another run writing here: say so now, not after loading the model
     devices = parse_devices(cfg.devices) if cfg.devices else None
