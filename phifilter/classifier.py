@@ -622,7 +622,9 @@ class EduClassifier:
         against the hashes the model was trained with.
         """
 
-        path = Path(path) if path is not None else default_model_path()
+        from .location import local_folder
+
+        path = local_folder(path) if path is not None else default_model_path()  # a URL: a cached copy
         meta = read_model_meta(path)
         forest = _load_skops(path, meta, FOREST_FILE)
         calibrator = _load_skops(path, meta, CALIBRATION_FILE) if meta.get("calibration") else None
@@ -746,7 +748,9 @@ def default_model_path() -> Path:
 
 def read_model_meta(path: str | os.PathLike) -> dict:
     """Read and check ``phifilter.json``; ModelError if the folder is not a phifilter model."""
-    path = Path(path)
+    from .location import local_folder
+
+    path = local_folder(path)
     if not path.is_dir():
         raise ModelError(f"{path}: no such model folder")
     meta_file = path / META_FILE

@@ -70,6 +70,33 @@ def _sha256_pins(ctx, param, values):
     return pins or None
 
 
+def _storage_options(ctx, param, value):
+    """--storage-options JSON -> handed to every fsspec filesystem this command opens."""
+    if value is None:
+        return None
+    import json
+
+    from .location import set_storage_options
+
+    try:
+        options = json.loads(value)
+    except ValueError as e:
+        raise click.BadParameter(f"not valid JSON ({e}); e.g. '{{\"anon\": true}}'", param_hint="--storage-options")
+    if not isinstance(options, dict):
+        raise click.BadParameter("expected a JSON object, e.g. '{\"anon\": true}'", param_hint="--storage-options")
+    set_storage_options(options)
+    return options
+
+
+def storage_options_option(f):
+    """The shared --storage-options option: applied when parsed, not passed to the command."""
+    return click.option(
+        "--storage-options", default=None, metavar="JSON", expose_value=False, callback=_storage_options,
+        help="fsspec options for URL inputs/outputs (s3://, gs://, hf://), e.g. '{\"anon\": true}' or "
+             "'{\"s3\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'. Credentials otherwise come from "
+             "the store's usual environment (AWS_*, AWS_ENDPOINT_URL, ...).")(f)
+
+
 stats_json_option = click.option(
     "--stats-json", default=None, type=click.Path(dir_okay=False),
     help="Also write the run's statistics here as JSON (rows, bytes, tokens, docs/s, histogram, per-shard timings, failures).")
@@ -109,8 +136,11 @@ def main(ctx, verbose, quiet):
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder (local or URL).")
 @click.option("-m", "--model", type=click.Path(), default=None, help="Model folder (default: the bundled model).")
+@click.option("--output-format", type=click.Choice(["parquet", "jsonl"]), default=None,
+              help="Write every output shard in this format (default: the input's format and compression).")
+@storage_options_option
 @text_column_option
 @click.option("--score-column", default="edu_score", show_default=True, help="Name of the added score column.")
 @device_option
@@ -143,19 +173,22 @@ def main(ctx, verbose, quiet):
               help="Partitioned run: how many tasks share the shards (default: $SLURM_ARRAY_TASK_COUNT, else 1).")
 @stats_json_option
 @quiet_option
-def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
-          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision,
-          embedder_sha256, task_index, num_tasks, stats_json, quiet):
-    """Score Parquet shards: each output shard is its input plus an edu_score column.
+def score(inputs, output, model, output_format, text_column, score_column, device, batch_size, read_batch_rows, max_length,
+          on_error, embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads,
+          embedder_revision, embedder_sha256, task_index, num_tasks, stats_json, quiet):
+    """Score shards: each output shard is its input plus an edu_score column.
 
-    INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
-    shards keep their relative names. A rerun skips finished shards and redoes partial ones,
-    and those made from another input, model or columns. --task-index/--num-tasks split the
-    shards between independent tasks (Slurm arrays, Kubernetes Jobs; see docs/scaling.md).
+    INPUTS are Parquet, JSON Lines (.jsonl, .json, optionally .gz/.zst/.bz2) or save_to_disk
+    files, folders (searched recursively) or globs, local or URLs (s3://, gs://, hf://). Output
+    shards keep their relative names and format. A rerun skips finished shards and redoes
+    partial ones, and those made from another input, model or columns. --task-index/--num-tasks
+    split the shards between independent tasks (Slurm arrays, Kubernetes Jobs; see docs/scaling.md).
 
     \b
     Example:
       phifilter score data/shards/ -o data/scored/
+      phifilter score s3://bucket/corpus/ -o s3://bucket/scored/
+      phifilter score 'data/*.jsonl.zst' -o scored/ --output-format parquet
       phifilter score 'data/**/part-*.parquet' -o scored/ --device cuda --batch-size 512
       phifilter score data/shards/ -o data/scored/ --devices all
       phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
@@ -169,7 +202,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
         embeddings=embeddings, id_column=id_column,
         devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
         tokens_per_batch=tokens_per_batch, num_threads=num_threads,
-        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256, output_format=output_format,
         task_index=task_index, num_tasks=num_tasks, stats_json=stats_json,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
@@ -185,6 +218,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @click.argument("inputs", nargs=-1)
 @click.option("--score-column", default="edu_score", show_default=True, help="Name of the score column.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@storage_options_option
 def status(output, inputs, score_column, as_json):
     """Say which shards of a `score` output folder are done, partial, stale or missing.
 
@@ -245,6 +279,7 @@ def status(output, inputs, score_column, as_json):
               help="Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
+@storage_options_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
           target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
@@ -317,6 +352,7 @@ def format_metrics(metrics: dict) -> str:
 @device_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
+@storage_options_option
 def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
@@ -354,6 +390,7 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @quiet_option
+@storage_options_option
 def evaluate(model, labels, output, text_column, score_column, embeddings, id_column, n_bootstrap, seed, device,
              as_json, quiet):
     """Measure a model against labels it has not seen: precision, recall, F1, ROC/PR AUC, Spearman,
@@ -391,6 +428,7 @@ def evaluate(model, labels, output, text_column, score_column, embeddings, id_co
 @click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
 @device_option
 @quiet_option
+@storage_options_option
 def suggest(model, inputs, output, n, random_share, seed, text_column, read_batch_rows, device, quiet):
     """Pick the documents most worth labelling next: where the forest's trees disagree most,
     plus a random share.
@@ -420,6 +458,7 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
               help="Tokenizer for --token-budget: a folder or tokenizer.json, or a hub id (default: the embedder's, all-MiniLM-L6-v2).")
 @click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @text_column_option
+@storage_options_option
 @stats_json_option
 @quiet_option
 def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, score_column, text_column, stats_json, quiet):
@@ -455,6 +494,7 @@ def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, sc
               help="Words in a run shared with an excluded text that rule a document out.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
 @click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@storage_options_option
 @quiet_option
 def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, exclude, exclude_ngram, seed,
            read_batch_rows, quiet):
@@ -522,6 +562,7 @@ def _price(value):
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
 @click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
+@storage_options_option
 def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, max_chars,
           concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, batch_size, device,
           cache, dry_run, price_per_mtok, quiet):
@@ -617,6 +658,7 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
 @click.option("--title", default="phifilter score report", show_default=True, help="Page title.")
 @click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
 @click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@storage_options_option
 @quiet_option
 def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
            read_batch_rows, quiet):
@@ -643,6 +685,7 @@ def report(inputs, output, by, text_column, score_column, threshold, model, samp
 
 @main.command()
 @click.argument("model", required=False, type=click.Path())
+@storage_options_option
 def info(model):
     """Show a model folder's embedder, thresholds and metrics (default: the bundled model).
 

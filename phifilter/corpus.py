@@ -1,8 +1,11 @@
-"""Corpus I/O: find Parquet shards, stream their record batches, write shards atomically.
+"""Corpus I/O: find shards, stream their record batches, write shards atomically.
 
-Nothing here holds a whole shard in memory: readers yield Arrow record batches (one row group
-at most is decoded at a time) and writers append one row group per batch. Outputs are written
-under a hidden temporary name in the destination folder and renamed into place only when
+Shards are Parquet, JSON Lines (plain or .gz/.zst/.bz2) or the Arrow files of a Hugging Face
+``save_to_disk`` folder (:mod:`phifilter.formats`), on a local disk or in any fsspec store
+(:mod:`phifilter.location`). Nothing here holds a whole shard in memory: readers yield Arrow
+record batches (one row group or JSON block at most is decoded at a time) and writers append
+one batch at a time. Outputs are written under a hidden temporary name in the destination
+folder and renamed (on an object store: copied, :mod:`phifilter.objstore`) into place only when
 complete, so an output file that exists is whole; a rerun can trust it and skip it.
 """
 
@@ -16,19 +19,21 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import formats
 from .errors import InputError, OutputError
+from .location import RemotePath, as_location, glob_root, is_url
+from .objstore import LOCK_NAME, RemoteLock, process_alive, publish
 
 GLOB_CHARS = set("*?[")
 TMP_MARK = ".tmp-"
 PARTIAL_MARK = ".partial"
 PARTIAL_FORMAT = "phifilter-partial-1"
-LOCK_NAME = ".phifilter.lock"
 FINGERPRINT_TAIL_BYTES = 1 << 16
 
 
@@ -36,8 +41,8 @@ FINGERPRINT_TAIL_BYTES = 1 << 16
 class Shard:
     """One input file and the relative name its output gets (mirrors the input layout)."""
 
-    path: Path
-    name: Path
+    path: Path | RemotePath
+    name: Path | PurePosixPath
 
 
 def _is_hidden(rel: Path) -> bool:
@@ -46,8 +51,47 @@ def _is_hidden(rel: Path) -> bool:
     return any(part.startswith((".", "_")) for part in rel.parts)
 
 
+def _is_folder_shard(path, folder) -> bool:
+    # In a folder search: Parquet, JSON Lines with an unambiguous name (a plain *.json may be
+    # metadata, so it is read only when named or globbed), and save_to_disk Arrow files.
+    fmt = formats.detect(path.name)
+    if fmt is None or _is_hidden(path.relative_to(folder)):
+        return False
+    if fmt.kind == formats.ARROW:
+        return path in set(formats.hf_data_files(path.parent) or ())
+    return fmt.kind == formats.PARQUET or not path.name.lower().endswith(".json")
+
+
+def _expand_remote(spec: str) -> tuple[RemotePath, list[RemotePath]]:
+    loc = RemotePath(spec)
+    try:
+        if any(c in GLOB_CHARS for c in spec):
+            root = RemotePath(glob_root(spec))
+            files = root.glob(loc.path[len(root.path):].lstrip("/"))
+            files = [f for f in files if f.is_file() and not _is_hidden(f.relative_to(root))]
+            if not files:
+                raise InputError(f"{spec}: the pattern matches no files")
+            return root, sorted(files)
+        if loc.is_file():
+            return loc.parent, [loc]
+        if loc.is_dir():
+            files = sorted(p for p in loc.find() if _is_folder_shard(p, loc))
+            if not files:
+                raise InputError(f"{spec}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
+            return loc, files
+    except (OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials "
+                         "(AWS_* variables, AWS_ENDPOINT_URL, --storage-options)") from None
+    raise InputError(f"{spec}: no such file or folder")
+
+
 def _expand(spec: str) -> tuple[Path, list[Path]]:
     """One input spec -> (root its outputs are named relative to, files)."""
+    if is_url(spec) and not spec.startswith("file://"):
+        return _expand_remote(spec)
+    spec = os.fspath(as_location(spec))
     if any(c in GLOB_CHARS for c in spec):
         parts = Path(spec).parts
         fixed = []
@@ -63,11 +107,9 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
         return root, sorted(files)
     path = Path(spec)
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*.parquet") if p.is_file() and not _is_hidden(p.relative_to(path))
-        )
+        files = sorted(p for p in path.rglob("*") if _is_folder_shard(p, path) and p.is_file())
         if not files:
-            raise InputError(f"{path}: folder contains no *.parquet files")
+            raise InputError(f"{path}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
         return path, files
     if path.is_file():
         return path.parent, [path]
@@ -75,19 +117,20 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
 
 
 def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
-    """Resolve files, folders (recursive, ``*.parquet``) and globs into a sorted shard list.
+    """Resolve files, folders (recursive: ``*.parquet``, ``*.jsonl`` and its compressed forms,
+    ``save_to_disk`` Arrow files) and globs, local or URLs, into a sorted shard list.
 
     Output names are relative to the folder (or the fixed prefix of the glob) they were found
     in, so ``score in/ -o out/`` writes ``out/a/b.parquet`` for ``in/a/b.parquet``.
     """
-    if isinstance(inputs, (str, os.PathLike)):
+    if isinstance(inputs, (str, os.PathLike, RemotePath)):
         inputs = [inputs]
     if not inputs:
         raise InputError("no input shards given")
     shards: dict[Path, Shard] = {}
     by_name: dict[Path, Path] = {}
     for spec in inputs:
-        root, files = _expand(os.fspath(spec))
+        root, files = _expand(str(spec) if isinstance(spec, RemotePath) else os.fspath(spec))
         for f in files:
             name = f.relative_to(root)
             absolute = f.resolve()
@@ -121,7 +164,15 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
     """(folder, searched recursively?) for each input spec."""
     roots = []
     for spec in inputs:
-        spec = os.fspath(spec)
+        spec = str(spec) if isinstance(spec, RemotePath) else os.fspath(spec)
+        if is_url(spec) and not spec.startswith("file://"):
+            if any(c in GLOB_CHARS for c in spec):
+                roots.append((RemotePath(glob_root(spec)), "**" in spec))
+            else:
+                loc = RemotePath(spec)
+                roots.append((loc, True) if not loc.is_file() else (loc.parent, False))
+            continue
+        spec = os.fspath(as_location(spec))
         path = Path(spec)
         if any(c in GLOB_CHARS for c in spec):
             fixed = []
@@ -140,8 +191,10 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
 def check_output_dir(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathLike) -> Path:
     """Refuse an output folder that is an input folder, or lies inside one that is searched
     recursively (a rerun would take the outputs for inputs). Inputs are never written."""
-    out = Path(output_dir).resolve()
+    out = as_location(output_dir).resolve()
     for root, recursive in input_roots(inputs):
+        if isinstance(root, RemotePath) != isinstance(out, RemotePath):
+            continue
         root = root.resolve()
         if out == root or (recursive and root in out.parents):
             raise OutputError(
@@ -159,13 +212,41 @@ def check_output_dir(inputs: Iterable[str | os.PathLike], output_dir: str | os.P
 
 
 def open_parquet(path: str | os.PathLike) -> pq.ParquetFile:
-    """Open a Parquet file's footer, turning Arrow's errors into one line that names the file."""
+    """Open a shard: a Parquet file's footer, or (by its name) a JSON Lines or Arrow stream file
+    as a reader with the same ``schema_arrow``, ``metadata.num_rows``, ``iter_batches`` and
+    ``read``. Arrow's errors become one line that names the file."""
+    loc = as_location(path)
+    fmt = formats.detect(loc.name)
+    if fmt is not None and fmt.kind == formats.JSONL:
+        return formats.JsonlFile(loc, fmt, stat_key=_stat_key(loc))
+    if fmt is not None and fmt.kind == formats.ARROW:
+        return formats.ArrowStreamFile(loc)
+    # pre_buffer=False: pyarrow's default (True) caches every row group's column chunks as the
+    # reader goes and frees them only at the end, so memory grew with the file (benchmarks/
+    # read_formats.md: +200 MB for a 126 MB file); without it one row group is held at a time.
     try:
-        return pq.ParquetFile(path)
+        if isinstance(loc, RemotePath):
+            return pq.ParquetFile(loc.open("rb"), pre_buffer=False)
+        return pq.ParquetFile(path, pre_buffer=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (pa.ArrowException, OSError) as e:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+
+
+open_shard = open_parquet  # the name that says what it does; both stay
+
+
+def _stat_key(loc) -> tuple | None:
+    """Size and modification stamp: a file with the same key need not be scanned again."""
+    try:
+        if isinstance(loc, RemotePath):
+            info = loc.info()
+            return info.get("size"), str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "")
+        st = loc.stat()
+        return st.st_size, st.st_mtime_ns
+    except (OSError, ValueError):
+        return None
 
 
 def _first_line(e: BaseException) -> str:
@@ -204,6 +285,9 @@ def iter_batches(
     which is how a resumed run continues from its last checkpoint.
     """
     pf = parquet_file or open_parquet(path)
+    if not isinstance(pf, pq.ParquetFile):  # JSON Lines, Arrow stream: the reader skips rows itself
+        yield from pf.iter_batches(batch_size=batch_size, columns=columns, skip_rows=skip_rows)
+        return
     first_group, offset = 0, skip_rows
     md = pf.metadata
     while first_group < md.num_row_groups and offset >= md.row_group(first_group).num_rows > 0:
@@ -271,12 +355,12 @@ def num_rows(path: str | os.PathLike) -> int:
 
 def completed_rows(path: str | os.PathLike, required_column: str | None = None) -> int | None:
     """Row count of an existing output (None if absent, unreadable, or missing the column)."""
-    path = Path(path)
+    path = as_location(path)
     if not path.is_file():
         return None
     try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError):
+        pf = open_parquet(path)
+    except (pa.ArrowException, OSError, InputError):
         return None
     if required_column and required_column not in pf.schema_arrow.names:
         return None
@@ -288,12 +372,29 @@ def completed_rows(path: str | os.PathLike, required_column: str | None = None) 
 
 
 def temp_path_for(path: Path) -> Path:
+    if isinstance(path, RemotePath):  # many machines may share a store: the pid alone is not unique
+        import secrets
+
+        return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
     return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+
+
+def output_path(out_dir, shard: Shard, output_format: str | None = None):
+    """Where ``shard``'s output goes: its relative name under ``out_dir``, with the suffix of
+    ``output_format`` (parquet or jsonl) when one is given (None keeps the input's format)."""
+    name = shard.name
+    return out_dir / name.with_name(formats.output_name(name.name, output_format))
 
 
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete hidden temporaries that an interrupted run left behind (call under the lock)."""
     removed = 0
+    if isinstance(folder, RemotePath):
+        for p in folder.find() if folder.is_dir() else []:
+            if p.name.startswith(".") and TMP_MARK in p.name:
+                p.unlink(missing_ok=True)
+                removed += 1
+        return removed
     if not folder.is_dir():
         return 0
     for p in folder.rglob(f".*{TMP_MARK}*"):
@@ -314,7 +415,7 @@ def remove_stale_siblings(path: Path, marks: Sequence[str] = (TMP_MARK, ".old-")
         for mark in marks:
             head, sep, pid = p.name.rpartition(mark)
             if sep and head == f".{path.name}" and pid.isdigit():
-                if int(pid) != os.getpid() and _process_alive(int(pid)):
+                if int(pid) != os.getpid() and process_alive(int(pid)):
                     continue
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
@@ -325,14 +426,7 @@ def remove_stale_siblings(path: Path, marks: Sequence[str] = (TMP_MARK, ".old-")
     return removed
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_process_alive = process_alive  # older name, still imported by sample.py
 
 
 class ShardWriter:
@@ -343,18 +437,24 @@ class ShardWriter:
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, compression: str = "zstd"):
-        self.path = Path(path)
+        self.path = as_location(path)
         self.schema = schema
-        self.compression = compression
+        self.compression = compression  # of a Parquet output; JSON Lines take theirs from the name
         self.rows = 0
         self._tmp: Path | None = None
         self._writer: pq.ParquetWriter | None = None
+        self._file = None
 
     def __enter__(self) -> "ShardWriter":
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = temp_path_for(self.path)
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
+            fmt = formats.detect(self.path.name)
+            if isinstance(self.path, RemotePath) or (fmt is not None and fmt.kind != formats.PARQUET):
+                self._file = self._tmp.open("wb")
+                self._writer = formats.open_writer(self._file, self.path.name, self.schema, self.compression)
+            else:
+                self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
         except OSError as e:
             raise output_error(self.path, e) from None
         return self
@@ -368,12 +468,18 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         writer, self._writer = self._writer, None
+        file, self._file = self._file, None
+        if isinstance(self.path, RemotePath):
+            return self._exit_remote(writer, file, exc_type)
         try:
             if writer is not None:
                 writer.close()
+            if file is not None:
+                file.close()
             if exc_type is None:
                 with open(self._tmp, "rb") as f:
                     os.fsync(f.fileno())
+                self._write_metadata_sidecar()
                 os.replace(self._tmp, self.path)
                 _fsync_dir(self.path.parent)
         except OSError as e:
@@ -385,6 +491,60 @@ class ShardWriter:
             if exc_type is not None and self._tmp is not None:
                 with contextlib.suppress(OSError):
                     self._tmp.unlink()
+
+    def _write_metadata_sidecar(self) -> None:
+        # JSON Lines and Arrow streams have no footer for the schema's key-value metadata (the
+        # run record, say): it goes to a hidden sidecar, written before the output appears, so
+        # an output never stands without the metadata it was written with.
+        fmt = formats.detect(self.path.name)
+        if fmt is not None and fmt.kind != formats.PARQUET and self.schema.metadata:
+            doc = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in self.schema.metadata.items()}
+            _write_json_atomically(metadata_sidecar(self.path), doc)
+
+    def _exit_remote(self, writer, file, exc_type) -> None:
+        # Closing the file completes the upload of the temporary; publishing copies it to its
+        # final key (atomic on object stores) after checking that the output lock is still ours.
+        try:
+            if writer is not None:
+                writer.close()
+            if file is not None:
+                file.close()
+            if exc_type is None:
+                self._write_metadata_sidecar()
+                publish(self._tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise output_error(self.path, e) from None
+        except BaseException:  # the lock was lost: leave nothing of ours behind
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            if exc_type is not None and self._tmp is not None:
+                with contextlib.suppress(OSError):
+                    self._tmp.unlink(missing_ok=True)
+
+
+def metadata_sidecar(path):
+    """Where the schema metadata of a non-Parquet output is kept: ``.<name>.metadata.json`` beside it."""
+    path = as_location(path)
+    return path.parent / f".{path.name}.metadata.json"
+
+
+def read_metadata(path) -> dict | None:
+    """The key-value metadata (bytes -> bytes) an output was written with: a Parquet file's
+    footer, or the sidecar of another format; None when there is none or it is unreadable."""
+    path = as_location(path)
+    fmt = formats.detect(path.name)
+    try:
+        if fmt is None or fmt.kind == formats.PARQUET:
+            return open_parquet(path).schema_arrow.metadata
+        doc = json.loads(metadata_sidecar(path).read_text())
+    except (OSError, ValueError, InputError, pa.ArrowException):
+        return None
+    return {str(k).encode(): str(v).encode() for k, v in doc.items()} if isinstance(doc, dict) else None
 
 
 def output_error(path: Path, e: OSError) -> OutputError:
@@ -409,9 +569,11 @@ class OutputLock:
     """An exclusive advisory lock on an output folder, released even if the process is killed."""
 
     def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
-        self.folder = Path(folder)
+        self.folder = as_location(folder)
         self.name = name  # a partitioned task locks its own name: tasks share the folder, not shards
         self._fd: int | None = None
+        # An object store has no flock: a lock object with an owner and an expiry (objstore).
+        self._remote = RemoteLock(self.folder, name) if isinstance(self.folder, RemotePath) else None
 
     @classmethod
     def check_free(cls, folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
@@ -420,12 +582,19 @@ class OutputLock:
         Lets a command refuse in its first second instead of after loading a model; the real
         lock is still taken (and can still fail) when writing starts.
         """
-        if Path(folder, name).exists():
+        folder = as_location(folder)
+        if isinstance(folder, RemotePath):
+            RemoteLock(folder, name).check_free()
+        elif Path(folder, name).exists():
             with cls(folder, name):
                 pass
 
     def __enter__(self) -> "OutputLock":
         import fcntl
+
+        if self._remote is not None:
+            self._remote.__enter__()
+            return self
 
         path = self.folder / self.name
         while True:
@@ -458,6 +627,9 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._remote is not None:
+            self._remote.__exit__(*exc)
+            return
         if self._fd is not None:
             # Delete the lock file while still holding the lock, so a finished output folder
             # holds Parquet files only (polars refuses a folder with any other file in it).
@@ -473,7 +645,13 @@ def input_fingerprint(path: str | os.PathLike) -> dict:
     Cheap to compute for any file size, and any rewrite of a Parquet file changes its footer
     (row group offsets, statistics), so checkpoints of a changed input are never reused.
     """
-    path = Path(path)
+    path = as_location(path)
+    if isinstance(path, RemotePath):
+        info = path.info()
+        size = int(info["size"])
+        tail = hashlib.sha256(path.fs.cat_file(path.path, start=max(0, size - FINGERPRINT_TAIL_BYTES), end=size))
+        stamp = str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "")
+        return {"size": size, "mtime_ns": stamp, "tail_sha256": tail.hexdigest()}
     st = path.stat()
     with open(path, "rb") as f:
         f.seek(max(0, st.st_size - FINGERPRINT_TAIL_BYTES))
@@ -482,12 +660,28 @@ def input_fingerprint(path: str | os.PathLike) -> dict:
 
 
 def partial_dir_for(path: str | os.PathLike) -> Path:
-    path = Path(path)
+    path = as_location(path)
     return path.parent / f".{path.name}{PARTIAL_MARK}"
+
+
+def write_remote_atomically(path: RemotePath, data: bytes) -> None:
+    """Write one small object whole: a hidden temporary, then published (objstore.publish)."""
+    tmp = temp_path_for(path)
+    try:
+        tmp.write_bytes(data)
+        publish(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _write_json_atomically(path: Path, doc: dict) -> None:
     tmp = temp_path_for(path)
+    if isinstance(path, RemotePath):
+        write_remote_atomically(path, json.dumps(doc, sort_keys=True).encode())
+        return
     with open(tmp, "w") as f:
         json.dump(doc, f, sort_keys=True)
         f.flush()
@@ -511,7 +705,7 @@ class PartialShard:
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, key: dict, compression: str = "zstd"):
-        self.path = Path(path)
+        self.path = as_location(path)
         self.schema = schema
         self.key = key
         self.compression = compression
@@ -555,7 +749,7 @@ class PartialShard:
 
     def checkpointed_column(self, name: str) -> pa.ChunkedArray:
         """One column of the rows taken over from an earlier run."""
-        tables = [pq.read_table(self.folder / c["file"], columns=[name]) for c in self._chunks]
+        tables = [open_parquet(self.folder / c["file"]).read(columns=[name]) for c in self._chunks]
         return pa.concat_tables(tables).column(name) if tables else pa.chunked_array([], self.schema.field(name).type)
 
     # -- writing
@@ -597,4 +791,7 @@ class PartialShard:
         self.discard()
 
     def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if isinstance(self.folder, RemotePath):
+            self.folder.rmtree()
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)

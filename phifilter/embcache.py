@@ -44,6 +44,7 @@ from .corpus import (
     find_shards,
     iter_batches,
     open_parquet,
+    output_path,
     remove_stale_temporaries,
     texts_from_array,
 )
@@ -191,7 +192,7 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         for shard in tqdm(shards, unit="shard", desc="shards", disable=not progress or len(shards) < 2):
-            out = out_dir / shard.name
+            out = output_path(out_dir, shard, "parquet")  # a sidecar is Parquet whatever the shard's format
             pf = open_parquet(shard.path)
             has_id = bool(id_column and id_column in pf.schema_arrow.names)
             record = run_record(shard.path, model=model, command="embed",

@@ -25,7 +25,9 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .corpus import check_output_dir, fsync_dir, input_roots, output_error, temp_path_for
+from .corpus import check_output_dir, fsync_dir, input_roots, output_error, temp_path_for, write_remote_atomically
+from .formats import detect
+from .location import RemotePath, as_location
 from .errors import OutputError
 
 Owned = Callable[[Path], bool]
@@ -33,6 +35,8 @@ Owned = Callable[[Path], bool]
 
 def _visible_files(folder: Path) -> list[Path]:
     out = []
+    if isinstance(folder, RemotePath):  # an object store: every key below the prefix is a file
+        return [p for p in sorted(folder.find()) if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
@@ -50,6 +54,8 @@ def _check_writable(path: Path, what: str) -> None:
     """
     import tempfile
 
+    if isinstance(path, RemotePath):
+        return  # no cheap probe on an object store: a refused write is one clear error when it comes
     probe = path
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -70,7 +76,7 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
     Absent or empty is fine; existing visible files must all pass ``is_ours``. Nothing is
     created or changed here.
     """
-    folder = Path(folder)
+    folder = as_location(folder)
     if inputs:
         check_output_dir(inputs, folder)
     if folder.exists() and not folder.is_dir():
@@ -90,16 +96,16 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
 def claim_file(path: str | os.PathLike, what: str = "the output",
                inputs: Iterable[str | os.PathLike] | None = None) -> Path:
     """Check that ``path`` may be written: not an input, not in a recursively searched input folder."""
-    path = Path(path)
+    path = as_location(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name for {what}, e.g. {path / 'out'}")
     target = path.resolve()
     for spec in inputs or ():
-        spec_path = Path(os.fspath(spec))
+        spec_path = as_location(spec)
         if spec_path.is_file() and spec_path.resolve() == target:
             raise OutputError(f"{path}: is an input file; choose another -o file")
     for root, recursive in input_roots(inputs or ()):
-        if recursive and root.resolve() in target.parents:
+        if recursive and type(root) is type(target) and root.resolve() in target.parents:
             raise OutputError(
                 f"{path}: lies inside the input folder {root}; write {what} outside it (choose another -o)"
             )
@@ -108,8 +114,17 @@ def claim_file(path: str | os.PathLike, what: str = "the output",
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place."""
-    path = Path(path)
+    """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place
+    (on an object store: written locally, then published whole, :mod:`phifilter.objstore`)."""
+    path = as_location(path)
+    if isinstance(path, RemotePath):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="phifilter-") as local:
+            tmp = Path(local) / path.name
+            write(tmp)
+            write_remote_atomically(path, tmp.read_bytes())
+        return path
     tmp = temp_path_for(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +166,7 @@ def parquet_record_of(command: str, legacy: Owned | None = None) -> Owned:
     def check(p: Path) -> bool:
         from .provenance import read_record
 
-        if p.suffix != ".parquet":
+        if detect(p.name) is None:  # Parquet, JSON Lines (record in a sidecar), ...
             return False
         record = read_record(p)
         if record is not None:

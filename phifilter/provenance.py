@@ -53,7 +53,7 @@ _CHUNK = 1 << 20
 
 def _sha256_of(path: Path, start: int = 0, length: int | None = None) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:  # a Path or a RemotePath
         f.seek(start)
         left = length
         while left is None or left > 0:
@@ -67,11 +67,22 @@ def _sha256_of(path: Path, start: int = 0, length: int | None = None) -> str:
 
 
 def fingerprint(path: str | os.PathLike) -> dict:
-    """Size and a content hash (whole file, or a large Parquet file's footer) of one input."""
-    path = Path(path)
-    size = path.stat().st_size
+    """Size and a content hash (whole file, or a large Parquet file's footer) of one input.
+
+    A URL (s3://...) is read through fsspec; a large non-Parquet object there is identified by
+    its size and ETag instead of a download of the whole object."""
+    from .location import RemotePath, as_location
+
+    path = as_location(path)
+    if isinstance(path, RemotePath):
+        info = path.info()
+        size = int(info["size"])
+        if size > FULL_HASH_BYTES and not path.name.endswith(".parquet") and info.get("ETag"):
+            return {"size": size, "etag": str(info["ETag"]).strip('"')}
+    else:
+        size = path.stat().st_size
     if size > FULL_HASH_BYTES:
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             f.seek(size - 8)
             tail = f.read(8)
         footer_len = int.from_bytes(tail[:4], "little")
@@ -117,10 +128,17 @@ def read_record(path: str | os.PathLike) -> dict | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        meta = pq.read_metadata(path).metadata or {}
-    except (pa.ArrowException, OSError):
-        return None
+    from .corpus import read_metadata
+    from .location import RemotePath, as_location
+
+    loc = as_location(path)
+    if isinstance(loc, RemotePath) or not loc.name.endswith(".parquet"):
+        meta = read_metadata(loc) or {}  # a URL, or JSON Lines (whose metadata is in a sidecar)
+    else:
+        try:
+            meta = pq.read_metadata(path).metadata or {}
+        except (pa.ArrowException, OSError):
+            return None
     raw = meta.get(RECORD_KEY)
     if raw is None:
         return None
@@ -133,7 +151,7 @@ def read_record(path: str | os.PathLike) -> dict | None:
 
 def stale_reason(existing: Mapping | str | os.PathLike | None, wanted: Mapping) -> str | None:
     """Why an output made under ``existing`` may not stand for ``wanted`` (None: it may)."""
-    if isinstance(existing, (str, os.PathLike)):
+    if existing is not None and not isinstance(existing, Mapping):  # a path or a URL (RemotePath)
         existing = read_record(existing)
     if not existing or existing.get("format") != wanted.get("format"):
         return "no run record"

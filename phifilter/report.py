@@ -621,7 +621,9 @@ def build_report(
     from .outputs import claim_file
 
     cfg = config or ReportConfig()
-    output = Path(output)
+    from .location import as_location
+
+    output = as_location(output)
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give the report's file name, e.g. {output / 'report.html'}")
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)

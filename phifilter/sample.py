@@ -49,6 +49,7 @@ from .corpus import (
     _process_alive,
 )
 from .errors import InputError, OutputError
+from .location import as_location, is_url
 
 MAX_STRATA = 10_000
 NULL_STRATUM = "(null)"
@@ -185,6 +186,8 @@ def remove_stale_temporary(output: Path) -> None:
     """
     from .corpus import TMP_MARK
 
+    if is_url(output):
+        return  # a store's temporaries carry a random token; a rerun's publish does not need them gone
     for tmp in output.parent.glob(f".{output.name}{TMP_MARK}*"):
         pid = tmp.name.rsplit(TMP_MARK, 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
@@ -220,7 +223,10 @@ def _check_output(inputs: Sequence[str], shards, output: Path) -> None:
         raise OutputError(f"{output}: is one of the input shards; choose another --output")
     for spec in inputs:  # a later run of the same glob must not pick the sample up as a shard
         spec = os.fspath(spec)
-        if any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), os.path.abspath(spec)):
+        if is_url(spec) or is_url(out):
+            if any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), spec):
+                raise OutputError(f"{output}: matches the input pattern {spec}; write it elsewhere")
+        elif any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), os.path.abspath(spec)):
             raise OutputError(f"{output}: matches the input pattern {spec}; write it elsewhere")
     for root, recursive in input_roots(inputs):
         if not recursive:
@@ -255,12 +261,12 @@ def sample_shards(
         inputs = [inputs]
     inputs = [os.fspath(i) for i in inputs]
     shards = find_input_files(inputs)
-    output = Path(output)
+    output = as_location(output)
     _check_output(inputs, shards, output)
     schema = _output_schema(shards, cfg)
     exclusions = load_exclusions(cfg.exclude, ngram=cfg.exclude_ngram) if cfg.exclude else None
 
-    summary = SampleSummary(output=os.fspath(output), shards=len(shards))
+    summary = SampleSummary(output=str(output), shards=len(shards))
     summary.exclusion_items = len(exclusions) if exclusions else 0
     reservoirs: dict[str, _Reservoir] = {}
     total_rows = sum(open_parquet(s.path).metadata.num_rows for s in shards)

@@ -11,6 +11,10 @@ Each finished output shard is recorded in ``_phifilter_filter.json`` in the outp
 the columns and the cut-off), so a rerun with the same settings skips what is done and redoes,
 saying why, a shard whose input changed. Rows whose score is NaN or null are never kept; they
 are counted and reported, and left out of the ``top_fraction`` base.
+
+Local Parquet goes through polars; JSON Lines, save_to_disk shards and shards in an object
+store are streamed through :func:`phifilter.corpus.iter_batches` and written in their own format
+by :class:`phifilter.corpus.ShardWriter`, with the same cut-off and the same kept rows.
 """
 
 from __future__ import annotations
@@ -24,14 +28,20 @@ from typing import Sequence
 
 from .corpus import (
     OutputLock,
+    ShardWriter,
     _fsync_dir,
     check_output_dir,
     find_shards,
+    iter_batches,
     open_parquet,
+    output_path,
     remove_stale_temporaries,
     temp_path_for,
+    write_remote_atomically,
 )
 from .errors import InputError, OutputError
+from .formats import PARQUET, detect
+from .location import RemotePath, as_location
 
 MANIFEST = "_phifilter_filter.json"
 BINS = 1 << 20
@@ -113,6 +123,12 @@ def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: st
 
     counts = np.zeros(BINS, dtype=np.int64)
     for p in paths:
+        if not _polars_reads(p):
+            for batch in iter_batches(p, 1 << 16, columns=[score_column]):
+                s = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
+                s = np.clip(s[~np.isnan(s)], 0.0, 1.0)  # null (nan here) and NaN are not in the base
+                np.add.at(counts, np.clip(np.floor(s * BINS).astype(np.int64), 0, BINS - 1), 1)
+            continue
         vc = (
             pl.scan_parquet(p)
             .filter(_scored(score_column))
@@ -139,6 +155,46 @@ def _scored(score_column: str):
 
     col = pl.col(score_column).cast(pl.Float64)
     return col.is_not_null() & col.is_not_nan()
+
+
+def _polars_reads(path) -> bool:
+    """Local Parquet: read with polars' streaming engine (the original, fastest path)."""
+    fmt = detect(getattr(path, "name", str(path)))
+    return not isinstance(path, RemotePath) and (fmt is None or fmt.kind == PARQUET)
+
+
+def _filter_streaming(shard, out_path, score_column: str, text_column: str, cutoff: float, bin_hi: float,
+                      remaining: int | None, mask=None) -> dict:
+    """Keep rows with score >= bin_hi, plus (top fraction) the first ``remaining`` rows of the
+    boundary bin [cutoff, bin_hi) in corpus order; or (threshold) rows with score >= cutoff;
+    or (token budget) the rows of ``mask``, a keep flag per row of the shard."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    pf = open_parquet(shard.path)
+    stats = {"rows_in": 0, "rows_kept": 0, "bytes_in": 0, "bytes_kept": 0, "rows_unscored": 0}
+    taken = 0
+    with ShardWriter(out_path, pf.schema_arrow) as writer:
+        for batch in iter_batches(shard.path, 1 << 14, parquet_file=pf):
+            score = batch.column(score_column).to_numpy(zero_copy_only=False).astype(np.float64)
+            with np.errstate(invalid="ignore"):  # null scores are nan here and never kept
+                if mask is not None:
+                    keep = np.asarray(mask[stats["rows_in"]:stats["rows_in"] + batch.num_rows], dtype=bool) & ~np.isnan(score)
+                elif remaining is None:
+                    keep = score >= cutoff
+                else:
+                    boundary = (score >= cutoff) & (score < bin_hi)
+                    take = np.cumsum(boundary) + taken <= remaining
+                    keep = (score >= bin_hi) | (boundary & take)
+                    taken += int((boundary & take).sum())
+            text_bytes = pc.fill_null(pc.binary_length(batch.column(text_column)), 0).to_numpy(zero_copy_only=False)
+            stats["rows_in"] += batch.num_rows
+            stats["rows_unscored"] += int(np.isnan(score).sum())
+            stats["rows_kept"] += int(keep.sum())
+            stats["bytes_in"] += int(text_bytes.sum())
+            stats["bytes_kept"] += int(text_bytes[keep].sum())
+            writer.write_batch(batch.filter(keep))
+    return stats | {"boundary_kept": taken}
 
 
 def filter_shards(
@@ -225,7 +281,7 @@ def filter_shards(
         remaining = quota
         for shard in tqdm(shards, unit="shard", desc="filtering", disable=not progress):
             key = str(shard.name)
-            out_path = out_dir / shard.name
+            out_path = output_path(out_dir, shard)
             score = pl.col(score_column)
             text_bytes = pl.col(text_column).str.len_bytes().fill_null(0)
             # The cut-off is part of the record: with --top-fraction it depends on every input.
@@ -237,6 +293,25 @@ def filter_shards(
                 stats = done[key]
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
+            elif not (_polars_reads(shard.path) and _polars_reads(out_path)):
+                if key in done:
+                    summary.redone.append(reason if out_path.is_file() else "output missing")
+                mask = kept_tokens = None
+                if token_budget is not None:
+                    mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
+                                                         counter, BINS)
+                stats = _filter_streaming(shard, out_path, score_column, text_column, cutoff, bin_hi,
+                                          max(0, remaining) if top_fraction is not None else None, mask)
+                stats["record"] = record
+                if mask is not None:
+                    stats["boundary_kept"], stats["tokens_kept"] = take, kept_tokens
+                remaining -= stats["boundary_kept"]
+                done[key] = stats
+                try:
+                    _write_manifest(out_dir, manifest)
+                except OSError as e:
+                    raise _write_error(out_dir / MANIFEST, e) from None
+                summary.shards += 1
             else:
                 if key in done:
                     summary.redone.append(reason if out_path.is_file() else "output missing")
@@ -306,7 +381,7 @@ def filter_shards(
 
 
 def _read_manifest(folder: Path) -> dict:
-    p = folder / MANIFEST
+    p = as_location(folder) / MANIFEST
     if not p.exists():
         return {}
     try:
@@ -317,6 +392,9 @@ def _read_manifest(folder: Path) -> dict:
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
     p = folder / MANIFEST
+    if isinstance(p, RemotePath):
+        write_remote_atomically(p, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        return
     tmp = temp_path_for(p)
     try:
         with open(tmp, "w") as f:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .corpus import check_text_column, find_input_files, iter_batches, open_parquet, rows_from_batch, texts_from_array
+from .location import as_location
 from .errors import InputError
 
 
@@ -48,7 +49,7 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
         raise InputError(f"--random-share {random_share}: expected a number in [0, 1]")
     from .outputs import claim_file
 
-    out = Path(output)
+    out = as_location(output)  # a local path or a URL (written through ShardWriter either way)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_input_files(specs)
     if any(s.path.resolve() == out.resolve() for s in shards):

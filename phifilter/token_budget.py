@@ -101,7 +101,7 @@ def budget_cutoff(paths: Sequence[os.PathLike], budget: int, score_column: str, 
     """Pass 1: tokens per fine score bin over every shard, and where the budget runs out."""
     tokens = np.zeros(bins, np.int64)
     for p in paths:
-        for scores, texts in _scored_rows(Path(p), score_column, text_column):
+        for scores, texts in _scored_rows(p, score_column, text_column):
             b = _bins(scores, bins)
             ok = b >= 0
             if ok.any():
@@ -120,7 +120,7 @@ def shard_keep(path: os.PathLike, cut: BudgetCut, remaining: int, score_column: 
                counter: TokenCounter, bins: int) -> tuple[np.ndarray, int, int]:
     """Pass 2 for one shard: (keep mask, kept tokens, boundary tokens taken)."""
     masks, kept_tokens, taken = [], 0, 0
-    for scores, texts in _scored_rows(Path(path), score_column, text_column):
+    for scores, texts in _scored_rows(path, score_column, text_column):
         b = _bins(scores, bins)
         keep = b > cut.boundary
         keep[b < 0] = False

@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
+from ..location import as_location
 from ..errors import InputError, OutputError, PhifilterError
 from .backends import BackendError, Reply, RetryableError
 from .cache import LabelCache
@@ -154,7 +155,7 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     cfg = config or LabelConfig()
     echo = echo or (lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
-    input, output = Path(input), Path(output)
+    input, output = as_location(input), Path(output)  # the input may be a URL; output and cache are local
     if output.suffix != ".parquet":
         raise OutputError(f"{output}: the labels are one Parquet file; give a name ending in .parquet")
     if output.resolve() == input.resolve():

@@ -45,6 +45,7 @@ class ScoreConfig:
     task_index: int | None = None  # 0-based; None: $SLURM_ARRAY_TASK_ID, else 0
     num_tasks: int | None = None  # None: $SLURM_ARRAY_TASK_COUNT, else 1
     stats_json: str | None = None  # write the run statistics here (JSON)
+    output_format: str | None = None  # None: each output keeps its input's format; "parquet" or "jsonl"
 
     def with_options(self, **options) -> "ScoreConfig":
         """A copy with ``options`` applied; the caller's config is never changed."""
@@ -59,6 +60,8 @@ class ScoreConfig:
             raise InputError(f"--on-error {self.on_error}: expected 'raise' or 'skip'")
         if self.engine not in ENGINES:
             raise InputError(f"--engine {self.engine}: expected 'local' or 'ray'")
+        if self.output_format not in (None, "parquet", "jsonl"):
+            raise InputError(f"--output-format {self.output_format}: expected 'parquet' or 'jsonl'")
 
 
 def partition_of(cfg: ScoreConfig, environ=os.environ) -> tuple[int, int]:

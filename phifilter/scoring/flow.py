@@ -29,9 +29,11 @@ from ..corpus import (
     completed_rows,
     iter_batches,
     open_parquet,
+    output_path,
     texts_from_array,
 )
 from ..errors import InputError, PhifilterError
+from ..location import as_location
 from ..pipeline import background, stage
 from .batch import Batch, ShardEnd, ShardFailed, ShardSkipped, ShardStart
 from .config import ScoreConfig
@@ -78,7 +80,7 @@ def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) ->
     """Read stage: shard markers and batches for every shard (a complete one gives ShardSkipped)."""
     identity = model_identity(clf)
     for shard in shards:
-        out_path = out_dir / shard.name
+        out_path = output_path(out_dir, shard, cfg.output_format)
         try:
             pf = open_parquet(shard.path)
             schema = pf.schema_arrow
@@ -222,7 +224,7 @@ def score_shard_list(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConf
     running inside torch or Arrow when the interpreter exits aborts the process ("terminate
     called without an active exception") instead of ending with the clean error.
     """
-    items = scored_items(clf, shards, Path(out_dir), cfg)
+    items = scored_items(clf, shards, as_location(out_dir), cfg)
     try:
         write_items(items, cfg, float(clf.threshold), on_outcome, on_rows)
     finally:

@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..corpus import LOCK_NAME, TMP_MARK, Shard, partial_dir_for, remove_stale_siblings
+from ..corpus import LOCK_NAME, TMP_MARK, Shard, output_path, partial_dir_for, remove_stale_siblings
+from ..location import RemotePath, as_location
 
 
 def assign(shards: Sequence[Shard], count: int) -> list[int]:
     """Task index of each shard (same order as ``shards``): balanced by file size."""
-    sizes = [os.stat(s.path).st_size for s in shards]
+    sizes = [s.path.size() if isinstance(s.path, RemotePath) else os.stat(s.path).st_size for s in shards]
     order = sorted(range(len(shards)), key=lambda i: (-sizes[i], str(shards[i].name)))
     load = [0] * count
     owner = [0] * len(shards)
@@ -42,11 +43,14 @@ def task_lock_name(index: int, count: int) -> str:
     return LOCK_NAME if count == 1 else f"{LOCK_NAME}.task-{index}-of-{count}"
 
 
-def remove_task_temporaries(out_dir: Path, shards: Sequence[Shard]) -> None:
+def remove_task_temporaries(out_dir: Path, shards: Sequence[Shard], output_format: str | None = None) -> None:
     """Delete the temporaries a killed earlier run of this task left beside its own outputs."""
     for s in shards:
-        out_path = Path(out_dir) / s.name
-        if out_path.parent.is_dir():
+        out_path = output_path(as_location(out_dir), s, output_format)
+        if isinstance(out_path, RemotePath):  # no pid to check there: our task lock says none is live
+            for p in out_path.parent.glob(f".{out_path.name}{TMP_MARK}*"):
+                p.unlink(missing_ok=True)
+        elif out_path.parent.is_dir():
             remove_stale_siblings(out_path, marks=(TMP_MARK,))
         partial = partial_dir_for(out_path)
         if partial.is_dir():  # its chunk temporaries; the manifest's chunks are kept for resuming

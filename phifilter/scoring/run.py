@@ -20,7 +20,8 @@ from ..corpus import (
     open_parquet,
     remove_stale_temporaries,
 )
-from ..errors import PhifilterError
+from ..errors import InputError, PhifilterError
+from ..location import RemotePath
 from ..outputs import claim_folder, has_column, parquet_record_of
 from .config import ScoreConfig, parse_devices, partition_of
 from .model import default_read_batch_rows, ready_model
@@ -60,6 +61,9 @@ def score_shards(
     lock = OutputLock(out_dir, name=task_lock_name(*task))
     OutputLock.check_free(out_dir, lock.name)  # another run writing here: say so now, not after loading the model
     devices = parse_devices(cfg.devices) if cfg.devices else None
+    if (cfg.engine == "ray" or (devices and len(devices) > 1)) and isinstance(out_dir, RemotePath):
+        raise InputError(f"{output_dir}: --engine ray and --devices write to local folders only so far; "
+                         "score into a local folder, or run one process per machine (--task-index/--num-tasks)")
     if devices and len(devices) == 1:
         cfg.device = devices[0]
     elif devices and not isinstance(model, EduClassifier):
@@ -89,7 +93,7 @@ def score_shards(
         if task[1] == 1:
             remove_stale_temporaries(out_dir)
         else:  # other tasks may be writing beside us: only the temporaries of our own shards
-            remove_task_temporaries(out_dir, shards)
+            remove_task_temporaries(out_dir, shards, cfg.output_format)
         start = time.perf_counter()
         done = _engine(cfg, devices)(model, clf, good, out_dir, cfg, on_rows=bar.update)
         seconds = time.perf_counter() - start

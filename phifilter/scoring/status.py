@@ -16,6 +16,7 @@ from typing import Sequence
 from .. import provenance
 from ..corpus import LOCK_NAME, completed_rows, find_shards, open_parquet, partial_dir_for
 from ..errors import InputError, OutputError
+from ..location import as_location
 
 STATES = ("done", "partial", "stale", "missing")
 
@@ -88,7 +89,7 @@ def shard_status(name: str, out_path: Path, score_column: str, input_path: Path 
 def scoring_status(output_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (),
                    score_column: str = "edu_score") -> StatusReport:
     """The state of every shard of a scoring run into ``output_dir`` (of every input, when given)."""
-    out_dir = Path(output_dir)
+    out_dir = as_location(output_dir)  # a local folder or a URL
     if not out_dir.is_dir():
         if not inputs:
             raise OutputError(f"{output_dir}: no such output folder")
