@@ -120,7 +120,8 @@ def test_labels_every_row_with_the_servers_scores(tmp_path, chat_server):
     summary = label_file(src, out, backend(chat_server), fast(), progress=False)
 
     table = pq.read_table(out)
-    assert table.column_names == ["id", "text", "domain", "extra", "llm_score", "llm_reason", "llm_model", "rubric_sha"]
+    assert table.column_names == ["id", "text", "domain", "extra", "llm_score", "llm_reason", "llm_model", "rubric_sha",
+                                  "llm_parse", "llm_repaired", "llm_cut_at"]
     assert table.schema.field("llm_score").type == pa.int8()
     rows = table.to_pylist()
     assert [r["extra"] for r in rows] == list(range(len(texts)))
@@ -128,7 +129,10 @@ def test_labels_every_row_with_the_servers_scores(tmp_path, chat_server):
         assert r["llm_score"] == default_score(r["text"])
         assert r["llm_model"] == "test-model"
         assert r["llm_reason"] == "Readable code with some explanation."
+        assert r["llm_parse"] == "strict" and r["llm_repaired"] is False and r["llm_cut_at"] is None
     assert rows[-1]["llm_score"] is None and rows[-1]["llm_model"] is None  # blank: not sent
+    assert rows[-1]["llm_parse"] is None  # not asked, so not "none"
+    assert summary.parses == {"strict": 13}
     # the duplicate was asked once; the blank never
     assert chat_server.count() == 12 and max(chat_server.per_doc().values()) == 1
     assert summary.sent == 12 and summary.answered == 12 and summary.blank == 1
