@@ -462,7 +462,7 @@ def _price(value):
 @click.option("--retries", default=5, show_default=True, type=click.IntRange(0), help="Retries per request.")
 @click.option("--retry-delay", default=1.0, show_default=True, type=FiniteFloatRange(0),
               help="First backoff in seconds (doubles per retry, with jitter; Retry-After wins if longer).")
-@click.option("--max-requests", default=None, type=click.IntRange(0), help="Send at most this many documents, then stop cleanly.")
+@click.option("--max-requests", default=None, type=click.IntRange(0), help="Send at most this many requests (repairs included), then stop cleanly; 0 rewrites the output from the cache.")
 @click.option("--temperature", default=0.0, show_default=True, type=FiniteFloatRange(0),
               help="Sampling temperature; 0 is greedy, deterministic decoding (transformers).")
 @click.option("--max-tokens", "--max-new-tokens", "max_tokens", default=None, type=click.IntRange(1),

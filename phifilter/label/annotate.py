@@ -18,7 +18,8 @@ The flow of :func:`label_file`:
    strict, fallback or none; see :mod:`phifilter.label.parse`), ``llm_repaired`` and
    ``llm_cut_at``. Scores are read from the cached raw replies by the current parser.
 
-Stopping: ``max_requests`` stops sending after that many documents and still writes the
+Stopping: ``max_requests`` stops sending after that many requests (repair re-asks included;
+0 writes the output from the cache alone, without loading a model) and still writes the
 output (rows never asked have null ``llm_model`` and ``rubric_sha``). A failure that survives
 every retry, or Ctrl-C, stops sending, waits for the requests already in flight (their answers
 are paid for, so they are kept), and leaves no output file; the cache keeps every answer, and
@@ -73,7 +74,7 @@ class LabelConfig:
     domain_column: str = "domain"
     max_chars: int | None = None  # cut longer documents at a line break before sending
     cache: str | None = None  # default: <output stem>.cache.sqlite next to the output
-    max_requests: int | None = None  # stop after sending this many documents
+    max_requests: int | None = None  # stop after sending this many requests (repairs included)
     retries: int = 5  # further attempts after the first, per request
     retry_delay: float = 1.0  # first backoff in seconds; doubles each attempt
     max_retry_delay: float = 60.0  # cap on one backoff (a longer Retry-After is still honoured)
@@ -245,6 +246,9 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
             summary.remaining = len(missing)
             summary.report = dry_run_report(missing, found, summary, cfg, repairs)
             return summary
+        if cfg.max_requests == 0 and (missing or repairs):
+            summary.stopped = "--max-requests 0: output written from the cache alone"
+            missing, repairs = [], []
         if callable(backend) and not hasattr(backend, "complete"):
             backend = backend() if missing or repairs else None
         if missing or repairs:
@@ -378,6 +382,14 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
     def fill() -> None:
         while not stop.is_set() and len(in_flight) < concurrency and batches:
             batch = batches.popleft()
+            if cfg.max_requests is not None:
+                room = cfg.max_requests - summary.sent - summary.repairs_sent
+                if room < len(batch):
+                    summary.stopped = f"--max-requests {cfg.max_requests} reached"
+                    batch = batch[: max(0, room)]
+                    batches.clear()
+                    if not batch:
+                        return
             in_flight[pool.submit(ask, batch)] = batch
             n_repairs = sum(job.repair for job in batch)
             summary.sent += len(batch) - n_repairs
