@@ -327,7 +327,7 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
         jobs = jobs[: cfg.max_requests]
         summary.stopped = f"--max-requests {cfg.max_requests} reached"
     batch_size = max(1, int(getattr(backend, "batch_size", 1)))
-    # Repairs owed from an earlier run go first; new ones join the queue as answers arrive.
+    # Repairs owed from an earlier run go first; new ones are sent next as answers arrive.
     owed = list(repairs)
     batches = collections.deque(owed[i : i + batch_size] for i in range(0, len(owed), batch_size))
     batches.extend(jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size))
@@ -414,7 +414,9 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
                 if cfg.repair and not job.repair and _needs_repair(parsed, reply.text):
                     follow_ups.append(job.repair_job(reply.text))
             if follow_ups:
-                batches.append(follow_ups)
+                # Next in line: a document is done when its repair is, so a stop or a kill leaves
+                # whole labels behind rather than many answers waiting for their repair.
+                batches.appendleft(follow_ups)
                 bar.total += len(follow_ups)
             bar.update(len(batch))
             if summary.retries:
