@@ -68,7 +68,8 @@ def test_a_statement_quoted_from_the_document_is_not_the_models_score():
     assert read_reply(quoting).score == 5  # without the document the quote would have counted
     # the model's own statement next to the quote still counts, if it agrees with nothing else
     assert fallback_score("The text says Educational score: 5 but the score is 1.", document) == 1
-    assert read_reply("4", "x = 4").parse == "none"  # a bare number that is the whole document
+    assert read_reply("4", "4\n").parse == "none"  # a bare number that is the whole document
+    assert read_reply("4", "x = 4\n").score == 4  # a digit that merely occurs in it does not count
 
 
 def test_the_strict_line_wins_over_earlier_statements():

@@ -19,8 +19,9 @@ score was found, as the ``llm_parse`` column does:
 
     Every statement found must give the same whole number from 0 to 5. A reply that states two
     different scores, a fraction (``3.5``) or a number outside 0-5 (``score is 8``, ``7/5``)
-    has no fallback score. A statement that also occurs verbatim in the document is ignored,
-    so a reply that merely quotes the document cannot give it the score the document claims.
+    has no fallback score. A statement of form 1 or 2 that also occurs verbatim in the
+    document is ignored (and a bare-number reply that is the whole document), so a reply that
+    merely quotes the document cannot give it the score the document claims.
 ``none``
     neither: the score is null. Nothing is guessed.
 """
@@ -82,7 +83,8 @@ def fallback_score(text: str, document: str = "") -> int | None:
                 continue  # quoted from the document: not the model's own verdict
             values.append(match.group(1))
     only = _ONLY_A_NUMBER.match(text)
-    if only and not (document and text in document):
+    # A bare digit occurs in most documents; only a reply that repeats the whole document is a quote.
+    if only and not (document and text.strip() == document.strip()):
         values.append(only.group(1))
     if not values:
         return None
