@@ -534,10 +534,11 @@ def _price(value):
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
 @click.option("--backend", type=click.Choice(["openai", "transformers"]), default="openai", show_default=True,
-              help="An OpenAI-compatible endpoint, or a local transformers model folder.")
+              help="An OpenAI-compatible endpoint, or a local model (a GGUF file or a transformers folder).")
 @click.option("--base-url", default="https://api.openai.com/v1", show_default=True,
               help="Endpoint root (vLLM: http://host:8000/v1, Ollama: http://localhost:11434/v1).")
-@click.option("--model", required=True, help="Model name the endpoint serves, or the model folder (transformers).")
+@click.option("--model", required=True,
+              help="Model name the endpoint serves; transformers: a .gguf file, a folder holding one, or a model folder.")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Environment variable holding the API key (never printed or stored).")
 @click.option("--rubric", default="auto", show_default=True,
@@ -551,11 +552,19 @@ def _price(value):
 @click.option("--retries", default=5, show_default=True, type=click.IntRange(0), help="Retries per request.")
 @click.option("--retry-delay", default=1.0, show_default=True, type=FiniteFloatRange(0),
               help="First backoff in seconds (doubles per retry, with jitter; Retry-After wins if longer).")
-@click.option("--max-requests", default=None, type=click.IntRange(0), help="Send at most this many documents, then stop cleanly.")
-@click.option("--temperature", default=0.0, show_default=True, type=FiniteFloatRange(0), help="Sampling temperature (openai backend).")
-@click.option("--max-tokens", default=None, type=click.IntRange(1),
+@click.option("--max-requests", default=None, type=click.IntRange(0), help="Send at most this many requests (repairs included), then stop cleanly; 0 rewrites the output from the cache.")
+@click.option("--temperature", default=0.0, show_default=True, type=FiniteFloatRange(0),
+              help="Sampling temperature; 0 is greedy, deterministic decoding (transformers).")
+@click.option("--max-tokens", "--max-new-tokens", "max_tokens", default=None, type=click.IntRange(1),
               help="Cap on reply tokens (openai: not sent unless given; transformers: default 256).")
+@click.option("--repair", is_flag=True,
+              help="When a reply has no readable score, ask once more for just the score line (cached, counted in --dry-run).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Prompts per generate call (transformers).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed when --temperature > 0 (transformers).")
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="CPU threads for the model (transformers; default: torch's). 1 is often fastest on a busy CPU.")
+@click.option("--max-context", default=None, type=click.IntRange(64),
+              help="Cap on the model's context in tokens (transformers); longer documents are cut to fit.")
 @device_option
 @click.option("--cache", default=None, type=click.Path(dir_okay=False),
               help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite).")
@@ -564,14 +573,14 @@ def _price(value):
 @quiet_option
 @storage_options_option
 def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, max_chars,
-          concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, batch_size, device,
-          cache, dry_run, price_per_mtok, quiet):
+          concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, repair, batch_size, seed,
+          threads, max_context, device, cache, dry_run, price_per_mtok, quiet):
     """Rate each document's educational value 0-5 with an LLM (resumable, cached).
 
     Every answer is cached as it arrives (keyed by document, rubric and model), so a rerun
     after a crash or Ctrl-C asks only for what is missing. The output has every input column
-    plus llm_score (0-5 or null when the reply had no valid score), llm_reason, llm_model and
-    rubric_sha.
+    plus llm_score (0-5 or null when no score could be read from the reply), llm_reason,
+    llm_model, rubric_sha, llm_parse (strict, fallback or none), llm_repaired and llm_cut_at.
 
     \b
     Example:
@@ -580,6 +589,7 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
       phifilter label seed.parquet -o labels.parquet --model gpt-4o-mini --concurrency 16
       phifilter label seed.parquet -o labels.parquet --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
       phifilter label seed.parquet -o labels.parquet --backend transformers --model ./my-llm/ --device cuda
+      phifilter label seed.parquet -o labels.parquet --backend transformers --model SmolLM2-135M-Instruct.Q4_1.gguf --repair
     """
     import os
 
@@ -587,7 +597,7 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
 
     cfg = LabelConfig(text_column=text_column, rubric=rubric, domain_column=domain_column, max_chars=max_chars,
                       cache=cache, max_requests=max_requests, retries=retries, retry_delay=retry_delay,
-                      dry_run=dry_run, price_per_mtok=_price(price_per_mtok))
+                      dry_run=dry_run, price_per_mtok=_price(price_per_mtok), repair=repair)
     if backend == "openai":
         from urllib.parse import urlsplit
 
@@ -603,13 +613,13 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
                                          concurrency=concurrency, temperature=temperature, max_tokens=max_tokens)
         model_id = model
     else:
-        from pathlib import Path
-
         from .label.backends import TransformersBackend
+        from .label.local_model import resolve_local_model
 
         make = lambda: TransformersBackend(model, device=device, batch_size=batch_size,  # noqa: E731
-                                           max_new_tokens=max_tokens or 256)
-        model_id = f"transformers:{Path(model).resolve()}"
+                                           max_new_tokens=max_tokens or 256, temperature=temperature, seed=seed,
+                                           threads=threads, context=max_context)
+        model_id = resolve_local_model(model).model_id  # checks the path before anything is read or loaded
     summary = label_file(input, output, make, cfg, model_id=model_id, progress=not quiet,
                          echo=lambda line: click.echo(line, err=True))
     if dry_run or not quiet:

@@ -61,10 +61,13 @@ def completion(text: str, prompt_tokens: int = 100, completion_tokens: int = 20)
 
 
 def document_of(body: dict) -> str | None:
-    """The fenced document inside the user message (None if the request has none)."""
+    """The fenced document inside the first user message (None if the request has none).
+
+    The first, not the last: a repair re-ask ends with a short question after the first exchange.
+    """
     try:
-        content = body["messages"][-1]["content"]
-    except (KeyError, IndexError, TypeError):
+        content = next(m["content"] for m in body["messages"] if m.get("role") == "user")
+    except (KeyError, TypeError, StopIteration, AttributeError):
         return None
     fences = list(FENCE.finditer(content))
     if len(fences) < 2:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from chat_server import Response, chat_server  # noqa: F401  (fixture)
 from phifilter.errors import InputError
 from phifilter.label import compare_labels
 
@@ -99,3 +100,27 @@ def test_shipped_seed_against_itself(tmp_path):
         pytest.skip("data/seed/edu_seed.parquet is not in this checkout")
     r = compare_labels(seed, seed)
     assert r.pairs == pq.read_metadata(seed).num_rows and r.exact == 1.0 and r.quadratic_kappa == pytest.approx(1.0)
+
+
+def test_answer_formats_are_counted_per_model(tmp_path, chat_server):
+    """Labels made by `phifilter label` (a real run against the loopback server) report llm_parse counts."""
+    from phifilter.label import LabelConfig, OpenAIChatBackend, label_file
+
+    texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(5)]
+    replies = {texts[0]: "Fine.\nEducational score: 2", texts[1]: "Short.\nEducational score: 1",
+               texts[2]: "The educational score is 3.", texts[3]: "Rating: 4/5", texts[4]: "No idea."}
+    chat_server.script = lambda doc, body: Response(text=replies[doc])
+    src = write(tmp_path / "seed.parquet", id=[f"d{i}" for i in range(5)], text=texts,
+                score=pa.array([2, 1, 3, 3, 0], pa.int8()))
+    out = tmp_path / "labels.parquet"
+    summary = label_file(src, out, OpenAIChatBackend(chat_server.url, "model-x"), LabelConfig(retry_delay=0.01),
+                         progress=False)
+    assert summary.parses == {"strict": 2, "fallback": 2, "none": 1}
+    assert "answer formats of model-x: strict 2, fallback 2, none 1" in str(summary)
+    r = compare_labels(src, out)
+    assert r.formats_a == {} and r.formats_b == {"model-x": {"strict": 2, "fallback": 2, "none": 1, "repaired": 0}}
+    assert r.pairs == 4 and r.missing_b == 1
+    cli = subprocess.run([sys.executable, "-m", "phifilter", "agreement", str(src), str(out)], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert cli.returncode == 0, cli.stderr
+    assert "answer formats in B, model-x: strict 2, fallback 2, none 1" in cli.stdout

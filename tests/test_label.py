@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -120,7 +121,8 @@ def test_labels_every_row_with_the_servers_scores(tmp_path, chat_server):
     summary = label_file(src, out, backend(chat_server), fast(), progress=False)
 
     table = pq.read_table(out)
-    assert table.column_names == ["id", "text", "domain", "extra", "llm_score", "llm_reason", "llm_model", "rubric_sha"]
+    assert table.column_names == ["id", "text", "domain", "extra", "llm_score", "llm_reason", "llm_model", "rubric_sha",
+                                  "llm_parse", "llm_repaired", "llm_cut_at"]
     assert table.schema.field("llm_score").type == pa.int8()
     rows = table.to_pylist()
     assert [r["extra"] for r in rows] == list(range(len(texts)))
@@ -128,7 +130,10 @@ def test_labels_every_row_with_the_servers_scores(tmp_path, chat_server):
         assert r["llm_score"] == default_score(r["text"])
         assert r["llm_model"] == "test-model"
         assert r["llm_reason"] == "Readable code with some explanation."
+        assert r["llm_parse"] == "strict" and r["llm_repaired"] is False and r["llm_cut_at"] is None
     assert rows[-1]["llm_score"] is None and rows[-1]["llm_model"] is None  # blank: not sent
+    assert rows[-1]["llm_parse"] is None  # not asked, so not "none"
+    assert summary.parses == {"strict": 13}
     # the duplicate was asked once; the blank never
     assert chat_server.count() == 12 and max(chat_server.per_doc().values()) == 1
     assert summary.sent == 12 and summary.answered == 12 and summary.blank == 1
@@ -153,6 +158,37 @@ def test_rerun_uses_the_cache_and_sends_nothing(tmp_path, chat_server):
     # another model is another cache key
     label_file(src, out, OpenAIChatBackend(chat_server.url, "other-model"), fast(), progress=False)
     assert chat_server.count() == 2 * len(CODE_DOCS)
+
+
+def test_a_cache_of_the_first_format_is_reread_by_the_current_parser(tmp_path, chat_server):
+    """A cache written before llm_parse existed: opened in place, its raw replies read anew, nothing asked."""
+    src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:2])
+    cache = tmp_path / "labels.cache.sqlite"
+    rubric = load_rubric("code").sha
+    with sqlite3.connect(cache) as db:  # the schema of phifilter-label-cache-1 before cut_at was added
+        db.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE answers (doc_sha TEXT NOT NULL, rubric_sha TEXT NOT NULL, model TEXT NOT NULL,
+                score INTEGER, reason TEXT, reply TEXT, prompt_chars INTEGER, prompt_tokens INTEGER,
+                completion_tokens INTEGER, created REAL NOT NULL, PRIMARY KEY (doc_sha, rubric_sha, model));
+            INSERT INTO meta VALUES ('format', 'phifilter-label-cache-1');""")
+        # the strict parser of that time found no score in the first reply
+        for doc, reply, score in ((CODE_DOCS[0], "The educational score is 3.", None),
+                                  (CODE_DOCS[1], "Tidy.\nEducational score: 2", 2)):
+            db.execute("INSERT INTO answers VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (hashlib.sha256(doc.encode()).hexdigest(), rubric, "test-model", score, reply, reply,
+                        100, 30, 10, 0.0))
+    out = tmp_path / "labels.parquet"
+    summary = label_file(src, out, backend(chat_server), fast(), progress=False)
+    assert chat_server.count() == 0 and summary.cached == 2
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["llm_score"], r["llm_parse"], r["llm_cut_at"]) for r in rows] == [(3, "fallback", None), (2, "strict", None)]
+    with sqlite3.connect(cache) as db:
+        assert "cut_at" in {r[1] for r in db.execute("PRAGMA table_info(answers)")}
+    # --max-requests 0 rewrites the output from the cache alone, even with a dead endpoint
+    again = label_file(src, tmp_path / "again.parquet", OpenAIChatBackend("http://127.0.0.1:9/v1", "test-model"),
+                       fast(max_requests=0, cache=str(cache)), progress=False)
+    assert again.sent == 0 and pq.read_table(tmp_path / "again.parquet").column("llm_score").to_pylist() == [3, 2]
 
 
 def test_max_requests_stops_cleanly_and_a_rerun_finishes(tmp_path, chat_server):
@@ -423,3 +459,40 @@ def test_cache_is_locked_against_a_second_run(tmp_path):
                 pass
     with LabelCache(tmp_path / "c.sqlite") as cache:  # released on exit
         assert cache.count() == 0
+
+
+def test_repair_reask_once_cached_counted_and_capped_by_max_requests(tmp_path, chat_server):
+    from phifilter.label.prompt import REPAIR_QUESTION
+
+    texts = CODE_DOCS[:4]
+    first = {texts[0]: "Nice.\nEducational score: 4", texts[1]: "It is fine.", texts[2]: "Hmm.", texts[3]: "Unsure."}
+    second = {texts[1]: "Educational score: 2", texts[2]: "I cannot say.", texts[3]: "3"}
+
+    def script(doc, body):
+        msgs = body["messages"]
+        if len(msgs) == 2:
+            return Response(text=first[doc])
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+        assert msgs[2]["content"] == first[doc] and msgs[3]["content"] == REPAIR_QUESTION
+        return Response(text=second[doc])
+
+    chat_server.script = script
+    src, out = write_docs(tmp_path / "seed.parquet", texts), tmp_path / "labels.parquet"
+    # a pilot of 3 requests: 2 documents and the repair of the second, which comes right after it
+    pilot = label_file(src, out, backend(chat_server, concurrency=1), fast(repair=True, max_requests=3),
+                       progress=False)
+    assert chat_server.count() == 3 and pilot.sent == 2 and pilot.repairs_sent == 1
+    dry = label_file(src, out, backend(chat_server), fast(repair=True, dry_run=True, price_per_mtok=(1.0, 1.0)),
+                     progress=False)
+    assert "repair re-asks (--repair): 0 owed for cached answers without a score + about 1 for new answers " \
+           "(50% of 2 cached answers had no score)" in "\n".join(dry.report)
+    summary = label_file(src, out, backend(chat_server), fast(repair=True), progress=False)
+    assert chat_server.count() == 7 and summary.sent == 2 and summary.repairs_sent == 2
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["llm_score"], r["llm_parse"], r["llm_repaired"]) for r in rows] == [
+        (4, "strict", False), (2, "strict", True), (None, "none", False), (3, "fallback", True)]
+    assert rows[1]["llm_reason"] == "It is fine."  # the justification is the first answer's
+    assert summary.parses == {"strict": 2, "fallback": 1, "none": 1} and summary.repaired == 2
+    # cached like any answer: a rerun asks nothing, and an unrepairable answer is not re-asked
+    assert label_file(src, out, backend(chat_server), fast(repair=True), progress=False).repairs_sent == 0
+    assert chat_server.count() == 7

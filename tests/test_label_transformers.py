@@ -104,8 +104,12 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(tmp_path):
 def test_not_a_model_folder(tmp_path):
     from phifilter.errors import ModelError
 
-    with pytest.raises(ModelError, match="not a model folder"):
+    with pytest.raises(ModelError, match="no such file or folder"):
         TransformersBackend(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelError, match="cannot load model or tokenizer"):
+    with pytest.raises(ModelError, match=r"not a model folder \(no config.json and no .gguf file\)"):
         TransformersBackend(str(tmp_path / "empty"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="cannot load model or tokenizer"):
+        TransformersBackend(str(tmp_path / "broken"))

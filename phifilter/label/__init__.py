@@ -6,6 +6,7 @@ Heavy or optional pieces (transformers, scikit-learn) are imported only where us
 from .agreement import Agreement, compare_labels
 from .annotate import LabelConfig, LabelError, LabelSummary, default_cache_path, label_file
 from .backends import BackendError, OpenAIChatBackend, Reply, RetryableError, TransformersBackend
+from .parse import ParsedReply, read_reply
 from .prompt import Rubric, build_messages, load_rubric, parse_reply
 from .standin import StandinServer, heuristic_rating
 
@@ -16,6 +17,7 @@ __all__ = [
     "LabelError",
     "LabelSummary",
     "OpenAIChatBackend",
+    "ParsedReply",
     "Reply",
     "RetryableError",
     "Rubric",
@@ -28,4 +30,5 @@ __all__ = [
     "label_file",
     "load_rubric",
     "parse_reply",
+    "read_reply",
 ]

@@ -5,13 +5,15 @@ left out), otherwise by position (the files must then have the same number of ro
 where either score is null are left out and counted. Reported: exact agreement, agreement
 within one point, Cohen's kappa with quadratic weights (the usual measure for ordinal scales:
 a 1-point disagreement costs little, a 4-point one a lot), agreement on the binary label
-(score >= threshold) with its plain Cohen's kappa, and the 6x6 confusion matrix.
+(score >= threshold) with its plain Cohen's kappa, and the 6x6 confusion matrix. For a file
+written by `phifilter label`, how its answers were read (``llm_parse``: strict, fallback, none,
+and how many scores came from the repair re-ask) is counted per model (``llm_model``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +42,8 @@ class Agreement:
     binary_agreement: float
     binary_kappa: float | None
     confusion: list  # confusion[i][j]: documents A scored i and B scored j
+    formats_a: dict = field(default_factory=dict)  # model -> {strict, fallback, none, repaired: rows}
+    formats_b: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -65,7 +69,40 @@ class Agreement:
         ]
         for i, row in enumerate(self.confusion):
             lines.append(f"  A={i}  " + "".join(f"{v:>7,}" for v in row))
+        for side, formats in (("A", self.formats_a), ("B", self.formats_b)):
+            for model, c in formats.items():
+                lines.append(f"answer formats in {side}, {model}: strict {c['strict']:,}, fallback {c['fallback']:,}, "
+                             f"none {c['none']:,}" + (f" ({c['repaired']:,} scored by the repair re-ask)"
+                                                      if c.get("repaired") else ""))
         return "\n".join(lines)
+
+
+def answer_formats(path: str | os.PathLike) -> dict:
+    """Per ``llm_model``: how many answers were read strictly, by a fallback, or not at all.
+
+    Empty for a file without an ``llm_parse`` column (labels not made by `phifilter label`).
+    Rows never asked (null ``llm_parse``) are not counted.
+    """
+    pf = open_parquet(path)
+    names = pf.schema_arrow.names
+    if "llm_parse" not in names:
+        return {}
+    cols = ["llm_parse"] + [c for c in ("llm_model", "llm_repaired") if c in names]
+    try:
+        table = pf.read(columns=cols)
+    except Exception as e:  # noqa: BLE001 - Arrow raises many types for corrupt data
+        raise InputError(f"{path}: corrupt Parquet data ({str(e).splitlines()[0]})") from None
+    parses = table.column("llm_parse").to_pylist()
+    models = table.column("llm_model").to_pylist() if "llm_model" in names else [None] * len(parses)
+    repaired = table.column("llm_repaired").to_pylist() if "llm_repaired" in names else [None] * len(parses)
+    out: dict = {}
+    for parse, model, rep in zip(parses, models, repaired):
+        if parse is None:
+            continue
+        c = out.setdefault(model or "(unknown model)", {"strict": 0, "fallback": 0, "none": 0, "repaired": 0})
+        c[parse] = c.get(parse, 0) + 1
+        c["repaired"] += bool(rep)
+    return out
 
 
 def _read(path: str | os.PathLike, column: str | None, id_column: str) -> tuple[str, np.ndarray, list | None]:
@@ -148,4 +185,5 @@ def compare_labels(a: str | os.PathLike, b: str | os.PathLike, column_a: str | N
         mean_abs_diff=float(diff.mean()), binary_threshold=binary_threshold,
         binary_agreement=float(np.mean(bx == by)), binary_kappa=kappa(bx, by),
         confusion=confusion_matrix(x, y, labels=LEVELS).tolist(),
+        formats_a=answer_formats(a), formats_b=answer_formats(b),
     )

@@ -10,10 +10,16 @@ The flow of :func:`label_file`:
 3. Otherwise send the missing pairs to the backend from a bounded pool of threads. Failures
    that may pass are retried with exponential backoff and full jitter, waiting at least as
    long as a ``Retry-After`` header asks. Each answer is committed to the cache as it arrives.
+   With ``repair``, an answer in which no score can be read gets one short follow-up question
+   (cached like any answer, under its own key). A local model's backend may cut a document to
+   fit its context (``fit``); the cut is cached with the answer.
 4. Write the output atomically: every input column plus ``llm_score`` (int8, 0-5 or null),
-   ``llm_reason``, ``llm_model`` and ``rubric_sha``.
+   ``llm_reason``, ``llm_model``, ``rubric_sha``, ``llm_parse`` (how the score was read:
+   strict, fallback or none; see :mod:`phifilter.label.parse`), ``llm_repaired`` and
+   ``llm_cut_at``. Scores are read from the cached raw replies by the current parser.
 
-Stopping: ``max_requests`` stops sending after that many documents and still writes the
+Stopping: ``max_requests`` stops sending after that many requests (repair re-asks included;
+0 writes the output from the cache alone, without loading a model) and still writes the
 output (rows never asked have null ``llm_model`` and ``rubric_sha``). A failure that survives
 every retry, or Ctrl-C, stops sending, waits for the requests already in flight (their answers
 are paid for, so they are kept), and leaves no output file; the cache keeps every answer, and
@@ -22,6 +28,7 @@ rerunning the same command asks only for what is missing.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import sys
@@ -38,9 +45,19 @@ from ..location import as_location
 from ..errors import InputError, OutputError, PhifilterError
 from .backends import BackendError, Reply, RetryableError
 from .cache import LabelCache
-from .prompt import CHARS_PER_TOKEN, Rubric, build_messages, document_sha, load_rubric, parse_reply
+from .parse import NONE, PARSE_KINDS, STRICT, ParsedReply, read_reply
+from .prompt import (
+    CHARS_PER_TOKEN,
+    REPAIR_QUESTION,
+    Rubric,
+    build_messages,
+    document_sha,
+    load_rubric,
+    repair_messages,
+    repair_sha,
+)
 
-OUTPUT_COLUMNS = ("llm_score", "llm_reason", "llm_model", "rubric_sha")
+OUTPUT_COLUMNS = ("llm_score", "llm_reason", "llm_model", "rubric_sha", "llm_parse", "llm_repaired", "llm_cut_at")
 DOMAIN_RUBRICS = {"code": "code", "web": "web"}
 DEFAULT_COMPLETION_TOKENS = 200  # per reply, for estimates when the cache has no history
 
@@ -58,7 +75,7 @@ class LabelConfig:
     domain_column: str = "domain"
     max_chars: int | None = None  # cut longer documents at a line break before sending
     cache: str | None = None  # default: <output stem>.cache.sqlite next to the output
-    max_requests: int | None = None  # stop after sending this many documents
+    max_requests: int | None = None  # stop after sending this many requests (repairs included)
     retries: int = 5  # further attempts after the first, per request
     retry_delay: float = 1.0  # first backoff in seconds; doubles each attempt
     max_retry_delay: float = 60.0  # cap on one backoff (a longer Retry-After is still honoured)
@@ -66,6 +83,7 @@ class LabelConfig:
     dry_run: bool = False
     price_per_mtok: tuple[float, float] | None = None  # (prompt, completion) dollars per 1M tokens
     seed: int = 0  # for the jitter only
+    repair: bool = False  # ask once more, briefly, when an answer has no readable score
 
 
 @dataclass
@@ -83,7 +101,11 @@ class LabelSummary:
     sent: int = 0  # documents sent this run (first attempts)
     answered: int = 0  # answers received and cached this run
     retries: int = 0  # extra attempts after failures
-    unparsed: int = 0  # answers without a valid final score line (null llm_score)
+    unparsed: int = 0  # answers this run in which no score could be read (before any repair)
+    repairs_sent: int = 0  # repair re-asks sent this run
+    parses: dict = field(default_factory=dict)  # llm_parse value -> rows, in the output
+    repaired: int = 0  # rows whose score came from a repair answer, in the output
+    cut: int = 0  # rows whose document was cut to fit the model's context, in the output
     remaining: int = 0  # pairs still unlabelled when the run ended
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -105,6 +127,14 @@ class LabelSummary:
             f"sent {self.sent:,} requests to {self.model}: {self.answered:,} answered, {self.retries:,} retries, "
             f"{self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion tokens in {self.seconds:.1f}s",
         ]
+        if self.parses:
+            kinds = ", ".join(f"{k} {self.parses.get(k, 0):,}" for k in PARSE_KINDS)
+            lines.append(f"answer formats of {self.model}: {kinds}"
+                         + (f" ({self.repaired:,} scored by the repair re-ask)" if self.repaired else ""))
+        if self.repairs_sent:
+            lines.append(f"repair re-asks sent this run: {self.repairs_sent:,}")
+        if self.cut:
+            lines.append(f"{self.cut:,} documents were cut to fit the model's context (see llm_cut_at)")
         if self.scores:
             hist = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.scores.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
             lines.append(f"llm_score counts: {hist}")
@@ -118,15 +148,29 @@ class LabelSummary:
 
 @dataclass
 class _Job:
-    """One distinct (document, rubric) pair to send."""
+    """One distinct (document, rubric) pair to send, or the repair re-ask of its answer."""
 
     doc_sha: str
     rubric: Rubric
     messages: list[dict]
+    text: str = ""  # the document as sent (after --max-chars)
+    first_reply: str | None = None  # set for a repair re-ask: the answer being repaired
+
+    @property
+    def repair(self) -> bool:
+        return self.first_reply is not None
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.doc_sha, self.rubric.sha)
+        return (self.doc_sha, repair_sha(self.rubric.sha) if self.repair else self.rubric.sha)
+
+    def build(self, document: str) -> list[dict]:
+        """The messages for this job with ``document`` in place of the text (for cutting to fit)."""
+        messages = build_messages(document, self.rubric)
+        return repair_messages(messages, self.first_reply) if self.repair else messages
+
+    def repair_job(self, reply: str) -> "_Job":
+        return _Job(self.doc_sha, self.rubric, repair_messages(self.messages, reply), self.text, reply)
 
     @property
     def prompt_chars(self) -> int:
@@ -193,24 +237,30 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
         key = (document_sha(text), rubric.sha)
         row_keys.append(key)
         if key not in jobs:
-            jobs[key] = _Job(key[0], rubric, build_messages(text, rubric))
+            jobs[key] = _Job(key[0], rubric, build_messages(text, rubric), text)
     summary.unique = len(jobs)
 
     with LabelCache(cache_path, notice=echo) as cache:
         found = cache.get_many(list(jobs), model_id)
         summary.cached = len(found)
         missing = [job for key, job in jobs.items() if key not in found]
+        repairs = _repairs_missing(jobs, found, cache, model_id) if cfg.repair else []
         if cfg.dry_run:
             summary.remaining = len(missing)
-            summary.report = dry_run_report(missing, found, summary, cfg)
+            summary.report = dry_run_report(missing, found, summary, cfg, repairs)
             return summary
+        if cfg.max_requests == 0 and (missing or repairs):
+            summary.stopped = "--max-requests 0: output written from the cache alone"
+            missing, repairs = [], []
         if callable(backend) and not hasattr(backend, "complete"):
-            backend = backend() if missing else None
-        if missing:
-            _run_jobs(missing, backend, cache, model_id, cfg, summary, progress)
+            backend = backend() if missing or repairs else None
+        if missing or repairs:
+            _run_jobs(missing, backend, cache, model_id, cfg, summary, progress, repairs)
         answers = cache.get_many(list(jobs), model_id)
+        # Repair answers are used whenever the cache has them (they were paid for), --repair or not.
+        repaired = cache.get_many([j.repair_job("").key for j in jobs.values()], model_id)
     summary.remaining = len(jobs) - len(answers)
-    _write_output(table, output, cfg, row_keys, answers, model_id, summary)
+    _write_output(table, output, cfg, row_keys, answers, model_id, summary, jobs, repaired)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -254,34 +304,60 @@ def _rubrics_per_row(table: pa.Table, cfg: LabelConfig, path: Path, echo) -> lis
     return out
 
 
+def _needs_repair(parsed: ParsedReply, reply: str | None) -> bool:
+    # Only a real reply can be repaired: an empty one (or a prompt that did not fit) has nothing
+    # to follow up on.
+    return parsed.score is None and bool((reply or "").strip())
+
+
+def _repairs_missing(jobs: dict, found: dict, cache: LabelCache, model_id: str) -> list[_Job]:
+    """Repair re-asks still owed: cached answers without a score and without a cached repair."""
+    owed = [jobs[key].repair_job(a.reply) for key, a in found.items()
+            if _needs_repair(read_reply(a.reply or "", jobs[key].text), a.reply)]
+    done = cache.get_many([j.key for j in owed], model_id)
+    return [j for j in owed if j.key not in done]
+
+
 # ---------------------------------------------------------------------------------------------
 # sending
 
 
 def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: LabelConfig,
-              summary: LabelSummary, progress: bool) -> None:
+              summary: LabelSummary, progress: bool, repairs: list[_Job] = ()) -> None:
     from tqdm.auto import tqdm
 
     if cfg.max_requests is not None and len(jobs) > cfg.max_requests:
         jobs = jobs[: cfg.max_requests]
         summary.stopped = f"--max-requests {cfg.max_requests} reached"
     batch_size = max(1, int(getattr(backend, "batch_size", 1)))
-    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
+    # Repairs owed from an earlier run go first; new ones are sent next as answers arrive.
+    owed = list(repairs)
+    batches = collections.deque(owed[i : i + batch_size] for i in range(0, len(owed), batch_size))
+    batches.extend(jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size))
     concurrency = max(1, int(getattr(backend, "concurrency", 1)))
     stop = threading.Event()
     rng = random.Random(cfg.seed)
     rng_lock = threading.Lock()
     waits_lock = threading.Lock()
 
+    fit = getattr(backend, "fit", None)
+
     def ask(batch: list[_Job]) -> list[Reply]:
+        # A local model cuts each document to fit its context; the cut is kept with the answer.
+        if fit is not None:
+            prepared = [fit(job.text, job.build) for job in batch]
+        else:
+            prepared = [(job.messages, None) for job in batch]
         attempt = 0
         while True:
             if stop.is_set():
                 raise _Stopped()
             try:
-                replies = backend.complete([job.messages for job in batch])
+                replies = backend.complete([messages for messages, _ in prepared])
                 if len(replies) != len(batch):
                     raise BackendError(f"backend returned {len(replies)} replies for {len(batch)} prompts")
+                for reply, (_, cut_at) in zip(replies, prepared):
+                    reply.cut_at = cut_at
                 return replies
             except RetryableError as e:
                 if attempt >= cfg.retries:
@@ -301,19 +377,26 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
                 if stop.wait(delay):
                     raise _Stopped() from None
 
-    bar = tqdm(total=len(jobs), unit="doc", desc="labelling", disable=not progress)
+    bar = tqdm(total=len(jobs) + len(owed), unit="doc", desc="labelling", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="phifilter-label")
     in_flight: dict[Future, list[_Job]] = {}
-    queue = iter(batches)
     error: BaseException | None = None
 
     def fill() -> None:
-        while not stop.is_set() and len(in_flight) < concurrency:
-            batch = next(queue, None)
-            if batch is None:
-                return
+        while not stop.is_set() and len(in_flight) < concurrency and batches:
+            batch = batches.popleft()
+            if cfg.max_requests is not None:
+                room = cfg.max_requests - summary.sent - summary.repairs_sent
+                if room < len(batch):
+                    summary.stopped = f"--max-requests {cfg.max_requests} reached"
+                    batch = batch[: max(0, room)]
+                    batches.clear()
+                    if not batch:
+                        return
             in_flight[pool.submit(ask, batch)] = batch
-            summary.sent += len(batch)
+            n_repairs = sum(job.repair for job in batch)
+            summary.sent += len(batch) - n_repairs
+            summary.repairs_sent += n_repairs
 
     def collect(done) -> None:
         nonlocal error
@@ -328,8 +411,16 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
                     error = e
                 stop.set()
                 continue
+            follow_ups = []
             for job, reply in zip(batch, replies):
-                _store(job, reply, cache, model_id, summary)
+                parsed = _store(job, reply, cache, model_id, summary)
+                if cfg.repair and not job.repair and _needs_repair(parsed, reply.text):
+                    follow_ups.append(job.repair_job(reply.text))
+            if follow_ups:
+                # Next in line: a document is done when its repair is, so a stop or a kill leaves
+                # whole labels behind rather than many answers waiting for their repair.
+                batches.appendleft(follow_ups)
+                bar.total += len(follow_ups)
             bar.update(len(batch))
             if summary.retries:
                 bar.set_postfix_str(f"{summary.retries} retries", refresh=False)
@@ -387,28 +478,35 @@ def _restore_sigint(previous) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def _store(job: _Job, reply: Reply, cache: LabelCache, model_id: str, summary: LabelSummary) -> None:
-    score, reason = parse_reply(reply.text)
+def _store(job: _Job, reply: Reply, cache: LabelCache, model_id: str, summary: LabelSummary) -> ParsedReply:
+    parsed = read_reply(reply.text, job.text)
+    reason = parsed.reason
     if reply.note and not reason:
         reason = reply.note
-    cache.put(job.doc_sha, job.rubric.sha, model_id, score, reason, reply.text, job.prompt_chars,
-              reply.prompt_tokens, reply.completion_tokens)
-    summary.answered += 1
-    summary.unparsed += score is None
+    key = job.key
+    cache.put(key[0], key[1], model_id, parsed.score, reason, reply.text, job.prompt_chars,
+              reply.prompt_tokens, reply.completion_tokens, getattr(reply, "cut_at", None))
+    if not job.repair:
+        summary.answered += 1
+        summary.unparsed += parsed.score is None
     summary.prompt_tokens += reply.prompt_tokens or 0
     summary.completion_tokens += reply.completion_tokens or 0
+    return parsed
 
 
 # ---------------------------------------------------------------------------------------------
 # dry run
 
 
-def dry_run_report(missing: list[_Job], found: dict, summary: LabelSummary, cfg: LabelConfig) -> list[str]:
+def dry_run_report(missing: list[_Job], found: dict, summary: LabelSummary, cfg: LabelConfig,
+                   repairs: list[_Job] = ()) -> list[str]:
     """Lines describing what a real run would send, with token (and cost) estimates.
 
     Characters per token and tokens per reply are measured from earlier answers of the same
     model in the cache when there are any; otherwise 4 characters per token and
-    200 tokens per reply are assumed.
+    200 tokens per reply are assumed. With ``repair``, the re-asks owed for cached answers
+    without a score are counted exactly, and those for new answers at the share of cached
+    answers that had no score (every new answer when the cache has none: an upper bound).
     """
     history = [a for a in found.values() if a.prompt_tokens and a.prompt_chars]
     if history:
@@ -434,11 +532,29 @@ def dry_run_report(missing: list[_Job], found: dict, summary: LabelSummary, cfg:
         + (f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(by_rubric.items()))})" if by_rubric else ""),
         f"estimated tokens: {prompt_tokens:,} prompt + {completion_tokens:,} completion ({basis})",
     ]
+    if cfg.repair:
+        replied = [a for a in found.values() if (a.reply or "").strip()]
+        if replied:
+            rate = sum(a.score is None for a in replied) / len(replied)
+            how = f"{rate:.0%} of {len(replied):,} cached answers had no score"
+        else:
+            rate, how = 1.0, "an upper bound: every new answer"
+        # A repair prompt is the first prompt, the first reply and the short question.
+        question = len(REPAIR_QUESTION) / chars_per_token + 12
+        owed_prompt = sum(int(job.prompt_chars / chars_per_token) + 12 for job in repairs)
+        new_prompt = sum(int(job.prompt_chars / chars_per_token) + 8 for job in send) + n * (per_reply + question)
+        r_prompt = int(owed_prompt + rate * new_prompt)
+        r_completion = int(per_reply * (len(repairs) + rate * n))
+        lines.append(f"repair re-asks (--repair): {len(repairs):,} owed for cached answers without a score "
+                     f"+ about {rate * n:,.0f} for new answers ({how}); estimated tokens: "
+                     f"{r_prompt:,} prompt + {r_completion:,} completion")
+        prompt_tokens += r_prompt
+        completion_tokens += r_completion
     if cfg.price_per_mtok is not None:
         p_in, p_out = cfg.price_per_mtok
         cost_in, cost_out = prompt_tokens * p_in / 1e6, completion_tokens * p_out / 1e6
         lines.append(f"estimated cost: ${cost_in + cost_out:,.2f} (${cost_in:,.2f} prompt + ${cost_out:,.2f} completion "
-                     f"at ${p_in:g} / ${p_out:g} per million tokens)")
+                     f"at ${p_in:g} / ${p_out:g} per million tokens{', repairs included' if cfg.repair else ''})")
     return lines
 
 
@@ -446,9 +562,24 @@ def dry_run_report(missing: list[_Job], found: dict, summary: LabelSummary, cfg:
 # output
 
 
+def _read_answer(job: _Job, answer, repair) -> tuple[ParsedReply, bool]:
+    """How the row's score reads from the cached raw replies: (parsed, from the repair answer)."""
+    if answer.reply is None:  # cannot happen with this cache format; keep what was stored
+        return ParsedReply(answer.score, answer.reason or "", NONE if answer.score is None else STRICT), False
+    parsed = read_reply(answer.reply, job.text)
+    if not parsed.reason and answer.reason:  # an empty reply: the stored reason says why
+        parsed = ParsedReply(parsed.score, answer.reason, parsed.parse)
+    if parsed.score is None and repair is not None and repair.reply is not None:
+        second = read_reply(repair.reply, job.text)
+        if second.score is not None:
+            # The justification is the first answer's; the score comes from the repair answer.
+            return ParsedReply(second.score, parsed.reason, second.parse), True
+    return parsed, False
+
+
 def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, answers: dict, model_id: str,
-                  summary: LabelSummary) -> None:
-    scores, reasons, models, shas = [], [], [], []
+                  summary: LabelSummary, jobs: dict, repairs: dict) -> None:
+    scores, reasons, models, shas, parses, repaired, cuts = [], [], [], [], [], [], []
     for key in row_keys:
         answer = answers.get(key) if key is not None else None
         if answer is None:
@@ -456,11 +587,22 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
             reasons.append("empty document, not sent" if key is None else None)
             models.append(None)
             shas.append(None)
+            parses.append(None)
+            repaired.append(None)
+            cuts.append(None)
         else:
-            scores.append(answer.score)
-            reasons.append(answer.reason)
+            job = jobs[key]
+            parsed, from_repair = _read_answer(job, answer, repairs.get(job.repair_job("").key))
+            scores.append(parsed.score)
+            reasons.append(parsed.reason)
             models.append(model_id)
             shas.append(key[1])
+            parses.append(parsed.parse)
+            repaired.append(from_repair)
+            cuts.append(answer.cut_at)
+            summary.parses[parsed.parse] = summary.parses.get(parsed.parse, 0) + 1
+            summary.repaired += from_repair
+            summary.cut += answer.cut_at is not None
         summary.scores[scores[-1]] = summary.scores.get(scores[-1], 0) + 1
     keep = [c for c in table.column_names if c not in OUTPUT_COLUMNS]
     out = table.select(keep)
@@ -475,6 +617,9 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
     out = out.append_column("llm_reason", pa.array(reasons, type=pa.string()))
     out = out.append_column("llm_model", pa.array(models, type=pa.string()))
     out = out.append_column("rubric_sha", pa.array(shas, type=pa.string()))
+    out = out.append_column("llm_parse", pa.array(parses, type=pa.string()))
+    out = out.append_column("llm_repaired", pa.array(repaired, type=pa.bool_()))
+    out = out.append_column("llm_cut_at", pa.array(cuts, type=pa.int32()))
     schema = out.schema.remove_metadata()
     from ..sample import remove_stale_temporary
 

@@ -22,10 +22,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import PhifilterError
+from ..errors import ModelError, PhifilterError
 
 MAX_ERROR_CHARS = 300
 
@@ -50,6 +49,7 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     note: str | None = None  # why there is no real answer (e.g. the prompt did not fit)
+    cut_at: int | None = None  # characters of the document the model read, when it was cut to fit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,39 +234,38 @@ def _int_or_none(v) -> int | None:
 
 
 class TransformersBackend:
-    """A local causal LM (a folder with config, weights and tokenizer), greedy decoding, batched.
+    """A local causal LM (a GGUF file, a folder holding one, or a transformers folder), batched.
 
-    Nothing is downloaded (``local_files_only``). The tokenizer's chat template is used when it
-    has one; otherwise system and user text are joined with blank lines. A prompt longer than
-    the model's context gets an empty reply with a note (recorded as unparsed) instead of
-    stopping the run.
+    Nothing is downloaded (``local_files_only``); see :mod:`phifilter.label.local_model`. The
+    model's own chat template renders the messages; a template that refuses a system message,
+    or silently drops it, gets the system text at the top of the first user message instead.
+    Without a template, system and user text are joined with blank lines.
+
+    ``temperature`` 0 decodes greedily (deterministic); above 0 samples, seeded per batch from
+    ``seed`` and the batch's prompts, so the same batch gives the same answers again.
+    ``threads`` sets torch's CPU threads (on a CPU shared with other jobs, 1 thread can be
+    many times faster than the default, whose threads wait on each other). ``context`` caps
+    the model's context (default: the model's own); :meth:`fit` cuts a document to fit it.
     """
 
     concurrency = 1
 
-    def __init__(self, model: str, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256):
+    def __init__(self, model: str, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256,
+                 temperature: float = 0.0, seed: int = 0, threads: int | None = None, context: int | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..errors import ModelError
+        from .local_model import load_local_model, resolve_local_model
 
-        path = Path(model)
-        if not path.is_dir():
-            raise ModelError(f"{model}: not a model folder (the transformers backend loads local folders only)")
-        self.model_id = f"transformers:{path.resolve()}"
+        source = resolve_local_model(model)
+        self.model_id = source.model_id
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.temperature = float(temperature)
+        self.seed = int(seed)
+        if threads:
+            torch.set_num_threads(threads)
         self.device = _resolve_device(device, torch)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            kwargs = {}
-            if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
-                # transformers renamed torch_dtype to dtype in 4.56
-                kwargs["dtype" if _transformers_at_least(4, 56) else "torch_dtype"] = torch.bfloat16
-            self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{model}: cannot load model or tokenizer ({str(e).splitlines()[0]})") from None
-        self.model.to(self.device).eval()
+        self.tokenizer, self.model = load_local_model(source, self.device)
         tok = self.tokenizer
         tok.padding_side = "left"  # generation continues from the right end of every row
         if tok.pad_token is None:
@@ -274,23 +273,83 @@ class TransformersBackend:
                 raise ModelError(f"{model}: tokenizer has neither a pad nor an end-of-sequence token")
             tok.pad_token = tok.eos_token
         cfg = self.model.config
-        self.context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1 << 30
+        own = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1 << 30
+        self.context = min(own, context) if context else own
+        self.system_role = True  # until the chat template shows it has none
 
     def __repr__(self) -> str:
         return f"TransformersBackend({self.model_id!r}, device={self.device!r})"
 
+    # -- prompts
+
     def render(self, messages: list[dict]) -> str:
+        """The prompt text the model reads, by its own chat template."""
         tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        if not getattr(tok, "chat_template", None):
+            return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        has_system = bool(messages) and messages[0]["role"] == "system"
+        if has_system and self.system_role:
+            from jinja2 import TemplateError
+
+            try:
+                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except TemplateError:  # e.g. "System role not supported" (Gemma, older Mistral)
+                self.system_role = False
+            else:
+                if messages[0]["content"].strip() in text:
+                    return text
+                self.system_role = False  # the template dropped the rubric without a word
+        if has_system:
+            messages = merge_system_message(messages)
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    @property
+    def prompt_limit(self) -> int:
+        """The most prompt tokens that leave room for ``max_new_tokens`` in the context."""
+        return self.context - self.max_new_tokens
+
+    def fit(self, document: str, build) -> tuple[list[dict], int | None]:
+        """(messages, characters kept): ``build(document)``, with the document cut to fit the context.
+
+        ``build`` turns a document into chat messages. The characters kept are None when the
+        whole document fits. The cut falls at the last line break (else space) before the
+        token budget, as ``--max-chars`` cuts; a prompt that does not fit even with an empty
+        document is returned whole, and :meth:`complete` records it as unanswerable.
+        """
+        messages = build(document)
+        limit = self.prompt_limit
+        total = self.count_tokens(messages)
+        if total <= limit or not document:
+            return messages, None
+        overhead = self.count_tokens(build(""))
+        if overhead >= limit:
+            return messages, None
+        from ..sample import excerpt
+
+        doc_tokens = max(1, total - overhead)
+        # Characters per token of this document, then shrink until the prompt fits (the fence
+        # and token merges at the cut make the first estimate slightly off).
+        keep = int(len(document) * (limit - overhead) / doc_tokens)
+        for _ in range(20):
+            keep = max(0, min(keep, len(document) - 1))
+            cut = excerpt(document, keep) if keep else ""
+            messages = build(cut)
+            if self.count_tokens(messages) <= limit:
+                return messages, len(cut)
+            keep = int(keep * 0.95)
+        return build(""), 0
+
+    # -- generation
 
     def complete(self, batch: list[list[dict]]) -> list[Reply]:
         import torch
 
         prompts = [self.render(m) for m in batch]
         lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        limit = self.context - self.max_new_tokens
+        limit = self.prompt_limit
         replies: list[Reply | None] = [None] * len(batch)
         fits = []
         for i, n in enumerate(lengths):
@@ -300,11 +359,13 @@ class TransformersBackend:
             else:
                 fits.append(i)
         if fits:
-            enc = self.tokenizer([prompts[i] for i in fits], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.device)
+            chosen = [prompts[i] for i in fits]
+            enc = self.tokenizer(chosen, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            gen = self._generation_config()
+            if gen.do_sample:
+                torch.manual_seed(batch_seed(self.seed, chosen))
             with torch.inference_mode():
-                out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id)
+                out = self.model.generate(**enc, generation_config=gen)
             new = out[:, enc["input_ids"].shape[1]:]
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             pad = self.tokenizer.pad_token_id
@@ -313,15 +374,43 @@ class TransformersBackend:
                 replies[i] = Reply(texts[j], lengths[i], produced)
         return replies
 
+    def _generation_config(self):
+        import copy
 
-def _transformers_at_least(major: int, minor: int) -> bool:
-    import transformers
+        gen = copy.deepcopy(self.model.generation_config)
+        gen.max_new_tokens = self.max_new_tokens
+        gen.max_length = None
+        gen.pad_token_id = self.tokenizer.pad_token_id
+        if self.temperature > 0:
+            gen.do_sample = True
+            gen.temperature = self.temperature
+        else:
+            # Greedy: clear the sampling settings a model folder may ship (Qwen's top_k, top_p ...)
+            # so transformers neither samples nor warns that they are ignored.
+            gen.do_sample = False
+            gen.temperature, gen.top_p, gen.top_k = None, None, None
+        return gen
 
-    try:
-        found = tuple(int(p) for p in transformers.__version__.split(".")[:2])
-    except ValueError:
-        return True
-    return found >= (major, minor)
+
+def merge_system_message(messages: list[dict]) -> list[dict]:
+    """The system text at the top of the first user message, for templates without a system role."""
+    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}] + rest
+
+
+def batch_seed(seed: int, prompts: list[str]) -> int:
+    """A sampling seed from ``seed`` and the prompts: the same batch samples the same answers."""
+    import hashlib
+
+    h = hashlib.sha256(str(seed).encode())
+    for p in prompts:
+        h.update(b"\0")
+        h.update(p.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest()[:8], "big") >> 1
 
 
 def _resolve_device(device: str, torch) -> str:

@@ -42,9 +42,13 @@ CREATE TABLE IF NOT EXISTS answers (
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     created REAL NOT NULL,
+    cut_at INTEGER,
     PRIMARY KEY (doc_sha, rubric_sha, model)
 );
 """
+# Columns added since the first format, with their types: an older cache gets them on opening
+# (null in its existing rows), so it keeps working without a new format name.
+ADDED_COLUMNS = {"cut_at": "INTEGER"}  # characters of the document the model read, when cut
 
 
 @dataclass
@@ -54,6 +58,8 @@ class CachedAnswer:
     prompt_chars: int | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    reply: str | None = None  # the raw reply, re-read by the current parser when the output is written
+    cut_at: int | None = None  # characters of the document the model read; None: all of it
 
 
 class LabelCache:
@@ -107,6 +113,7 @@ class LabelCache:
         with self._db:
             self._db.executescript(SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+            self._add_columns()
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -126,7 +133,9 @@ class LabelCache:
                 with db:
                     db.executescript(SCHEMA)
                     db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
-                    db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?)", rows or [])
+                    db.executemany("INSERT OR IGNORE INTO answers (doc_sha, rubric_sha, model, score, reason, reply, "
+                                   "prompt_chars, prompt_tokens, completion_tokens, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                   rows or [])
             finally:
                 db.close()
             with open(tmp, "rb") as f:
@@ -210,6 +219,12 @@ class LabelCache:
             raise InputError(f"{self.path}: label cache of another format ({row[0] if row else 'unknown'}); "
                              f"this phifilter reads {FORMAT}: pass another --cache")
 
+    def _add_columns(self) -> None:
+        present = {r[1] for r in self._db.execute("PRAGMA table_info(answers)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE answers ADD COLUMN {name} {kind}")
+
     def _lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
 
@@ -247,7 +262,7 @@ class LabelCache:
         # One indexed lookup per distinct rubric keeps this fast for any cache size.
         for rubric_sha in {r for _, r in wanted}:
             rows = self._db.execute(
-                "SELECT doc_sha, score, reason, prompt_chars, prompt_tokens, completion_tokens "
+                "SELECT doc_sha, score, reason, prompt_chars, prompt_tokens, completion_tokens, reply, cut_at "
                 "FROM answers WHERE rubric_sha=? AND model=?", (rubric_sha, model))
             for doc_sha, *rest in rows:
                 if (doc_sha, rubric_sha) in wanted:
@@ -255,13 +270,15 @@ class LabelCache:
         return found
 
     def put(self, doc_sha: str, rubric_sha: str, model: str, score: int | None, reason: str, reply: str,
-            prompt_chars: int | None, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+            prompt_chars: int | None, prompt_tokens: int | None, completion_tokens: int | None,
+            cut_at: int | None = None) -> None:
         try:
             with self._db:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO answers (doc_sha, rubric_sha, model, score, reason, reply, prompt_chars, "
+                    "prompt_tokens, completion_tokens, created, cut_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (doc_sha, rubric_sha, model, score, reason, reply, prompt_chars, prompt_tokens,
-                     completion_tokens, time.time()))
+                     completion_tokens, time.time(), cut_at))
         except sqlite3.Error as e:
             raise OutputError(f"{self.path}: cannot write to the label cache ({e})") from None
 

@@ -45,6 +45,14 @@ Then finish your reply with one last line in exactly this form, where N is a who
 from 0 to 5:
 Educational score: N"""
 
+# The repair re-ask (``--repair``): asked once, after a reply in which no score could be read.
+# Its answers are cached under their own key (see repair_sha), which includes this version.
+REPAIR_VERSION = "phifilter-label-repair-1"
+# Asked as a question first: SmolLM2-135M echoed "Reply with only: Educational score: N"-style
+# orders back, but answered the question ("Your rating is 3."). No example number: it would be copied.
+REPAIR_QUESTION = ("What is your rating, a whole number from 0 to 5? "
+                   "Reply with only one line: Educational score: N")
+
 SCORE_LINE = re.compile(
     r"^[\s*_#>`]*educational\s+score\s*[:=]?\s*[*_`]*\s*(\d{1,3})"
     r"(?:\s*/\s*5|\s+out\s+of\s+5)?\s*[*_`]*\s*\.?\s*[*_`]*\s*$",
@@ -108,6 +116,16 @@ def build_messages(document: str, rubric: Rubric) -> list[dict]:
         {"role": "system", "content": SYSTEM_TEMPLATE.format(rubric=rubric.text)},
         {"role": "user", "content": USER_TEMPLATE.format(fence=fence_for(document), document=document)},
     ]
+
+
+def repair_messages(messages: list[dict], reply: str) -> list[dict]:
+    """The conversation of a repair re-ask: the first exchange, then a short request for the score."""
+    return list(messages) + [{"role": "assistant", "content": reply}, {"role": "user", "content": REPAIR_QUESTION}]
+
+
+def repair_sha(rubric_sha: str) -> str:
+    """The cache's rubric key for repair answers to questions asked with ``rubric_sha``."""
+    return hashlib.sha256(f"{REPAIR_VERSION}\0{rubric_sha}".encode()).hexdigest()
 
 
 def parse_reply(reply: str) -> tuple[int | None, str]:

