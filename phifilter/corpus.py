@@ -426,7 +426,6 @@ def remove_stale_siblings(path: Path, marks: Sequence[str] = (TMP_MARK, ".old-")
     return removed
 
 
-_process_alive = process_alive  # older name, still imported by sample.py
 
 
 class ShardWriter:
@@ -481,7 +480,7 @@ class ShardWriter:
                     os.fsync(f.fileno())
                 self._write_metadata_sidecar()
                 os.replace(self._tmp, self.path)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 self._tmp.unlink()
@@ -553,7 +552,8 @@ def output_error(path: Path, e: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write ({e.strerror or e})")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new file in ``folder`` durable (best effort: not every filesystem allows it)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -562,7 +562,6 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-fsync_dir = _fsync_dir  # the public name (phifilter.outputs); the old one stays for existing callers
 
 
 class OutputLock:
@@ -687,7 +686,7 @@ def _write_json_atomically(path: Path, doc: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class PartialShard:

@@ -263,7 +263,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self._device = resolve_device(self.device)
-        _quiet_transformers()
+        quiet_transformers()
         folder = self._local_folder()
         try:
             if folder is not None:
@@ -496,7 +496,7 @@ def _load_from_hub(factory, name: str, device: str, revision: str | None):
     return factory(name, device=device, revision=revision)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """transformers prints a per-load progress bar and warnings; our own bars are enough."""
     try:
         from transformers.utils import logging as hf_logging

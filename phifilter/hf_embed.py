@@ -81,14 +81,14 @@ class MeanPoolEmbedder:
         import torch  # noqa: F401  (transformers needs it; imported here to fail clearly)
         from transformers import AutoModel, AutoTokenizer
 
-        from .embed import _quiet_transformers
+        from .embed import quiet_transformers
 
         folder = Path(self.model)
         if not folder.is_dir():
             raise ModelError(f"{self.model}: no such model folder for the mean-pool embedder")
         if self.sha256:
             verify_hashes(folder, self.sha256, f"embedder {self.name}")
-        _quiet_transformers()
+        quiet_transformers()
         self._device = resolve_device(self.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

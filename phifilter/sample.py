@@ -46,7 +46,7 @@ from .corpus import (
     open_parquet,
     rows_from_batch,
     texts_from_array,
-    _process_alive,
+    process_alive,
 )
 from .errors import InputError, OutputError
 from .location import as_location, is_url
@@ -190,7 +190,7 @@ def remove_stale_temporary(output: Path) -> None:
         return  # a store's temporaries carry a random token; a rerun's publish does not need them gone
     for tmp in output.parent.glob(f".{output.name}{TMP_MARK}*"):
         pid = tmp.name.rsplit(TMP_MARK, 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()

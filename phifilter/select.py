@@ -29,7 +29,7 @@ from typing import Sequence
 from .corpus import (
     OutputLock,
     ShardWriter,
-    _fsync_dir,
+    fsync_dir,
     check_output_dir,
     find_shards,
     iter_batches,
@@ -346,7 +346,7 @@ def filter_shards(
                     with open(tmp, "rb") as f:
                         os.fsync(f.fileno())
                     os.replace(tmp, out_path)
-                    _fsync_dir(out_path.parent)
+                    fsync_dir(out_path.parent)
                 except (OSError, pl.exceptions.PolarsError) as e:
                     # polars reports I/O failures (a full disk) as ComputeError, not OSError
                     tmp.unlink(missing_ok=True)

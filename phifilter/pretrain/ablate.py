@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 from dataclasses import asdict
@@ -403,16 +402,3 @@ def bigram_baseline(bundle: DataBundle, train_path: Path, val_sets: dict, he_seq
     D.write_json(cache, out)
     return out
 
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    from .. import __version__
-
-    out = {"phifilter": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("torch", "numpy", "tokenizers", "safetensors", "pyarrow", "matplotlib"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out

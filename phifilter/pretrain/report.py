@@ -70,7 +70,6 @@ def _metric(run: dict, key: str):
 
 def summarise(runs: dict, bundle, config: AblateConfig, preset: Preset, steps: int, seeds: list[int],
               command: str | None = None) -> dict:
-    from .ablate import versions
     from .sandbox import isolation_summary
 
     arms = list(config.arms)
@@ -381,3 +380,19 @@ def write_report(results: dict, out: Path) -> None:
 def command_line() -> str:
     """The command as typed, for the report (quoted so it can be pasted back)."""
     return " ".join(shlex.quote(a) for a in ["phifilter", *sys.argv[1:]])
+
+
+def versions() -> dict:
+    """The library versions a run used (the report's provenance table)."""
+    import importlib.metadata as md
+    import platform
+
+    from .. import __version__
+
+    out = {"phifilter": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("torch", "numpy", "tokenizers", "safetensors", "pyarrow", "matplotlib"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
