@@ -168,7 +168,7 @@ def main() -> None:
         "(made by a large LLM with the same rubrics).",
         "",
         "```",
-        " ".join(["python benchmarks/label_local_model.py"] + sys.argv[1:]),
+        " ".join(["python benchmarks/label_local_model.py"] + [a for a in sys.argv[1:] if a != "--report-only"]),
         "```",
         "",
         "## Speed",
@@ -237,6 +237,16 @@ def main() -> None:
         for r in examples:
             text = " ".join((r["llm_reason"] or "").split())[:160]
             md.append(f"- `{kind}`{' (repaired)' if r['llm_repaired'] else ''}: {text}")
+    import sqlite3
+
+    from phifilter.label.prompt import load_rubric
+
+    firsts = {load_rubric("code").sha, load_rubric("web").sha}
+    with sqlite3.connect(cache) as db:
+        repair_replies = [r[1] for r in db.execute("SELECT rubric_sha, reply FROM answers ORDER BY created")
+                          if r[0] not in firsts]
+    for reply in repair_replies[:4]:
+        md.append(f"- repair answer: {' '.join(reply.split())[:160]}")
     Path(args.out).write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
