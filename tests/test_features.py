@@ -31,7 +31,7 @@ def test_feature_parts_are_the_pooled_vectors_side_by_side():
     E = DocEmbeddings(vectors, np.array([0, 0, 0, 1]), np.array([10, 10, 20, 5]), np.array([40, 5]), "chunk",
                       np.array([True, False]))
     clf = EduClassifier(doc_mode="chunk-mean", features="mean+first+max+length")
-    X = clf._head_input(E)
+    X = clf.head_input(E)
     assert X.shape == (2, 2 + 2 + 2 + 3) and clf.head_width(2) == 9
     np.testing.assert_allclose(X[0, :6], [3, 2 / 3, 1, 0, 5, 4], rtol=1e-3)  # mean, first chunk, max
     np.testing.assert_allclose(X[1, :6], [7, 7, 7, 7, 7, 7])
