@@ -103,6 +103,10 @@ class EduClassifier:
         cascade's band, chosen by ``train``); None: every document is embedded.
     """
 
+    # Scoring can be cut into route -> embed -> score_routed pipeline stages; a subclass that
+    # scores documents its own way (overriding edu_score) sets this to False.
+    staged = True
+
     def __init__(
         self,
         embedder: str | os.PathLike | Embedder | None = None,
@@ -184,6 +188,8 @@ class EduClassifier:
         self.featurizer.check()
         if self.lexical not in (None, "fasttext"):
             raise ModelError(f"lexical={self.lexical!r}: expected None or 'fasttext'")
+        if self.lexical is not None and self.calibrate:
+            raise ModelError("--calibrate with --lexical: the combiner already turns the scores into a probability")
         if self.expensive_share is not None:
             if self.lexical is None:
                 raise ModelError("--expensive-share needs a lexical scorer (--lexical fasttext): "

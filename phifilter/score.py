@@ -51,6 +51,7 @@ class ScoreConfig:
 
     text_column: str = "text"
     score_column: str = "edu_score"
+    int_score_column: str | None = None  # FineWeb-Edu style: the expected 0-5 score, rounded (int8)
     # rows per Arrow batch read (and per output row group); None: 2048, or 2048 / max_chunks
     # for a chunking model, so a batch holds about as many texts to embed either way
     read_batch_rows: int | None = None
@@ -127,8 +128,9 @@ class ScoreSummary:
         return "\n".join(lines)
 
 
-def output_schema(schema: pa.Schema, score_column: str) -> pa.Schema:
-    return schema.append(pa.field(score_column, pa.float32()))
+def output_schema(schema: pa.Schema, score_column: str, int_score_column: str | None = None) -> pa.Schema:
+    out = schema.append(pa.field(score_column, pa.float32()))
+    return out.append(pa.field(int_score_column, pa.int8())) if int_score_column else out
 
 
 def _cache_ids(clf: EduClassifier, batch: pa.RecordBatch, id_column: str | None, texts: list[str]):
@@ -162,7 +164,7 @@ def apply_throughput_options(clf: EduClassifier, cfg: ScoreConfig) -> None:
     emb = getattr(clf, "embedder_", None)
     if emb is None:
         return
-    loaded = getattr(emb, "_st", None) is not None
+    loaded = bool(getattr(emb, "loaded", False))
     wanted = {}
     if cfg.dtype not in (None, "auto") and cfg.dtype != emb.dtype:
         wanted["dtype"] = cfg.dtype
@@ -204,6 +206,7 @@ def checkpoint_key(clf: EduClassifier, shard: Shard, cfg: ScoreConfig) -> dict:
         "input": input_fingerprint(shard.path),
         "text_column": cfg.text_column,
         "score_column": cfg.score_column,
+        **({"int_score_column": cfg.int_score_column} if cfg.int_score_column else {}),
         # A classifier that was not loaded from a folder cannot be recognised in another process.
         "forest_sha256": getattr(clf, "forest_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
         "embedder_sha256": clf.embedder_.hashes,
@@ -219,13 +222,11 @@ def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cf
             pf = open_parquet(shard.path)
             schema = pf.schema_arrow
             check_text_column(schema, cfg.text_column, shard.path)
-            if cfg.score_column in schema.names:
-                raise InputError(
-                    f"{shard.path}: already has a column '{cfg.score_column}'; "
-                    "choose another name with --score-column"
-                )
+            for column, option in ((cfg.score_column, "--score-column"), (cfg.int_score_column, "--int-score-column")):
+                if column and column in schema.names:
+                    raise InputError(f"{shard.path}: already has a column '{column}'; choose another name with {option}")
             expected = pf.metadata.num_rows
-            out_schema = output_schema(schema, cfg.score_column)
+            out_schema = output_schema(schema, cfg.score_column, cfg.int_score_column)
             if completed_rows(out_path, cfg.score_column) == expected:
                 PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
                 yield ("skip", shard, out_path)
@@ -258,8 +259,12 @@ def _tokenise(clf: EduClassifier):
         if event[0] != "batch":
             return event
         _, shard, batch, texts = event
-        layout = layout_documents(emb, texts, clf.chunking, clf.max_chunks, count=False)
-        return ("batch", shard, batch, texts, layout, emb.prepare(layout[0]))
+        route = clf.route(texts)  # the model's cheap step: only route.embed's texts are embedded
+        if len(route.embed) == 0:
+            return ("batch", shard, batch, texts, route, None, None)
+        sub = texts if len(route.embed) == len(texts) else [texts[k] for k in route.embed]
+        layout = layout_documents(emb, sub, clf.chunking, clf.max_chunks, count=False)
+        return ("batch", shard, batch, texts, route, layout, emb.prepare(layout[0]))
 
     return step
 
@@ -270,8 +275,8 @@ def _embed(clf: EduClassifier):
     def step(event):
         if event[0] != "batch":
             return event
-        _, shard, batch, texts, layout, plan = event
-        return ("batch", shard, batch, texts, layout, emb.run(plan))
+        _, shard, batch, texts, route, layout, plan = event
+        return ("batch", shard, batch, texts, route, layout, None if plan is None else emb.run(plan))
 
     return step
 
@@ -284,14 +289,12 @@ def _tensor_forest(clf: EduClassifier, cfg: ScoreConfig):
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-    device = getattr(clf.embedder_, "_device", None) or "cpu"
+    device = getattr(clf.embedder_, "resolved_device", None) or "cpu"
     use = cfg.tensor_forest if cfg.tensor_forest is not None else device.startswith("cuda")
-    plain = (type(clf).score_doc_embeddings is EduClassifier.score_doc_embeddings
-             and type(clf).raw_scores is EduClassifier.raw_scores)
     forest = getattr(clf, "forest_", None)
-    # one head row per document (truncated, or pooled chunks) and no calibration to apply after
+    # one head row per document (truncated, or pooled chunks), no calibration or combiner after
     per_document = clf.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
-    if not (use and plain and per_document and getattr(clf, "calibrator_", None) is None
+    if not (use and per_document and getattr(clf, "calibrator_", None) is None and not clf.has_parts
             and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier)) and True in list(forest.classes_)):
         return None
     from .tensor_forest import TensorForest
@@ -301,25 +304,31 @@ def _tensor_forest(clf: EduClassifier, cfg: ScoreConfig):
 
 def _forest(clf: EduClassifier, cfg: ScoreConfig | None = None):
     from .chunking import assemble
-    from .classifier import _empty_mask
 
     tensor = _tensor_forest(clf, cfg) if cfg is not None else None
 
     def step(event):
         if event[0] != "batch":
             return event
-        _, shard, batch, texts, layout, X = event
+        _, shard, batch, texts, route, layout, X = event
         if not texts:
-            return ("batch", shard, batch, np.zeros(0, np.float32))
-        E = assemble(clf.embedder_, X, layout, clf.chunking, chunk_tokens=clf.needs_chunk_tokens)
+            return _scored(clf, cfg, shard, batch, np.zeros(0, np.float32))
+        E = None if X is None else assemble(clf.embedder_, X, layout, clf.chunking, chunk_tokens=clf.needs_chunk_tokens)
         if tensor is not None:
-            scores = tensor.predict_positive(clf._head_input(E)).astype(np.float32)
-            scores[_empty_mask(texts)] = 0.0
+            scores = tensor.predict_positive(clf.head_input(E)).astype(np.float32)
+            scores[route.blank] = 0.0
         else:
-            scores = clf.score_doc_embeddings(E, _empty_mask(texts))
-        return ("batch", shard, batch, scores)
+            scores = clf.score_routed(route, E)
+        return _scored(clf, cfg, shard, batch, scores)
 
     return step
+
+
+def _scored(clf: EduClassifier, cfg: ScoreConfig | None, shard, batch, scores: np.ndarray) -> tuple:
+    """The batch event the write stage takes: scores, and the int score when asked for."""
+    if cfg is not None and cfg.int_score_column:
+        return ("batch", shard, batch, scores, clf.int_scores(scores))
+    return ("batch", shard, batch, scores)
 
 
 def scored_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cfg: ScoreConfig):
@@ -344,7 +353,7 @@ def _splittable(clf: EduClassifier) -> bool:
     """Can edu_score be cut into tokenise / embed / head stages? Yes, unless embeddings come
     from a cache, or a subclass scores documents its own way."""
     return (getattr(clf, "embedding_cache_", None) is None
-            and type(clf).edu_score is EduClassifier.edu_score
+            and bool(getattr(clf, "staged", False))
             and hasattr(clf.embedder_, "prepare") and hasattr(clf.embedder_, "run"))
 
 
@@ -355,7 +364,7 @@ def _whole_model(clf: EduClassifier, cfg: ScoreConfig):
         _, shard, batch, texts = event
         ids = _cache_ids(clf, batch, cfg.id_column, texts)
         scores = clf.edu_score(texts, ids=ids) if texts else np.zeros(0, np.float32)
-        return ("batch", shard, batch, scores)
+        return _scored(clf, cfg, shard, batch, scores)
 
     return step
 
@@ -377,7 +386,7 @@ def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None, on_resum
                 on_shard and on_shard("skipped", shard, event[2], None)
             elif kind == "begin":
                 _, _, out_path, schema, expected, writer = event
-                out_schema = output_schema(schema, cfg.score_column)
+                out_schema = output_schema(schema, cfg.score_column, cfg.int_score_column)
                 if isinstance(writer, ShardWriter):
                     writer.__enter__()
                 done = []
@@ -387,9 +396,10 @@ def write_scored(events, cfg: ScoreConfig, on_shard=None, on_rows=None, on_resum
                     on_rows and on_rows(writer.rows)
                 current = (shard, out_path, out_schema, expected, done)
             elif kind == "batch":
-                _, _, batch, scores = event
+                _, _, batch, scores, *ints = event  # ints: the int score column, when asked for
                 out_batch = pa.RecordBatch.from_arrays(
-                    [*batch.columns, pa.array(scores, pa.float32())], schema=current[2]
+                    [*batch.columns, pa.array(scores, pa.float32()), *(pa.array(i, pa.int8()) for i in ints)],
+                    schema=current[2],
                 )
                 writer.write_batch(out_batch)
                 current[4].append(scores)
@@ -452,8 +462,10 @@ def score_shards(
     elif devices and not isinstance(model, EduClassifier):
         cfg.device = "cpu"  # the parent only checks the model; the workers load it on their devices
     clf = load_model(model, cfg)
-    clf._check_fitted()
-    clf._check_embedder()  # load the embedder and check its hashes before any output is written
+    clf.check_fitted()
+    clf.check_embedder()  # load the embedder and check its hashes before any output is written
+    if cfg.int_score_column:
+        clf.int_scores(np.zeros(1))  # a model without a 0-5 score map fails now, not at the first batch
     if cfg.read_batch_rows is None:
         cfg.read_batch_rows = default_read_batch_rows(clf)
     if cfg.embeddings:

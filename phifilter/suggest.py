@@ -40,13 +40,14 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
     ``disagreement``, ``suggest_reason`` ('disagreement' or 'random'), ``source_shard`` and ``source_row``."""
     from tqdm import tqdm
 
-    from .classifier import EduClassifier, _empty_mask
+    from .classifier import EduClassifier
+    from .featurizer import blank_mask
     from .corpus import ShardWriter
 
     if not 0 <= random_share <= 1:
         raise InputError(f"--random-share {random_share}: expected a number in [0, 1]")
     clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
-    clf._check_embedder()
+    clf.check_embedder()
     out = Path(output)
     shards = find_shards(inputs)
     if any(s.path.resolve() == out.resolve() for s in shards):
@@ -66,9 +67,9 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
             for batch in iter_batches(shard.path, read_batch_rows):
                 texts = texts_from_array(batch.column(batch.schema.get_field_index(text_column)))
                 E = clf.embed_documents(texts)
-                score = clf.score_doc_embeddings(E, _empty_mask(texts))
+                score = clf.score_texts_embedded(texts, E)
                 spread = clf.disagreement(E)
-                spread[_empty_mask(texts)] = -1.0  # blank documents are not worth a label
+                spread[blank_mask(texts)] = -1.0  # blank documents are not worth a label
                 keys = rng.random(len(texts))
                 rows = batch.to_pylist()
                 schema = schema or batch.schema
