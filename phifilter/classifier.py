@@ -58,7 +58,8 @@ from .modelfolder import sha256_file as _sha256_file  # noqa: F401 (older name, 
 
 # Heads written as format 3 (older phifilter versions do not know them).
 FORMAT_3_HEADS = ("ridge", "svr")
-LEXICAL_FILE = "lexical.bin"
+LEXICAL_NAME = "lexical"  # the lexical scorer's file is lexical.bin
+LEXICAL_FILE = LEXICAL_NAME + ".bin"
 
 
 @dataclass
@@ -518,7 +519,10 @@ class EduClassifier:
             if calibrated:
                 dump_skops(self.calibrator_, tmp / CALIBRATION_FILE)
             if self.has_parts:
-                self.lexical_.save(tmp / LEXICAL_FILE)
+                # the scorer's own metadata (file, SHA-256, parameters, classes) goes into
+                # phifilter.json beside the other parts, not into a second JSON file
+                lexical_entry["fasttext"] = self.lexical_.save(tmp, LEXICAL_NAME)
+                (tmp / f"{LEXICAL_NAME}.json").unlink()
 
         params = {k: v for k, v in self.get_params().items() if k != "embedder"}
         if not self.has_parts:  # formats 2-3 as they always were (byte-identical rebuilds)
@@ -536,8 +540,10 @@ class EduClassifier:
             "threshold": self.threshold,
             "n_features": int(self.n_features_in_),
         }
+        lexical_entry: dict = {}
         if self.has_parts:
             meta.update(self._parts_meta())
+            lexical_entry = meta["scorers"][0]  # filled by write_parts (the saved file's metadata)
         if getattr(self, "score_map_", None) is not None:
             meta["int_score_map"] = self.score_map_
         meta.update({
@@ -551,8 +557,7 @@ class EduClassifier:
 
     def _parts_meta(self) -> dict:
         scorers = [
-            {"name": "lexical", "kind": "fasttext", "file": LEXICAL_FILE, "output": "P(score >= positive_threshold)",
-             "params": self.lexical_.get_params()},
+            {"name": "lexical", "kind": "fasttext", "file": LEXICAL_FILE, "output": "P(score >= positive_threshold)"},
             {"name": "embedding", "kind": "featurizer+head", "head": HEADS[self.head], "file": FOREST_FILE,
              "featurizer": self.featurizer.get_params()},
         ]
@@ -631,7 +636,11 @@ class EduClassifier:
         kinds = {s.get("name"): s for s in meta["scorers"] if isinstance(s, dict)}
         if set(kinds) != {"lexical", "embedding"} or kinds["lexical"].get("kind") != "fasttext":
             raise ModelError(f"{path}: unknown scorers {sorted(kinds)} in {META_FILE}; upgrade phifilter")
-        lexical = LexicalScorer.load(checked_file(path, meta, kinds["lexical"].get("file", LEXICAL_FILE)))
+        entry = kinds["lexical"]
+        checked_file(path, meta, entry.get("file", LEXICAL_FILE))
+        if not isinstance(entry.get("fasttext"), dict):
+            raise ModelError(f"{path}: {META_FILE} has no metadata for the lexical scorer")
+        lexical = LexicalScorer.load(path, entry["fasttext"])
         combiner = StackedCombiner.from_dict(meta.get("combiner"))
         cascade = Cascade.from_dict(meta["cascade"]) if meta.get("cascade") else None
         self.set_parts(lexical, combiner, cascade)

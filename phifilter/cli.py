@@ -134,9 +134,11 @@ def main(ctx, verbose, quiet):
 @click.option("--num-threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: one per core).")
 @embedder_revision_option
 @embedder_sha256_option
+@click.option("--int-score-column", default=None, metavar="NAME",
+              help="Also write NAME (int8): the expected 0-5 score rounded, FineWeb-Edu style (models trained by this version).")
 @quiet_option
 def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
-          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, quiet):
+          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, int_score_column, quiet):
     """Score Parquet shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
@@ -147,6 +149,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
       phifilter score data/shards/ -o data/scored/
       phifilter score 'data/**/part-*.parquet' -o scored/ --device cuda --batch-size 512
       phifilter score data/shards/ -o data/scored/ --devices all
+      phifilter score data/shards/ -o data/scored/ --int-score-column int_score
       phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
     """
     from .score import ScoreConfig, score_shards
@@ -157,7 +160,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
         embeddings=embeddings, id_column=id_column,
         devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
         tokens_per_batch=tokens_per_batch, num_threads=num_threads,
-        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
+        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256, int_score_column=int_score_column,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:
@@ -196,6 +199,12 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
               help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
                    "e.g. mean+first.")
 @click.option("--calibrate", is_flag=True, help="Isotonic calibration on out-of-fold scores: edu_score becomes a probability.")
+@click.option("--lexical", type=click.Choice(["none", "fasttext"]), default="none", show_default=True,
+              help="Add a fastText lexical scorer beside the embedding scorer; a logistic combiner fitted on their "
+                   "out-of-fold scores gives edu_score.")
+@click.option("--expensive-share", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
+              help="Cascade (needs --lexical): only this share of documents, the lexical scorer's most uncertain, "
+                   "is embedded; the band is chosen on out-of-fold scores.")
 @click.option("--target-precision", type=click.FloatRange(0, 1), default=None,
               help="Threshold: the lowest whose out-of-fold precision reaches this.")
 @click.option("--target-share", type=click.FloatRange(0, 1, min_open=True), default=None,
@@ -208,7 +217,8 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
-          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, quiet):
+          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, lexical, expensive_share,
+          quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
     Reports stratified cross-validated precision, recall, F1 and ROC AUC and stores them in
@@ -220,6 +230,7 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
       phifilter train labels.parquet -o my-model/
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o m2/ --embeddings emb/ --doc-mode chunk-mean --head logistic --calibrate
+      phifilter train labels.parquet -o m3/ --lexical fasttext --expensive-share 0.2
     """
     from .train import TrainConfig, train_model
 
@@ -238,6 +249,7 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
         target_share=target_share,
         target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
         embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
+        lexical=None if lexical == "none" else lexical, expensive_share=expensive_share,
     )
     if sum(x is not None for x in (target_precision, target_share, target_token_share)) > 1 or (
             threshold != "auto" and any(x is not None for x in (target_precision, target_share, target_token_share))):
@@ -246,6 +258,37 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
     if not quiet:
         click.echo(f"model written to {output}")
         click.echo(format_metrics(metrics))
+
+
+def format_parts(meta: dict) -> list[str]:
+    """`phifilter info` lines for a model made of parts (format 4): scorers, combiner weights, band."""
+    scorers = meta.get("scorers")
+    if not scorers:
+        return ["parts: embedding + head (one scorer)"]
+    parts = (meta.get("metrics") or {}).get("parts") or {}
+    auc = lambda name: (parts.get(name) or {}).get("roc_auc")  # noqa: E731
+    lines = ["parts:"]
+    for s in scorers:
+        what = s.get("kind") + (f" ({s.get('head')})" if s.get("head") else "")
+        a = auc(s.get("name"))
+        lines.append(f"  scorer {s.get('name')}: {what}" + (f", out-of-fold AUC {a:.3f}" if a is not None else ""))
+    c = meta.get("combiner") or {}
+    weights = ", ".join(f"{w:+.3f} x {n}" for n, w in zip(c.get("inputs", []), c.get("coef", [])))
+    a = auc("combined")
+    lines.append(f"  combiner: {c.get('kind')} on logits: {weights}, intercept {c.get('intercept', 0):+.3f}"
+                 + (f"; out-of-fold AUC {a:.3f}" if a is not None else ""))
+    cascade = meta.get("cascade")
+    if cascade:
+        lo, hi = cascade.get("band") or [None, None]
+        fig = parts.get("cascade") or {}
+        band = "empty" if lo is None else f"[{lo:.4f}, {hi:.4f}]"
+        lines.append(f"  cascade: {cascade.get('cheap')} score band {band} is embedded "
+                     f"(--expensive-share {cascade.get('expensive_share')}; out of fold: "
+                     f"{100 * fig.get('share_embedded', 0):.1f}% embedded, {100 * fig.get('agreement', 0):.1f}% "
+                     f"agreement with the full ensemble, AUC {fig.get('roc_auc') or 0:.3f})")
+    else:
+        lines.append("  cascade: none (every document is embedded)")
+    return lines
 
 
 def format_metrics(metrics: dict) -> str:
@@ -372,18 +415,26 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
 @click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
+@click.option("--min-int-score", type=click.IntRange(0, 5), default=None, metavar="N",
+              help="Keep rows whose int score (score --int-score-column) is at least N, FineWeb-Edu style.")
+@click.option("--int-score-column", default="int_score", show_default=True, help="Column holding the int scores.")
 @text_column_option
 @quiet_option
-def filter_(inputs, output, threshold, top_fraction, score_column, text_column, quiet):
+def filter_(inputs, output, threshold, top_fraction, score_column, min_int_score, int_score_column, text_column, quiet):
     """Keep the best rows of scored shards (by threshold or top fraction).
 
     \b
     Example:
       phifilter filter data/scored/ -o data/kept/ --threshold 0.5
       phifilter filter data/scored/ -o data/top10/ --top-fraction 0.1
+      phifilter filter data/scored/ -o data/edu3/ --min-int-score 3
     """
     from .select import filter_shards
 
+    if min_int_score is not None:
+        if threshold is not None or top_fraction is not None:
+            raise click.UsageError("give one of --threshold, --top-fraction or --min-int-score")
+        threshold, score_column = min_int_score, int_score_column
     summary = filter_shards(list(inputs), output, threshold=threshold, top_fraction=top_fraction,
                             score_column=score_column, text_column=text_column, progress=not quiet)
     if not quiet:
@@ -615,7 +666,12 @@ def info(model):
     click.echo(f"embedder: {emb.get('name')} ({emb.get('dim')} dims, max {emb.get('max_length')} tokens)")
     td = meta.get("training_data", {})
     click.echo(f"trained on: {td.get('file')} ({td.get('rows')} rows, {td.get('positives')} positive)")
+    for line in format_parts(meta):
+        click.echo(line)
     click.echo(format_metrics(meta.get("metrics") or {}))
+    measured = (meta.get("metrics") or {}).get("measured")
+    if measured:
+        click.echo("measured (model card): " + "; ".join(f"{k} {v}" for k, v in measured.items()))
 
 
 @main.command()

@@ -45,13 +45,14 @@ class FilterSummary:
     shards: int = 0
     shards_skipped: int = 0
     per_shard: dict = field(default_factory=dict)
+    score_column: str = "edu_score"
 
     def __str__(self) -> str:
         share = self.rows_kept / self.rows_in if self.rows_in else 0.0
         bshare = self.bytes_kept / self.bytes_in if self.bytes_in else 0.0
         return (
             f"shards: {self.shards} filtered, {self.shards_skipped} already complete\n"
-            f"cut-off edu_score >= {self.threshold:.6g}\n"
+            f"cut-off {self.score_column} >= {self.threshold:.6g}\n"
             f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
             f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
         )
@@ -126,7 +127,7 @@ def filter_shards(
         cutoff, bin_hi = float(threshold), float(threshold)
         settings = {"threshold": threshold, "score_column": score_column}
 
-    summary = FilterSummary(threshold=cutoff)
+    summary = FilterSummary(threshold=cutoff, score_column=score_column)
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         manifest = _read_manifest(out_dir)
