@@ -360,9 +360,13 @@ class EduClassifier:
         """float32 scores of a routed batch; ``E`` holds the embeddings of ``route.embed``'s texts, in order."""
         if route.cheap is None:
             return self.score_doc_embeddings(E, route.blank)
-        E = self.as_doc_embeddings(E)
-        if E.n_docs != len(route.embed):
-            raise ModelError(f"{E.n_docs} embedded documents for {len(route.embed)} routed to the embedder")
+        if E is None and len(route.embed) == 0:  # nothing in the band: the embedder never ran
+            E = self.as_doc_embeddings(np.zeros((0, self.n_features_in_), np.float32))
+        elif E is not None:
+            E = self.as_doc_embeddings(E)
+        if E is None or E.n_docs != len(route.embed):
+            raise ModelError(f"{0 if E is None else E.n_docs} embedded documents for {len(route.embed)} "
+                             "routed to the embedder")
         full = None
         if len(route.embed):
             full = self.combiner_.predict(np.column_stack([route.cheap[route.embed], self.raw_scores(E)]))

@@ -20,7 +20,7 @@ from phifilter.train import TrainConfig, train_model
 from conftest import REPO, run_cli
 
 SEED = REPO / "data" / "seed" / "edu_seed.parquet"
-LEXICAL = {"dim": 16, "epoch": 10, "bucket": 20000, "lr": 0.05}  # small and quick; thread=1 keeps it deterministic
+LEXICAL = {}  # LexicalScorer defaults: the small test settings of test_lexical diverge (NaN) on 48-72 documents too often
 
 
 def _seed_rows():
@@ -60,6 +60,7 @@ def count_embedded(monkeypatch) -> list:
     return seen
 
 
+@pytest.mark.slow
 def test_format_4_folder_declares_its_parts(models):
     cascade, full, _, _ = models
     meta = read_model_meta(cascade)
@@ -79,6 +80,7 @@ def test_format_4_folder_declares_its_parts(models):
     assert "scorer lexical: fasttext" in info and "combiner: logistic" in info and "cascade: lexical score band" in info
 
 
+@pytest.mark.slow
 def test_cascade_embeds_only_the_band_and_matches_the_full_ensemble_there(models, monkeypatch):
     cascade_dir, full_dir, texts, _ = models
     cascade = EduClassifier.load(cascade_dir, device="cpu")
@@ -104,6 +106,7 @@ def test_cascade_embeds_only_the_band_and_matches_the_full_ensemble_there(models
     assert full.predict(texts).shape == (len(texts),) and full.predict_proba(texts).shape == (len(texts), 2)
 
 
+@pytest.mark.slow
 def test_pipeline_sends_only_band_documents_through_the_embedder(models, tmp_path, monkeypatch):
     cascade_dir, _, texts, _ = models
     clf = EduClassifier.load(cascade_dir, device="cpu")
@@ -142,6 +145,7 @@ def test_int_score_needs_a_model_with_a_score_map(tmp_path):
     assert proc.returncode == 1 and "no column 'int_score'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_tampered_lexical_file_is_refused(models, tmp_path):
     folder = shutil.copytree(models[0], tmp_path / "m")
     with open(folder / "lexical.bin", "ab") as f:
