@@ -222,9 +222,14 @@ def _shard_events(clf: EduClassifier, shards: Sequence[Shard], out_dir: Path, cf
             pf = open_parquet(shard.path)
             schema = pf.schema_arrow
             check_text_column(schema, cfg.text_column, shard.path)
-            for column, option in ((cfg.score_column, "--score-column"), (cfg.int_score_column, "--int-score-column")):
-                if column and column in schema.names:
-                    raise InputError(f"{shard.path}: already has a column '{column}'; choose another name with {option}")
+            if cfg.score_column in schema.names:
+                raise InputError(
+                    f"{shard.path}: already has a column '{cfg.score_column}'; "
+                    "choose another name with --score-column"
+                )
+            if cfg.int_score_column and cfg.int_score_column in schema.names:
+                raise InputError(f"{shard.path}: already has a column '{cfg.int_score_column}'; "
+                                 "choose another name with --int-score-column")
             expected = pf.metadata.num_rows
             out_schema = output_schema(schema, cfg.score_column, cfg.int_score_column)
             if completed_rows(out_path, cfg.score_column) == expected:
