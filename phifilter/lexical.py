@@ -32,10 +32,6 @@ FORMAT_VERSION = 1
 LABEL_MODES = ("grades", "binary")
 TOKENIZERS = ("plain", "words", "code")
 LABEL_PREFIX = "__label__"
-# Training orders tried before fastText's "Encountered NaN" is reported (see LexicalScorer.fit).
-FIT_ATTEMPTS = 5
-SAME_ORDER_ATTEMPTS = 3  # of which the first this many keep the random_state's order
-ORDER_STRIDE = 1_000_003
 
 # "words"/"code": identifiers, numbers, and runs of punctuation are separate tokens.
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[^\sA-Za-z0-9_]+")
@@ -182,26 +178,33 @@ class LexicalScorer:
         if len(set(labels)) < 2:
             raise InputError(f"the training scores hold a single class ({labels[0]}); a scorer needs at least two")
         lines = self._lines(texts)
-        # fastText (0.9.2 wheel) now and then stops with "Encountered NaN" at any lr (seen on the
-        # seed set at lr 0.05 where 0.5 trained) and the same call succeeds when repeated in a
-        # fresh process: the failure depends on process state, not only on the data. So a failed
-        # run is first repeated as is (a success then gives the very same model), then with other
-        # deterministic line orders; the parameters are never changed, ``fit_attempts_`` counts
-        # the runs, and data that fails every time gets one clear error.
-        for attempt in range(FIT_ATTEMPTS):
-            order_seed = self.random_state + ORDER_STRIDE * max(0, attempt - SAME_ORDER_ATTEMPTS + 1)
-            model = self._train_once(lines, labels, order_seed)
+        # fastText (0.9.2 wheel) stops with "Encountered NaN" now and then. Measured on the seed
+        # set: some calls succeed when simply repeated (the failure depends on process state), some
+        # line orders fail at every lr down to 0.01 while the next order trains, and some lr are
+        # too high for the data (0.5 with wordNgrams 1). So a failed run is first repeated as is
+        # (a success then gives the very same model as a clean run), then tried with the next
+        # seeded line orders, then with lr halved; the parameters are never changed: ``lr_``,
+        # ``order_seed_`` and ``fit_attempts_`` record what trained.
+        for attempt, (order_seed, lr) in enumerate(self._fallbacks()):
+            model = self._train_once(lines, labels, order_seed, lr)
             if model is not None:
                 break
         else:
             raise InputError(
-                f"fastText diverged (Encountered NaN) in {FIT_ATTEMPTS} orders of {len(texts)} documents "
-                f"at lr={self.lr}: lower lr (e.g. 0.1), or train on more documents")
+                f"fastText diverged (Encountered NaN) on {len(texts)} documents at lr={self.lr} and below, "
+                "in several line orders: train on more documents, or check that the texts are not all alike")
         self.fit_attempts_ = attempt + 1
+        self.lr_ = lr
+        self.order_seed_ = order_seed
         self._set_model(model)
         return self
 
-    def _train_once(self, lines: list[str], labels: list[str], order_seed: int):
+    def _fallbacks(self) -> list[tuple[int, float]]:
+        """(line-order seed, lr) of each run fit tries, in order (see the comment in fit)."""
+        rs, lr = int(self.random_state), float(self.lr)
+        return [(rs, lr), (rs, lr), (rs + 1, lr), (rs + 2, lr), (rs + 3, lr / 2), (rs + 4, lr / 4)]
+
+    def _train_once(self, lines: list[str], labels: list[str], order_seed: int, lr: float):
         """One fastText run on the lines in a seeded order; None if it diverged."""
         import fasttext
 
@@ -216,7 +219,7 @@ class LexicalScorer:
                     f.write(f"{LABEL_PREFIX}{labels[i]} {lines[i]}\n")
             try:
                 return fasttext.train_supervised(
-                    input=str(train_file), dim=int(self.dim), epoch=int(self.epoch), lr=float(self.lr),
+                    input=str(train_file), dim=int(self.dim), epoch=int(self.epoch), lr=lr,
                     wordNgrams=int(self.wordNgrams), minCount=int(self.minCount), bucket=int(self.bucket),
                     loss=self.loss, seed=int(self.random_state), thread=int(self.thread), verbose=0,
                 )
