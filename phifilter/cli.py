@@ -669,9 +669,6 @@ def info(model):
     for line in format_parts(meta):
         click.echo(line)
     click.echo(format_metrics(meta.get("metrics") or {}))
-    measured = (meta.get("metrics") or {}).get("measured")
-    if measured:
-        click.echo("measured (model card): " + "; ".join(f"{k} {v}" for k, v in measured.items()))
 
 
 @main.command()
