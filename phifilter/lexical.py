@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -87,6 +89,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+# What the training process runs: options as JSON, then the model file to write.
+_CHILD = "import json, sys, fasttext; fasttext.train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])"
+
+
 class LexicalScorer:
     """fastText supervised scorer of educational value (scikit-learn style).
 
@@ -108,12 +114,12 @@ class LexicalScorer:
         self,
         labels: str = "grades",
         tokenizer: str = "code",
-        dim: int = 50,
-        epoch: int = 30,
-        lr: float = 0.2,
+        dim: int = 16,
+        epoch: int = 10,
+        lr: float = 0.5,
         wordNgrams: int = 2,
         minCount: int = 1,
-        bucket: int = 200_000,
+        bucket: int = 100_000,
         loss: str = "softmax",
         positive_threshold: int = 3,
         max_chars: int = 10_000,
@@ -217,16 +223,23 @@ class LexicalScorer:
             with open(train_file, "w", encoding="utf-8") as f:
                 for i in order:
                     f.write(f"{LABEL_PREFIX}{labels[i]} {lines[i]}\n")
-            try:
-                return fasttext.train_supervised(
-                    input=str(train_file), dim=int(self.dim), epoch=int(self.epoch), lr=lr,
-                    wordNgrams=int(self.wordNgrams), minCount=int(self.minCount), bucket=int(self.bucket),
-                    loss=self.loss, seed=int(self.random_state), thread=int(self.thread), verbose=0,
-                )
-            except RuntimeError as exc:
-                if "NaN" in str(exc):
-                    return None
-                raise
+            options = dict(
+                input=str(train_file), dim=int(self.dim), epoch=int(self.epoch), lr=lr,
+                wordNgrams=int(self.wordNgrams), minCount=int(self.minCount), bucket=int(self.bucket),
+                loss=self.loss, seed=int(self.random_state), thread=int(self.thread), verbose=0,
+            )
+            model_file = Path(tmp) / "model.bin"
+            # Trained in a fresh Python process: fastText 0.9.2 diverges ("Encountered NaN") far
+            # more often in a process that has already run or loaded fastText models (measured: a
+            # call that failed six times inside a test process, and again in a forked child of it,
+            # trained at once in a fresh process), so every run gets a clean one (~0.3 s).
+            proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(options), str(model_file)],
+                                  capture_output=True, text=True)
+            if proc.returncode == 0 and model_file.is_file():
+                return fasttext.load_model(str(model_file))
+            if "NaN" in proc.stderr:
+                return None
+            raise RuntimeError(f"fastText training failed: {proc.stderr.strip()[-2000:]}")
 
     def _set_model(self, model) -> None:
         self.model_ = model
