@@ -450,6 +450,95 @@ class EduClassifier:
         E = f.as_doc_embeddings(E)
         return f.reduce(E, self.embedding_head_.disagreement(f.transform(E)), "mean")
 
+    # -- scoring stages (the scoring flow asks the model for them) -----------------------------
+
+    @property
+    def splits_into_stages(self) -> bool:
+        """Can scoring be cut into tokenise / embed / head stages? Not when embeddings come from a
+        cache (it decides per document whether it is embedded at all) or ``staged`` is False."""
+        emb = getattr(self, "embedder_", None)
+        return (getattr(self, "embedding_cache_", None) is None and bool(self.staged)
+                and hasattr(emb, "prepare") and hasattr(emb, "run"))
+
+    def scoring_stages(self, tensor_forest: bool | None = None) -> list:
+        """:meth:`edu_score` cut into steps a scoring flow runs in threads of their own.
+
+        Returns ``[(name, fn), ...]``, each ``fn(batch) -> batch`` on a batch with ``texts``
+        (and ``records``, ``id_column``), setting ``work`` for the next stage, ``tokens`` and, in
+        the last one, ``scores``. "tokenise" runs :meth:`route` (the lexical score; a cascade's
+        band) and lays out and tokenises only the routed documents, "embed" runs the embedder,
+        "head" pools chunks, scores and combines (:meth:`score_routed`). One "model" stage
+        instead when the model cannot be cut (see :attr:`splits_into_stages`).
+        ``tensor_forest``: walk a forest head as tensors on the embedder's device (None: on CUDA).
+        """
+        if not self.splits_into_stages:
+            return [("model", self.score_batch)]
+        from .chunking import assemble, layout_documents
+
+        emb = self.embedder_
+        tensor = self.tensor_head(tensor_forest)
+
+        def tokenise(batch):
+            route = self.route(batch.texts)
+            texts = batch.texts if len(route.embed) == len(batch.texts) else [batch.texts[k] for k in route.embed]
+            if not texts:  # nothing for the embedder in this batch
+                batch.work = (route, None, None)
+                return batch
+            layout = layout_documents(emb, texts, self.chunking, self.max_chunks, count=False)
+            plan = emb.prepare(layout[0])
+            batch.work, batch.tokens = (route, layout, plan), getattr(plan, "tokens", 0)
+            return batch
+
+        def embed(batch):
+            route, layout, plan = batch.work
+            batch.work = (route, layout, None if plan is None else emb.run(plan))
+            return batch
+
+        def head(batch):
+            (route, layout, X), batch.work = batch.work, None
+            if not batch.texts:
+                batch.scores = np.zeros(0, np.float32)
+                return batch
+            E = None if X is None else assemble(emb, X, layout, self.chunking, chunk_tokens=self.needs_chunk_tokens)
+            if tensor is not None:
+                batch.scores = tensor.predict_positive(self.head_input(E)).astype(np.float32)
+                batch.scores[route.blank] = 0.0
+            else:
+                batch.scores = self.score_routed(route, E)
+            return batch
+
+        return [("tokenise", tokenise), ("embed", embed), ("head", head)]
+
+    def score_batch(self, batch):
+        """The whole model as one stage (embedding cache: texts whose id it holds are not embedded)."""
+        ids = None
+        if getattr(self, "embedding_cache_", None) is not None:
+            from .embcache import document_ids
+
+            ids = document_ids(batch.records, batch.id_column, batch.texts)
+        batch.scores = self.edu_score(batch.texts, ids=ids) if batch.texts else np.zeros(0, np.float32)
+        return batch
+
+    def tensor_head(self, wanted: bool | None):
+        """A TensorForest on the embedder's device when wanted (None: on CUDA only), else None.
+
+        Only for a plain scikit-learn forest classifier head with one row per document, no
+        calibration and no combiner after it.
+        """
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+        device = getattr(self.embedder_, "resolved_device", None) or "cpu"
+        use = wanted if wanted is not None else device.startswith("cuda")
+        forest = getattr(self, "forest_", None)
+        per_document = self.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
+        if not (use and self.staged and per_document and getattr(self, "calibrator_", None) is None
+                and not self.has_parts and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
+                and True in list(forest.classes_)):
+            return None
+        from .tensor_forest import TensorForest
+
+        return TensorForest(forest, True, device=device)
+
     # -- embedding cache --------------------------------------------------------------------
 
     def embedding_identity(self) -> dict:
