@@ -486,7 +486,9 @@ def _parts_note(clf: EduClassifier, metrics: dict) -> str:
             f"of the training documents); the others get the lexical score mapped onto the combined scale. "
             f"Out of fold, the cascade's keep/drop decision agrees with the full ensemble's on "
             f"{100 * fig.get('agreement', 0):.1f}% of documents; its ROC AUC is {_fmt(fig.get('roc_auc'))} "
-            "(the band was chosen on the same out-of-fold scores, so these two figures are slightly optimistic).")
+            "(the band was chosen on the same out-of-fold scores, so these two figures are slightly optimistic). "
+            "The quality table below is the cascade's, i.e. what `phifilter score` gives; the threshold was "
+            "chosen on the full ensemble's out-of-fold scores.")
     return "\n".join(lines)
 
 
@@ -522,13 +524,13 @@ SHA-256 of (text, score) pairs `{training_data['sha256']}`.
 
 {table}
 
-Out-of-fold figures: every document is scored by a forest that never saw it. The threshold was
+Out-of-fold figures: every document is scored by a model that never saw it. The threshold was
 chosen by: {metrics.get('threshold_chosen_by', 'user')}; when that is "max out-of-fold F1", the F1,
 precision and recall above are slightly optimistic (the cut-off saw the same predictions), while
 ROC AUC does not depend on the threshold.
 
 ## Limits
-- The forest learns the annotator's judgement from a small seed set; it inherits the
+- The model learns the annotator's judgement from a small seed set; it inherits the
   annotator's biases and is only as good as the embedder's view of the text.
 - {_limit_note(clf)}
 - Domains unlike the training data (other programming languages, other kinds of prose) get
