@@ -156,7 +156,7 @@ def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shippe
     if not as_shipped:
         clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
     apply_throughput_options(clf, cfg)
-    clf._check_embedder()
+    clf.check_embedder()
     clf.edu_score(["warm up"])
     start = time.perf_counter()
     summary = score_shards(a.input, a.output, model=clf, config=cfg)
@@ -172,7 +172,7 @@ def arm_ceiling(a) -> dict:
 
     clf = EduClassifier.load(device=a.device, max_length=a.max_length)
     clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
-    clf._check_embedder()
+    clf.check_embedder()
     emb = clf.embedder_
     texts = [t for p in sorted(Path(a.input).glob("*.parquet")) for t in pq.read_table(p).column("text").to_pylist()]
     emb.window = max(len(texts), 1)

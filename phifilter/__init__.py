@@ -52,9 +52,9 @@ _EXPORTS = {
     "SampleConfig": "sample",
     "SampleSummary": "sample",
     "sample_shards": "sample",
-    "ScoreConfig": "score",
-    "ScoreSummary": "score",
-    "score_shards": "score",
+    "ScoreConfig": "scoring",
+    "ScoreSummary": "scoring",
+    "score_shards": "scoring",
     "FilterSummary": "select",
     "filter_shards": "select",
     "SuggestSummary": "suggest",
@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # static tools (IDEs, type checkers, docs) see the plain impo
     from .pretrain import AblateConfig, run_ablation
     from .report import ReportConfig, ReportSummary, build_report
     from .sample import SampleConfig, SampleSummary, sample_shards
-    from .score import ScoreConfig, ScoreSummary, score_shards
+    from .scoring import ScoreConfig, ScoreSummary, score_shards
     from .select import FilterSummary, filter_shards
     from .suggest import SuggestSummary, suggest
     from .train import TrainConfig, train_model

@@ -562,7 +562,7 @@ class EduClassifier:
         """Cached embeddings for the ids found; the rest are embedded from their texts."""
         from .embcache import merge
 
-        found, missing = cache.lookup(list(ids))
+        found, missing = cache.lookup(list(ids), list(texts))
         if not missing:
             return found
         fresh = self.embed_documents([texts[k] for k in missing], count=False)

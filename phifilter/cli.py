@@ -70,6 +70,9 @@ def _sha256_pins(ctx, param, values):
     return pins or None
 
 
+stats_json_option = click.option(
+    "--stats-json", default=None, type=click.Path(dir_okay=False),
+    help="Also write the run's statistics here as JSON (rows, bytes, tokens, docs/s, histogram, per-shard timings, failures).")
 embedder_revision_option = click.option(
     "--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")
 embedder_sha256_option = click.option(
@@ -136,13 +139,21 @@ def main(ctx, verbose, quiet):
 @embedder_sha256_option
 @click.option("--int-score-column", default=None, metavar="NAME",
               help="Also write NAME (int8): the expected 0-5 score rounded, FineWeb-Edu style (models trained by this version).")
+@click.option("--task-index", default=None, type=click.IntRange(0),
+              help="Partitioned run: this task's number, 0-based (default: $SLURM_ARRAY_TASK_ID, else 0).")
+@click.option("--num-tasks", default=None, type=click.IntRange(1),
+              help="Partitioned run: how many tasks share the shards (default: $SLURM_ARRAY_TASK_COUNT, else 1).")
+@stats_json_option
 @quiet_option
 def score(inputs, output, model, text_column, score_column, device, batch_size, read_batch_rows, max_length, on_error,
-          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision, embedder_sha256, int_score_column, quiet):
+          embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads, embedder_revision,
+          embedder_sha256, task_index, num_tasks, stats_json, int_score_column, quiet):
     """Score Parquet shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet files, folders (searched recursively for *.parquet) or globs. Output
-    shards keep their relative names. A rerun skips finished shards and redoes partial ones.
+    shards keep their relative names. A rerun skips finished shards and redoes partial ones,
+    and those made from another input, model or columns. --task-index/--num-tasks split the
+    shards between independent tasks (Slurm arrays, Kubernetes Jobs; see docs/scaling.md).
 
     \b
     Example:
@@ -151,8 +162,9 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
       phifilter score data/shards/ -o data/scored/ --devices all
       phifilter score data/shards/ -o data/scored/ --int-score-column int_score
       phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
+      phifilter score data/shards/ -o data/scored/ --task-index 3 --num-tasks 8
     """
-    from .score import ScoreConfig, score_shards
+    from .scoring import ScoreConfig, score_shards
 
     cfg = ScoreConfig(
         text_column=text_column, score_column=score_column, device=device, embed_batch_size=batch_size,
@@ -161,6 +173,7 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
         devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
         tokens_per_batch=tokens_per_batch, num_threads=num_threads,
         embedder_revision=embedder_revision, embedder_sha256=embedder_sha256, int_score_column=int_score_column,
+        task_index=task_index, num_tasks=num_tasks, stats_json=stats_json,
     )
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
     if not quiet:
@@ -168,6 +181,32 @@ def score(inputs, output, model, text_column, score_column, device, batch_size, 
     elif summary.failures:
         for path, error in summary.failures:
             click.echo(f"failed: {path}: {error}", err=True)
+
+
+@main.command()
+@click.argument("output", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--score-column", default="edu_score", show_default=True, help="Name of the score column.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(output, inputs, score_column, as_json):
+    """Say which shards of a `score` output folder are done, partial, stale or missing.
+
+    Give the INPUTS too to account for every input shard (and to find outputs of a changed
+    input). Safe to run while tasks are writing; writes nothing. Exit status 0 either way.
+
+    \b
+    Example:
+      phifilter status data/scored/ data/shards/
+    """
+    from .scoring.status import scoring_status
+
+    report = scoring_status(output, list(inputs), score_column=score_column)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.as_dict(), indent=1))
+    else:
+        click.echo(str(report))
 
 
 @main.command()
@@ -332,9 +371,10 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
     """
-    from .embcache import embed_shards
+    from .embcache import check_embed_inputs, embed_shards
     from .hf_embed import make_embedder
 
+    check_embed_inputs(list(inputs), output, text_column)  # in its first second, not after loading the model
     emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
     summary = embed_shards(list(inputs), output, emb, chunking=chunking, max_chunks=max_chunks,
                            text_column=text_column, id_column=id_column or None, progress=not quiet)
@@ -376,7 +416,10 @@ def evaluate(model, labels, output, text_column, score_column, embeddings, id_co
     report = evaluate_model(model, labels, output, text_column=text_column, score_column=score_column,
                             embeddings=embeddings, id_column=id_column, n_bootstrap=n_bootstrap, seed=seed,
                             device=device, progress=not quiet)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(str(report))
 
 
 @main.command()
@@ -414,29 +457,37 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
+@click.option("--token-budget", default=None, type=click.IntRange(1), metavar="N",
+              help="Keep the best documents up to N tokens (counted with --tokenizer).")
+@click.option("--tokenizer", default=None, metavar="NAME",
+              help="Tokenizer for --token-budget: a folder or tokenizer.json, or a hub id (default: the embedder's, all-MiniLM-L6-v2).")
 @click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
 @click.option("--min-int-score", type=click.IntRange(0, 5), default=None, metavar="N",
               help="Keep rows whose int score (score --int-score-column) is at least N, FineWeb-Edu style.")
 @click.option("--int-score-column", default="int_score", show_default=True, help="Column holding the int scores.")
 @text_column_option
+@stats_json_option
 @quiet_option
-def filter_(inputs, output, threshold, top_fraction, score_column, min_int_score, int_score_column, text_column, quiet):
-    """Keep the best rows of scored shards (by threshold or top fraction).
+def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, score_column, min_int_score, int_score_column, text_column,
+            stats_json, quiet):
+    """Keep the best rows of scored shards (by threshold, top fraction, token budget or int score).
 
     \b
     Example:
       phifilter filter data/scored/ -o data/kept/ --threshold 0.5
       phifilter filter data/scored/ -o data/top10/ --top-fraction 0.1
       phifilter filter data/scored/ -o data/edu3/ --min-int-score 3
+      phifilter filter data/scored/ -o data/best-1B/ --token-budget 1000000000
     """
     from .select import filter_shards
 
     if min_int_score is not None:
-        if threshold is not None or top_fraction is not None:
-            raise click.UsageError("give one of --threshold, --top-fraction or --min-int-score")
+        if threshold is not None or top_fraction is not None or token_budget is not None:
+            raise click.UsageError("give one of --threshold, --top-fraction, --token-budget or --min-int-score")
         threshold, score_column = min_int_score, int_score_column
     summary = filter_shards(list(inputs), output, threshold=threshold, top_fraction=top_fraction,
-                            score_column=score_column, text_column=text_column, progress=not quiet)
+                            score_column=score_column, text_column=text_column, progress=not quiet,
+                            token_budget=token_budget, tokenizer=tokenizer, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 

@@ -103,6 +103,20 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return sorted(shards.values(), key=lambda s: str(s.name))
 
 
+def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
+    """Like :func:`find_shards`, for commands that write one file (sample, suggest, report): no
+    output is named after a shard, so the same relative name in two input folders is fine."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise InputError("no input shards given")
+    found: dict[Path, Shard] = {}
+    for spec in inputs:
+        for shard in find_shards(spec):
+            found.setdefault(shard.path.resolve(), shard)
+    return sorted(found.values(), key=lambda s: (str(s.name), str(s.path)))
+
+
 def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
     """(folder, searched recursively?) for each input spec."""
     roots = []
@@ -227,6 +241,28 @@ def texts_from_array(array: pa.Array | pa.ChunkedArray) -> list[str]:
             for v in array.cast(pa.large_binary()).to_pylist()
         ]
     return [v if v is not None else "" for v in values]
+
+
+def rows_from_batch(batch: pa.RecordBatch | pa.Table) -> list[dict]:
+    """``batch.to_pylist()``, but invalid UTF-8 in string columns is replaced, not an exception
+    (nulls stay None), the same tolerance as :func:`texts_from_array`."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    columns = []
+    for col in batch.columns:
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if is_text_type(col.type):
+            columns.append([None if v is None else v.decode("utf-8", errors="replace")
+                            for v in col.cast(pa.large_binary()).to_pylist()])
+        else:
+            columns.append(col.to_pylist())
+    names = batch.schema.names
+    return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
 
 
 def num_rows(path: str | os.PathLike) -> int:
@@ -366,28 +402,32 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+fsync_dir = _fsync_dir  # the public name (phifilter.outputs); the old one stays for existing callers
+
+
 class OutputLock:
     """An exclusive advisory lock on an output folder, released even if the process is killed."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
         self.folder = Path(folder)
+        self.name = name  # a partitioned task locks its own name: tasks share the folder, not shards
         self._fd: int | None = None
 
     @classmethod
-    def check_free(cls, folder: str | os.PathLike) -> None:
+    def check_free(cls, folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
         """Fail now, with the same clear error, if another process holds the folder's lock.
 
         Lets a command refuse in its first second instead of after loading a model; the real
         lock is still taken (and can still fail) when writing starts.
         """
-        if Path(folder, LOCK_NAME).exists():
-            with cls(folder):
+        if Path(folder, name).exists():
+            with cls(folder, name):
                 pass
 
     def __enter__(self) -> "OutputLock":
         import fcntl
 
-        path = self.folder / LOCK_NAME
+        path = self.folder / self.name
         while True:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -422,7 +462,7 @@ class OutputLock:
             # Delete the lock file while still holding the lock, so a finished output folder
             # holds Parquet files only (polars refuses a folder with any other file in it).
             with contextlib.suppress(OSError):
-                os.unlink(self.folder / LOCK_NAME)
+                os.unlink(self.folder / self.name)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 

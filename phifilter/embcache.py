@@ -9,10 +9,17 @@ with one row per embedded chunk (one per document when truncating)::
     doc_tokens  int64                       tokens of the whole document
     cut         bool                        the document's tail was not read
     embedding   fixed_size_list<float16>[dim]
+    text_sha1   string                      SHA-1 of the document's text (since issue 12)
+
+A cached embedding is found by id *and* text hash, so two documents that share an id (two
+shards numbered "0".."5") never get each other's embedding; a sidecar written before the text
+hash existed is used by id alone, and then a repeated id is refused.
 
 The file's Parquet metadata names the embedder, its file hashes, ``max_length`` and the
 chunking; their hash (``key``) must match the model's before ``train``, ``evaluate`` or
-``score`` use a row. Classifiers round every embedding to float16 precision, so scores from
+``score`` use a row. Each sidecar also carries a run record (``phifilter.provenance``): a
+rerun keeps a sidecar only if its input, embedder and columns are unchanged, else redoes it
+and says why. Classifiers round every embedding to float16 precision, so scores from
 the cache equal scores computed from the text.
 """
 
@@ -83,12 +90,14 @@ def sidecar_schema(dim: int, ident: dict) -> pa.Schema:
             ("doc_tokens", pa.int64()),
             ("cut", pa.bool_()),
             ("embedding", pa.list_(pa.float16(), dim)),
+            ("text_sha1", pa.string()),
         ],
         metadata={META_KEY: json.dumps(ident, sort_keys=True).encode()},
     )
 
 
-def to_batch(ids: Sequence[str], emb: DocEmbeddings, schema: pa.Schema) -> pa.RecordBatch:
+def to_batch(ids: Sequence[str], emb: DocEmbeddings, schema: pa.Schema,
+             texts: Sequence[str] | None = None) -> pa.RecordBatch:
     dim = emb.vectors.shape[1]
     first = np.searchsorted(emb.doc, np.arange(emb.n_docs))
     chunk = np.arange(len(emb.doc)) - first[emb.doc]
@@ -101,6 +110,7 @@ def to_batch(ids: Sequence[str], emb: DocEmbeddings, schema: pa.Schema) -> pa.Re
             pa.array(emb.doc_tokens[emb.doc], pa.int64()),
             pa.array(emb.cut[emb.doc], pa.bool_()),
             pa.FixedSizeListArray.from_arrays(flat, dim),
+            pa.array([_sha1(texts[d]) if texts is not None else None for d in emb.doc], pa.string()),
         ],
         schema=schema,
     )
@@ -126,11 +136,43 @@ class EmbedSummary:
     chunked: int = 0
     truncated: int = 0
     key: str = ""
+    redone: list = field(default_factory=list)  # why earlier sidecars were written again
 
     def __str__(self) -> str:
-        return (f"embeddings {self.key}: {self.shards_written} shards written, {self.shards_skipped} already "
+        from .provenance import describe_redone
+
+        redone = describe_redone(self.redone)
+        return (f"embeddings {self.key}: {self.shards_written} shards written"
+                + (f" ({redone})" if redone else "") + f", {self.shards_skipped} already "
                 f"complete; {self.docs:,} documents, {self.chunks:,} chunks; {self.chunked:,} documents "
                 f"chunked, {self.truncated:,} truncated")
+
+
+def is_sidecar(path: Path) -> bool:
+    """Ours: a Parquet file that phifilter embed wrote (its metadata names the format)."""
+    import pyarrow.parquet as pq
+
+    if path.suffix != ".parquet":
+        return False
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        return raw is not None and json.loads(raw).get("format") == FORMAT
+    except (pa.ArrowException, OSError, ValueError, AttributeError):
+        return False
+
+
+def check_embed_inputs(inputs, output_dir, text_column: str = "text"):
+    """Everything checkable before an embedder is loaded: shards, text column, output folder."""
+    from .outputs import claim_folder
+
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    shards = find_shards(specs)
+    out_dir = check_output_dir(specs, output_dir)
+    claim_folder(out_dir, is_sidecar, "an embedding cache")
+    OutputLock.check_free(out_dir)
+    for s in shards:
+        check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
+    return shards, out_dir
 
 
 def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = 8,
@@ -139,28 +181,34 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept)."""
     from tqdm import tqdm
 
-    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    shards = find_shards(specs)
-    out_dir = check_output_dir(specs, output_dir)
+    from .provenance import model_identity, run_record, stale_reason, with_record
+
+    shards, out_dir = check_embed_inputs(inputs, output_dir, text_column)
     ident = identity(embedder, chunking, max_chunks)
-    schema = sidecar_schema(ident["dim"], ident)
+    base_schema = sidecar_schema(ident["dim"], ident)
+    model = model_identity(ident["sha256"], **{k: v for k, v in ident.items() if k not in ("sha256", "key")})
     summary = EmbedSummary(key=ident["key"])
-    for s in shards:
-        check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         for shard in tqdm(shards, unit="shard", desc="shards", disable=not progress or len(shards) < 2):
             out = out_dir / shard.name
-            if out.is_file() and (read_identity(out) or {}).get("key") == ident["key"]:
-                summary.shards_skipped += 1
-                continue
             pf = open_parquet(shard.path)
-            columns = [text_column] + ([id_column] if id_column and id_column in pf.schema_arrow.names else [])
+            has_id = bool(id_column and id_column in pf.schema_arrow.names)
+            record = run_record(shard.path, model=model, command="embed",
+                                columns={"text": text_column, "id": id_column if has_id else None})
+            if out.is_file():
+                reason = stale_reason(out, record)
+                if reason is None:
+                    summary.shards_skipped += 1
+                    continue
+                summary.redone.append(reason)
+            schema = with_record(base_schema, record)
+            columns = [text_column] + ([id_column] if has_id else [])
             with ShardWriter(out, schema) as writer:
                 for batch in iter_batches(shard.path, read_batch_rows, columns=columns, parquet_file=pf):
                     texts = texts_from_array(batch.column(0))
                     emb = embed_documents(embedder, texts, chunking, max_chunks, progress=progress)
-                    writer.write_batch(to_batch(document_ids(batch, id_column, texts), emb, schema))
+                    writer.write_batch(to_batch(document_ids(batch, id_column, texts), emb, schema, texts))
                     summary.docs += emb.n_docs
                     summary.chunks += len(emb.doc)
                     summary.chunked += emb.chunked
@@ -179,7 +227,8 @@ class EmbeddingCache:
     tokens: np.ndarray = field(repr=False)
     doc_tokens: np.ndarray = field(repr=False)
     cut: np.ndarray = field(repr=False)
-    rows: dict = field(repr=False)  # id -> (first row, number of rows)
+    rows: dict = field(repr=False)  # (id, text sha1) or, for old sidecars, id -> (first row, rows)
+    by_text: bool = True  # keyed by id and text hash (False: a sidecar written before the hash)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EmbeddingCache":
@@ -189,7 +238,7 @@ class EmbeddingCache:
             raise InputError(f"{path}: no such embeddings folder (write one with `phifilter embed`)")
         if not files:
             raise InputError(f"{path}: no embedding files (write them with `phifilter embed`)")
-        ident, parts = None, []
+        ident, parts, owner = None, [], []
         for f in files:
             this = read_identity(f)
             if this is None or this.get("format") != FORMAT:
@@ -197,20 +246,40 @@ class EmbeddingCache:
             if ident is not None and this["key"] != ident["key"]:
                 raise InputError(f"{f}: embedded with other settings than {files[0]}; keep one embedder per folder")
             ident = this
-            parts.append(open_parquet(f).read())
+            part = open_parquet(f).read()
+            if "text_sha1" not in part.schema.names:
+                part = part.append_column("text_sha1", pa.nulls(len(part), pa.string()))
+            parts.append(part.select(["id", "chunk", "tokens", "doc_tokens", "cut", "embedding", "text_sha1"])
+                         .replace_schema_metadata(None))
+            owner += [f] * len(part)
         table = pa.concat_tables(parts)
         dim = int(ident["dim"])
         emb = table.column("embedding").combine_chunks()
         vectors = emb.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
         ids = table.column("id").to_pylist()
-        rows: dict[str, tuple[int, int]] = {}
-        for i, doc_id in enumerate(ids):
-            first, n = rows.get(doc_id, (i, 0))
-            if first + n == i:  # consecutive rows of one document; a later duplicate id is ignored
-                rows[doc_id] = (first, n + 1)
+        hashes = table.column("text_sha1").to_pylist()
+        chunks = table.column("chunk").to_pylist()
+        by_text = all(h is not None for h in hashes)
+        rows: dict = {}
+        key, skip = None, False
+        for i, (doc_id, h, c) in enumerate(zip(ids, hashes, chunks)):
+            if c == 0:  # a new document starts
+                key = (doc_id, h) if by_text else doc_id
+                skip = key in rows
+                if skip and not by_text:
+                    raise InputError(
+                        f"{owner[i]}: id '{doc_id}' is repeated (also in {owner[rows[key][0]]}), and this cache "
+                        "was written before embeddings were keyed by text too; rerun `phifilter embed` "
+                        "(or give every document a unique id)"
+                    )
+                if not skip:
+                    rows[key] = (i, 0)
+            if not skip and key is not None:
+                first, n = rows[key]
+                rows[key] = (first, n + 1)
         col = lambda name: table.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
         return cls(path, ident, vectors, col("tokens").astype(np.int64), col("doc_tokens").astype(np.int64),
-                   col("cut").astype(bool), rows)
+                   col("cut").astype(bool), rows, by_text)
 
     def check(self, expected: dict, what: str) -> None:
         """InputError unless this cache was written with the embedder and chunking ``expected``."""
@@ -223,14 +292,22 @@ class EmbeddingCache:
                 f"--embedder/--max-length/--chunking"
             )
 
-    def lookup(self, ids: Sequence[str]) -> tuple[DocEmbeddings | None, list[int]]:
-        """Embeddings of the ids found (in the order given) and the positions of the ids missing."""
+    def lookup(self, ids: Sequence[str], texts: Sequence[str] | None = None) -> tuple[DocEmbeddings | None, list[int]]:
+        """Embeddings of the documents found (in the order given) and the positions of those missing.
+
+        A document is found by its id and the hash of its text; without ``texts`` only a cache
+        written before text hashes (keyed by id alone) can answer, anything else is "missing".
+        """
+        if self.by_text:
+            keys = [(doc_id, _sha1(t)) for doc_id, t in zip(ids, texts)] if texts is not None else [None] * len(ids)
+        else:
+            keys = list(ids)
         found, missing = [], []
-        for k, doc_id in enumerate(ids):
-            (found if doc_id in self.rows else missing).append(k)
+        for k, key in enumerate(keys):
+            (found if key in self.rows else missing).append(k)
         if not found:
             return None, missing
-        spans = [self.rows[ids[k]] for k in found]
+        spans = [self.rows[keys[k]] for k in found]
         take = np.concatenate([np.arange(a, a + n) for a, n in spans])
         doc = np.concatenate([np.full(n, j, np.int64) for j, (_, n) in enumerate(spans)])
         firsts = np.array([a for a, _ in spans])

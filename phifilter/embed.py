@@ -249,6 +249,11 @@ class Embedder:
 
     # -- loading ----------------------------------------------------------------------------
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model weights are in memory (options like dtype can no longer change)."""
+        return self._st is not None
+
     def _local_folder(self) -> Path | None:
         if self.model is None or str(self.model) == DEFAULT_EMBEDDER:
             folder = bundled_model_path()

@@ -107,13 +107,12 @@ class EvalReport:
 
 
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    from .outputs import write_atomic
+
+    write_atomic(path, write)
+
+
+EVAL_FILES = ("metrics.json", "pr_curve.png", "calibration.png")
 
 
 def plot_pr(groups_data: dict, path: Path) -> None:
@@ -172,6 +171,10 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
     from .classifier import EduClassifier
     from .train import TrainConfig, read_labels
 
+    if output_dir is not None:  # before the model loads: a foreign or read-only folder fails now
+        from .outputs import claim_folder, named
+
+        claim_folder(output_dir, named(*EVAL_FILES), "evaluation results", inputs=[labels])
     clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
     data = read_labels(labels, TrainConfig(text_column=text_column, score_column=score_column, id_column=id_column))
     clf.check_embedder()
@@ -197,9 +200,10 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
                         in_sample=trained_on == data.sha256, documents=E.stats())
     if output_dir is not None:
         out = Path(output_dir)
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"{out}: exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
         report.files = [str(out / "metrics.json")]
         try:
             import matplotlib  # noqa: F401

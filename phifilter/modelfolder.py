@@ -71,6 +71,9 @@ def read_model_meta(path: str | os.PathLike) -> dict:
         raise ModelError(f"{meta_file}: unreadable ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{meta_file}: not a phifilter model (format is not '{FORMAT}')")
+    from .modelmeta import check_model_meta
+
+    check_model_meta(meta, meta_file)  # every field's type and range, before anything uses one
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(
             f"{meta_file}: format version {meta.get('format_version')} is newer than this phifilter "

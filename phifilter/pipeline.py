@@ -69,4 +69,15 @@ def background(items: Iterable[T], depth: int = 2, name: str = "phifilter-stage"
 
 def stage(fn: Callable[[T], U], items: Iterable[T], depth: int = 2, name: str = "phifilter-stage") -> Iterator[U]:
     """``map(fn, items)`` computed in a background thread (see :func:`background`)."""
-    return background((fn(item) for item in items), depth=depth, name=name)
+
+    def mapped():
+        it = iter(items)
+        try:
+            for item in it:
+                yield fn(item)
+        finally:  # stopping this stage stops the one before it, and so on up the chain
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    return background(mapped(), depth=depth, name=name)

@@ -35,8 +35,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .corpus import find_shards, is_text_type, iter_batches, open_parquet, texts_from_array
+from .corpus import find_input_files, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
+from .histogram import bin_index
 
 FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0.001)
 PLOT_BINS = 20  # bars in the histograms
@@ -119,16 +120,9 @@ def html_page(title: str, body: str, css: str = CSS) -> str:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file under a temporary name and rename it into place."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+    from .outputs import write_text
+
+    return write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +219,7 @@ class _Samples:
                 else:
                     heapq.heapreplace(heap, entry)
         # Reservoirs: row i is the n-th of its bin; it replaces a random slot with probability k/n.
-        coarse = np.minimum((scores * RESERVOIR_BINS).astype(np.int64), RESERVOIR_BINS - 1)
+        coarse = bin_index(scores, RESERVOIR_BINS)
         for b in np.unique(coarse):
             rows = np.flatnonzero(coarse == b)
             nth = self.seen[b] + np.arange(1, len(rows) + 1)
@@ -342,7 +336,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     cfg = config or ReportConfig()
     threshold, source = resolve_threshold(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    shards = find_shards(specs)
+    shards = find_input_files(specs)
     files = []
     for s in shards:
         pf = open_parquet(s.path)
@@ -368,7 +362,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
                     texts = texts.dictionary_decode()
                 tokens = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
                 tokens = (tokens + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
-                bins = np.minimum((scores * FINE_BINS).astype(np.int64), FINE_BINS - 1)
+                bins = bin_index(scores, FINE_BINS)
                 data.overall.add(bins, tokens, scores, threshold)
                 data.overall.nulls += nulls
                 by_values = None
@@ -624,14 +618,21 @@ def build_report(
         from phifilter import build_report, ReportConfig
         build_report("data/scored/", "report.html", ReportConfig(by="source"))
     """
+    from .outputs import claim_file
+
     cfg = config or ReportConfig()
     output = Path(output)
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give the report's file name, e.g. {output / 'report.html'}")
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    for shard in find_shards(specs):
+    for shard in find_input_files(specs):
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
+    claim_file(output, "the report", inputs=specs)  # not into an input folder; writable, before the data pass
+    try:  # a core dependency; checked before the data pass in case an install lost it
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OutputError("the report needs matplotlib, which is not installed: pip install matplotlib") from None
     data = collect(specs, cfg, progress=progress)
     page = render_html(data)
     write_text_atomic(output, page)

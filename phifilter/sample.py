@@ -40,10 +40,11 @@ import pyarrow as pa
 from .corpus import (
     ShardWriter,
     check_text_column,
-    find_shards,
+    find_input_files,
     input_roots,
     iter_batches,
     open_parquet,
+    rows_from_batch,
     texts_from_array,
     _process_alive,
 )
@@ -253,7 +254,7 @@ def sample_shards(
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [os.fspath(i) for i in inputs]
-    shards = find_shards(inputs)
+    shards = find_input_files(inputs)
     output = Path(output)
     _check_output(inputs, shards, output)
     schema = _output_schema(shards, cfg)
@@ -344,7 +345,7 @@ def _sample_batch(batch: pa.RecordBatch, cfg: SampleConfig, reservoirs: dict, ex
     if not taken:
         return
     # Materialise only the rows that entered a heap in this batch (most of a big corpus never does).
-    rows = batch.take(pa.array([i for i, _, _ in taken], type=pa.int64())).to_pylist()
+    rows = rows_from_batch(batch.take(pa.array([i for i, _, _ in taken], type=pa.int64())))
     for row, (_, entry, short) in zip(rows, taken):
         row[cfg.text_column] = short
         entry[1] = row

@@ -7,7 +7,10 @@ fall in the boundary bin are kept in corpus order until the requested count is r
 makes the kept count exact and the result deterministic.
 
 Each finished output shard is recorded in ``_phifilter_filter.json`` in the output folder
-(written atomically), so a rerun with the same settings skips what is done.
+(written atomically) with its run record (``phifilter.provenance``: the input's fingerprint,
+the columns and the cut-off), so a rerun with the same settings skips what is done and redoes,
+saying why, a shard whose input changed. Rows whose score is NaN or null are never kept; they
+are counted and reported, and left out of the ``top_fraction`` base.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from .corpus import (
     _fsync_dir,
     check_output_dir,
     find_shards,
-    input_fingerprint,
     open_parquet,
     remove_stale_temporaries,
     temp_path_for,
@@ -44,26 +46,63 @@ class FilterSummary:
     bytes_kept: int = 0
     shards: int = 0
     shards_skipped: int = 0
+    rows_unscored: int = 0  # NaN or null scores: never kept
+    redone: list = field(default_factory=list)  # reasons earlier outputs were redone
     per_shard: dict = field(default_factory=dict)
     score_column: str = "edu_score"
+    tokens_kept: int | None = None  # with --token-budget: tokens of the kept documents
+    token_budget: int | None = None
+    tokenizer: str | None = None
+    seconds: float = 0.0
 
     def __str__(self) -> str:
+        from .provenance import describe_redone
+
         share = self.rows_kept / self.rows_in if self.rows_in else 0.0
         bshare = self.bytes_kept / self.bytes_in if self.bytes_in else 0.0
-        return (
-            f"shards: {self.shards} filtered, {self.shards_skipped} already complete\n"
+        redone = describe_redone(self.redone)
+        text = (
+            f"shards: {self.shards} filtered, {self.shards_skipped} already complete"
+            + (f" ({redone})" if redone else "") + "\n"
             f"cut-off {self.score_column} >= {self.threshold:.6g}\n"
             f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
-            f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
+            + (f"dropped {self.rows_unscored:,} rows without a score (NaN or null)\n" if self.rows_unscored else "")
+            + f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
         )
+        if self.tokens_kept is not None:
+            text += f"\nkept tokens: {self.tokens_kept:,} of a budget of {self.token_budget:,} ({self.tokenizer})"
+        return text
+
+    def stats(self) -> dict:
+        """Machine-readable statistics (``--stats-json``)."""
+        return {
+            "command": "filter", "cutoff": self.threshold, "seconds": round(self.seconds, 6),
+            "shards": {"filtered": self.shards, "skipped": self.shards_skipped, "failed": 0},
+            "rows": {"in": self.rows_in, "kept": self.rows_kept},
+            "bytes": {"in": self.bytes_in, "kept": self.bytes_kept},
+            "tokens": None if self.tokens_kept is None else {"kept": self.tokens_kept, "budget": self.token_budget,
+                                                               "tokenizer": self.tokenizer},
+            "docs_per_second": round(self.rows_in / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "rows_unscored": self.rows_unscored, "redone": list(self.redone),
+            "per_shard": [{"name": k, **{f: v for f, v in st.items() if f not in ("input", "record")}}
+                          for k, st in sorted(self.per_shard.items())],
+            "failures": [],
+        }
 
 
 def _check_score_column(path: Path, score_column: str, text_column: str) -> None:
-    names = open_parquet(path).schema_arrow.names
+    import pyarrow as pa
+
+    schema = open_parquet(path).schema_arrow
+    names = schema.names
     if score_column not in names:
         raise InputError(
             f"{path}: no column '{score_column}'; is it a scored shard? (run `phifilter score` first)"
         )
+    t = schema.field(score_column).type
+    if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+        raise InputError(f"{path}: score column '{score_column}' has type {t}, expected numbers "
+                         "(choose the score column with --score-column)")
     if text_column not in names:
         raise InputError(f"{path}: no column '{text_column}'; columns are: {', '.join(names)}")
 
@@ -77,7 +116,8 @@ def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: st
     for p in paths:
         vc = (
             pl.scan_parquet(p)
-            .select((pl.col(score_column).fill_null(0.0).fill_nan(0.0).clip(0.0, 1.0) * BINS)
+            .filter(_scored(score_column))
+            .select((pl.col(score_column).cast(pl.Float64).clip(0.0, 1.0) * BINS)
                     .floor().cast(pl.Int64).clip(0, BINS - 1).alias("bin"))
             .group_by("bin").len()
             .collect()
@@ -94,6 +134,14 @@ def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: st
     return boundary / BINS, keep - above, keep
 
 
+def _scored(score_column: str):
+    """Rows with a real score (polars orders NaN above every number, so NaN must be excluded)."""
+    import polars as pl
+
+    col = pl.col(score_column).cast(pl.Float64)
+    return col.is_not_null() & col.is_not_nan()
+
+
 def filter_shards(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
@@ -102,24 +150,59 @@ def filter_shards(
     score_column: str = "edu_score",
     text_column: str = "text",
     progress: bool = False,
+    token_budget: int | None = None,
+    tokenizer: str | None = None,
+    stats_json: str | os.PathLike | None = None,
 ) -> FilterSummary:
-    """Write the kept rows of every scored shard to ``output_dir`` (same relative names)."""
+    """Write the kept rows of every scored shard to ``output_dir`` (same relative names).
+
+    Exactly one of ``threshold``, ``top_fraction`` and ``token_budget`` (the best documents up
+    to that many tokens of ``tokenizer``, default the embedder's: :mod:`phifilter.token_budget`).
+    """
+    import time
+
     import polars as pl
     from tqdm import tqdm
 
-    if (threshold is None) == (top_fraction is None):
-        raise InputError("give exactly one of --threshold or --top-fraction")
+    began = time.perf_counter()
+    if sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
+        raise InputError("give exactly one of --threshold or --top-fraction or --token-budget")
+    if token_budget is not None and int(token_budget) < 1:
+        raise InputError(f"--token-budget {token_budget}: must be at least 1")
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
         raise InputError(f"--top-fraction {top_fraction}: must be in (0, 1]")
+    from .outputs import claim_folder
+    from .provenance import fingerprint, run_record, stale_reason
+
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)
+    from .outputs import has_column
+
+    listed = set((_read_manifest(out_dir).get("shards") or {}) if out_dir.is_dir() else ())
+    names = {str(s.name) for s in shards}
+    scored = has_column(score_column)
+
+    def ours(p: Path) -> bool:
+        rel = str(p.relative_to(out_dir))
+        # a shard renamed into place by a run killed before it updated the manifest is ours too
+        return p == out_dir / MANIFEST or rel in listed or (rel in names and scored(p))
+
+    claim_folder(out_dir, ours, "filter outputs")
     OutputLock.check_free(out_dir)  # before the pass over every score column, not after
     for s in shards:
         _check_score_column(s.path, score_column, text_column)
 
     quota = 0
-    if top_fraction is not None:
+    if token_budget is not None:
+        from .token_budget import budget_cutoff, shard_keep, token_counter
+
+        counter = token_counter(tokenizer)
+        cut = budget_cutoff([s.path for s in shards], int(token_budget), score_column, text_column, counter, BINS)
+        cutoff = cut.boundary / BINS if cut.boundary >= 0 else 0.0
+        bin_hi, quota = cutoff, cut.boundary_tokens
+        settings = {"token_budget": int(token_budget), "tokenizer": counter.name, "score_column": score_column}
+    elif top_fraction is not None:
         cutoff, quota, _ = top_fraction_cutoff([s.path for s in shards], top_fraction, score_column)
         bin_hi = cutoff + 1.0 / BINS
         settings = {"top_fraction": top_fraction, "score_column": score_column}
@@ -128,6 +211,8 @@ def filter_shards(
         settings = {"threshold": threshold, "score_column": score_column}
 
     summary = FilterSummary(threshold=cutoff, score_column=score_column)
+    if token_budget is not None:
+        summary.tokens_kept, summary.token_budget, summary.tokenizer = 0, int(token_budget), counter.name
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         manifest = _read_manifest(out_dir)
@@ -144,27 +229,42 @@ def filter_shards(
             out_path = out_dir / shard.name
             score = pl.col(score_column)
             text_bytes = pl.col(text_column).str.len_bytes().fill_null(0)
-            fingerprint = input_fingerprint(shard.path)
+            # The cut-off is part of the record: with --top-fraction it depends on every input.
+            record = run_record(fingerprint(shard.path), columns={"score": score_column, "text": text_column},
+                                command="filter", cutoff=cutoff, boundary_hi=bin_hi)
             # Skip only a shard filtered from this very input (not another file of the same name).
-            if key in done and out_path.is_file() and done[key].get("input") == fingerprint:
+            reason = stale_reason(done[key].get("record"), record) if key in done else "new"
+            if reason is None and out_path.is_file():
                 stats = done[key]
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
             else:
-                in_boundary = (score >= cutoff) & (score < bin_hi)
-                if top_fraction is not None:
+                if key in done:
+                    summary.redone.append(reason if out_path.is_file() else "output missing")
+                in_boundary = ((score >= cutoff) & (score < bin_hi) & _scored(score_column)).fill_null(False)
+                kept_tokens = None
+                if token_budget is not None:
+                    mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
+                                                         counter, BINS)
+                    keep = pl.lit(pl.Series("keep", mask, dtype=pl.Boolean))
+                elif top_fraction is not None:
                     n_boundary = int(pl.scan_parquet(shard.path).select(in_boundary.sum()).collect().item() or 0)
                     take = max(0, min(remaining, n_boundary))
                     keep = (score >= bin_hi) | (in_boundary & (in_boundary.cum_sum() <= take))
                 else:
                     take = 0
                     keep = score >= cutoff
-                keep = keep.fill_null(False)
+                keep = (keep & _scored(score_column)).fill_null(False)
                 lf = pl.scan_parquet(shard.path)
-                agg = lf.select(
-                    rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
-                    bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
-                ).collect().row(0, named=True)
+                try:  # reads every column the output needs: a bad one fails here, before writing
+                    agg = lf.select(
+                        rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
+                        bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
+                        rows_unscored=(~_scored(score_column)).fill_null(True).sum(),
+                    ).collect().row(0, named=True)
+                except pl.exceptions.PolarsError as e:
+                    text = str(e).strip().splitlines()
+                    raise InputError(f"{shard.path}: cannot be read ({text[0] if text else type(e).__name__})") from None
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = temp_path_for(out_path)
                 try:
@@ -180,7 +280,9 @@ def filter_shards(
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
-                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "input": fingerprint}
+                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "record": record}
+                if kept_tokens is not None:
+                    stats["tokens_kept"] = kept_tokens
                 remaining -= take
                 done[key] = stats
                 try:
@@ -192,7 +294,15 @@ def filter_shards(
             summary.rows_kept += stats["rows_kept"]
             summary.bytes_in += stats["bytes_in"]
             summary.bytes_kept += stats["bytes_kept"]
+            summary.rows_unscored += stats.get("rows_unscored", 0)
             summary.per_shard[key] = stats
+            if summary.tokens_kept is not None:
+                summary.tokens_kept += stats.get("tokens_kept", 0)
+    summary.seconds = time.perf_counter() - began
+    if stats_json is not None:
+        from .stats import write_stats
+
+        write_stats(stats_json, summary.stats())
     return summary
 
 

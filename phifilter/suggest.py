@@ -11,13 +11,14 @@ inputs and ``seed`` give the same file.
 from __future__ import annotations
 
 import heapq
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .corpus import check_text_column, find_shards, iter_batches, open_parquet, texts_from_array
+from .corpus import check_text_column, find_input_files, iter_batches, open_parquet, rows_from_batch, texts_from_array
 from .errors import InputError
 
 
@@ -46,12 +47,18 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
 
     if not 0 <= random_share <= 1:
         raise InputError(f"--random-share {random_share}: expected a number in [0, 1]")
-    clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
-    clf.check_embedder()
+    from .outputs import claim_file
+
     out = Path(output)
-    shards = find_shards(inputs)
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    shards = find_input_files(specs)
     if any(s.path.resolve() == out.resolve() for s in shards):
         raise InputError(f"{out}: the output may not be one of the inputs")
+    claim_file(out, "the suggestions", inputs=specs)  # not into an input folder; writable
+    for s in shards:  # every input checked before the model loads (10-20 s)
+        check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
+    clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
+    clf.check_embedder()
     n_random = int(round(n * random_share))
     n_disputed = n - n_random
     rng = np.random.default_rng(seed)
@@ -71,7 +78,7 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
                 spread = clf.disagreement(E)
                 spread[blank_mask(texts)] = -1.0  # blank documents are not worth a label
                 keys = rng.random(len(texts))
-                rows = batch.to_pylist()
+                rows = rows_from_batch(batch)
                 schema = schema or batch.schema
                 for i, row in enumerate(rows):
                     row.update(edu_score=float(score[i]), disagreement=float(spread[i]),

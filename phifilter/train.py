@@ -99,6 +99,7 @@ def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
         raise InputError(f"{path}: no labelled rows (every '{score_col}' is null)")
     texts = texts_from_array(table.column(cfg.text_column))
     scores = table.column(score_col).to_numpy(zero_copy_only=False).astype(np.float64)
+    check_label_values(path, score_col, scores)
     domains = None
     if cfg.domain_column in table.column_names:
         domains = np.array([d or "" for d in table.column(cfg.domain_column).to_pylist()], dtype=object)
@@ -110,6 +111,27 @@ def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
 
     ids = document_ids(table, id_column, texts)
     return LabelledSet(texts, scores, domains, h.hexdigest(), int(dropped), ids)
+
+
+def check_label_values(path, column: str, scores: np.ndarray) -> None:
+    """Labels are whole numbers 0-5: anything else is a mistake to report, not to round."""
+    for bad, what in ((~np.isfinite(scores), "is not a number (NaN or infinite)"),
+                      (np.isfinite(scores) & ((scores < 0) | (scores > 5)), "is outside 0-5"),
+                      (np.isfinite(scores) & (scores != np.round(scores)), "is not one of the whole numbers 0-5")):
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise InputError(f"{path}: '{column}' {what} in {len(rows)} row(s) (first: row {int(rows[0])}, "
+                             f"value {scores[rows[0]]:g}); labels must be whole numbers 0-5 or null")
+
+
+def check_both_classes(path, scores: np.ndarray, positive_threshold: float) -> None:
+    """Both sides of --positive-threshold must be present; checked before any embedding."""
+    y = scores >= positive_threshold
+    if y.all() or not y.any():
+        raise InputError(
+            f"{path}: all {len(y)} training labels fall on one side of --positive-threshold "
+            f"{positive_threshold}; the classifier needs both classes"
+        )
 
 
 def _binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
@@ -265,7 +287,7 @@ def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str |
         return embedder, clf.embed_documents(data.texts, progress=progress)
     cache = EmbeddingCache.open(embeddings)
     cache.check(identity(embedder, clf.chunking, clf.max_chunks), f"--doc-mode {clf.doc_mode}")
-    found, missing = cache.lookup(data.ids)
+    found, missing = cache.lookup(data.ids, data.texts)
     if not missing:
         return embedder, found
     fresh = clf.embed_documents([data.texts[k] for k in missing], progress=progress)
@@ -347,8 +369,12 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
     Returns (classifier, metrics)."""
     from .classifier import make_calibrator
 
+    from .outputs import claim_folder, is_model_file
+
     cfg = cfg or TrainConfig()
+    claim_folder(output, is_model_file, "a model folder", inputs=[labels])
     data = read_labels(labels, cfg)
+    check_both_classes(labels, data.scores, cfg.positive_threshold)
     clf = make_classifier(cfg)
     clf.check_options()
     embedder, E = labelled_embeddings(clf, data, cfg.embeddings, progress,

@@ -27,7 +27,7 @@ def subset(tmp_path_factory):
 def test_evaluate_cli_prints_metrics_and_writes_plots(subset, tmp_path):
     out = tmp_path / "eval"
     proc = run_cli("evaluate", REPO / "phifilter" / "models" / "default", subset, "-o", out, "--bootstrap", "200",
-                   "--device", "cpu", "-q")
+                   "--device", "cpu")  # not -q: that now prints nothing (issue 12 item 12)
     text = proc.stdout
     for word in ("precision", "recall", "F1", "ROC AUC", "PR AUC", "Spearman", "confusion matrix"):
         assert word in text

@@ -381,7 +381,8 @@ def test_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path, chat_server
     assert cache.read_bytes() == before
 
 
-def test_corrupt_sqlite_cache_is_refused(tmp_path, chat_server):
+def test_corrupt_sqlite_cache_is_set_aside_untouched_and_the_run_continues(tmp_path, chat_server):
+    """Issue 12 item 6 (was: refused on every run): a damaged cache is kept, byte for byte, aside."""
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:2])
     out = tmp_path / "labels.parquet"
     label_file(src, out, backend(chat_server), fast(), progress=False)
@@ -389,9 +390,12 @@ def test_corrupt_sqlite_cache_is_refused(tmp_path, chat_server):
     data = bytearray(cache.read_bytes())
     data[100:4096] = b"\xff" * (4096 - 100)  # keep the magic header, wreck the schema page
     cache.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="labels.cache.sqlite: unusable label cache"):
-        label_file(src, out, backend(chat_server), fast(), progress=False)
-    assert cache.read_bytes() == bytes(data)
+    lines = []
+    label_file(src, out, backend(chat_server), fast(), progress=False, echo=lines.append)
+    aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == bytes(data)
+    assert [line for line in lines if "damaged label cache" in line and aside[0].name in line]
+    assert pq.read_table(out).num_rows == 2
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")

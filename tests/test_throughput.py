@@ -13,7 +13,7 @@ from phifilter import InputError, ModelError, score_shards
 from phifilter.classifier import EduClassifier
 from phifilter.embed import Embedder, _quantize
 from phifilter.pipeline import background, stage
-from phifilter.score import _splittable
+from phifilter.scoring.model import splits_into_stages
 
 from conftest import BOILERPLATE, GOOD_CODE, run_cli, write_shard
 
@@ -208,7 +208,7 @@ def test_chunked_models_run_split_stages_with_edu_score_results(tmp_path, doc_mo
     if calibrate:
         clf.fit_calibration(clf.raw_scores(clf.embed_documents(texts)), labels >= 3)
     assert clf.embed_documents(texts).chunked >= 4  # the short window really cuts documents
-    assert _splittable(clf)
+    assert splits_into_stages(clf)
     _shards(tmp_path / "in", n=2, rows=7)
     score_shards(tmp_path / "in", tmp_path / "out", model=clf, read_batch_rows=3, tokens_per_batch=100)
     score_shards(tmp_path / "in", tmp_path / "tensor", model=clf, read_batch_rows=4, tensor_forest=True)

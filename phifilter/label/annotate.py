@@ -159,6 +159,8 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
         raise OutputError(f"{output}: the labels are one Parquet file; give a name ending in .parquet")
     if output.resolve() == input.resolve():
         raise OutputError(f"{output}: is the input file; choose another --output (inputs are never overwritten)")
+    if not output.parent.is_dir():
+        raise OutputError(f"{output}: folder {output.parent} does not exist; create it or choose another --output")
     cache_path = Path(cfg.cache) if cfg.cache else default_cache_path(output)
     if cache_path.resolve() in (input.resolve(), output.resolve()):
         raise OutputError(f"{cache_path}: the cache may not be the input or output file")
@@ -193,7 +195,7 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
             jobs[key] = _Job(key[0], rubric, build_messages(text, rubric))
     summary.unique = len(jobs)
 
-    with LabelCache(cache_path) as cache:
+    with LabelCache(cache_path, notice=echo) as cache:
         found = cache.get_many(list(jobs), model_id)
         summary.cached = len(found)
         missing = [job for key, job in jobs.items() if key not in found]
@@ -485,4 +487,7 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
 def _excerpts(table: pa.Table, cfg: LabelConfig) -> list[str | None]:
     from ..sample import excerpt
 
-    return [None if v is None else excerpt(v, cfg.max_chars) for v in table.column(cfg.text_column).to_pylist()]
+    column = table.column(cfg.text_column)
+    nulls = column.is_null().to_pylist()
+    # texts_from_array replaces invalid UTF-8 (as score does) instead of raising after every paid request
+    return [None if null else excerpt(t, cfg.max_chars) for null, t in zip(nulls, texts_from_array(column))]

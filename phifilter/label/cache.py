@@ -4,9 +4,14 @@ Every answer is committed (and synced) the moment it arrives, so after a crash, 
 SIGKILL a rerun finds it and does not pay for it again. SQLite's journal makes each commit
 all-or-nothing: a kill mid-write loses at most that one answer, never the file.
 
-A file that exists but is not a phifilter cache (another database, garbage, no permission) is
-refused with a clear error and left exactly as it was. While a run uses a cache it holds an
-exclusive lock on it, so two runs cannot pay twice for the same documents.
+A new cache is created under a hidden temporary name and renamed into place once its tables
+exist, so a full disk never leaves a half-created cache behind. A cache that is ours but
+damaged (a truncated header, a malformed page) is set aside as ``<name>.damaged-<time>`` with
+one line saying so, every answer still readable in it is copied into a fresh cache, and the
+run continues: no paid answer is lost. A file that exists but is not a phifilter cache
+(another database, garbage, no permission) is refused with a clear error and left exactly as
+it was. While a run uses a cache it holds an exclusive lock on it (``<name>.lock``, deleted
+when the run ends), so two runs cannot pay twice for the same documents.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,47 +59,128 @@ class CachedAnswer:
 class LabelCache:
     """Open (or create) the cache at ``path``; use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, notice=None):
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._notice = notice or (lambda line: print(line, file=sys.stderr))
+        self.set_aside: Path | None = None  # where a damaged cache was moved this run
 
     def __enter__(self) -> "LabelCache":
-        self._check_existing()
+        damaged = self._check_existing()
         self._lock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._check_tables()
-            with self._db:
-                self._db.executescript(SCHEMA)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+            if damaged is None and self.path.exists():
+                try:
+                    self._open()
+                except sqlite3.DatabaseError as e:
+                    self._close_db()
+                    damaged = str(e)
+            if damaged is not None:
+                self._replace_damaged(damaged)
+            elif not self.path.exists():
+                self._create()
+            if self._db is None:
+                self._open()
         except sqlite3.DatabaseError as e:
             self.close()
             raise InputError(f"{self.path}: unusable label cache ({e}); move it away or pass another --cache") from None
+        except OSError as e:
+            self.close()
+            from ..corpus import output_error
+
+            raise output_error(self.path, e) from None
         except BaseException:
             self.close()
             raise
         return self
 
+    def _open(self) -> None:
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._check_tables()
+        # A torn page would fail a later read mid-run, after answers were paid for: find it now
+        # (quick_check reads every page once; about a second per few hundred MB).
+        problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {problem}")
+        with self._db:
+            self._db.executescript(SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _create(self, rows: list | None = None) -> None:
+        """A new cache, tables (and ``rows``) included, appears only by rename: never half-created."""
+        from ..corpus import fsync_dir, temp_path_for
+
+        tmp = temp_path_for(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            db = sqlite3.connect(tmp)
+            try:
+                with db:
+                    db.executescript(SCHEMA)
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+                    db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?)", rows or [])
+            finally:
+                db.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            fsync_dir(self.path.parent)
+        except BaseException as e:
+            for p in (tmp, tmp.with_name(tmp.name + "-journal")):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            if isinstance(e, sqlite3.Error):  # a full disk shows up as "disk I/O error"
+                raise OutputError(f"{self.path}: cannot create the label cache ({e}); nothing was left "
+                                  "behind: free space and rerun") from None
+            raise
+
+    def _replace_damaged(self, why: str) -> None:
+        """Set a damaged cache aside, copy what is readable into a fresh one, say so in one line."""
+        rows = _readable_answers(self.path)
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        n = 0
+        while aside.exists():
+            n += 1
+            aside = aside.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+        os.replace(self.path, aside)
+        for suffix in ("-journal", "-wal", "-shm"):  # belong to the damaged file, not the new one
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+        self.set_aside = aside
+        self._create(rows)
+        self._notice(f"warning: {self.path}: damaged label cache ({why}); set aside as {aside.name}, "
+                     f"{len(rows):,} answers recovered into a fresh cache")
+
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._close_db()
         if self._lock_fd is not None:
+            # Delete the lock file while still holding the lock (the next locker re-checks the
+            # inode), so a finished run leaves no *.lock file behind.
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_path())
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
     # -- checks before anything is written
 
-    def _check_existing(self) -> None:
+    def _check_existing(self) -> str | None:
+        """Refuse what is not ours; return why an existing cache of ours is damaged (None: fine)."""
         if not self.path.exists():
             if not self.path.parent.is_dir():
                 raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
-            return
+            return None
         if not self.path.is_file():
             raise InputError(f"{self.path}: label cache is not a file")
         try:
@@ -102,11 +189,14 @@ class LabelCache:
         except OSError as e:
             raise InputError(f"{self.path}: cannot read label cache ({e.strerror or e}); "
                              "fix its permissions or pass another --cache") from None
-        if head and head != SQLITE_MAGIC:
-            raise InputError(f"{self.path}: not a phifilter label cache (not an SQLite file); "
-                             "it was left untouched: move it away or pass another --cache")
         if not os.access(self.path, os.W_OK):
             raise InputError(f"{self.path}: label cache is not writable; fix its permissions or pass another --cache")
+        if head and head != SQLITE_MAGIC:
+            if SQLITE_MAGIC.startswith(head):  # our header, cut short: a write that did not finish
+                return "truncated"
+            raise InputError(f"{self.path}: not a phifilter label cache (not an SQLite file); "
+                             "it was left untouched: move it away or pass another --cache")
+        return None
 
     def _check_tables(self) -> None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -120,20 +210,32 @@ class LabelCache:
             raise InputError(f"{self.path}: label cache of another format ({row[0] if row else 'unknown'}); "
                              f"this phifilter reads {FORMAT}: pass another --cache")
 
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
     def _lock(self) -> None:
         import fcntl
 
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise OutputError(f"{lock_path}: cannot create lock file ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        lock_path = self._lock_path()
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(f"{lock_path}: cannot create lock file ({e.strerror or e})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise OutputError(f"{self.path}: another phifilter label run is using this cache; "
+                                  "wait for it to finish or pass another --cache") from None
+            # The last holder deletes the file; a lock on a deleted file must be taken again.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise OutputError(f"{self.path}: another phifilter label run is using this cache; "
-                              "wait for it to finish or pass another --cache") from None
         self._lock_fd = fd
 
     # -- reading and writing
@@ -166,3 +268,28 @@ class LabelCache:
     def count(self) -> int:
         with contextlib.closing(self._db.execute("SELECT COUNT(*) FROM answers")) as cur:
             return cur.fetchone()[0]
+
+
+def _readable_answers(path: Path) -> list[tuple]:
+    """Every answer row still readable in a damaged cache (best effort; [] if none)."""
+    rows: list[tuple] = []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows
+    try:
+        cur = db.execute("SELECT doc_sha, rubric_sha, model, score, reason, reply, prompt_chars, prompt_tokens, "
+                         "completion_tokens, created FROM answers")
+        while True:
+            try:
+                row = cur.fetchone()
+            except sqlite3.DatabaseError:
+                break  # a malformed page: keep what came before it
+            if row is None:
+                break
+            rows.append(row)
+    except sqlite3.Error:
+        pass
+    finally:
+        db.close()
+    return rows

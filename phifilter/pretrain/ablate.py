@@ -61,9 +61,13 @@ def run_ablation(
     preset = config.resolved_preset()
     budget = config.tokens or preset.tokens
     steps = max(1, math.ceil(budget / preset.tokens_per_step))
+    from ..outputs import claim_folder
+    from ..provenance import fingerprint
+
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out = check_output_dir(specs, output_dir)
+    claim_folder(out, lambda p: _is_ablation_file(out, p), "an ablation")
     D.check_scored_shards(shards, config.text_column, config.score_column)
     eval_dir = Path(config.eval_dir) if config.eval_dir else default_eval_dir()
 
@@ -76,6 +80,8 @@ def run_ablation(
             "val_fraction": config.val_fraction, "data_seed": config.data_seed,
             "vocab_size": preset.model.vocab_size, "tokenizer_max_bytes": config.tokenizer_max_bytes,
             "eval_sets": _fingerprint(eval_dir),
+            # content, not just size and rows: a rewritten input must not reuse the cached stages
+            "input_fingerprints": [fingerprint(s.path) for s in shards],
         },
         "runs": {
             "model": asdict(preset.model), "loop": asdict(preset.loop), "steps": steps,
@@ -100,6 +106,12 @@ def run_ablation(
         from .report import summarise, write_report
 
         results = summarise(runs, bundle, config, preset, steps, seeds, command=command)
+        undefined: list[str] = []
+        D.finite_or_none(results, found=undefined)
+        if undefined:  # written as null; say so rather than leave a bare NaN to be found later
+            print(f"warning: {len(undefined)} figure(s) are undefined (too little data), written as null in "
+                  f"results.json: {', '.join(undefined[:5])}{' ...' if len(undefined) > 5 else ''}; "
+                  "use a larger input or --tokens", file=sys.stderr, flush=True)
         write_report(results, out)
     return results
 
@@ -127,13 +139,28 @@ def _remove_stale(out: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+TOP_FILES = (SETTINGS, "results.json", "report.md", "report.html", "loss_curves.png")
+
+
+def _is_ablation_file(out: Path, p: Path) -> bool:
+    """Ours: a file of the layout above, in a folder that holds our ablate.json."""
+    rel = p.relative_to(out)
+    if rel.parts[0] in ("data", "runs"):
+        return (out / SETTINGS).is_file()
+    return len(rel.parts) == 1 and rel.name in TOP_FILES and (out / SETTINGS).is_file()
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / SETTINGS
     old = D.read_json(path)
+    if old is not None and isinstance(old.get("data"), dict) and "input_fingerprints" not in old["data"]:
+        # written before content fingerprints: sizes and row counts are all it can be held to
+        old["data"]["input_fingerprints"] = settings["data"]["input_fingerprints"]
     if old is not None:
         for part in ("data", "runs"):
             if json.loads(json.dumps(old.get(part))) != json.loads(json.dumps(settings[part])):
-                changed = sorted(k for k in settings[part] if old.get(part, {}).get(k) != settings[part][k])
+                changed = sorted("inputs changed" if k == "input_fingerprints" else k
+                                 for k in settings[part] if old.get(part, {}).get(k) != settings[part][k])
                 raise OutputError(
                     f"{out}: holds an ablation with other {part} settings ({', '.join(changed) or 'format'}); "
                     "rerun with the same options, or choose another --output folder"

@@ -264,10 +264,29 @@ def read_json(path: Path) -> dict | None:
         raise OutputError(f"{path}: unreadable ({e}); delete it to redo that step") from None
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj, strict: bool = False) -> None:
+    """Write JSON atomically. ``strict``: NaN and infinities become null, so every JSON reader
+    accepts the file (for results.json; internal files keep NaN, which Python reads back)."""
     tmp = temp_path_for(path)
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default))
+    if strict:
+        obj = finite_or_none(obj)
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default, allow_nan=not strict))
     os.replace(tmp, path)
+
+
+def finite_or_none(obj, where: str = "", found: list | None = None):
+    """``obj`` with every NaN or infinite float replaced by None; their paths appended to ``found``."""
+    if isinstance(obj, (float, np.floating)):
+        if not np.isfinite(obj):
+            if found is not None:
+                found.append(where or "(value)")
+            return None
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v, f"{where}.{k}" if where else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+    return obj
 
 
 def _json_default(o):

@@ -367,7 +367,7 @@ def write_report(results: dict, out: Path) -> None:
     if png is None:
         bl = [("p", "(No loss curves: matplotlib is not installed; `pip install phifilter[ablate]`.)")
               if b[0] == "img" else b for b in bl]
-    D.write_json(out / "results.json", results)
+    D.write_json(out / "results.json", results, strict=True)
     files = {"report.md": render_markdown(bl).encode("utf-8"),
              "report.html": render_html(bl, {"loss_curves.png": png} if png else {}).encode("utf-8")}
     if png:

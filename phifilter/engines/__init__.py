@@ -1,1 +1,0 @@
-"""Optional execution engines for `phifilter score` (imported only when asked for)."""

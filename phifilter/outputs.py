@@ -1,0 +1,191 @@
+"""Owned outputs: write a file or folder atomically, and only where phifilter replaces its own files.
+
+Every command that writes goes through here before doing any work:
+
+* :func:`claim_folder` refuses an output folder that holds a file this command did not write
+  (``train labels/x.parquet -o labels`` must never empty ``labels/``), an output that is an
+  input folder or lies inside one, and a folder that cannot be written to (read-only), with
+  one line naming the folder and the fix. Hidden entries (``.name``: our temporaries, lock and
+  checkpoints) are not counted.
+* :func:`claim_file` does the same for a single output file: not an input, not inside an input
+  folder that is searched recursively, not a folder, and its folder writable.
+* :func:`write_atomic` writes a file under a hidden temporary name beside it, fsyncs it and
+  renames it into place, so a file that exists is whole; a failure (a full disk) leaves the
+  previous file as it was and becomes one ``OutputError`` line.
+
+Which existing files count as "ours" is the caller's predicate; :func:`named` and
+:func:`parquet_record_of` build the usual ones. Model folders are replaced by writing beside
+and renaming (``EduClassifier.save``), after :func:`claim_folder` with :func:`is_model_file`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .corpus import check_output_dir, fsync_dir, input_roots, output_error, temp_path_for
+from .errors import OutputError
+
+Owned = Callable[[Path], bool]
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # our temporaries, lock file, checkpoint folders
+        if p.is_file() or p.is_symlink():
+            out.append(p)
+    return out
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Fail now, not after the work, if ``path`` (or the folder that would hold it) cannot be written.
+
+    Tries a hidden file in the nearest existing folder (``os.access`` says yes to root on a
+    read-only mount); nothing is left behind.
+    """
+    import tempfile
+
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another output location")
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".phifilter-probe-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write {what} in {probe} ({e.strerror or e}); "
+                          "choose a writable output location") from None
+
+
+def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs",
+                 inputs: Sequence[str | os.PathLike] | None = None) -> Path:
+    """Check that ``folder`` may receive this command's outputs; returns it as a Path.
+
+    Absent or empty is fine; existing visible files must all pass ``is_ours``. Nothing is
+    created or changed here.
+    """
+    folder = Path(folder)
+    if inputs:
+        check_output_dir(inputs, folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder; choose a folder for the {what}")
+    if folder.is_dir():
+        foreign = [p for p in _visible_files(folder) if not is_ours(p)]
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise OutputError(
+                f"{folder}: holds {foreign[0].relative_to(folder)}{more}, which phifilter did not write "
+                f"as {what}; choose an empty or new output folder (nothing was changed)"
+            )
+    _check_writable(folder, what)
+    return folder
+
+
+def claim_file(path: str | os.PathLike, what: str = "the output",
+               inputs: Iterable[str | os.PathLike] | None = None) -> Path:
+    """Check that ``path`` may be written: not an input, not in a recursively searched input folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for {what}, e.g. {path / 'out'}")
+    target = path.resolve()
+    for spec in inputs or ():
+        spec_path = Path(os.fspath(spec))
+        if spec_path.is_file() and spec_path.resolve() == target:
+            raise OutputError(f"{path}: is an input file; choose another -o file")
+    for root, recursive in input_roots(inputs or ()):
+        if recursive and root.resolve() in target.parents:
+            raise OutputError(
+                f"{path}: lies inside the input folder {root}; write {what} outside it (choose another -o)"
+            )
+    _check_writable(path.parent, what)
+    return path
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place."""
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise output_error(path, e) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a UTF-8 text file atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# ownership predicates
+
+
+def named(*names: str) -> Owned:
+    """Ours if the file (at the folder's top) has one of these names."""
+    wanted = set(names)
+    return lambda p: p.name in wanted
+
+
+def parquet_record_of(command: str, legacy: Owned | None = None) -> Owned:
+    """Ours if a Parquet file carries a run record (naming ``command``, when it names one),
+    or has none and ``legacy`` accepts it (outputs of phifilter versions before records)."""
+
+    def check(p: Path) -> bool:
+        from .provenance import read_record
+
+        if p.suffix != ".parquet":
+            return False
+        record = read_record(p)
+        if record is not None:
+            return record.get("command", command) == command
+        return bool(legacy and legacy(p))
+
+    return check
+
+
+def has_column(name: str) -> Owned:
+    """Ours if a Parquet file has this column (how older phifilter outputs are recognised)."""
+
+    def check(p: Path) -> bool:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return p.suffix == ".parquet" and name in pq.read_schema(p).names
+        except (pa.ArrowException, OSError):
+            return False
+
+    return check
+
+
+def is_model_file(p: Path) -> bool:
+    """Ours if it is a model-folder file and the folder's phifilter.json is a phifilter model's."""
+    import json
+
+    from .classifier import CALIBRATION_FILE, CARD_FILE, FOREST_FILE, FORMAT, META_FILE
+
+    if p.name not in (META_FILE, FOREST_FILE, CALIBRATION_FILE, CARD_FILE) or p.parent.name == "":
+        return False
+    try:
+        meta = json.loads((p.parent / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
