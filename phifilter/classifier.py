@@ -181,7 +181,7 @@ class EduClassifier:
         """A fresh, unfitted lexical scorer."""
         from .lexical import LexicalScorer
 
-        return LexicalScorer(**dict(self.lexical_params or {}))
+        return LexicalScorer(**{"positive_threshold": self.positive_threshold, **dict(self.lexical_params or {})})
 
     def check_options(self) -> None:
         if self.head not in HEADS:

@@ -244,6 +244,9 @@ def status(output, inputs, score_column, as_json):
 @click.option("--lexical", type=click.Choice(["none", "fasttext"]), default="none", show_default=True,
               help="Add a fastText lexical scorer beside the embedding scorer; a logistic combiner fitted on their "
                    "out-of-fold scores gives edu_score.")
+@click.option("--lexical-labels", type=click.Choice(["binary", "grades"]), default="binary", show_default=True,
+              help="What the fastText scorer learns: score >= --positive-threshold (binary, the better stack member on "
+                   "the seed set), or the six 0-5 grades.")
 @click.option("--expensive-share", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
               help="Cascade (needs --lexical): only this share of documents, the lexical scorer's most uncertain, "
                    "is embedded; the band is chosen on out-of-fold scores.")
@@ -259,8 +262,8 @@ def status(output, inputs, score_column, as_json):
 @quiet_option
 def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
           embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
-          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, lexical, expensive_share,
-          quiet):
+          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, lexical, lexical_labels,
+          expensive_share, quiet):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
     Reports stratified cross-validated precision, recall, F1 and ROC AUC and stores them in
@@ -292,6 +295,7 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
         target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
         embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
         lexical=None if lexical == "none" else lexical, expensive_share=expensive_share,
+        lexical_params=None if lexical == "none" else {"labels": lexical_labels},
     )
     if sum(x is not None for x in (target_precision, target_share, target_token_share)) > 1 or (
             threshold != "auto" and any(x is not None for x in (target_precision, target_share, target_token_share))):

@@ -530,7 +530,9 @@ def model_card(clf: EduClassifier, metrics: dict, training_data: dict, cfg: Trai
     table = "\n".join(
         ["| subset | docs | positives | precision | recall | F1 | ROC AUC |", "|---|---|---|---|---|---|---|", *rows]
     ) if rows else "(too few labels for cross-validation)"
-    cfg_lines = "\n".join(f"- `{k}`: {v!r}" for k, v in asdict(cfg).items() if k != "extra")
+    # the embedding cache only saves time (its embeddings are the ones the embedder gives), so the
+    # card of a model trained with one reads like the card of the same model trained without
+    cfg_lines = "\n".join(f"- `{k}`: {v!r}" for k, v in asdict(cfg).items() if k not in ("extra", "embeddings"))
     return f"""# phifilter model card
 
 **What it predicts.** `edu_score`: the probability that a document would get an educational
