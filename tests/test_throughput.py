@@ -95,11 +95,15 @@ def test_pipeline_matches_plain_edu_score(tmp_path, bundled_model):
         np.testing.assert_allclose(tensor.column("edu_score").to_numpy(), out.column("edu_score").to_numpy(), atol=1e-6)
 
 
-def test_tensor_forest_equals_predict_proba(bundled_model):
+def test_tensor_forest_equals_predict_proba():
+    from sklearn.ensemble import RandomForestClassifier
+
     from phifilter.tensor_forest import TensorForest
 
-    forest = bundled_model.forest_
+    # a forest head as `phifilter train --head forest` fits it (the bundled model's head is svr)
     rng = np.random.default_rng(0)
+    fit_X = rng.normal(size=(300, 384)).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=40, min_samples_leaf=3, random_state=0).fit(fit_X, fit_X[:, 0] > 0.5)
     X = rng.normal(size=(700, forest.n_features_in_)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     X[:5] = 0.0  # blank documents embed to zeros
