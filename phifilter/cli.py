@@ -231,8 +231,9 @@ def status(output, inputs, score_column, as_json):
               show_default=True, help="The embedding head: random forest classifier (the paper's), random forest "
                                       "regressor on the 0-5 score, logistic regression, or ridge / RBF support-vector "
                                       "regression on the 0-5 score. Nested-CV ROC AUC on the 2,371-row seed set "
-                                      "(MiniLM chunk-mean): svr 0.912, logistic 0.887, ridge 0.886, forest 0.883 "
-                                      "(benchmarks/classifier_quality.md, with speeds).")
+                                      "(MiniLM chunk-mean): svr 0.912, logistic 0.887, ridge 0.886, forest 0.883; all "
+                                      "score about 1.4 docs/s on 2 shared CPU cores, the embedder's cost "
+                                      "(benchmarks/classifier_quality.md).")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
