@@ -66,6 +66,7 @@ def test_a_textbook_excerpt_outscores_a_config_file(seed, grades):
     assert grades.lr == FAST["lr"]
 
 
+@pytest.mark.slow
 def test_binary_mode_ranks_held_out_rounds(seed):
     """Trained on round 1, scored on 200 round-2 rows it never saw: clearly better than chance."""
     texts, scores, _ = seed
@@ -80,6 +81,7 @@ def test_binary_mode_ranks_held_out_rounds(seed):
     np.testing.assert_allclose(clf.predict_score(r2.text.tolist()[:3]), 5 * p[:3])
 
 
+@pytest.mark.slow
 def test_same_data_and_params_give_a_byte_identical_file(seed, grades, tmp_path):
     texts, scores, _ = seed
     a = grades.save(tmp_path / "a")
