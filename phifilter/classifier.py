@@ -350,7 +350,7 @@ class EduClassifier:
         cheap = np.zeros(len(texts), np.float64)
         live = np.flatnonzero(~blank)
         if len(live):
-            cheap[live] = self.lexical_.predict_proba_high([texts[k] for k in live])
+            cheap[live] = self.lexical_.predict_proba_high([_utf8(texts[k]) for k in live])
         wanted = ~blank
         if getattr(self, "cascade_", None) is not None:
             wanted &= self.cascade_.in_band(cheap)
@@ -769,3 +769,13 @@ def _embedder_source(embedder) -> str | None:
 
 
 _empty_mask = blank_mask  # older private name, kept for callers outside the package
+
+
+def _utf8(text: str) -> str:
+    """``text`` as fastText can take it: lone surrogates (possible in Python strings, not in
+    UTF-8) become U+FFFD; any other text is returned as is."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
