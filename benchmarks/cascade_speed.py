@@ -56,7 +56,6 @@ def main() -> None:
         sys.exit(f"{a.model or 'the bundled model'} has no cascade")
     full = EduClassifier.load(a.model, device="cpu")
     full.set_parts(full.lexical_, full.combiner_, None)
-    full.score_map_ = cascade.score_map_
     for clf in (cascade, full):  # load the embedder, tokeniser and fastText before timing
         clf.edu_score(texts[:8])
 

@@ -304,9 +304,11 @@ class EduClassifier:
         return self
 
     def set_parts(self, lexical, combiner, cascade=None, score_map=None) -> "EduClassifier":
-        """Attach fitted lexical scorer, combiner, cascade and the 0-5 score map (from train)."""
+        """Attach a fitted lexical scorer, combiner and cascade (None: no cascade), and the 0-5
+        score map when given (from train); the model keeps its score map otherwise."""
         self.lexical_, self.combiner_, self.cascade_ = lexical, combiner, cascade
-        self.score_map_ = score_map
+        if score_map is not None:
+            self.score_map_ = score_map
         return self
 
     def fit_calibration(self, raw: np.ndarray, y: np.ndarray):
