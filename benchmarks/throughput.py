@@ -10,6 +10,9 @@ Arms (each in a fresh Python process, so peak RSS is per arm):
              move by about 1e-3, see quantize_auc.py)
   default    the bundled model as shipped (``chunk-mean``: up to 8 chunks of each document are
              read, so it does more work per document than the other arms; not like for like)
+  lexical    the lexical-only model (phifilter.lexical.LexicalScorer: fastText with its default
+             hyperparameters, trained on data/seed/edu_seed.parquet before the rounds start),
+             one thread; shards read and written whole with pyarrow like the naive loop
   ceiling    the embedder alone on pre-tokenised, pre-sorted batches (no I/O, no forest):
              the most any scorer built on this model can reach on this machine
   forest     the forest's predict_proba alone on the same number of embeddings
@@ -127,7 +130,7 @@ def arm_naive(a) -> dict:
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     rows = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for path in sorted(Path(a.input).glob("*.parquet")):
         table = pq.read_table(path)
         texts = table.column("text").to_pylist()
@@ -139,7 +142,7 @@ def arm_naive(a) -> dict:
         pq.write_table(table.append_column("edu_score", pa.array(s, pa.float32())), out / path.name)
         rows += len(texts)
     _sync(a.device)
-    return {"rows": rows, "seconds": time.perf_counter() - start}
+    return {"rows": rows, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
 
 
 def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shipped: bool = False) -> dict:
@@ -153,7 +156,7 @@ def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shippe
     if not as_shipped:
         clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
     apply_throughput_options(clf, cfg)
-    clf._check_embedder()
+    clf.check_embedder()
     clf.edu_score(["warm up"])
     start = time.perf_counter()
     summary = score_shards(a.input, a.output, model=clf, config=cfg)
@@ -169,7 +172,7 @@ def arm_ceiling(a) -> dict:
 
     clf = EduClassifier.load(device=a.device, max_length=a.max_length)
     clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
-    clf._check_embedder()
+    clf.check_embedder()
     emb = clf.embedder_
     texts = [t for p in sorted(Path(a.input).glob("*.parquet")) for t in pq.read_table(p).column("text").to_pylist()]
     emb.window = max(len(texts), 1)
@@ -188,6 +191,39 @@ def arm_ceiling(a) -> dict:
     return {"rows": len(texts), "seconds": seconds, "forest_seconds": forest_seconds, "tokens_in_plan": plan.tokens}
 
 
+def arm_lexical(a) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phifilter.lexical import LexicalScorer
+
+    model = LexicalScorer.load(a.lexical_model)
+    model.edu_score(["warm up"])
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    for path in sorted(Path(a.input).glob("*.parquet")):
+        table = pq.read_table(path)
+        texts = [t or "" for t in table.column("text").to_pylist()]
+        s = model.edu_score(texts).astype(np.float32)
+        pq.write_table(table.append_column("edu_score", pa.array(s, pa.float32())), out / path.name)
+        rows += len(texts)
+    return {"rows": rows, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+
+
+def train_lexical(folder: Path) -> dict:
+    """The lexical arm's model: default hyperparameters, the whole shipped seed set."""
+    import pyarrow.parquet as pq
+
+    from phifilter.lexical import LexicalScorer
+
+    t = pq.read_table(ROOT / "data" / "seed" / "edu_seed.parquet", columns=["text", "score"])
+    model = LexicalScorer().fit(t.column("text").to_pylist(), t.column("score").to_numpy())
+    return model.save(folder)
+
+
 def run_arm(a) -> None:
     import torch
 
@@ -204,6 +240,8 @@ def run_arm(a) -> None:
         result = arm_phifilter(a, dtype="bfloat16")
     elif a.arm == "ceiling":
         result = arm_ceiling(a)
+    elif a.arm == "lexical":
+        result = arm_lexical(a)
     else:
         raise SystemExit(f"unknown arm {a.arm}")
     result.update(peak_rss_mib=_peak_rss_mib(), peak_gpu_mib=_gpu_peak_mib(a.device),
@@ -221,7 +259,7 @@ TUNING: dict = {}
 def child(arm: str, inp: Path, out: Path, device: str, max_length: int) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--input", str(inp), "--output", str(out),
            "--device", device, "--max-length", str(max_length)]
-    for flag, value in TUNING.items():  # --tokens-per-batch / --read-batch-rows of the parent
+    for flag, value in TUNING.items():  # --tokens-per-batch / --read-batch-rows / --lexical-model of the parent
         if value is not None:
             cmd += [flag, str(value)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
@@ -256,6 +294,7 @@ def main() -> None:
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
+    ap.add_argument("--lexical-model", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--docs", type=int, default=400, help="documents for the speed arms")
@@ -293,6 +332,10 @@ def main() -> None:
         tokens = count_tokens(docs, a.max_length)
         report["chars_p10_p50_p90"] = [int(x) for x in np.percentile(lengths, [10, 50, 90])]
         report["tokens"] = tokens
+        if "lexical" in arms:
+            meta = train_lexical(tmp / "lexical-model")
+            TUNING["--lexical-model"] = str(tmp / "lexical-model")
+            report["lexical_model"] = {"params": meta["params"], "size_bytes": meta["size_bytes"]}
         print(f"{a.docs} documents in {a.shards} shards; characters p10/p50/p90 = "
               f"{report['chars_p10_p50_p90']}; {tokens:,} tokens at max length {a.max_length} "
               f"({tokens / a.docs:.0f} per doc); load average before: {report['machine']['load_before']}", flush=True)
@@ -324,6 +367,15 @@ def main() -> None:
                   + ", ".join(f"{x:.2f}x" for x in report["speedup_per_round"]))
             print(f"speed-up phifilter / naive: {report['speedup_phifilter_vs_naive']:.2f}x; "
                   f"max |score difference| = {diff:.2e}")
+        if "naive" in res and "lexical" in res:
+            report["speedup_lexical_vs_naive"] = res["lexical"]["docs_per_s"] / res["naive"]["docs_per_s"]
+            pairs = zip(res["lexical"]["rounds_docs_per_s"], res["naive"]["rounds_docs_per_s"])
+            report["speedup_lexical_per_round"] = [p / n for p, n in pairs]
+            cpu_ratio = res["naive"]["cpu_seconds"] / res["lexical"]["cpu_seconds"]
+            report["cpu_time_ratio_naive_over_lexical"] = cpu_ratio
+            print(f"speed-up lexical / naive: {report['speedup_lexical_vs_naive']:.1f}x (per round: "
+                  + ", ".join(f"{x:.1f}x" for x in report["speedup_lexical_per_round"])
+                  + f"); CPU seconds per document, naive / lexical: {cpu_ratio:.1f}x", flush=True)
         for variant in ("int8", "bf16"):
             if "naive" in res and variant in res:
                 d = np.abs(read_scores(tmp / "naive-0") - read_scores(tmp / f"{variant}-0"))

@@ -1,110 +1,112 @@
-"""EduClassifier: an embedder plus a random forest that predicts "high educational value".
+"""EduClassifier: the scorer that puts a model's parts together and gives every document an edu_score.
+
+A model is made of parts, each a small public class:
+
+- a :class:`~phifilter.featurizer.Featurizer` (embedder + chunking -> document feature rows),
+- a head (:mod:`phifilter.heads`: forest, forest-regressor, logistic, ridge, svr) on those rows,
+- optionally a lexical scorer (:class:`phifilter.lexical.LexicalScorer`, fastText on the raw text),
+  a :class:`~phifilter.combiner.StackedCombiner` fitted on the scorers' out-of-fold scores, and a
+  :class:`~phifilter.cascade.Cascade` that sends only the lexical scorer's uncertain band to the
+  embedder,
+- model-folder I/O in :mod:`phifilter.modelfolder`.
 
 A scikit-learn style estimator: the constructor only stores its arguments, ``fit`` does the
-work and returns ``self``, learned attributes end in ``_``. A fitted classifier is saved as a
-folder::
+work and returns ``self``, learned attributes end in ``_``. Folder formats 1-3 (embedding + head,
+optional isotonic calibration) load and score exactly as before; format 4 adds the scorers, the
+combiner and the cascade::
 
     model/
-      forest.skops       the head (random forest, forest regressor or logistic regression),
-                         serialised with skops (no pickle); the name is kept from format 1
-      calibration.skops  optional isotonic calibration of the head's scores
-      phifilter.json     embedder identity and hashes, document mode, thresholds, metrics, versions
+      forest.skops       the embedding head (any kind), skops; the name is kept from format 1
+      calibration.skops  optional isotonic calibration of the head's scores (formats 2-3)
+      lexical.bin        format 4: the fastText lexical scorer
+      phifilter.json     parts, embedder identity and hashes, combiner weights, band, metrics
       README.md          the model card
 
-How a document becomes the head's input is ``doc_mode`` (see :mod:`phifilter.chunking`):
-``truncate`` reads the first ``max_length`` tokens; ``chunk-mean`` / ``chunk-weighted``
-average the embeddings of up to ``max_chunks`` chunks; ``chunk-score-mean`` /
-``chunk-score-max`` score every chunk and combine the scores.
-
-Loading refuses a folder whose ``forest.skops`` hash differs from the one recorded in
-``phifilter.json``, a forest holding types outside :data:`TRUSTED_TYPES`, and (at first use)
-an embedder whose dimension or file hashes differ from the ones the forest was trained on.
+Scoring a batch is two steps so a pipeline can run them in separate stages:
+:meth:`EduClassifier.route` (cheap: blank texts, the lexical score, which documents need the
+embedder) and :meth:`EduClassifier.score_routed` (the head on those documents' embeddings,
+combined). :meth:`EduClassifier.edu_score` is both in one call.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
 import os
-import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .chunking import DocEmbeddings, chunking_of, embed_documents, quantize
+from .chunking import DocEmbeddings
 from .embed import DEFAULT_EMBEDDER, Embedder
-from .embed import _sha256 as _sha256_file  # one file-hash helper for the package
 from .errors import ModelError
+from .featurizer import FEATURE_PARTS, Featurizer, blank_mask, params_of  # noqa: F401 (re-exported)
+from .heads import HEAD_CLASSES, HEADS, REGRESSORS, RIDGE_ALPHAS, Head, make_head  # noqa: F401 (re-exported)
+from .modelfolder import (  # noqa: F401 (re-exported: the names notebooks and tests import from here)
+    CALIBRATION_FILE,
+    CARD_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    FOREST_FILE,
+    META_FILE,
+    TRUSTED_TYPES,
+    default_model_path,
+    library_versions,
+    read_model_meta,
+)
+from .modelfolder import sha256_file as _sha256_file  # noqa: F401 (older name, used by tests)
 
-FORMAT = "phifilter-model"
-FORMAT_VERSION = 3  # 2: head, doc_mode, calibration; 3: features. Older folders still load
-# Parts of a document's feature vector (``features="mean+first"``); all but "mean" need a
-# chunk-mean / chunk-weighted doc_mode. "length": log tokens, log chunks, tail cut (3 numbers).
-FEATURE_PARTS = ("mean", "first", "max", "length")
-FOREST_FILE = "forest.skops"
-CALIBRATION_FILE = "calibration.skops"
-# --head name -> name recorded in phifilter.json (format 1 only knew the first).
-HEADS = {
-    "forest": "random_forest_classifier",
-    "forest-regressor": "random_forest_regressor",
-    "logistic": "logistic_regression",
-    "ridge": "ridge_regression",
-    "svr": "support_vector_regression",
-}
-# Heads that regress the 0-5 score (edu_score = prediction / 5, clipped to [0, 1]).
-REGRESSORS = ("forest-regressor", "ridge", "svr")
 # Heads written as format 3 (older phifilter versions do not know them).
 FORMAT_3_HEADS = ("ridge", "svr")
-# Ridge penalties the ridge head chooses from by leave-one-out on its own training data.
-RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(1, 5, 13))
-META_FILE = "phifilter.json"
-CARD_FILE = "README.md"
-# Types a model folder may contain beyond the ones skops trusts by default. Anything else in a
-# head or calibration file is refused at load time, so a crafted file cannot run code.
-# (LogisticRegression, StandardScaler, Pipeline and IsotonicRegression are trusted by skops.)
-TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
+LEXICAL_NAME = "lexical"  # the lexical scorer's file is lexical.bin
+LEXICAL_FILE = LEXICAL_NAME + ".bin"
 
 
-def library_versions() -> dict[str, str]:
-    from importlib import metadata
+@dataclass
+class Route:
+    """What the cheap step decided for a batch of texts.
 
-    versions = {"python": platform.python_version()}
-    for dist in ("phifilter", "scikit-learn", "numpy", "skops", "torch", "sentence-transformers"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    ``blank``: texts that score 0; ``cheap``: the lexical score per text (None: no lexical
+    scorer); ``embed``: indices of the texts that go through the embedder and head, in order.
+    """
+
+    blank: np.ndarray
+    cheap: np.ndarray | None
+    embed: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.blank)
 
 
 class EduClassifier:
-    """Embed documents, then predict P(educational score >= positive_threshold) with a head.
+    """Score documents for "high educational value" (P(score >= positive_threshold)) from parts.
 
     Parameters
     ----------
     embedder : hub name, local folder, ``mean-pool:FOLDER`` (any transformers model, see
         :mod:`phifilter.hf_embed`), an embedder object, or None for all-MiniLM-L6-v2.
-    head : 'forest' (random forest classifier), 'forest-regressor' (random forest on the 0-5
-        score, edu_score = prediction / 5), 'logistic' (scaled logistic regression) or 'ridge'
-        (scaled ridge regression on the 0-5 score, penalty chosen from :data:`RIDGE_ALPHAS` by
-        leave-one-out on the training data) or 'svr' (scaled RBF support-vector regression on the
-        0-5 score, scikit-learn's default C, epsilon and gamma); for both, edu_score =
-        prediction / 5, clipped to [0, 1].
-    doc_mode : one of :data:`phifilter.chunking.DOC_MODES`; max_chunks caps chunks per document.
-    features : what the head sees per document in the chunk-mean / chunk-weighted modes: parts of
-        :data:`FEATURE_PARTS` joined by '+', e.g. 'mean' (default), 'mean+first', 'mean+first+length'.
-    calibrate : fit isotonic calibration on out-of-fold scores (done by ``train``).
+    head : the embedding head, one of :data:`phifilter.heads.HEADS` (see that module's table).
+    doc_mode, max_chunks, features : the :class:`~phifilter.featurizer.Featurizer`'s settings.
+    calibrate : fit isotonic calibration of the head on out-of-fold scores (done by ``train``).
     C : inverse regularisation of the logistic head.
     n_estimators, max_depth, min_samples_leaf, max_features, class_weight :
         passed to the random forest (class_weight also sets the logistic head's weights and,
-        when 'balanced*', balanced sample weights for the regressor).
+        when 'balanced*', balanced sample weights for the forest regressor).
     positive_threshold : label scores (0-5) at or above this count as positive.
     threshold : decision threshold on ``edu_score`` for "keep" (used by summaries and filter).
     max_length, device, batch_size : embedder settings when ``embedder`` is not an Embedder.
     n_jobs, random_state : as in scikit-learn.
+    lexical : None (embedding + head only) or 'fasttext': a lexical scorer beside the embedding
+        scorer, combined by a stacked logistic regression (format 4).
+    lexical_params : parameters of :class:`phifilter.lexical.LexicalScorer` (None: its defaults).
+    expensive_share : with ``lexical``, the share of documents the embedding model may see (the
+        cascade's band, chosen by ``train``); None: every document is embedded.
     """
+
+    # Scoring can be cut into route -> embed -> score_routed pipeline stages; a subclass that
+    # scores documents its own way (overriding edu_score) sets this to False.
+    staged = True
 
     def __init__(
         self,
@@ -127,6 +129,9 @@ class EduClassifier:
         calibrate: bool = False,
         C: float = 0.005,
         features: str = "mean",
+        lexical: str | None = None,
+        lexical_params: dict | None = None,
+        expensive_share: float | None = None,
     ):
         self.embedder = embedder
         self.n_estimators = n_estimators
@@ -147,18 +152,24 @@ class EduClassifier:
         self.calibrate = calibrate
         self.C = C
         self.features = features
+        self.lexical = lexical
+        self.lexical_params = lexical_params
+        self.expensive_share = expensive_share
 
-    # -- construction -----------------------------------------------------------------------
+    # -- parts --------------------------------------------------------------------------------
 
     def get_params(self, deep: bool = False) -> dict:
-        names = (
-            "embedder n_estimators max_depth min_samples_leaf max_features class_weight "
-            "positive_threshold threshold max_length device batch_size n_jobs random_state "
-            "head doc_mode max_chunks calibrate C features"
-        ).split()
-        return {n: getattr(self, n) for n in names}
+        return params_of(self)
 
-    def _make_embedder(self):
+    @property
+    def featurizer(self) -> Featurizer:
+        return Featurizer(doc_mode=self.doc_mode, max_chunks=self.max_chunks, features=self.features)
+
+    def make_head(self) -> Head:
+        """A fresh, unfitted head of kind ``head`` with this classifier's settings."""
+        return make_head(self.head, **self.get_params())
+
+    def make_embedder(self):
         if self.embedder is not None and not isinstance(self.embedder, (str, os.PathLike)):
             return self.embedder  # an Embedder, or anything with the same interface
         from .hf_embed import make_embedder
@@ -166,161 +177,138 @@ class EduClassifier:
         return make_embedder(self.embedder, device=self.device, max_length=self.max_length,
                              batch_size=self.batch_size)
 
-    def _check_options(self) -> None:
+    def make_lexical(self):
+        """A fresh, unfitted lexical scorer."""
+        from .lexical import LexicalScorer
+
+        return LexicalScorer(**{"positive_threshold": self.positive_threshold, **dict(self.lexical_params or {})})
+
+    def check_options(self) -> None:
         if self.head not in HEADS:
             raise ModelError(f"--head {self.head}: expected one of {', '.join(HEADS)}")
-        chunking_of(self.doc_mode)
-        parts = self.feature_parts
-        unknown = [p for p in parts if p not in FEATURE_PARTS]
-        if unknown or not parts or len(set(parts)) != len(parts):
-            raise ModelError(f"--features {self.features}: expected distinct parts of {', '.join(FEATURE_PARTS)} "
-                             "joined by '+', e.g. mean+first")
-        if parts != ["mean"] and self.doc_mode not in ("chunk-mean", "chunk-weighted"):
-            raise ModelError(f"--features {self.features} needs --doc-mode chunk-mean or chunk-weighted "
-                             f"(not {self.doc_mode}): the other modes have one vector per chunk or document")
+        self.featurizer.check()
+        if self.lexical not in (None, "fasttext"):
+            raise ModelError(f"lexical={self.lexical!r}: expected None or 'fasttext'")
+        if self.lexical is not None and self.calibrate:
+            raise ModelError("--calibrate with --lexical: the combiner already turns the scores into a probability")
+        if self.expensive_share is not None:
+            if self.lexical is None:
+                raise ModelError("--expensive-share needs a lexical scorer (--lexical fasttext): "
+                                 "the cascade sends what the lexical scorer is unsure of to the embedder")
+            if not 0.0 <= float(self.expensive_share) <= 1.0:
+                raise ModelError(f"--expensive-share {self.expensive_share}: expected a number in [0, 1]")
+
+    _check_options = check_options  # older private names, kept for callers outside the package
+    _make_embedder = make_embedder
 
     @property
     def feature_parts(self) -> list[str]:
-        return [p.strip() for p in str(self.features or "mean").split("+")]
+        return self.featurizer.parts
 
     def head_width(self, dim: int) -> int:
         """Columns the head sees for ``dim``-dimensional embeddings."""
-        return sum(3 if p == "length" else dim for p in self.feature_parts)
+        return self.featurizer.width(dim)
 
     def _make_head(self):
-        """A fresh, unfitted scikit-learn estimator for ``head``."""
-        self._check_options()
-        if self.head == "logistic":
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-
-            weight = "balanced" if self.class_weight else None
-            return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, class_weight=weight, max_iter=5000))
-        if self.head == "ridge":
-            from sklearn.linear_model import RidgeCV
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-
-            return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-        if self.head == "svr":
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-            from sklearn.svm import SVR
-
-            return make_pipeline(StandardScaler(), SVR())
-        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-        common = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
-                      max_features=self.max_features, n_jobs=self.n_jobs, random_state=self.random_state)
-        if self.head == "forest-regressor":
-            return RandomForestRegressor(**common)
-        return RandomForestClassifier(class_weight=self.class_weight, **common)
+        """A fresh, unfitted scikit-learn estimator for ``head`` (older API)."""
+        self.check_options()
+        return self.make_head().make_estimator()
 
     _make_forest = _make_head  # the name train.py used before heads
 
     def binarize(self, scores: Sequence[float]) -> np.ndarray:
         return np.asarray(scores, dtype=np.float64) >= self.positive_threshold
 
+    @property
+    def has_parts(self) -> bool:
+        """Whether this model has a lexical scorer and a combiner (format 4)."""
+        return getattr(self, "lexical_", None) is not None
+
     # -- features ---------------------------------------------------------------------------
 
     @property
     def chunking(self) -> str:
-        return chunking_of(self.doc_mode)
-
-    def embed_documents(self, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
-        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
-        ``count=False`` skips the token statistics truncation does not need."""
-        embedder = getattr(self, "embedder_", None) or self._make_embedder()
-        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress, count=count,
-                               chunk_tokens=count or self.needs_chunk_tokens)
+        return self.featurizer.chunking
 
     @property
     def needs_chunk_tokens(self) -> bool:
         """Whether scoring needs each chunk's token count (token-weighted pooling does)."""
-        return self.doc_mode == "chunk-weighted"
+        return self.featurizer.needs_chunk_tokens
 
-    def _as_doc_embeddings(self, X) -> DocEmbeddings:
-        if isinstance(X, DocEmbeddings):
-            if X.chunking != self.chunking:
-                raise ModelError(f"embeddings were made by '{X.chunking}' but doc_mode {self.doc_mode} needs '{self.chunking}'")
-            return X
-        X = quantize(np.asarray(X, dtype=np.float32))
-        n = len(X)
-        return DocEmbeddings(X, np.arange(n, dtype=np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                             "truncate", np.zeros(n, bool))
+    def embed_documents(self, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
+        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
+        ``count=False`` skips the token statistics truncation does not need."""
+        embedder = getattr(self, "embedder_", None) or self.make_embedder()
+        return self.featurizer.embed(embedder, texts, progress=progress, count=count)
 
-    def _head_input(self, E: DocEmbeddings) -> np.ndarray:
+    def as_doc_embeddings(self, X) -> DocEmbeddings:
+        return self.featurizer.as_doc_embeddings(X)
+
+    _as_doc_embeddings = as_doc_embeddings
+
+    def head_input(self, E) -> np.ndarray:
         """Rows the head sees: one per document, or one per chunk for the chunk-score modes."""
-        if self.doc_mode.startswith("chunk-score") or self.doc_mode == "truncate":
-            return E.vectors
-        make = {"mean": lambda: E.pooled(weighted=self.doc_mode == "chunk-weighted"), "first": E.first_chunk,
-                "max": E.max_pooled, "length": E.length_features}
-        parts = [make[p]() for p in self.feature_parts]
-        return parts[0] if len(parts) == 1 else np.hstack(parts)
+        return self.featurizer.transform(self.as_doc_embeddings(E))
 
-    def _row_scores(self, head, X: np.ndarray) -> np.ndarray:
-        if self.head in REGRESSORS:
-            return np.clip(head.predict(X) / 5.0, 0.0, 1.0)
-        return head.predict_proba(X)[:, list(head.classes_).index(True)]
+    _head_input = head_input
 
     # -- fitting ----------------------------------------------------------------------------
 
-    def fit_head(self, E, scores: Sequence[float]):
-        """Fit a fresh head on document embeddings and 0-5 scores; returns the fitted estimator."""
-        E = self._as_doc_embeddings(E)
+    def fit_head(self, E, scores: Sequence[float]) -> Head:
+        """Fit a fresh head on document embeddings and 0-5 scores; returns the fitted head."""
+        self.check_options()
+        f = self.featurizer
+        E = f.as_doc_embeddings(E)
         scores = np.asarray(scores, dtype=np.float64)
-        y = self.binarize(scores)
-        X = self._head_input(E)
-        weights = None
-        if self.doc_mode.startswith("chunk-score"):  # each document counts once, however many chunks
-            weights = 1.0 / np.maximum(E.chunks_per_doc, 1)[E.doc]
-            scores, y = scores[E.doc], y[E.doc]
-        head = self._make_head()
-        if self.head in ("ridge", "svr"):  # the 0-5 score as is: the ordinal labels are the point
-            if weights is None:
-                return head.fit(X, scores)
-            return head.fit(X, scores, **{f"{head.steps[-1][0]}__sample_weight": weights})
-        if self.head == "forest-regressor":
-            if self.class_weight:  # balance the two sides of the positive threshold, as the classifier does
-                share = y.mean()
-                w = np.where(y, 0.5 / max(share, 1e-12), 0.5 / max(1 - share, 1e-12))
-                weights = w if weights is None else weights * w
-            return head.fit(X, scores, sample_weight=weights)
-        if weights is None:
-            return head.fit(X, y)
-        if self.head == "logistic":
-            return head.fit(X, y, logisticregression__sample_weight=weights)
-        return head.fit(X, y, sample_weight=weights)
+        return self.make_head().fit(f.transform(E), f.row_labels(E, scores), sample_weight=f.row_weights(E))
+
+    def _as_head(self, head) -> Head:
+        if head is None:
+            return self.embedding_head_
+        if isinstance(head, Head):
+            return head
+        return type(self.make_head()).from_estimator(head, **self.make_head().get_params())  # a bare estimator
 
     def raw_scores(self, E, head=None) -> np.ndarray:
-        """Uncalibrated float64 score per document from a fitted head (default: this model's)."""
-        E = self._as_doc_embeddings(E)
-        head = head if head is not None else self.head_
+        """Uncalibrated float64 head score per document from a fitted head (default: this model's)."""
+        f = self.featurizer
+        E = f.as_doc_embeddings(E)
+        head = self._as_head(head)
         if E.n_docs == 0:
             return np.zeros(0)
-        rows = self._row_scores(head, self._head_input(E))
-        if self.doc_mode.startswith("chunk-score"):
-            return E.reduce_scores(rows, "max" if self.doc_mode.endswith("max") else "mean")
-        return rows
+        return f.reduce(E, head.score(f.transform(E)))
 
     def fit(self, texts: Sequence[str], scores: Sequence[float], embeddings=None):
-        """Fit on documents and their 0-5 scores (precomputed ``embeddings`` skip the embedder:
-        a :class:`DocEmbeddings`, or an array with one truncated embedding per document)."""
-        self._check_options()
-        self.embedder_ = self._make_embedder()
-        E = self.embed_documents(texts) if embeddings is None else self._as_doc_embeddings(embeddings)
+        """Fit the embedding head on documents and their 0-5 scores (precomputed ``embeddings``
+        skip the embedder: a :class:`DocEmbeddings`, or one truncated embedding per document).
+        The lexical scorer, combiner and cascade are fitted by :func:`phifilter.train.train_model`,
+        which has the out-of-fold scores they need."""
+        self.check_options()
+        self.embedder_ = self.make_embedder()
+        E = self.embed_documents(texts) if embeddings is None else self.as_doc_embeddings(embeddings)
         y = self.binarize(scores)
         if y.all() or not y.any():
             raise ModelError(
                 f"all {len(y)} training labels fall on one side of --positive-threshold "
                 f"{self.positive_threshold}; the classifier needs both classes"
             )
-        self.head_ = self.fit_head(E, scores)
-        self.forest_ = self.head_  # older name, kept for callers of format 1
+        self.set_head(self.fit_head(E, scores))
         self.calibrator_ = None
         self.embedder_info_ = self.embedder_.describe()
         self.n_features_in_ = E.vectors.shape[1]
+        return self
+
+    def set_head(self, head: Head) -> "EduClassifier":
+        self.embedding_head_ = head
+        self.head_ = self.forest_ = head.estimator_  # the estimator; forest_ is the format-1 name
+        return self
+
+    def set_parts(self, lexical, combiner, cascade=None, score_map=None) -> "EduClassifier":
+        """Attach a fitted lexical scorer, combiner and cascade (None: no cascade), and the 0-5
+        score map when given (from train); the model keeps its score map otherwise."""
+        self.lexical_, self.combiner_, self.cascade_ = lexical, combiner, cascade
+        if score_map is not None:
+            self.score_map_ = score_map
         return self
 
     def fit_calibration(self, raw: np.ndarray, y: np.ndarray):
@@ -328,16 +316,18 @@ class EduClassifier:
         self.calibrator_ = make_calibrator(raw, y)
         return self
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if not hasattr(self, "head_"):
             raise ModelError("this EduClassifier is not fitted; call fit() or EduClassifier.load()")
+
+    _check_fitted = check_fitted
 
     # -- prediction -------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One embedding per text (chunk modes: the mean of its chunks)."""
-        self._check_fitted()
-        self._check_embedder()
+        self.check_fitted()
+        self.check_embedder()
         E = self.embed_documents(texts, count=False)
         return E.vectors if E.chunking == "truncate" else E.pooled()
 
@@ -349,6 +339,51 @@ class EduClassifier:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return self.edu_score(texts) >= self.threshold
 
+    def route(self, texts: Sequence[str]) -> Route:
+        """The cheap step: blank texts, the lexical score, and which texts need the embedder.
+
+        Without a lexical scorer every text is embedded (blank ones too, as formats 1-3 always
+        did, so their scores stay bit-identical); with one, blank texts never are, and with a
+        cascade only the texts whose lexical score falls in the band.
+        """
+        blank = blank_mask(texts)
+        if not self.has_parts:
+            return Route(blank, None, np.arange(len(texts)))
+        cheap = np.zeros(len(texts), np.float64)
+        live = np.flatnonzero(~blank)
+        if len(live):
+            cheap[live] = self.lexical_.predict_proba_high([_utf8(texts[k]) for k in live])
+        wanted = ~blank
+        if getattr(self, "cascade_", None) is not None:
+            wanted &= self.cascade_.in_band(cheap)
+        return Route(blank, cheap, np.flatnonzero(wanted))
+
+    def score_routed(self, route: Route, E) -> np.ndarray:
+        """float32 scores of a routed batch; ``E`` holds the embeddings of ``route.embed``'s texts, in order."""
+        if route.cheap is None:
+            return self.score_doc_embeddings(E, route.blank)
+        if E is None and len(route.embed) == 0:  # nothing in the band: the embedder never ran
+            E = self.as_doc_embeddings(np.zeros((0, self.n_features_in_), np.float32))
+        elif E is not None:
+            E = self.as_doc_embeddings(E)
+        if E is None or E.n_docs != len(route.embed):
+            raise ModelError(f"{0 if E is None else E.n_docs} embedded documents for {len(route.embed)} "
+                             "routed to the embedder")
+        full = None
+        if len(route.embed):
+            full = self.combiner_.predict(np.column_stack([route.cheap[route.embed], self.raw_scores(E)]))
+        if getattr(self, "cascade_", None) is not None:
+            band = np.zeros(route.n, bool)
+            band[route.embed] = True
+            p = self.cascade_.combine(route.cheap, full, band)
+        else:
+            p = np.zeros(route.n)
+            if full is not None:
+                p[route.embed] = full
+        p = p.astype(np.float32)
+        p[route.blank] = 0.0
+        return p
+
     def edu_score(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> np.ndarray:
         """float32 edu_score per text; empty or blank texts score 0.
 
@@ -356,19 +391,33 @@ class EduClassifier:
         whose id is in the cache are not embedded again.
         """
         texts = list(texts)
-        self._check_fitted()
-        self._check_embedder()
+        self.check_fitted()
+        self.check_embedder()
+        route = self.route(texts)
+        sub = [texts[k] for k in route.embed]
         cache = getattr(self, "embedding_cache_", None)
         if cache is not None and ids is not None:
-            E = self.doc_embeddings_from_cache(cache, texts, ids)
+            E = self.doc_embeddings_from_cache(cache, sub, [ids[k] for k in route.embed])
         else:
-            E = self.embed_documents(texts, count=False)
-        return self.score_doc_embeddings(E, _empty_mask(texts))
+            E = self.embed_documents(sub, count=False)
+        return self.score_routed(route, E)
+
+    def score_texts_embedded(self, texts: Sequence[str], E) -> np.ndarray:
+        """Scores of ``texts`` whose embeddings ``E`` (all of them, in order) are already at hand."""
+        route = self.route(list(texts))
+        E = self.as_doc_embeddings(E)
+        if route.cheap is not None:
+            E = E.subset(route.embed)
+        return self.score_routed(route, E)
 
     def score_doc_embeddings(self, E, empty: np.ndarray | None = None) -> np.ndarray:
-        """Scores (calibrated when the model has a calibration) from precomputed embeddings."""
-        self._check_fitted()
-        E = self._as_doc_embeddings(E)
+        """Embedding-only scores (calibrated when the model has a calibration) from precomputed
+        embeddings. A model with a lexical scorer needs the texts: use :meth:`score_texts_embedded`."""
+        self.check_fitted()
+        if self.has_parts:
+            raise ModelError("this model combines a lexical scorer with the embeddings; "
+                             "score texts (edu_score or score_texts_embedded), not embeddings alone")
+        E = self.as_doc_embeddings(E)
         if E.n_docs == 0:
             return np.zeros(0, dtype=np.float32)
         p = self.raw_scores(E)
@@ -383,82 +432,87 @@ class EduClassifier:
         """Scores from one precomputed embedding per document (rows flagged ``empty`` get 0)."""
         return self.score_doc_embeddings(X, empty)
 
-    def disagreement(self, E) -> np.ndarray:
-        """How unsure the model is per document: the spread of its trees' votes (forests), or
-        closeness to 0.5 (logistic). Higher means more worth labelling."""
-        self._check_fitted()
-        E = self._as_doc_embeddings(E)
-        X = self._head_input(E)
-        if self.head == "logistic":
-            p = self._row_scores(self.head_, X)
-            rows = 1.0 - 2.0 * np.abs(p - 0.5)
-        elif self.head in ("ridge", "svr"):  # closeness to the positive label on the 0-5 scale
-            centre = min(max(self.positive_threshold / 5.0, 0.0), 1.0)
-            p = self._row_scores(self.head_, X)
-            rows = 1.0 - np.abs(p - centre) / max(centre, 1.0 - centre)
-        else:
-            if self.head == "forest-regressor":
-                votes = np.stack([t.predict(X) / 5.0 for t in self.head_.estimators_])
-            else:
-                # trees are fitted on encoded labels: column k is the forest's classes_[k]
-                k = list(self.head_.classes_).index(True)
-                votes = np.stack([t.predict_proba(X)[:, k] for t in self.head_.estimators_])
-            rows = votes.std(axis=0)
-        if self.doc_mode.startswith("chunk-score"):
-            return E.reduce_scores(rows, "mean")
-        return rows
+    def int_scores(self, edu_scores: np.ndarray) -> np.ndarray:
+        """FineWeb-Edu style int_score: the expected 0-5 label given edu_score, rounded (int8).
 
-    # -- scoring stages (phifilter.scoring asks the model for them) --------------------------
+        The map is fitted at training time (isotonic, on out-of-fold scores); models trained
+        before it existed have none and are refused."""
+        m = getattr(self, "score_map_", None)
+        if m is None:
+            raise ModelError("this model has no 0-5 score map (trained before phifilter stored one); "
+                             "retrain it with `phifilter train` to use --int-score-column")
+        expected = np.interp(np.asarray(edu_scores, np.float64), m["edu_score"], m["expected_score"])
+        return np.rint(np.clip(expected, 0.0, 5.0)).astype(np.int8)
+
+    def disagreement(self, E) -> np.ndarray:
+        """How unsure the embedding head is per document: the spread of its trees' votes
+        (forests), or closeness to the decision point (others). Higher means more worth labelling."""
+        self.check_fitted()
+        f = self.featurizer
+        E = f.as_doc_embeddings(E)
+        return f.reduce(E, self.embedding_head_.disagreement(f.transform(E)), "mean")
+
+    # -- scoring stages (the scoring flow asks the model for them) -----------------------------
+
+    @property
+    def splits_into_stages(self) -> bool:
+        """Can scoring be cut into tokenise / embed / head stages? Not when embeddings come from a
+        cache (it decides per document whether it is embedded at all) or ``staged`` is False."""
+        emb = getattr(self, "embedder_", None)
+        return (getattr(self, "embedding_cache_", None) is None and bool(self.staged)
+                and hasattr(emb, "prepare") and hasattr(emb, "run"))
 
     def scoring_stages(self, tensor_forest: bool | None = None) -> list:
-        """:meth:`edu_score` cut into steps `phifilter score` runs in threads of their own.
+        """:meth:`edu_score` cut into steps a scoring flow runs in threads of their own.
 
-        Returns ``[(name, fn), ...]``, each ``fn(batch) -> batch`` (the protocol is described in
-        :mod:`phifilter.scoring.batch`): "tokenise" lays documents out (whole, or in chunks) and
-        calls :meth:`Embedder.prepare`, "embed" :meth:`Embedder.run`, "head" pools chunks and
-        scores. One "model" stage instead when embeddings come from a cache (the cache decides
-        per document whether it is embedded at all) or a subclass scores its own way.
-        ``tensor_forest``: walk the forest as tensors on the embedder's device (None: on CUDA).
+        Returns ``[(name, fn), ...]``, each ``fn(batch) -> batch`` on a batch with ``texts``
+        (and ``records``, ``id_column``), setting ``work`` for the next stage, ``tokens`` and, in
+        the last one, ``scores``. "tokenise" runs :meth:`route` (the lexical score; a cascade's
+        band) and lays out and tokenises only the routed documents, "embed" runs the embedder,
+        "head" pools chunks, scores and combines (:meth:`score_routed`). One "model" stage
+        instead when the model cannot be cut (see :attr:`splits_into_stages`).
+        ``tensor_forest``: walk a forest head as tensors on the embedder's device (None: on CUDA).
         """
-        if not self._splits_into_stages():
-            return [("model", self._score_whole_batch)]
+        if not self.splits_into_stages:
+            return [("model", self.score_batch)]
         from .chunking import assemble, layout_documents
 
         emb = self.embedder_
-        tensor = self._tensor_head(tensor_forest)
+        tensor = self.tensor_head(tensor_forest)
 
         def tokenise(batch):
-            layout = layout_documents(emb, batch.texts, self.chunking, self.max_chunks, count=False)
+            route = self.route(batch.texts)
+            texts = batch.texts if len(route.embed) == len(batch.texts) else [batch.texts[k] for k in route.embed]
+            if not texts:  # nothing for the embedder in this batch
+                batch.work = (route, None, None)
+                return batch
+            layout = layout_documents(emb, texts, self.chunking, self.max_chunks, count=False)
             plan = emb.prepare(layout[0])
-            batch.work, batch.tokens = (layout, plan), plan.tokens
+            batch.work, batch.tokens = (route, layout, plan), getattr(plan, "tokens", 0)
             return batch
 
         def embed(batch):
-            layout, plan = batch.work
-            batch.work = (layout, emb.run(plan))
+            route, layout, plan = batch.work
+            batch.work = (route, layout, None if plan is None else emb.run(plan))
             return batch
 
         def head(batch):
-            (layout, X), batch.work = batch.work, None
+            (route, layout, X), batch.work = batch.work, None
             if not batch.texts:
                 batch.scores = np.zeros(0, np.float32)
                 return batch
-            E = assemble(emb, X, layout, self.chunking, chunk_tokens=self.needs_chunk_tokens)
+            E = None if X is None else assemble(emb, X, layout, self.chunking, chunk_tokens=self.needs_chunk_tokens)
             if tensor is not None:
-                batch.scores = tensor.predict_positive(self._head_input(E)).astype(np.float32)
-                batch.scores[_empty_mask(batch.texts)] = 0.0
+                batch.scores = tensor.predict_positive(self.head_input(E)).astype(np.float32)
+                batch.scores[route.blank] = 0.0
             else:
-                batch.scores = self.score_doc_embeddings(E, _empty_mask(batch.texts))
+                batch.scores = self.score_routed(route, E)
             return batch
 
         return [("tokenise", tokenise), ("embed", embed), ("head", head)]
 
-    def _splits_into_stages(self) -> bool:
-        return (getattr(self, "embedding_cache_", None) is None
-                and type(self).edu_score is EduClassifier.edu_score
-                and hasattr(self.embedder_, "prepare") and hasattr(self.embedder_, "run"))
-
-    def _score_whole_batch(self, batch):
+    def score_batch(self, batch):
+        """The whole model as one stage (embedding cache: texts whose id it holds are not embedded)."""
         ids = None
         if getattr(self, "embedding_cache_", None) is not None:
             from .embcache import document_ids
@@ -467,23 +521,21 @@ class EduClassifier:
         batch.scores = self.edu_score(batch.texts, ids=ids) if batch.texts else np.zeros(0, np.float32)
         return batch
 
-    def _tensor_head(self, wanted: bool | None):
+    def tensor_head(self, wanted: bool | None):
         """A TensorForest on the embedder's device when wanted (None: on CUDA only), else None.
 
-        Only for a plain scikit-learn forest classifier head with one row per document and no
-        calibration, scored through the stock ``score_doc_embeddings``.
+        Only for a plain scikit-learn forest classifier head with one row per document, no
+        calibration and no combiner after it.
         """
         from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-        device = getattr(self.embedder_, "_device", None) or "cpu"
+        device = getattr(self.embedder_, "resolved_device", None) or "cpu"
         use = wanted if wanted is not None else device.startswith("cuda")
-        plain = (type(self).score_doc_embeddings is EduClassifier.score_doc_embeddings
-                 and type(self).raw_scores is EduClassifier.raw_scores)
         forest = getattr(self, "forest_", None)
-        # one head row per document (truncated, or pooled chunks) and no calibration to apply after
         per_document = self.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
-        if not (use and plain and per_document and getattr(self, "calibrator_", None) is None
-                and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier)) and True in list(forest.classes_)):
+        if not (use and self.staged and per_document and getattr(self, "calibrator_", None) is None
+                and not self.has_parts and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
+                and True in list(forest.classes_)):
             return None
         from .tensor_forest import TensorForest
 
@@ -500,8 +552,8 @@ class EduClassifier:
         """Read embeddings from an :class:`~phifilter.embcache.EmbeddingCache` (or its folder) by id."""
         from .embcache import EmbeddingCache
 
-        self._check_fitted()
-        self._check_embedder()
+        self.check_fitted()
+        self.check_embedder()
         if not isinstance(cache, EmbeddingCache):
             cache = EmbeddingCache.open(cache)
         cache.check(self.embedding_identity(), "this model")
@@ -523,7 +575,8 @@ class EduClassifier:
 
     # -- embedder check ---------------------------------------------------------------------
 
-    def _check_embedder(self) -> None:
+    def check_embedder(self) -> None:
+        """Refuse an embedder whose dimension or file hashes differ from the ones the head was trained on."""
         if getattr(self, "_embedder_checked", False):
             return
         info = getattr(self, "embedder_info_", {}) or {}
@@ -544,71 +597,74 @@ class EduClassifier:
                 )
         self._embedder_checked = True
 
+    _check_embedder = check_embedder
+
     # -- persistence ------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None, training_data: dict | None = None,
              card: str | None = None) -> Path:
         """Write the model folder atomically (a temporary folder renamed into place)."""
-        import shutil
+        from .modelfolder import dump_skops, now_utc, write_model_folder
 
-        import skops.io as sio
+        self.check_fitted()
+        calibrated = getattr(self, "calibrator_", None) is not None
 
-        from .corpus import output_error, remove_stale_siblings
+        def write_parts(tmp: Path) -> None:
+            dump_skops(self.head_, tmp / FOREST_FILE)
+            if calibrated:
+                dump_skops(self.calibrator_, tmp / CALIBRATION_FILE)
+            if self.has_parts:
+                # the scorer's own metadata (file, SHA-256, parameters, classes) goes into
+                # phifilter.json beside the other parts, not into a second JSON file
+                lexical_entry["fasttext"] = self.lexical_.save(tmp, LEXICAL_NAME)
+                (tmp / f"{LEXICAL_NAME}.json").unlink()
 
-        self._check_fitted()
-        path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_siblings(path)  # what a killed save left: .<name>.tmp-<pid>, .<name>.old-<pid>
-            tmp.mkdir()
-        except OSError as e:
-            raise output_error(path, e) from None
-        try:
-            files = {FOREST_FILE: self.head_}
-            if getattr(self, "calibrator_", None) is not None:
-                files[CALIBRATION_FILE] = self.calibrator_
-            for name, estimator in files.items():
-                sio.dump(estimator, tmp / name)
-                _make_zip_reproducible(tmp / name)
-            params = {k: v for k, v in self.get_params().items() if k != "embedder"}
-            meta = {
-                "format": FORMAT,
-                "format_version": self._format_version(),
-                "head": HEADS[self.head],
-                "doc_mode": self.doc_mode,
-                "calibration": "isotonic" if CALIBRATION_FILE in files else None,
-                "params": params,
-                "embedder": {**self.embedder_info_, "source": _embedder_source(self.embedder)},
-                "positive_threshold": self.positive_threshold,
-                "threshold": self.threshold,
-                "n_features": int(self.n_features_in_),
-                "metrics": metrics or getattr(self, "metrics_", None) or {},
-                "training_data": training_data or getattr(self, "training_data_", None) or {},
-                "files": {name: _sha256_file(tmp / name) for name in files},
-                "versions": library_versions(),
-                "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            }
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
-            if card:
-                (tmp / CARD_FILE).write_text(card)
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{os.getpid()}"
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except OSError as e:  # a full disk, no permission: one clear line, the old folder kept
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise output_error(path, e) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        params = {k: v for k, v in self.get_params().items() if k != "embedder"}
+        if not self.has_parts:  # formats 2-3 as they always were (byte-identical rebuilds)
+            for k in ("lexical", "lexical_params", "expensive_share"):
+                params.pop(k)
+        meta = {
+            "format": FORMAT,
+            "format_version": self._format_version(),
+            "head": HEADS[self.head],
+            "doc_mode": self.doc_mode,
+            "calibration": "isotonic" if calibrated else None,
+            "params": params,
+            "embedder": {**self.embedder_info_, "source": _embedder_source(self.embedder)},
+            "positive_threshold": self.positive_threshold,
+            "threshold": self.threshold,
+            "n_features": int(self.n_features_in_),
+        }
+        lexical_entry: dict = {}
+        if self.has_parts:
+            meta.update(self._parts_meta())
+            lexical_entry = meta["scorers"][0]  # filled by write_parts (the saved file's metadata)
+        if getattr(self, "score_map_", None) is not None:
+            meta["int_score_map"] = self.score_map_
+        meta.update({
+            "metrics": metrics or getattr(self, "metrics_", None) or {},
+            "training_data": training_data or getattr(self, "training_data_", None) or {},
+            "files": {FOREST_FILE: None, **({CALIBRATION_FILE: None} if calibrated else {})},
+            "versions": library_versions(),
+            "created": now_utc(),
+        })
+        return write_model_folder(path, write_parts, meta, card)
+
+    def _parts_meta(self) -> dict:
+        scorers = [
+            {"name": "lexical", "kind": "fasttext", "file": LEXICAL_FILE, "output": "P(score >= positive_threshold)"},
+            {"name": "embedding", "kind": "featurizer+head", "head": HEADS[self.head], "file": FOREST_FILE,
+             "featurizer": self.featurizer.get_params()},
+        ]
+        out = {"scorers": scorers, "combiner": self.combiner_.to_dict()}
+        if getattr(self, "cascade_", None) is not None:
+            out["cascade"] = self.cascade_.to_dict()
+        return out
 
     def _format_version(self) -> int:
         """The oldest format that describes this model, so older phifilter versions read what they can."""
+        if self.has_parts:
+            return 4
         return 3 if self.feature_parts != ["mean"] or self.head in FORMAT_3_HEADS else 2
 
     @classmethod
@@ -621,13 +677,14 @@ class EduClassifier:
         says otherwise; ``embedder_sha256`` ({file: hex}) pins its files on top of the check
         against the hashes the model was trained with.
         """
+        from .modelfolder import load_skops, models_id
 
         from .location import local_folder
 
         path = local_folder(path) if path is not None else default_model_path()  # a URL: a cached copy
         meta = read_model_meta(path)
-        forest = _load_skops(path, meta, FOREST_FILE)
-        calibrator = _load_skops(path, meta, CALIBRATION_FILE) if meta.get("calibration") else None
+        estimator = load_skops(path, meta, FOREST_FILE)
+        calibrator = load_skops(path, meta, CALIBRATION_FILE) if meta.get("calibration") else None
         params = dict(meta.get("params") or {})
         info = meta.get("embedder") or {}
         params.update(
@@ -643,16 +700,20 @@ class EduClassifier:
         params.setdefault("doc_mode", meta.get("doc_mode") or "truncate")
         known = set(cls().get_params())
         clf = cls(**{k: v for k, v in params.items() if k in known})
-        clf._check_options()
-        clf.head_ = clf.forest_ = forest
+        clf.check_options()
+        head = type(clf.make_head()).from_estimator(estimator, **clf.make_head().get_params())
+        clf.set_head(head)
         clf.calibrator_ = calibrator
-        clf.n_features_in_ = int(meta.get("n_features") or forest.n_features_in_)  # the embedding dimension
-        if clf.head_width(clf.n_features_in_) != forest.n_features_in_:
+        clf.n_features_in_ = int(meta.get("n_features") or estimator.n_features_in_)  # the embedding dimension
+        if clf.head_width(clf.n_features_in_) != estimator.n_features_in_:
             raise ModelError(f"{path}: {META_FILE} says {clf.n_features_in_} features (--features {clf.features}), "
-                             f"the forest has {forest.n_features_in_}")
+                             f"the forest has {estimator.n_features_in_}")
         if info.get("dim") is not None and int(info["dim"]) != clf.n_features_in_:
             raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the forest's {clf.n_features_in_} features")
-        clf.embedder_ = clf._make_embedder()
+        if int(meta.get("format_version", 0)) >= 4 and meta.get("scorers"):
+            clf._load_parts(path, meta)
+        clf.score_map_ = meta.get("int_score_map")
+        clf.embedder_ = clf.make_embedder()
         clf.embedder_.revision = embedder_revision or info.get("revision")
         clf.embedder_.sha256 = dict(embedder_sha256) if embedder_sha256 else None
         clf.embedder_info_ = info
@@ -660,31 +721,26 @@ class EduClassifier:
         clf.training_data_ = meta.get("training_data") or {}
         clf.path_ = path
         # Identifies the scoring model across processes (checkpoint keys): the hashes of its files.
-        clf.forest_sha256_ = hashlib.sha256(json.dumps(meta.get("files") or {}, sort_keys=True).encode()).hexdigest()
+        clf.forest_sha256_ = models_id(meta)
         return clf
 
+    def _load_parts(self, path: Path, meta: dict) -> None:
+        from .cascade import Cascade
+        from .combiner import StackedCombiner
+        from .lexical import LexicalScorer
+        from .modelfolder import checked_file
 
-def _load_skops(folder: Path, meta: dict, name: str):
-    """Load one skops file of a model folder after checking its hash and the types it holds."""
-    import skops.io as sio
-
-    file = folder / name
-    if not file.is_file():
-        raise ModelError(f"{folder}: model folder has no {name}")
-    recorded = (meta.get("files") or {}).get(name)
-    if recorded != _sha256_file(file):
-        raise ModelError(
-            f"{file}: SHA-256 does not match the one recorded in {META_FILE}; "
-            "the model folder was modified after it was saved, refusing to load it"
-        )
-    try:
-        untrusted = sio.get_untrusted_types(file=file)
-    except Exception as e:
-        raise ModelError(f"{file}: not a skops file ({e})") from None
-    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if refused:
-        raise ModelError(f"{file}: contains untrusted types {', '.join(refused)}; refusing to load it")
-    return sio.load(file, trusted=list(untrusted))
+        kinds = {s.get("name"): s for s in meta["scorers"] if isinstance(s, dict)}
+        if set(kinds) != {"lexical", "embedding"} or kinds["lexical"].get("kind") != "fasttext":
+            raise ModelError(f"{path}: unknown scorers {sorted(kinds)} in {META_FILE}; upgrade phifilter")
+        entry = kinds["lexical"]
+        checked_file(path, meta, entry.get("file", LEXICAL_FILE))
+        if not isinstance(entry.get("fasttext"), dict):
+            raise ModelError(f"{path}: {META_FILE} has no metadata for the lexical scorer")
+        lexical = LexicalScorer.load(path, entry["fasttext"])
+        combiner = StackedCombiner.from_dict(meta.get("combiner"))
+        cascade = Cascade.from_dict(meta["cascade"]) if meta.get("cascade") else None
+        self.set_parts(lexical, combiner, cascade)
 
 
 def make_calibrator(raw: np.ndarray, y: np.ndarray):
@@ -695,36 +751,15 @@ def make_calibrator(raw: np.ndarray, y: np.ndarray):
         np.asarray(raw, np.float64), np.asarray(y, np.float64))
 
 
-def _make_zip_reproducible(path: Path) -> None:
-    """Re-pack a skops archive so the same forest always gives the same bytes (and hash).
+def make_score_map(edu_scores: np.ndarray, labels: np.ndarray) -> dict:
+    """The expected 0-5 label given edu_score (isotonic, on out-of-fold scores), as breakpoints
+    for ``np.interp`` (isotonic prediction with clipping is exactly that interpolation)."""
+    from sklearn.isotonic import IsotonicRegression
 
-    skops names array files and memo keys after Python ``id()`` values, and zip entries carry
-    the time of writing; both change from run to run. Files are renamed in order of first
-    reference in ``schema.json`` and written with a fixed timestamp.
-    """
-    import re
-    import zipfile
-
-    with zipfile.ZipFile(path) as src:
-        entries = {info.filename: src.read(info.filename) for info in src.infolist()}
-    schema = entries.pop("schema.json").decode("utf-8")
-    renames: dict[str, str] = {}
-    for name in re.findall(r'"([^"/\\]+\.npy)"', schema):
-        if name in entries and name not in renames:
-            renames[name] = f"{len(renames):06d}.npy"
-    schema = re.sub(r'"([^"/\\]+\.npy)"', lambda m: f'"{renames.get(m.group(1), m.group(1))}"', schema)
-    ids: dict[str, str] = {}  # "__id__" memo keys are id()s too; renumber them consistently
-    schema = re.sub(r'"__id__": (\d+)', lambda m: f'"__id__": {ids.setdefault(m.group(1), str(len(ids)))}', schema)
-    files = {"schema.json": schema.encode("utf-8")}
-    files.update({renames.get(k, k): v for k, v in entries.items()})
-    tmp = path.with_name(path.name + ".repack")
-    with zipfile.ZipFile(tmp, "w") as dst:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            dst.writestr(info, files[name], compresslevel=9)
-    os.replace(tmp, path)
+    iso = IsotonicRegression(y_min=0.0, y_max=5.0, out_of_bounds="clip").fit(
+        np.asarray(edu_scores, np.float64), np.asarray(labels, np.float64))
+    return {"edu_score": [round(float(x), 6) for x in iso.X_thresholds_],
+            "expected_score": [round(float(y), 6) for y in iso.y_thresholds_]}
 
 
 def _embedder_source(embedder) -> str | None:
@@ -737,37 +772,14 @@ def _embedder_source(embedder) -> str | None:
     return str(embedder)
 
 
-def _empty_mask(texts: Sequence[str]) -> np.ndarray:
-    return np.fromiter((not t or t.isspace() for t in texts), dtype=bool, count=len(texts))
+_empty_mask = blank_mask  # older private name, kept for callers outside the package
 
 
-def default_model_path() -> Path:
-    """The bundled default model folder (trained on the shipped seed set)."""
-    return Path(__file__).resolve().parent / "models" / "default"
-
-
-def read_model_meta(path: str | os.PathLike) -> dict:
-    """Read and check ``phifilter.json``; ModelError if the folder is not a phifilter model."""
-    from .location import local_folder
-
-    path = local_folder(path)
-    if not path.is_dir():
-        raise ModelError(f"{path}: no such model folder")
-    meta_file = path / META_FILE
-    if not meta_file.is_file():
-        raise ModelError(f"{path}: not a phifilter model folder (no {META_FILE})")
+def _utf8(text: str) -> str:
+    """``text`` as fastText can take it: lone surrogates (possible in Python strings, not in
+    UTF-8) become U+FFFD; any other text is returned as is."""
     try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{meta_file}: unreadable ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_file}: not a phifilter model (format is not '{FORMAT}')")
-    from .modelmeta import check_model_meta
-
-    check_model_meta(meta, meta_file)  # every field's type and range, before anything uses one
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelError(
-            f"{meta_file}: format version {meta.get('format_version')} is newer than this phifilter "
-            f"understands ({FORMAT_VERSION}); upgrade phifilter"
-        )
-    return meta
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")

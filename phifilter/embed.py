@@ -227,6 +227,16 @@ class Embedder:
         get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         return int(get())
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (its dtype and quantisation can no longer change)."""
+        return self._st is not None
+
+    @property
+    def resolved_device(self) -> str | None:
+        """The device the model runs on once loaded ('cpu', 'cuda:0', ...); None before."""
+        return self._device
+
     def describe(self) -> dict:
         """What a model folder records about its embedder."""
         return {

@@ -168,7 +168,7 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
                    embeddings: str | None = None, id_column: str = "id", n_bootstrap: int = 1000, seed: int = 0,
                    device: str = "auto", progress: bool = False) -> EvalReport:
     """Score ``labels`` with ``model`` (folder or None for the bundled one) and measure agreement."""
-    from .classifier import EduClassifier, _empty_mask
+    from .classifier import EduClassifier
     from .train import TrainConfig, read_labels
 
     if output_dir is not None:  # before the model loads: a foreign or read-only folder fails now
@@ -177,13 +177,13 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
         claim_folder(output_dir, named(*EVAL_FILES), "evaluation results", inputs=[labels])
     clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
     data = read_labels(labels, TrainConfig(text_column=text_column, score_column=score_column, id_column=id_column))
-    clf._check_embedder()
+    clf.check_embedder()
     if embeddings:
         clf.use_embedding_cache(embeddings)
         E = clf.doc_embeddings_from_cache(clf.embedding_cache_, data.texts, data.ids)
     else:
         E = clf.embed_documents(data.texts, progress=progress)
-    p = clf.score_doc_embeddings(E, _empty_mask(data.texts)).astype(np.float64)
+    p = clf.score_texts_embedded(data.texts, E).astype(np.float64)
     y = clf.binarize(data.scores)
     masks = {"all": np.ones(len(y), bool)}
     if data.domains is not None:

@@ -71,6 +71,11 @@ class MeanPoolEmbedder:
     def dim(self) -> int:
         return int(self._load().config.hidden_size)
 
+    @property
+    def resolved_device(self) -> str | None:
+        """The device the model runs on once loaded; None before."""
+        return getattr(self, "_device", None)
+
     def describe(self) -> dict:
         return {"name": self.name, "revision": None, "dim": self.dim, "max_length": self.max_length,
                 "sha256": self.hashes, "pooling": "mean of last hidden layer"}

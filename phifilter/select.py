@@ -59,6 +59,7 @@ class FilterSummary:
     rows_unscored: int = 0  # NaN or null scores: never kept
     redone: list = field(default_factory=list)  # reasons earlier outputs were redone
     per_shard: dict = field(default_factory=dict)
+    score_column: str = "edu_score"
     tokens_kept: int | None = None  # with --token-budget: tokens of the kept documents
     token_budget: int | None = None
     tokenizer: str | None = None
@@ -73,7 +74,7 @@ class FilterSummary:
         text = (
             f"shards: {self.shards} filtered, {self.shards_skipped} already complete"
             + (f" ({redone})" if redone else "") + "\n"
-            f"cut-off edu_score >= {self.threshold:.6g}\n"
+            f"cut-off {self.score_column} >= {self.threshold:.6g}\n"
             f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
             + (f"dropped {self.rows_unscored:,} rows without a score (NaN or null)\n" if self.rows_unscored else "")
             + f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
@@ -265,7 +266,7 @@ def filter_shards(
         cutoff, bin_hi = float(threshold), float(threshold)
         settings = {"threshold": threshold, "score_column": score_column}
 
-    summary = FilterSummary(threshold=cutoff)
+    summary = FilterSummary(threshold=cutoff, score_column=score_column)
     if token_budget is not None:
         summary.tokens_kept, summary.token_budget, summary.tokenizer = 0, int(token_budget), counter.name
     with OutputLock(out_dir):

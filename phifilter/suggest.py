@@ -42,7 +42,8 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
     ``disagreement``, ``suggest_reason`` ('disagreement' or 'random'), ``source_shard`` and ``source_row``."""
     from tqdm import tqdm
 
-    from .classifier import EduClassifier, _empty_mask
+    from .classifier import EduClassifier
+    from .featurizer import blank_mask
     from .corpus import ShardWriter
 
     if not 0 <= random_share <= 1:
@@ -58,7 +59,7 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
     for s in shards:  # every input checked before the model loads (10-20 s)
         check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
     clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
-    clf._check_embedder()
+    clf.check_embedder()
     n_random = int(round(n * random_share))
     n_disputed = n - n_random
     rng = np.random.default_rng(seed)
@@ -74,9 +75,9 @@ def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed
             for batch in iter_batches(shard.path, read_batch_rows):
                 texts = texts_from_array(batch.column(batch.schema.get_field_index(text_column)))
                 E = clf.embed_documents(texts)
-                score = clf.score_doc_embeddings(E, _empty_mask(texts))
+                score = clf.score_texts_embedded(texts, E)
                 spread = clf.disagreement(E)
-                spread[_empty_mask(texts)] = -1.0  # blank documents are not worth a label
+                spread[blank_mask(texts)] = -1.0  # blank documents are not worth a label
                 keys = rng.random(len(texts))
                 rows = rows_from_batch(batch)
                 schema = schema or batch.schema

@@ -52,6 +52,9 @@ class TrainConfig:
     target_token_share: float | None = None  # threshold: keep this share of tokens
     embeddings: str | None = None  # an embedding cache folder from `phifilter embed`
     id_column: str = "id"
+    lexical: str | None = None  # "fasttext": a lexical scorer beside the embedding scorer, stacked (format 4)
+    lexical_params: dict | None = None  # LexicalScorer parameters (None: its defaults)
+    expensive_share: float | None = None  # cascade: share of documents sent to the embedder (needs lexical)
     extra: dict = field(default_factory=dict)
 
 
@@ -155,7 +158,7 @@ def cross_validated_scores(clf: EduClassifier, X, y: np.ndarray, strata: np.ndar
     """
     from sklearn.model_selection import StratifiedKFold
 
-    E = clf._as_doc_embeddings(X)
+    E = clf.as_doc_embeddings(X)
     scores = np.where(y, 5.0, 0.0) if scores is None else np.asarray(scores, np.float64)
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     oof = np.zeros(len(y), dtype=np.float64)
@@ -177,7 +180,7 @@ def nested_cv_scores(clf: EduClassifier, X, scores: np.ndarray, strata: np.ndarr
 
     from .classifier import make_calibrator
 
-    E = clf._as_doc_embeddings(X)
+    E = clf.as_doc_embeddings(X)
     scores = np.asarray(scores, np.float64)
     y = clf.binarize(scores)
     out = {k: np.zeros(len(y)) for k in ("raw", "calibrated", "threshold", "threshold_calibrated")}
@@ -265,6 +268,9 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
         max_chunks=cfg.max_chunks,
         calibrate=cfg.calibrate,
         features=cfg.features,
+        lexical=cfg.lexical,
+        lexical_params=cfg.lexical_params,
+        expensive_share=cfg.expensive_share,
     )
 
 
@@ -273,7 +279,7 @@ def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str |
     """Embeddings of a labelled set: from the cache where it has them, else from the embedder."""
     from .embcache import EmbeddingCache, identity, merge
 
-    embedder = clf._make_embedder()
+    embedder = clf.make_embedder()
     embedder.revision = revision
     embedder.sha256 = dict(sha256) if sha256 else None
     clf.embedder_ = embedder
@@ -292,6 +298,71 @@ def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str |
                                              (missing, fresh)])
 
 
+def lexical_oof(clf: EduClassifier, texts: list[str], scores: np.ndarray, strata: np.ndarray, folds: int,
+                random_state: int) -> np.ndarray:
+    """Out-of-fold lexical P(positive) for every document, on the same folds as the head's."""
+    from sklearn.model_selection import StratifiedKFold
+
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    oof = np.zeros(len(texts), dtype=np.float64)
+    for train_idx, test_idx in skf.split(np.zeros(len(texts)), strata):
+        lex = clf.make_lexical().fit([texts[k] for k in train_idx], scores[train_idx])
+        oof[test_idx] = lex.predict_proba_high([texts[k] for k in test_idx])
+    return oof
+
+
+def stacked_oof(S: np.ndarray, y: np.ndarray, strata: np.ndarray, folds: int, random_state: int) -> np.ndarray:
+    """Out-of-fold combiner scores: the combiner is fitted on the other folds' out-of-fold scores,
+    so the combined figures are as honest as the single scorers'."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from .combiner import StackedCombiner
+
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state + 1)
+    out = np.zeros(len(y), dtype=np.float64)
+    for train_idx, test_idx in skf.split(np.zeros(len(y)), strata):
+        out[test_idx] = StackedCombiner().fit(S[train_idx], y[train_idx]).predict(S[test_idx])
+    return out
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+
+
+def fit_parts(clf: EduClassifier, cfg: TrainConfig, data: LabelledSet, y: np.ndarray, strata: np.ndarray,
+              folds: int, head_oof: np.ndarray, doc_tokens: np.ndarray) -> dict:
+    """Fit the combiner (and the cascade) on out-of-fold scores of the lexical and embedding scorers.
+
+    Returns the combiner, the cascade (or None), the threshold, the model's out-of-fold scores
+    (the cascade's, when there is one) and per-part figures for the card.
+    """
+    from .cascade import Cascade
+    from .combiner import StackedCombiner
+
+    lex = lexical_oof(clf, data.texts, data.scores, strata, folds, cfg.random_state)
+    S = np.column_stack([lex, head_oof])
+    full = stacked_oof(S, y, strata, folds, cfg.random_state)
+    threshold, chosen_by = choose_threshold(cfg, y, full, doc_tokens)
+    combiner = StackedCombiner().fit(S, y)
+    figures = {"lexical": {"roc_auc": _auc(y, lex)}, "embedding": {"roc_auc": _auc(y, head_oof)},
+               "combined": {"roc_auc": _auc(y, full)}}
+    cascade, oof = None, full
+    if cfg.expensive_share is not None:
+        cascade = Cascade(expensive_share=float(cfg.expensive_share)).fit(lex, full, y, threshold)
+        band = cascade.in_band(lex)
+        oof = cascade.combine(lex, full[band], band)
+        figures["cascade"] = {
+            "band": [float(b) for b in cascade.band_] if band.any() else None,
+            "share_embedded": float(band.mean()),
+            "agreement": float(((oof >= threshold) == (full >= threshold)).mean()),
+            "roc_auc": _auc(y, oof),
+        }
+    return {"combiner": combiner, "cascade": cascade, "threshold": threshold, "chosen_by": chosen_by,
+            "oof": oof, "metrics": figures}
+
+
 def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig | None = None,
                 progress: bool = False) -> tuple[EduClassifier, dict]:
     """Embed (or read the embedding cache), cross-validate, fit on everything, save.
@@ -305,7 +376,7 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
     data = read_labels(labels, cfg)
     check_both_classes(labels, data.scores, cfg.positive_threshold)
     clf = make_classifier(cfg)
-    clf._check_options()
+    clf.check_options()
     embedder, E = labelled_embeddings(clf, data, cfg.embeddings, progress,
                                       revision=cfg.embedder_revision, sha256=cfg.embedder_sha256)
     y = clf.binarize(data.scores)
@@ -313,14 +384,26 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
     folds = min(cfg.cv_folds, int(min(np.unique(strata, return_counts=True)[1])))
     metrics: dict = {}
     calibrator = None
+    parts = None
+    if cfg.lexical and folds < 2:
+        raise InputError(f"{labels}: too few labels for cross-validation, so --lexical has no out-of-fold "
+                         "scores to fit the combiner on")
     if folds >= 2:
         oof = cross_validated_scores(clf, E, y, strata, folds, cfg.random_state, data.scores)
+        if cfg.lexical:
+            parts = fit_parts(clf, cfg, data, y, strata, folds, oof, E.doc_tokens)
+            oof = parts["oof"]
         if cfg.calibrate:
             calibrator = make_calibrator(oof, y)
             oof = calibrator.predict(oof)
-        clf.threshold, chosen_by = choose_threshold(cfg, y, oof, E.doc_tokens)
+        if parts is not None:
+            clf.threshold, chosen_by = parts["threshold"], parts["chosen_by"]
+        else:
+            clf.threshold, chosen_by = choose_threshold(cfg, y, oof, E.doc_tokens)
         metrics = evaluate_oof(y, oof, data.domains, clf.threshold, folds)
         metrics["threshold_chosen_by"] = chosen_by
+        if parts is not None:
+            metrics["parts"] = parts["metrics"]
     elif cfg.calibrate:
         raise InputError(f"{labels}: too few labels for cross-validation, so --calibrate has nothing to fit on")
     if metrics:
@@ -329,6 +412,13 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
     clf.fit(data.texts, data.scores, embeddings=E)
     clf.calibrator_ = calibrator
     clf.embedder = cfg.embedder
+    if parts is not None:
+        lexical = clf.make_lexical().fit(data.texts, data.scores)
+        clf.set_parts(lexical, parts["combiner"], parts["cascade"])
+    if metrics:
+        from .classifier import make_score_map
+
+        clf.score_map_ = make_score_map(oof, data.scores)
     training_data = {
         "file": Path(labels).name,
         "sha256": data.sha256,
@@ -398,6 +488,36 @@ def _limit_note(clf: EduClassifier) -> str:
     return f"Text after the first {clf.max_chunks} chunks of {clf.max_length} tokens is not read."
 
 
+def _parts_note(clf: EduClassifier, metrics: dict) -> str:
+    """The scorers, the combiner's weights and the cascade's band (format 4 models)."""
+    if not clf.has_parts:
+        return ""
+    c = clf.combiner_
+    figures = (metrics or {}).get("parts") or {}
+    auc = lambda name: _fmt((figures.get(name) or {}).get("roc_auc"))  # noqa: E731
+    lines = ["", "", "## Parts", "",
+             f"- **lexical scorer**: fastText on the raw text (`{clf.lexical_.get_params()}`), "
+             f"P(score >= {clf.positive_threshold}); out-of-fold ROC AUC {auc('lexical')}.",
+             f"- **embedding scorer**: the embedder and head above; out-of-fold ROC AUC {auc('embedding')}.",
+             f"- **combiner**: logistic regression on the scorers' logits, fitted on their out-of-fold scores: "
+             + ", ".join(f"{w:+.3f} x {n}" for n, w in zip(c.inputs, c.coef_)) + f", intercept {c.intercept_:+.3f}; "
+             f"out-of-fold ROC AUC {auc('combined')} (the combiner itself cross-validated on those scores)."]
+    cascade = getattr(clf, "cascade_", None)
+    if cascade is not None:
+        fig = figures.get("cascade") or {}
+        lo, hi = cascade.band_
+        lines.append(
+            f"- **cascade**: only documents whose lexical score lies in [{lo:.4f}, {hi:.4f}] are embedded "
+            f"(chosen for --expensive-share {cascade.expensive_share:g}; {100 * fig.get('share_embedded', 0):.1f}% "
+            f"of the training documents); the others get the lexical score mapped onto the combined scale. "
+            f"Out of fold, the cascade's keep/drop decision agrees with the full ensemble's on "
+            f"{100 * fig.get('agreement', 0):.1f}% of documents; its ROC AUC is {_fmt(fig.get('roc_auc'))} "
+            "(the band was chosen on the same out-of-fold scores, so these two figures are slightly optimistic). "
+            "The quality table below is the cascade's, i.e. what `phifilter score` gives; the threshold was "
+            "chosen on the full ensemble's out-of-fold scores.")
+    return "\n".join(lines)
+
+
 def model_card(clf: EduClassifier, metrics: dict, training_data: dict, cfg: TrainConfig) -> str:
     rows = []
     if metrics:
@@ -410,7 +530,9 @@ def model_card(clf: EduClassifier, metrics: dict, training_data: dict, cfg: Trai
     table = "\n".join(
         ["| subset | docs | positives | precision | recall | F1 | ROC AUC |", "|---|---|---|---|---|---|---|", *rows]
     ) if rows else "(too few labels for cross-validation)"
-    cfg_lines = "\n".join(f"- `{k}`: {v!r}" for k, v in asdict(cfg).items() if k != "extra")
+    # the embedding cache only saves time (its embeddings are the ones the embedder gives), so the
+    # card of a model trained with one reads like the card of the same model trained without
+    cfg_lines = "\n".join(f"- `{k}`: {v!r}" for k, v in asdict(cfg).items() if k not in ("extra", "embeddings"))
     return f"""# phifilter model card
 
 **What it predicts.** `edu_score`: the probability that a document would get an educational
@@ -420,7 +542,7 @@ Documents with `edu_score >= {clf.threshold}` count as "keep" in summaries and `
 **How.** The text is embedded with `{clf.embedder_info_.get('name')}` (max {clf.max_length} tokens,
 {clf.n_features_in_} dimensions) in document mode `{clf.doc_mode}`{_mode_note(clf)}; the head
 {_head_note(clf)} predicts the label from the embedding{_calibration_note(clf)}.
-Empty or blank documents score 0. {_docs_note(metrics)}
+Empty or blank documents score 0. {_docs_note(metrics)}{_parts_note(clf, metrics)}
 
 **Training data.** `{training_data['file']}`: {training_data['rows']} labelled documents,
 {training_data['positives']} positive; score counts {training_data['score_counts']};
@@ -430,13 +552,13 @@ SHA-256 of (text, score) pairs `{training_data['sha256']}`.
 
 {table}
 
-Out-of-fold figures: every document is scored by a forest that never saw it. The threshold was
+Out-of-fold figures: every document is scored by a model that never saw it. The threshold was
 chosen by: {metrics.get('threshold_chosen_by', 'user')}; when that is "max out-of-fold F1", the F1,
 precision and recall above are slightly optimistic (the cut-off saw the same predictions), while
 ROC AUC does not depend on the threshold.
 
 ## Limits
-- The forest learns the annotator's judgement from a small seed set; it inherits the
+- The model learns the annotator's judgement from a small seed set; it inherits the
   annotator's biases and is only as good as the embedder's view of the text.
 - {_limit_note(clf)}
 - Domains unlike the training data (other programming languages, other kinds of prose) get

@@ -31,7 +31,7 @@ def test_feature_parts_are_the_pooled_vectors_side_by_side():
     E = DocEmbeddings(vectors, np.array([0, 0, 0, 1]), np.array([10, 10, 20, 5]), np.array([40, 5]), "chunk",
                       np.array([True, False]))
     clf = EduClassifier(doc_mode="chunk-mean", features="mean+first+max+length")
-    X = clf._head_input(E)
+    X = clf.head_input(E)
     assert X.shape == (2, 2 + 2 + 2 + 3) and clf.head_width(2) == 9
     np.testing.assert_allclose(X[0, :6], [3, 2 / 3, 1, 0, 5, 4], rtol=1e-3)  # mean, first chunk, max
     np.testing.assert_allclose(X[1, :6], [7, 7, 7, 7, 7, 7])
@@ -85,10 +85,19 @@ def test_ridge_head_regresses_the_score_and_clips_to_unit_range(embedder):
     assert clf.head_[-1].alpha_ in clf.head_[-1].alphas  # the penalty was chosen by leave-one-out
 
 
-def test_format_2_folders_still_load_with_mean_features(bundled_model):
-    meta = read_model_meta(default_model_path())
+def test_format_2_folders_still_load_and_score_as_before():
+    """The bundled model until the format-4 default (a format-2 folder, forest on chunk-mean
+    MiniLM embeddings) scores exactly what phifilter scored with it then: the reference scores
+    were written by that version's code (tests/data/format2-reference.json says how)."""
+    import json
+
+    folder = REPO / "tests" / "data" / "format2-model"
+    meta = read_model_meta(folder)
     assert meta["format_version"] == 2 and "features" not in meta["params"]
-    assert bundled_model.features == "mean" and bundled_model.feature_parts == ["mean"]
+    clf = EduClassifier.load(folder, device="cpu")
+    assert clf.features == "mean" and clf.feature_parts == ["mean"] and clf.head == "forest"
+    ref = json.loads((REPO / "tests" / "data" / "format2-reference.json").read_text())
+    np.testing.assert_array_equal(clf.edu_score(ref["texts"]), np.asarray(ref["edu_score"], np.float32))
 
 
 def test_train_cli_with_svr_and_features(tmp_path):

@@ -43,7 +43,7 @@ def short_clf():
     from phifilter.classifier import EduClassifier
 
     clf = EduClassifier.load(device="cpu", max_length=16)
-    clf._check_embedder()
+    clf.check_embedder()
     return clf
 
 

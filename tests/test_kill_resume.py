@@ -94,19 +94,11 @@ def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_pa
     checkpointed = manifest["rows"]
     assert 24 <= checkpointed < 64
 
-    import phifilter.chunking
-    from phifilter.scoring.model import splits_into_stages
-
-    # Count the documents that reach the model, at the entry point the pipeline uses for them
-    # (the tokenise stage lays out whole documents before cutting them into chunks).
+    # Count the documents that reach the model, at its entry point: every batch the flow scores
+    # is routed first (the model's cheap step, before any embedding), in stages or in one call.
     embedded = []
-    if splits_into_stages(bundled_model):
-        owner, name = phifilter.chunking, "layout_documents"
-        original = getattr(owner, name)
-        monkeypatch.setattr(owner, name, lambda emb, texts, *a, **k: (embedded.append(len(texts)), original(emb, texts, *a, **k))[1])
-    else:
-        original = bundled_model.edu_score
-        monkeypatch.setattr(bundled_model, "edu_score", lambda texts, *a, **k: (embedded.append(len(texts)), original(texts, *a, **k))[1])
+    original = bundled_model.route
+    monkeypatch.setattr(bundled_model, "route", lambda texts: (embedded.append(len(texts)), original(texts))[1])
     summary = score_shards(src, out, model=bundled_model, read_batch_rows=8)
     monkeypatch.undo()
     assert summary.rows_resumed == checkpointed
@@ -127,7 +119,7 @@ def test_checkpoints_of_a_changed_input_are_not_reused(tmp_path, bundled_model):
     shard = find_shards(src)[0]
     cfg = ScoreConfig(read_batch_rows=8)
     schema = output_schema(pq.read_schema(shard.path), "edu_score")
-    bundled_model._check_embedder()
+    bundled_model.check_embedder()
     with pytest.raises(KeyboardInterrupt):
         with PartialShard(tmp_path / "out" / "s0.parquet", schema, checkpoint_key(bundled_model, shard, cfg)) as w:
             bogus = pq.read_table(shard.path).slice(0, 8)

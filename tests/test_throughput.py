@@ -95,11 +95,15 @@ def test_pipeline_matches_plain_edu_score(tmp_path, bundled_model):
         np.testing.assert_allclose(tensor.column("edu_score").to_numpy(), out.column("edu_score").to_numpy(), atol=1e-6)
 
 
-def test_tensor_forest_equals_predict_proba(bundled_model):
+def test_tensor_forest_equals_predict_proba():
+    from sklearn.ensemble import RandomForestClassifier
+
     from phifilter.tensor_forest import TensorForest
 
-    forest = bundled_model.forest_
+    # a forest head as `phifilter train --head forest` fits it (the bundled model's head is svr)
     rng = np.random.default_rng(0)
+    fit_X = rng.normal(size=(300, 384)).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=40, min_samples_leaf=3, random_state=0).fit(fit_X, fit_X[:, 0] > 0.5)
     X = rng.normal(size=(700, forest.n_features_in_)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     X[:5] = 0.0  # blank documents embed to zeros
@@ -184,8 +188,10 @@ def test_ray_engine_equals_local_engine(tmp_path, bundled_model):
 def test_bfloat16_on_cpu_is_close_to_float32_through_score_shards(tmp_path, bundled_model):
     # bfloat16 is the fast CPU option (benchmarks/README.md): scores must move by ~1e-3, not more
     _shards(tmp_path / "in", n=1, rows=6)
-    score_shards(tmp_path / "in", tmp_path / "fp32", model=bundled_model)
-    bf16 = EduClassifier.load(device="cpu")
+    fp32, bf16 = EduClassifier.load(device="cpu"), EduClassifier.load(device="cpu")
+    for clf in (fp32, bf16):  # every document through the embedder: without the bundled model's cascade
+        clf.set_parts(clf.lexical_, clf.combiner_, None)
+    score_shards(tmp_path / "in", tmp_path / "fp32", model=fp32)
     score_shards(tmp_path / "in", tmp_path / "bf16", model=bf16, dtype="bfloat16")
     assert bf16.embedder_.dtype == "bfloat16"
     a = pq.read_table(next((tmp_path / "fp32").glob("*.parquet"))).column("edu_score").to_numpy()

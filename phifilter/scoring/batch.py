@@ -36,6 +36,7 @@ class Batch:
     work: Any = None  # what one model stage hands the next
     tokens: int = 0
     scores: np.ndarray | None = None
+    int_scores: np.ndarray | None = None  # --int-score-column: set after the model stages
 
 
 @dataclass

@@ -19,6 +19,7 @@ class ScoreConfig:
 
     text_column: str = "text"
     score_column: str = "edu_score"
+    int_score_column: str | None = None  # FineWeb-Edu style: the expected 0-5 score, rounded (int8)
     # rows per Arrow batch read (and per output row group); None: 2048, or 2048 / max_chunks
     # for a chunking model, so a batch holds about as many texts to embed either way
     read_batch_rows: int | None = None

@@ -43,15 +43,18 @@ from .summary import ShardOutcome
 OnOutcome = Callable[[ShardOutcome], None]
 
 
-def output_schema(schema: pa.Schema, score_column: str) -> pa.Schema:
-    """The output's schema: the input's, plus the float32 score column."""
-    return schema.append(pa.field(score_column, pa.float32()))
+def output_schema(schema: pa.Schema, score_column: str, int_score_column: str | None = None) -> pa.Schema:
+    """The output's schema: the input's, plus the float32 score column (and the int8 int score)."""
+    out = schema.append(pa.field(score_column, pa.float32()))
+    return out.append(pa.field(int_score_column, pa.int8())) if int_score_column else out
 
 
 def wanted_record(clf, shard: Shard, cfg: ScoreConfig, identity: dict | None = None) -> dict:
     """The run record this run writes into ``shard``'s output."""
     return provenance.run_record(shard.path, model=identity if identity is not None else model_identity(clf),
-                                 columns={"text": cfg.text_column, "score": cfg.score_column}, command="score")
+                                 columns={"text": cfg.text_column, "score": cfg.score_column,
+                                          **({"int_score": cfg.int_score_column} if cfg.int_score_column else {})},
+                                 command="score")
 
 
 def existing_scores(out_path: Path, cfg: ScoreConfig) -> np.ndarray:
@@ -90,9 +93,12 @@ def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) ->
                     f"{shard.path}: already has a column '{cfg.score_column}'; "
                     "choose another name with --score-column"
                 )
+            if cfg.int_score_column and cfg.int_score_column in schema.names:
+                raise InputError(f"{shard.path}: already has a column '{cfg.int_score_column}'; "
+                                 "choose another name with --int-score-column")
             expected = pf.metadata.num_rows
             record = wanted_record(clf, shard, cfg, identity)
-            out_schema = provenance.with_record(output_schema(schema, cfg.score_column), record)
+            out_schema = provenance.with_record(output_schema(schema, cfg.score_column, cfg.int_score_column), record)
             redone = output_state(out_path, cfg, expected, record)
             if redone is None:
                 PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
@@ -132,6 +138,12 @@ def scored_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) 
     items = background(read_items(clf, shards, out_dir, cfg), depth=depth, name="phifilter-read")
     for name, fn in model_stages(clf, cfg):
         items = stage(_on_batches(fn), items, depth=depth, name=f"phifilter-{name}")
+    if cfg.int_score_column:  # the expected 0-5 score, rounded: a lookup in the model's score map
+        def int_scores(batch: Batch) -> Batch:
+            batch.int_scores = clf.int_scores(batch.scores)
+            return batch
+
+        items = stage(_on_batches(int_scores), items, depth=depth, name="phifilter-int-score")
     return items
 
 
@@ -169,7 +181,8 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
     try:
         for item in items:
             if isinstance(item, Batch):
-                out = pa.RecordBatch.from_arrays([*item.records.columns, pa.array(item.scores, pa.float32())],
+                ints = [] if item.int_scores is None else [pa.array(item.int_scores, pa.int8())]
+                out = pa.RecordBatch.from_arrays([*item.records.columns, pa.array(item.scores, pa.float32()), *ints],
                                                  schema=current.start.schema)
                 current.writer.write_batch(out)
                 current.scores.append(item.scores)

@@ -40,8 +40,8 @@ def ready_model(model, cfg: ScoreConfig) -> EduClassifier:
     (this loads the embedder), so no output is written by a model that cannot score."""
     clf = load_model(model, cfg)
     if isinstance(clf, EduClassifier):
-        clf._check_fitted()
-        clf._check_embedder()
+        clf.check_fitted()
+        clf.check_embedder()
     return clf
 
 
@@ -120,6 +120,7 @@ def checkpoint_key(clf, shard: Shard, cfg: ScoreConfig) -> dict:
         "input": input_fingerprint(shard.path),
         "text_column": cfg.text_column,
         "score_column": cfg.score_column,
+        **({"int_score_column": cfg.int_score_column} if cfg.int_score_column else {}),
         **model_key(clf),  # forest_sha256, embedder_sha256, max_length for an EduClassifier
     }
 

@@ -69,6 +69,12 @@ def score_shards(
     elif devices and not isinstance(model, EduClassifier):
         cfg.device = "cpu"  # the parent only checks the model; the workers load it on their devices
     clf = ready_model(model, cfg)  # loads the embedder and checks its hashes before any output is written
+    if cfg.int_score_column:
+        if not hasattr(clf, "int_scores"):
+            raise InputError("--int-score-column: this model gives no 0-5 score (it has no int_scores)")
+        import numpy as np
+
+        clf.int_scores(np.zeros(1))  # a model without a 0-5 score map fails now, not at the first batch
     if cfg.read_batch_rows is None:
         cfg.read_batch_rows = default_read_batch_rows(clf)
     if cfg.embeddings:
