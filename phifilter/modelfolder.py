@@ -20,7 +20,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-from .embed import _sha256 as sha256_file  # one file-hash helper for the package
+from .embed import sha256_file  # one file-hash helper for the package
 from .errors import ModelError
 
 FORMAT = "phifilter-model"

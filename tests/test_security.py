@@ -198,8 +198,8 @@ def test_hash_cache_is_used_and_catches_an_edit_that_restores_mtime(tmp_path, mo
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     calls = []
-    real = embed._sha256
-    monkeypatch.setattr(embed, "_sha256", lambda p: (calls.append(Path(p).name), real(p))[1])
+    real = embed.sha256_file
+    monkeypatch.setattr(embed, "sha256_file", lambda p: (calls.append(Path(p).name), real(p))[1])
     folder = Path(shutil.copytree(bundled_model_path(), tmp_path / "emb"))
     first = file_hashes(folder)
     assert sorted(calls) == sorted(first) and first["config.json"] == DEFAULT_EMBEDDER_SHA256["config.json"]
