@@ -405,7 +405,9 @@ def format_metrics(metrics: dict) -> str:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
 @storage_options_option
-def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet):
+@stats_json_option
+def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet,
+          stats_json):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
     train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
@@ -422,7 +424,8 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
     check_embed_inputs(list(inputs), output, text_column)  # in its first second, not after loading the model
     emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
     summary = embed_shards(list(inputs), output, emb, chunking=chunking, max_chunks=max_chunks,
-                           text_column=text_column, id_column=id_column or None, progress=not quiet)
+                           text_column=text_column, id_column=id_column or None, progress=not quiet,
+                           stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 
@@ -556,9 +559,10 @@ def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, sc
 @click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
 @click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
 @storage_options_option
+@stats_json_option
 @quiet_option
 def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, exclude, exclude_ngram, seed,
-           read_batch_rows, quiet):
+           read_batch_rows, stats_json, quiet):
     """Draw a uniform (optionally stratified) seed set from Parquet shards in one pass.
 
     Exact duplicates are drawn at most once; documents overlapping --exclude files (HumanEval,
@@ -574,7 +578,7 @@ def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, e
     cfg = SampleConfig(n=n, text_column=text_column, stratify_by=stratify_by, allocation=allocation,
                        max_chars=max_chars, seed=seed, exclude=list(exclude), exclude_ngram=exclude_ngram,
                        read_batch_rows=read_batch_rows)
-    summary = sample_shards(list(inputs), output, cfg, progress=not quiet)
+    summary = sample_shards(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 
@@ -730,9 +734,10 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
 @click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
 @click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
 @storage_options_option
+@stats_json_option
 @quiet_option
 def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
-           read_batch_rows, quiet):
+           read_batch_rows, stats_json, quiet):
     """Write a self-contained HTML report on scored shards (histograms, kept shares, token budget, samples).
 
     Reads only the score, text and --by columns, in batches, so any corpus size fits in
@@ -749,7 +754,7 @@ def report(inputs, output, by, text_column, score_column, threshold, model, samp
     cfg = ReportConfig(text_column=text_column, score_column=score_column, by=by, threshold=threshold, model=model,
                        samples_per_band=samples, excerpt_chars=excerpt_chars, title=title, seed=seed,
                        read_batch_rows=read_batch_rows)
-    summary = build_report(list(inputs), output, cfg, progress=not quiet)
+    summary = build_report(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 
