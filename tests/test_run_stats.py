@@ -84,7 +84,7 @@ def test_stats_json_to_a_url(tmp_path):
     import fsspec
 
     shards = _shards(tmp_path)
-    _run("sample", shards, "-o", tmp_path / "seed.parquet", "-n", 2, "--stats-json", "memory://i13b-stats/sample.json", "-q")
+    _run("sample", shards, "-o", tmp_path / "seed.parquet", "-n", 2, "--stats-json", "memory:///i13b-stats/sample.json", "-q")
     fs = fsspec.filesystem("memory")
     assert json.loads(fs.cat_file("/i13b-stats/sample.json"))["rows"]["in"] == 6
     assert fs.ls("/i13b-stats", detail=False) == ["/i13b-stats/sample.json"]  # the temporary was published, not left
