@@ -88,6 +88,17 @@ def _storage_options(ctx, param, value):
     return options
 
 
+def _existing_location(ctx, param, value):
+    """A local path that must exist, or a URL (checked when it is read)."""
+    import os
+
+    from .location import is_url
+
+    if value is not None and not is_url(value) and not os.path.exists(value):
+        raise click.BadParameter(f"Path '{value}' does not exist.", param=param)
+    return value
+
+
 def storage_options_option(f):
     """The shared --storage-options option: applied when parsed, not passed to the command."""
     return click.option(
@@ -150,7 +161,7 @@ def main(ctx, verbose, quiet):
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="On a bad shard: stop, or report it and score the rest.")
-@click.option("--embeddings", default=None, type=click.Path(exists=True),
+@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location,
               help="Embedding cache from `phifilter embed`: documents it holds (by --id-column) are not re-embedded.")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @click.option("--devices", default=None, metavar="LIST",
@@ -292,7 +303,7 @@ def status(output, inputs, score_column, as_json):
               help="Threshold: keep this share of documents.")
 @click.option("--target-token-share", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Threshold: keep this share of tokens.")
-@click.option("--embeddings", default=None, type=click.Path(exists=True),
+@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location,
               help="Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
@@ -437,7 +448,7 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
               help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
 @text_column_option
 @click.option("--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
-@click.option("--embeddings", default=None, type=click.Path(exists=True), help="Embedding cache from `phifilter embed`.")
+@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location, help="Embedding cache from `phifilter embed`.")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=click.IntRange(0),
               help="Bootstrap resamples for the 95% confidence intervals (0: none).")
@@ -700,6 +711,7 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
 @click.option("--positive-threshold", default=3, show_default=True, type=click.IntRange(0, 5),
               help="Scores at or above count as positive for the binary agreement.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@storage_options_option
 def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshold, as_json):
     """Compare two label sets of the same documents: agreement, weighted kappa, confusion matrix.
 

@@ -95,3 +95,62 @@ def test_train_and_evaluate_write_to_a_url(labels, tmp_path):
     result = runner.invoke(main, ["train", str(labels), "-o", "memory:///i13b-train/model", "--n-estimators", "20",
                                   "--cv-folds", "2", "--device", "cpu", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+
+
+def _put(local, url_path):
+    _mem().put_file(str(local), url_path)
+
+
+def test_agreement_reads_urls(tmp_path):
+    import pyarrow as pa
+    from click.testing import CliRunner
+
+    from phifilter.cli import main
+
+    pq.write_table(pa.table({"id": ["a", "b", "c", "d"], "score": [0, 3, 4, 5]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": ["d", "c", "b", "a"], "score": [5, 4, 2, 0]}), tmp_path / "b.parquet")
+    _put(tmp_path / "a.parquet", "/i13b-agree/a.parquet")
+    _put(tmp_path / "b.parquet", "/i13b-agree/b.parquet")
+    runner = CliRunner()
+    local = runner.invoke(main, ["agreement", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "--json"])
+    remote = runner.invoke(main, ["agreement", "memory:///i13b-agree/a.parquet", "memory:///i13b-agree/b.parquet", "--json"])
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("a", "b")}  # noqa: E731 (a, b: the paths)
+    assert strip(json.loads(remote.output)) == strip(json.loads(local.output))
+    assert json.loads(remote.output)["a"] == "memory:///i13b-agree/a.parquet"
+
+
+def test_local_folder_of_one_file_url(tmp_path, monkeypatch):
+    from phifilter.location import local_folder
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "x.bin").write_bytes(b"12345")
+    _put(tmp_path / "x.bin", "/i13b-one/x.bin")
+    copy = local_folder("memory:///i13b-one/x.bin")
+    assert copy.name == "x.bin" and copy.read_bytes() == b"12345"
+    assert local_folder("memory:///i13b-one/x.bin") == copy  # downloaded once
+
+
+def test_embeddings_option_takes_a_url_and_still_checks_local_paths(tmp_path):
+    from click.testing import CliRunner
+
+    from phifilter.cli import main
+
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "l.parquet"), "-o", str(tmp_path / "m"),
+                                       "--embeddings", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = CliRunner().invoke(main, ["train", str(SEED), "-o", str(tmp_path / "m"),
+                                       "--embeddings", "memory:///i13b-none/emb"])
+    assert result.exit_code == 1 and result.output.count("Error:") == 1 and "i13b-none" in result.output
+
+
+@pytest.mark.slow
+def test_embedding_cache_from_a_url(tmp_path, embedder, labels, monkeypatch):
+    from phifilter.embcache import EmbeddingCache, embed_shards
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    embed_shards([str(labels)], tmp_path / "emb", embedder, max_chunks=2)
+    for f in (tmp_path / "emb").rglob("*.parquet"):
+        _put(f, f"/i13b-emb/emb/{f.relative_to(tmp_path / 'emb').as_posix()}")
+    local, remote = EmbeddingCache.open(tmp_path / "emb"), EmbeddingCache.open("memory:///i13b-emb/emb")
+    assert np.array_equal(local.vectors, remote.vectors) and local.ident == remote.ident
