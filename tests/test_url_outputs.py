@@ -1,5 +1,6 @@
 """URL outputs for model folders (`train -o`) and evaluation folders (`evaluate -o`), on memory://."""
 
+import hashlib
 import json
 
 import fsspec
@@ -73,7 +74,8 @@ def labels(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_and_evaluate_write_to_a_url(labels, tmp_path):
+def test_train_and_evaluate_write_to_a_url(labels, tmp_path, monkeypatch):
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
     from click.testing import CliRunner
 
     from phifilter.cli import main
@@ -154,3 +156,27 @@ def test_embedding_cache_from_a_url(tmp_path, embedder, labels, monkeypatch):
         _put(f, f"/i13b-emb/emb/{f.relative_to(tmp_path / 'emb').as_posix()}")
     local, remote = EmbeddingCache.open(tmp_path / "emb"), EmbeddingCache.open("memory:///i13b-emb/emb")
     assert np.array_equal(local.vectors, remote.vectors) and local.ident == remote.ident
+
+
+@pytest.mark.slow
+def test_model_folder_and_stats_json_on_s3(s3, tmp_path, monkeypatch):
+    from phifilter.modelfolder import FORMAT, read_model_meta
+    from phifilter.outputs import claim_folder, is_model_file
+    from phifilter.stats import write_stats
+
+    def parts(tmp):
+        (tmp / "forest.skops").write_bytes(b"head")
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    url = s3.url("models/m")
+    write_model_folder(url, parts, {"format": FORMAT}, "card")
+    keys = sorted(p.rsplit("/", 1)[-1] for p in s3.fs.find(f"{s3.bucket}/models/m"))
+    assert keys == ["README.md", "forest.skops", "phifilter.json"]  # no temporaries left
+    assert read_model_meta(url)["files"] == {"forest.skops": hashlib.sha256(b"head").hexdigest()}
+    claim_folder(url, is_model_file, "a model folder")  # ours: a rerun may replace it
+    write_stats(s3.url("stats/run.json"), {"rows": 3})
+    assert json.loads(s3.fs.cat_file(f"{s3.bucket}/stats/run.json")) == {"rows": 3}
+
+
+from s3server import s3  # noqa: E402,F401  (fixture)
+from s3server import _moto_endpoint  # noqa: E402,F401  (fixture)
