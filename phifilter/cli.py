@@ -88,6 +88,17 @@ def _storage_options(ctx, param, value):
     return options
 
 
+def _existing_location(ctx, param, value):
+    """A local path that must exist, or a URL (checked when it is read)."""
+    import os
+
+    from .location import is_url
+
+    if value is not None and not is_url(value) and not os.path.exists(value):
+        raise click.BadParameter(f"Path '{value}' does not exist.", param=param)
+    return value
+
+
 def storage_options_option(f):
     """The shared --storage-options option: applied when parsed, not passed to the command."""
     return click.option(
@@ -150,7 +161,7 @@ def main(ctx, verbose, quiet):
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="On a bad shard: stop, or report it and score the rest.")
-@click.option("--embeddings", default=None, type=click.Path(exists=True),
+@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location,
               help="Embedding cache from `phifilter embed`: documents it holds (by --id-column) are not re-embedded.")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @click.option("--devices", default=None, metavar="LIST",
@@ -292,7 +303,7 @@ def status(output, inputs, score_column, as_json):
               help="Threshold: keep this share of documents.")
 @click.option("--target-token-share", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Threshold: keep this share of tokens.")
-@click.option("--embeddings", default=None, type=click.Path(exists=True),
+@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location,
               help="Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @quiet_option
@@ -405,7 +416,9 @@ def format_metrics(metrics: dict) -> str:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
 @storage_options_option
-def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet):
+@stats_json_option
+def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet,
+          stats_json):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
     train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
@@ -422,7 +435,8 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
     check_embed_inputs(list(inputs), output, text_column)  # in its first second, not after loading the model
     emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
     summary = embed_shards(list(inputs), output, emb, chunking=chunking, max_chunks=max_chunks,
-                           text_column=text_column, id_column=id_column or None, progress=not quiet)
+                           text_column=text_column, id_column=id_column or None, progress=not quiet,
+                           stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 
@@ -434,7 +448,7 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
               help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
 @text_column_option
 @click.option("--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
-@click.option("--embeddings", default=None, type=click.Path(exists=True), help="Embedding cache from `phifilter embed`.")
+@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location, help="Embedding cache from `phifilter embed`.")
 @click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=click.IntRange(0),
               help="Bootstrap resamples for the 95% confidence intervals (0: none).")
@@ -556,9 +570,10 @@ def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, sc
 @click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
 @click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
 @storage_options_option
+@stats_json_option
 @quiet_option
 def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, exclude, exclude_ngram, seed,
-           read_batch_rows, quiet):
+           read_batch_rows, stats_json, quiet):
     """Draw a uniform (optionally stratified) seed set from Parquet shards in one pass.
 
     Exact duplicates are drawn at most once; documents overlapping --exclude files (HumanEval,
@@ -574,7 +589,7 @@ def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, e
     cfg = SampleConfig(n=n, text_column=text_column, stratify_by=stratify_by, allocation=allocation,
                        max_chars=max_chars, seed=seed, exclude=list(exclude), exclude_ngram=exclude_ngram,
                        read_batch_rows=read_batch_rows)
-    summary = sample_shards(list(inputs), output, cfg, progress=not quiet)
+    summary = sample_shards(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 
@@ -696,6 +711,7 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
 @click.option("--positive-threshold", default=3, show_default=True, type=click.IntRange(0, 5),
               help="Scores at or above count as positive for the binary agreement.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@storage_options_option
 def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshold, as_json):
     """Compare two label sets of the same documents: agreement, weighted kappa, confusion matrix.
 
@@ -730,9 +746,10 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
 @click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
 @click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
 @storage_options_option
+@stats_json_option
 @quiet_option
 def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
-           read_batch_rows, quiet):
+           read_batch_rows, stats_json, quiet):
     """Write a self-contained HTML report on scored shards (histograms, kept shares, token budget, samples).
 
     Reads only the score, text and --by columns, in batches, so any corpus size fits in
@@ -749,7 +766,7 @@ def report(inputs, output, by, text_column, score_column, threshold, model, samp
     cfg = ReportConfig(text_column=text_column, score_column=score_column, by=by, threshold=threshold, model=model,
                        samples_per_band=samples, excerpt_chars=excerpt_chars, title=title, seed=seed,
                        read_batch_rows=read_batch_rows)
-    summary = build_report(list(inputs), output, cfg, progress=not quiet)
+    summary = build_report(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json)
     if not quiet:
         click.echo(str(summary))
 

@@ -676,6 +676,44 @@ def write_remote_atomically(path: RemotePath, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def publish_folder(local: Path, dest: RemotePath, last: Sequence[str] = (), ours=None) -> None:
+    """Publish the files of the finished local folder ``local`` to the store folder ``dest``.
+
+    Each file is published whole (:func:`write_remote_atomically`); the names in ``last``
+    (a model folder's ``phifilter.json``: its completion marker) go after every other file.
+    Then files already in ``dest`` that the new folder lacks and ``ours`` accepts (files an
+    earlier run wrote, e.g. a calibration.skops the new model does not have) are deleted.
+    """
+    files = sorted(p for p in Path(local).rglob("*") if p.is_file() and not p.name.startswith("."))
+    files.sort(key=lambda p: p.name in last)
+    names = set()
+    for f in files:
+        rel = f.relative_to(local).as_posix()
+        names.add(rel)
+        write_remote_atomically(dest / rel, f.read_bytes())
+    if ours is not None:
+        for old in dest.find():
+            rel = old.relative_to(dest).as_posix()
+            if rel not in names and not any(part.startswith(".") for part in rel.split("/")) and ours(old):
+                old.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(dest, **publish_options) -> Iterator[Path]:
+    """A local folder to write ``dest``'s files in: ``dest`` itself when local; for a URL a
+    temporary folder published to ``dest`` (:func:`publish_folder`) when the block succeeds
+    (nothing is published if it fails)."""
+    import tempfile
+
+    dest = as_location(dest)
+    if not isinstance(dest, RemotePath):
+        yield dest
+        return
+    with tempfile.TemporaryDirectory(prefix="phifilter-stage-") as local:
+        yield Path(local)
+        publish_folder(Path(local), dest, **publish_options)
+
+
 def _write_json_atomically(path: Path, doc: dict) -> None:
     tmp = temp_path_for(path)
     if isinstance(path, RemotePath):

@@ -138,6 +138,9 @@ class EmbedSummary:
     truncated: int = 0
     key: str = ""
     redone: list = field(default_factory=list)  # why earlier sidecars were written again
+    seconds: float = 0.0
+    text_bytes: int = 0  # UTF-8 bytes of the texts embedded
+    per_shard: list = field(default_factory=list)  # {"name", "rows", "bytes", "seconds"} per written shard
 
     def __str__(self) -> str:
         from .provenance import describe_redone
@@ -147,6 +150,19 @@ class EmbedSummary:
                 + (f" ({redone})" if redone else "") + f", {self.shards_skipped} already "
                 f"complete; {self.docs:,} documents, {self.chunks:,} chunks; {self.chunked:,} documents "
                 f"chunked, {self.truncated:,} truncated")
+
+    def stats(self) -> dict:
+        """Machine-readable statistics (``--stats-json``)."""
+        from .stats import rate
+
+        return {
+            "command": "embed", "key": self.key, "seconds": round(self.seconds, 6),
+            "shards": {"written": self.shards_written, "skipped": self.shards_skipped, "failed": 0},
+            "rows": {"in": self.docs, "chunks": self.chunks, "chunked": self.chunked, "truncated": self.truncated},
+            "bytes": {"in": self.text_bytes},
+            "docs_per_second": rate(self.docs, self.seconds), "redone": list(self.redone),
+            "per_shard": list(self.per_shard), "failures": [],
+        }
 
 
 def is_sidecar(path: Path) -> bool:
@@ -178,8 +194,13 @@ def check_embed_inputs(inputs, output_dir, text_column: str = "text"):
 
 def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = 8,
                  text_column: str = "text", id_column: str | None = "id", read_batch_rows: int = 2048,
-                 progress: bool = False) -> EmbedSummary:
-    """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept)."""
+                 progress: bool = False, stats_json: str | os.PathLike | None = None) -> EmbedSummary:
+    """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept).
+
+    ``stats_json``: also write the run's statistics there (:meth:`EmbedSummary.stats`).
+    """
+    import time
+
     from tqdm import tqdm
 
     from .provenance import model_identity, run_record, stale_reason, with_record
@@ -189,6 +210,7 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     base_schema = sidecar_schema(ident["dim"], ident)
     model = model_identity(ident["sha256"], **{k: v for k, v in ident.items() if k not in ("sha256", "key")})
     summary = EmbedSummary(key=ident["key"])
+    began = time.perf_counter()
     with OutputLock(out_dir):
         remove_stale_temporaries(out_dir)
         for shard in tqdm(shards, unit="shard", desc="shards", disable=not progress or len(shards) < 2):
@@ -205,9 +227,12 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
                 summary.redone.append(reason)
             schema = with_record(base_schema, record)
             columns = [text_column] + ([id_column] if has_id else [])
+            shard_began, shard_rows, shard_bytes = time.perf_counter(), 0, 0
             with ShardWriter(out, schema) as writer:
                 for batch in iter_batches(shard.path, read_batch_rows, columns=columns, parquet_file=pf):
                     texts = texts_from_array(batch.column(0))
+                    shard_rows += len(texts)
+                    shard_bytes += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
                     emb = embed_documents(embedder, texts, chunking, max_chunks, progress=progress)
                     writer.write_batch(to_batch(document_ids(batch, id_column, texts), emb, schema, texts))
                     summary.docs += emb.n_docs
@@ -215,6 +240,14 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
                     summary.chunked += emb.chunked
                     summary.truncated += emb.truncated
             summary.shards_written += 1
+            summary.text_bytes += shard_bytes
+            summary.per_shard.append({"name": str(shard.name), "rows": shard_rows, "bytes": shard_bytes,
+                                      "seconds": round(time.perf_counter() - shard_began, 6)})
+    summary.seconds = time.perf_counter() - began
+    if stats_json is not None:
+        from .stats import write_stats
+
+        write_stats(stats_json, summary.stats())
     return summary
 
 
@@ -233,7 +266,11 @@ class EmbeddingCache:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EmbeddingCache":
-        path = Path(path)
+        """Every sidecar under ``path`` (a folder or one file; a URL is read from a local copy,
+        downloaded once per version of its files: :func:`phifilter.location.local_folder`)."""
+        from .location import is_url, local_folder
+
+        path = local_folder(path) if is_url(path) else Path(path)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
         if not path.exists():
             raise InputError(f"{path}: no such embeddings folder (write one with `phifilter embed`)")

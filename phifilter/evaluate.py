@@ -199,12 +199,23 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
     report = EvalReport(str(getattr(clf, "path_", model)), str(labels), float(clf.threshold), groups,
                         in_sample=trained_on == data.sha256, documents=E.stats())
     if output_dir is not None:
-        out = Path(output_dir)
+        _write_outputs(report, plot_data, output_dir)
+    return report
+
+
+def _write_outputs(report: EvalReport, plot_data: dict, output_dir) -> None:
+    """metrics.json and the plots into ``output_dir``; a URL gets them written locally, then
+    each published whole, metrics.json last (:func:`phifilter.corpus.staged_folder`)."""
+    from .corpus import staged_folder
+    from .location import as_location
+
+    dest = as_location(output_dir)
+    with staged_folder(dest, last=("metrics.json",)) as out:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
-        report.files = [str(out / "metrics.json")]
+        report.files = [str(dest / "metrics.json")]
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -212,6 +223,5 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
         else:
             plot_pr(plot_data, out / "pr_curve.png")
             plot_calibration(plot_data, out / "calibration.png")
-            report.files += [str(out / "pr_curve.png"), str(out / "calibration.png")]
+            report.files += [str(dest / "pr_curve.png"), str(dest / "calibration.png")]
         _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report.to_dict(), indent=2) + "\n"))
-    return report

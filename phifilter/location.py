@@ -264,7 +264,8 @@ def cache_root() -> Path:
 
 def local_folder(spec) -> Path:
     """A local folder with the contents of ``spec``: itself when local; for a URL (a model folder
-    on S3, say) a copy in the cache, downloaded once per version of its files.
+    on S3, say) a copy in the cache, downloaded once per version of its files. A URL naming
+    one file gives that file's local copy.
 
     The copy's name hashes the URL and every file's name, size and ETag/mtime, so a changed
     folder is downloaded again; it is written under a temporary name and renamed whole.
@@ -281,18 +282,22 @@ def local_folder(spec) -> Path:
         raise InputError(f"{loc}: cannot list ({e}); check the URL and credentials") from None
     if not listing:
         raise InputError(f"{loc}: no such folder")
+    if len(listing) == 1 and next(iter(listing)).rstrip("/") == loc.path.rstrip("/"):
+        listing = {name: loc.fs.info(name) for name in listing}  # one file: find() may leave out its size
     version = hashlib.sha256()
     for name in sorted(listing):
         info = listing[name]
         version.update(f"{name}\0{info.get('size')}\0{info.get('ETag') or info.get('mtime') or info.get('LastModified')}\n".encode())
     target = cache_root() / "remote" / f"{hashlib.sha256(str(loc).encode()).hexdigest()[:16]}-{version.hexdigest()[:16]}"
+    single = len(listing) == 1 and next(iter(listing)).rstrip("/") == loc.path.rstrip("/")
+    result = target / posixpath.basename(loc.path) if single else target  # one file: its copy
     if target.is_dir():
-        return target
+        return result
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for name in listing:
-            rel = name[len(loc.path):].lstrip("/")
+            rel = name[len(loc.path):].lstrip("/") or (posixpath.basename(name) if single else "")
             if listing[name].get("type") == "directory" or not rel:
                 continue
             dest = tmp / rel
@@ -305,4 +310,4 @@ def local_folder(spec) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if not target.is_dir():
             raise InputError(f"{loc}: cannot download ({e})") from None
-    return target
+    return result

@@ -127,6 +127,21 @@ def models_id(meta: dict) -> str:
     return hashlib.sha256(json.dumps(meta.get("files") or {}, sort_keys=True).encode()).hexdigest()
 
 
+def _write_remote_model_folder(path, write_parts: Callable[[Path], None], meta: dict, card: str | None):
+    """A model folder on an object store: built in a local temporary folder, then every file
+    published whole, ``phifilter.json`` last (a reader sees the new parts before the new
+    metadata that names their SHA-256); part files of an earlier model it lacks are deleted."""
+    import tempfile
+
+    from .corpus import publish_folder
+
+    with tempfile.TemporaryDirectory(prefix="phifilter-model-") as local:
+        staged = write_model_folder(Path(local) / "model", write_parts, meta, card)
+        publish_folder(staged, path, last=(META_FILE,),
+                       ours=lambda p: p.name in (FOREST_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical"))
+    return path
+
+
 def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], None], meta: dict,
                        card: str | None = None) -> Path:
     """Write a model folder atomically (a temporary folder renamed into place).
@@ -138,7 +153,10 @@ def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], No
     import shutil
 
     from .corpus import output_error, remove_stale_siblings
+    from .location import RemotePath, as_location
 
+    if isinstance(as_location(path), RemotePath):
+        return _write_remote_model_folder(as_location(path), write_parts, meta, card)
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:

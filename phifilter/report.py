@@ -27,6 +27,7 @@ import html
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +38,7 @@ import pyarrow as pa
 
 from .corpus import find_input_files, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
-from .histogram import bin_index
+from .histogram import SUMMARY_BINS, bin_index, histogram
 
 FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0.001)
 PLOT_BINS = 20  # bars in the histograms
@@ -259,6 +260,9 @@ class ReportData:
     overall: _Group = field(default_factory=_Group)
     groups: dict[str, _Group] = field(default_factory=dict)
     samples: _Samples | None = None
+    text_bytes: int = 0  # UTF-8 bytes of the texts read
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(SUMMARY_BINS, np.int64))  # --stats-json's bins
+    per_shard: list = field(default_factory=list)  # {"name", "rows", "bytes", "seconds"} per shard (--stats-json)
 
     def fine_edges(self) -> np.ndarray:
         return np.arange(FINE_BINS) / FINE_BINS
@@ -350,7 +354,7 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     by_counts: dict[str, int] = {}
     with tqdm(total=total, unit="doc", desc="report", disable=not progress) as bar:
         for shard, pf in files:
-            row = 0
+            row, shard_bytes, shard_began = 0, 0, time.perf_counter()
             for batch in iter_batches(shard.path, cfg.read_batch_rows, columns=columns, parquet_file=pf):
                 score_arr = batch.column(cfg.score_column)
                 nulls = score_arr.null_count
@@ -361,7 +365,9 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
                 if pa.types.is_dictionary(texts.type):
                     texts = texts.dictionary_decode()
                 tokens = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+                shard_bytes += int(tokens.sum())
                 tokens = (tokens + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
+                data.histogram += histogram(scores)
                 bins = bin_index(scores, FINE_BINS)
                 data.overall.add(bins, tokens, scores, threshold)
                 data.overall.nulls += nulls
@@ -379,6 +385,9 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
                 row += batch.num_rows
                 data.rows += batch.num_rows
                 bar.update(batch.num_rows)
+            data.text_bytes += shard_bytes
+            data.per_shard.append({"name": str(shard.name), "rows": row, "bytes": shard_bytes,
+                                   "seconds": round(time.perf_counter() - shard_began, 6)})
     if len(data.groups) > cfg.max_by_values:
         # Keep the most frequent values; pool the rest so the page stays readable.
         keep = sorted(by_counts, key=lambda v: (-by_counts[v], v))[: cfg.max_by_values]
@@ -598,6 +607,26 @@ class ReportSummary:
     kept_docs: int
     kept_tokens: int
     total_tokens: int
+    seconds: float = 0.0
+    text_bytes: int = 0
+    histogram: list = field(default_factory=list)  # SUMMARY_BINS counts
+    per_shard: list = field(default_factory=list)
+
+    def stats(self) -> dict:
+        """Machine-readable statistics (``--stats-json``)."""
+        from .stats import rate
+
+        return {
+            "command": "report", "output": str(self.path), "seconds": round(self.seconds, 6),
+            "shards": {"read": self.shards, "failed": 0},
+            "rows": {"in": self.rows, "kept": self.kept_docs}, "bytes": {"in": self.text_bytes},
+            "tokens": {"estimated": self.total_tokens, "kept_estimated": self.kept_tokens,
+                       "bytes_per_token": BYTES_PER_TOKEN},
+            "threshold": self.threshold, "docs_per_second": rate(self.rows, self.seconds),
+            "histogram": {"bins": SUMMARY_BINS, "edges": [i / SUMMARY_BINS for i in range(SUMMARY_BINS + 1)],
+                          "counts": [int(c) for c in self.histogram]},
+            "per_shard": list(self.per_shard), "failures": [],
+        }
 
     def __str__(self) -> str:
         return (f"report written to {self.path}: {self.rows:,} documents in {self.shards} shard(s); "
@@ -610,8 +639,11 @@ def build_report(
     output: str | os.PathLike,
     config: ReportConfig | None = None,
     progress: bool = False,
+    stats_json: str | os.PathLike | None = None,
 ) -> ReportSummary:
     """Stream scored shards and write a self-contained HTML report to ``output``.
+
+    ``stats_json``: also write the run's statistics there (:meth:`ReportSummary.stats`).
 
     Example::
 
@@ -635,9 +667,17 @@ def build_report(
         import matplotlib  # noqa: F401
     except ImportError:
         raise OutputError("the report needs matplotlib, which is not installed: pip install matplotlib") from None
+    began = time.perf_counter()
     data = collect(specs, cfg, progress=progress)
     page = render_html(data)
     write_text_atomic(output, page)
     log.info("wrote %s (%d bytes)", output, len(page.encode()))
     o = data.overall
-    return ReportSummary(output, data.rows, data.shards, data.threshold, o.kept_docs, o.kept_tokens, o.total_tokens)
+    summary = ReportSummary(output, data.rows, data.shards, data.threshold, o.kept_docs, o.kept_tokens, o.total_tokens,
+                            seconds=time.perf_counter() - began, text_bytes=data.text_bytes,
+                            histogram=[int(c) for c in data.histogram], per_shard=data.per_shard)
+    if stats_json is not None:
+        from .stats import write_stats
+
+        write_stats(stats_json, summary.stats())
+    return summary

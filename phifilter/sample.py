@@ -85,6 +85,9 @@ class SampleSummary:
     drawn: int = 0
     exclusion_items: int = 0
     strata: dict = field(default_factory=dict)  # stratum -> (rows seen, drawn)
+    seconds: float = 0.0
+    text_bytes: int = 0  # UTF-8 bytes of the texts read
+    per_shard: list = field(default_factory=list)  # {"name", "rows", "bytes", "seconds"} per shard read
 
     def __str__(self) -> str:
         lines = [
@@ -103,6 +106,22 @@ class SampleSummary:
                 lines.append(f"  {f'({len(rest)} more)':<32} {sum(v[0] for _, v in rest):>10,} "
                              f"{sum(v[1] for _, v in rest):>7,}")
         return "\n".join(lines)
+
+
+    def stats(self) -> dict:
+        """Machine-readable statistics (``--stats-json``)."""
+        from .stats import rate
+
+        return {
+            "command": "sample", "output": self.output, "seconds": round(self.seconds, 6),
+            "shards": {"read": self.shards, "failed": 0},
+            "rows": {"in": self.rows_read, "drawn": self.drawn, "blank": self.blank, "duplicates": self.duplicates,
+                     "excluded": self.excluded, "excerpted": self.excerpted},
+            "bytes": {"in": self.text_bytes}, "exclusion_items": self.exclusion_items,
+            "docs_per_second": rate(self.rows_read, self.seconds),
+            "strata": {k: {"seen": v[0], "drawn": v[1]} for k, v in sorted(self.strata.items())},
+            "per_shard": list(self.per_shard), "failures": [],
+        }
 
 
 def excerpt(text: str, max_chars: int | None) -> str:
@@ -244,8 +263,14 @@ def sample_shards(
     output: str | os.PathLike,
     config: SampleConfig | None = None,
     progress: bool = True,
+    stats_json: str | os.PathLike | None = None,
 ) -> SampleSummary:
-    """Write a sample of ``config.n`` documents from ``inputs`` to the Parquet file ``output``."""
+    """Write a sample of ``config.n`` documents from ``inputs`` to the Parquet file ``output``.
+
+    ``stats_json``: also write the run's statistics there (:meth:`SampleSummary.stats`).
+    """
+    import time
+
     from tqdm.auto import tqdm
 
     from .exclude import load_exclusions
@@ -267,6 +292,7 @@ def sample_shards(
     exclusions = load_exclusions(cfg.exclude, ngram=cfg.exclude_ngram) if cfg.exclude else None
 
     summary = SampleSummary(output=str(output), shards=len(shards))
+    began = time.perf_counter()
     summary.exclusion_items = len(exclusions) if exclusions else 0
     reservoirs: dict[str, _Reservoir] = {}
     total_rows = sum(open_parquet(s.path).metadata.num_rows for s in shards)
@@ -275,9 +301,13 @@ def sample_shards(
     fill_id = pa.types.is_string(schema.field("id").type) or pa.types.is_large_string(schema.field("id").type)
     try:
         for shard in shards:
+            shard_began, rows_before, bytes_before = time.perf_counter(), summary.rows_read, summary.text_bytes
             for batch in iter_batches(shard.path, batch_size=cfg.read_batch_rows):
                 _sample_batch(batch, cfg, reservoirs, exclusions, summary)
                 bar.update(batch.num_rows)
+            summary.per_shard.append({"name": str(shard.name), "rows": summary.rows_read - rows_before,
+                                      "bytes": summary.text_bytes - bytes_before,
+                                      "seconds": round(time.perf_counter() - shard_began, 6)})
     finally:
         bar.close()
 
@@ -310,11 +340,17 @@ def sample_shards(
     with ShardWriter(output, schema) as writer:
         for b in table.to_batches(max_chunksize=cfg.read_batch_rows):
             writer.write_batch(b)
+    summary.seconds = time.perf_counter() - began
+    if stats_json is not None:
+        from .stats import write_stats
+
+        write_stats(stats_json, summary.stats())
     return summary
 
 
 def _sample_batch(batch: pa.RecordBatch, cfg: SampleConfig, reservoirs: dict, exclusions, summary: SampleSummary) -> None:
     texts = texts_from_array(batch.column(cfg.text_column))
+    summary.text_bytes += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     if cfg.stratify_by:
         strata = [NULL_STRATUM if v is None else str(v) for v in batch.column(cfg.stratify_by).to_pylist()]
     else:

@@ -6,23 +6,21 @@ import json
 import os
 from pathlib import Path
 
-from .corpus import temp_path_for
 from .errors import OutputError
 
 
+def rate(rows: int, seconds: float) -> float:
+    """Documents per second, rounded as every ``--stats-json`` records it (0 for an instant run)."""
+    return round(rows / seconds, 3) if seconds > 0 else 0.0
+
+
 def write_stats(path: str | os.PathLike, stats: dict) -> Path:
-    """Write ``stats`` to ``path`` (a hidden temporary, fsync, rename): never a half-written file."""
-    path = Path(path)
-    tmp = temp_path_for(path)
+    """Write ``stats`` to ``path``, a local file or a URL (``s3://...``), atomically: a hidden
+    temporary renamed into place (on an object store: published whole), never a half-written file."""
+    from .outputs import write_text
+
+    text = json.dumps(stats, indent=1, sort_keys=True) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump(stats, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write the statistics ({e.strerror or e}); choose another --stats-json") from None
-    return path
+        return write_text(path, text)
+    except OutputError as e:
+        raise OutputError(f"{e}; choose another --stats-json") from None
