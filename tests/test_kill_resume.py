@@ -145,8 +145,14 @@ def test_second_score_process_on_the_same_output_gets_a_clear_error(tmp_path, bu
     deadline = time.monotonic() + 300
     while first.poll() is None and parquet_rows(out) < 8 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert first.poll() is None, "the first run ended before the second could start"
-    second = subprocess.run(cmd, env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    # Pause the first run while it holds the lock: the default model (a cascade) is fast enough
+    # to finish 64 documents while the second process starts, which would make this a race.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        assert first.poll() is None, "the first run ended before the second could start"
+        second = subprocess.run(cmd, env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
     _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
     assert second.returncode == 1
