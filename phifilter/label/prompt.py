@@ -5,6 +5,10 @@ document itself), so text inside the document, such as a line reading "Education
 or a fake closing fence, cannot pose as the end of the document or as the answer. The score is
 read from the reply's final non-empty line only; a reply whose last line is not
 ``Educational score: N`` with N in 0-5 is recorded as unparsed (None), never guessed.
+
+That is the ``standard`` prompt style. The ``compact`` style (the default of the local
+transformers backend) puts the document first, in ``<document>`` tags whose closing tag the
+document cannot write, then the rubric, then only the answer line: see :func:`build_messages`.
 """
 
 from __future__ import annotations
