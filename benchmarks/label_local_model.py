@@ -243,7 +243,7 @@ def main() -> None:
     for kind in ("none", "fallback", "strict"):
         examples = [r for r in out if r["llm_parse"] == kind][:3]
         for r in examples:
-            text = " ".join((r["llm_reason"] or "").split())[:160]
+            text = " ".join((r["llm_reason"] or "").split())[:160] or "(nothing besides the score line)"
             md.append(f"- `{kind}`{' (repaired)' if r['llm_repaired'] else ''}: {text}")
     import sqlite3
 
