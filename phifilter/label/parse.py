@@ -20,9 +20,10 @@ score was found, as the ``llm_parse`` column does:
     A number that starts a range ("Your rating is 0 to 5", "score of 0-5") restates the scale,
     not a score: it is no statement. Every statement found must give the same whole number
     from 0 to 5. A reply that states two different scores, a fraction (``3.5``) or a number
-    outside 0-5 (``score is 8``, ``7/5``) has no fallback score. A statement of form 1 or 2 that also occurs verbatim in the
-    document is ignored (and a bare-number reply that is the whole document), so a reply that
-    merely quotes the document cannot give it the score the document claims.
+    outside 0-5 (``score is 8``, ``7/5``) has no fallback score. A statement of form 1 or 2
+    that also occurs verbatim in the document is ignored (and a bare-number reply that is the
+    whole document), so a reply that merely quotes the document cannot give it the score the
+    document claims.
 ``none``
     neither: the score is null. Nothing is guessed.
 """
