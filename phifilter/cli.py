@@ -621,6 +621,9 @@ def _price(value):
               help="code, web, a rubric file, or auto (per row from the domain column; code without one).")
 @text_column_option
 @click.option("--domain-column", default="domain", show_default=True, help="Column that --rubric auto reads.")
+@click.option("--prompt-style", type=click.Choice(["auto", "standard", "compact"]), default="auto", show_default=True,
+              help="standard: rubric first, a reason, then the score line; compact: document first, rubric, then "
+                   "only the score line (suits small local models). auto: compact for transformers, else standard.")
 @click.option("--max-chars", default=None, type=click.IntRange(1), help="Cut longer documents at a line break first.")
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1), help="Requests in flight at once.")
 @click.option("--timeout", default=60.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
@@ -648,7 +651,7 @@ def _price(value):
 @click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
 @storage_options_option
-def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, max_chars,
+def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, prompt_style, max_chars,
           concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, repair, batch_size, seed,
           threads, max_context, device, cache, dry_run, price_per_mtok, quiet):
     """Rate each document's educational value 0-5 with an LLM (resumable, cached).
@@ -673,7 +676,9 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
 
     cfg = LabelConfig(text_column=text_column, rubric=rubric, domain_column=domain_column, max_chars=max_chars,
                       cache=cache, max_requests=max_requests, retries=retries, retry_delay=retry_delay,
-                      dry_run=dry_run, price_per_mtok=_price(price_per_mtok), repair=repair)
+                      dry_run=dry_run, price_per_mtok=_price(price_per_mtok), repair=repair,
+                      prompt_style=("compact" if backend == "transformers" else "standard")
+                      if prompt_style == "auto" else prompt_style)
     if backend == "openai":
         from urllib.parse import urlsplit
 

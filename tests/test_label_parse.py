@@ -15,6 +15,7 @@ SMOLLM_ECHO = ("The document to rate is everything between the two lines that re
 SMOLLM_COUNTING = ("The document has a clear and concise rating of 1. The document has a score of 1. The document has "
                    "a score of 2. The document has a score of 3. The document has a score of 4. The document has")
 SMOLLM_REPAIR = "Your rating is 3."
+SMOLLM_RANGE = "Your rating is 0 to 5."  # its answer to the repair question after the compact prompt
 SMOLLM_RAMBLE = ("The document is rated for educational value based on the document's content, including the "
                  "document's documentation, the document's documentation, and the document's documentation.")
 
@@ -37,7 +38,9 @@ SMOLLM_RAMBLE = ("The document is rated for educational value based on the docum
     ("Score: 3/5. Educational score = 3", 3, "fallback"),  # two statements, one value
     # none: nothing, or nothing that can be read without guessing
     (SMOLLM_ECHO, None, "none"),
-    (SMOLLM_COUNTING, None, "none"),  # 1, then 1, 2, 3, 4: which one?
+    (SMOLLM_COUNTING, None, "none"),
+    (SMOLLM_RANGE, None, "none"),  # the scale restated, not a score (was read as 0)
+    ("A score of 0-5 is asked; the score is 2.", 2, "fallback"),  # 1, then 1, 2, 3, 4: which one?
     (SMOLLM_RAMBLE, None, "none"),
     ("The score is 3.5.", None, "none"),  # not a whole number: never rounded
     ("Educational score: 9", None, "none"),  # out of range: never clipped

@@ -84,6 +84,7 @@ class LabelConfig:
     price_per_mtok: tuple[float, float] | None = None  # (prompt, completion) dollars per 1M tokens
     seed: int = 0  # for the jitter only
     repair: bool = False  # ask once more, briefly, when an answer has no readable score
+    prompt_style: str = "standard"  # standard, or compact (document first, question last: small local models)
 
 
 @dataclass
@@ -278,13 +279,13 @@ def _read_input(path: Path, cfg: LabelConfig) -> pa.Table:
 def _rubrics_per_row(table: pa.Table, cfg: LabelConfig, path: Path, echo) -> list[Rubric]:
     n = table.num_rows
     if cfg.rubric != "auto":
-        rubric = load_rubric(cfg.rubric)
+        rubric = load_rubric(cfg.rubric, cfg.prompt_style)
         return [rubric] * n
     if cfg.domain_column not in table.column_names:
         echo(f"note: {path} has no '{cfg.domain_column}' column; using the code rubric for every row "
              "(choose with --rubric code|web|PATH)")
-        return [load_rubric("code")] * n
-    loaded = {name: load_rubric(name) for name in set(DOMAIN_RUBRICS.values())}
+        return [load_rubric("code", cfg.prompt_style)] * n
+    loaded = {name: load_rubric(name, cfg.prompt_style) for name in set(DOMAIN_RUBRICS.values())}
     out = []
     nulls = 0
     for i, domain in enumerate(table.column(cfg.domain_column).to_pylist()):

@@ -17,11 +17,13 @@ score was found, as the ``llm_parse`` column does:
     3. a reply that is nothing but one number (after markdown): ``4``, ``**4**``, ``4.``
        (what a model often answers to the repair question).
 
-    Every statement found must give the same whole number from 0 to 5. A reply that states two
-    different scores, a fraction (``3.5``) or a number outside 0-5 (``score is 8``, ``7/5``)
-    has no fallback score. A statement of form 1 or 2 that also occurs verbatim in the
-    document is ignored (and a bare-number reply that is the whole document), so a reply that
-    merely quotes the document cannot give it the score the document claims.
+    A number that starts a range ("Your rating is 0 to 5", "score of 0-5") restates the scale,
+    not a score: it is no statement. Every statement found must give the same whole number
+    from 0 to 5. A reply that states two different scores, a fraction (``3.5``) or a number
+    outside 0-5 (``score is 8``, ``7/5``) has no fallback score. A statement of form 1 or 2
+    that also occurs verbatim in the document is ignored (and a bare-number reply that is the
+    whole document), so a reply that merely quotes the document cannot give it the score the
+    document claims.
 ``none``
     neither: the score is null. Nothing is guessed.
 """
@@ -42,7 +44,7 @@ _NUMBER = r"(-?\d+(?:[.,]\d+)?)"
 _MARKUP = r"[\s*_`\"'“”‘’]*"
 _STATED = re.compile(
     r"\b(?:educational\s+(?:score|value|rating|quality)|score|rating)" + _MARKUP
-    + r"(?:is|of|:|=)" + _MARKUP + _NUMBER + r"(?![\d/])",
+    + r"(?:is|of|:|=)" + _MARKUP + _NUMBER + r"(?![\d/])(?!\s*(?:to|-|–)\s*\d)",
     re.IGNORECASE,
 )
 _OUT_OF_FIVE = re.compile(r"(?<![\w.,/-])" + _NUMBER + r"\s*(?:/|out\s+of)\s*5(?![\d.,]\d)", re.IGNORECASE)
