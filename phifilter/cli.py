@@ -608,7 +608,8 @@ def _price(value):
 
 @main.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Parquet file to write (a local path or a URL: s3://, gs://, ...).")
 @click.option("--backend", type=click.Choice(["openai", "transformers"]), default="openai", show_default=True,
               help="An OpenAI-compatible endpoint, or a local model (a GGUF file or a transformers folder).")
 @click.option("--base-url", default="https://api.openai.com/v1", show_default=True,
@@ -646,14 +647,16 @@ def _price(value):
               help="Cap on the model's context in tokens (transformers); longer documents are cut to fit.")
 @device_option
 @click.option("--cache", default=None, type=click.Path(dir_okay=False),
-              help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite).")
+              help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite). On a store (s3://...) a local "
+                   "copy is used, locked and published back.")
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
 @click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
 @storage_options_option
+@stats_json_option
 def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, prompt_style, max_chars,
           concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, repair, batch_size, seed,
-          threads, max_context, device, cache, dry_run, price_per_mtok, quiet):
+          threads, max_context, device, cache, dry_run, price_per_mtok, quiet, stats_json):
     """Rate each document's educational value 0-5 with an LLM (resumable, cached).
 
     Every answer is cached as it arrives (keyed by document, rubric and model), so a rerun
@@ -702,7 +705,7 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
                                            threads=threads, context=max_context)
         model_id = resolve_local_model(model).model_id  # checks the path before anything is read or loaded
     summary = label_file(input, output, make, cfg, model_id=model_id, progress=not quiet,
-                         echo=lambda line: click.echo(line, err=True))
+                         echo=lambda line: click.echo(line, err=True), stats_json=stats_json)
     if dry_run or not quiet:
         click.echo(str(summary))
 

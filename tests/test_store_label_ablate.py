@@ -1,0 +1,229 @@
+"""`label` and `ablate` with their inputs and outputs on a real S3-compatible server (moto in server
+mode on 127.0.0.1, s3fs as the client), and their ``--stats-json``.
+
+label: the answer cache is worked on as a local copy, locked and published to the store; a run
+SIGKILLed mid-run is rerun without asking the stand-in LLM again for any answered document
+(requests counted at the stand-in), on the same machine and on "another" one (a fresh local
+cache folder) that only has what was published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from s3server import s3  # noqa: F401  (fixture)
+from s3server import _moto_endpoint  # noqa: F401  (fixture)
+from phifilter.label import StandinServer, heuristic_rating
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [f"def step_{i}(n):\n    # advance the counter by {i}\n    return n + {i}\n" for i in range(40)]
+
+
+class CountingRater:
+    """The stand-in's heuristic, recording every document it is asked about; with ``hold_after``
+    it answers that many requests and then holds every later one until ``gate`` is set (so a
+    test can act while a run is surely mid-way)."""
+
+    def __init__(self, delay: float = 0.01, hold_after: int | None = None):
+        self.delay = delay
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+        self.asked: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, doc: str):
+        time.sleep(self.delay)
+        with self._lock:
+            n = len(self.asked)
+            self.asked.append(doc)
+        if self.hold_after is not None and n >= self.hold_after:
+            self.gate.wait(120)
+        return heuristic_rating(doc)
+
+    def per_doc(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in list(self.asked):
+            out[d] = out.get(d, 0) + 1
+        return out
+
+
+def _env(s3, cache_dir: Path, **extra) -> dict:
+    e = dict(os.environ)
+    e.update(s3.env)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e["PHIFILTER_CACHE_DIR"] = str(cache_dir)
+    e.pop("OPENAI_API_KEY", None)
+    e.update(extra)
+    return e
+
+
+def _label_cmd(src: str, out: str, server, *args) -> list[str]:
+    return [sys.executable, "-m", "phifilter", "label", src, "-o", out, "--base-url", server.url,
+            "--model", server.model, "--rubric", "code", "--retry-delay", "0.01", "-q", *args]
+
+
+def _seed_on_s3(s3, tmp_path, texts=DOCS) -> str:
+    local = tmp_path / "seed.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), local)
+    s3.fs.put(str(local), f"{s3.bucket}/in/seed.parquet")
+    return s3.url("in/seed.parquet")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _published_docs(s3, tmp_path, key: str) -> set[str]:
+    if not s3.fs.exists(f"{s3.bucket}/{key}"):
+        return set()
+    local = tmp_path / f"published-{time.monotonic_ns()}.sqlite"
+    s3.fs.get(f"{s3.bucket}/{key}", str(local))
+    with sqlite3.connect(local) as db:
+        return {r[0] for r in db.execute("SELECT doc_sha FROM answers")}
+
+
+def _wait_for(predicate, proc, limit=60.0):
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the labelling run made no progress"
+        time.sleep(0.02)
+
+
+def _keys(s3, prefix: str) -> list[str]:
+    return sorted(p.split("/", 1)[1] for p in s3.fs.find(f"{s3.bucket}/{prefix}"))
+
+
+@pytest.mark.slow
+def test_label_to_s3_killed_mid_run_reruns_without_asking_again(tmp_path, s3):
+    src, out = _seed_on_s3(s3, tmp_path), s3.url("labels/labels.parquet")
+    cache_dir = tmp_path / "cache"
+    rater = CountingRater(hold_after=12)
+    with StandinServer(rate=rater) as server:
+        proc = subprocess.Popen(_label_cmd(src, out, server, "--concurrency", "4"), env=_env(s3, cache_dir),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for(lambda: server.requests >= 12 and len(rater.asked) >= 16, proc)
+        # While it runs, the store's lock object keeps a second run out (before it asks anything).
+        second = subprocess.run(_label_cmd(src, out, server, "--concurrency", "4"), env=_env(s3, tmp_path / "other"),
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and "another phifilter process" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        rater.gate.set()  # the 4 requests held in flight are answered to a dead client
+        asked_before = len(rater.asked)
+        assert asked_before == 16
+        assert not s3.fs.exists(f"{s3.bucket}/labels/labels.parquet")  # no output yet, never a partial one
+        local_copy = list(cache_dir.rglob("labels.cache.sqlite"))
+        assert len(local_copy) == 1  # the killed run's answers wait in the local working copy
+
+        stats_url = s3.url("labels/label-stats.json")
+        resumed = subprocess.run(_label_cmd(src, out, server, "--concurrency", "4", "--stats-json", stats_url),
+                                 env=_env(s3, cache_dir), capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+    per_doc = rater.per_doc()
+    assert set(per_doc) == set(DOCS)
+    # Only the requests in flight at the kill (at most --concurrency) were asked twice.
+    assert sum(c - 1 for c in per_doc.values()) <= 4
+    with s3.fs.open(f"{s3.bucket}/labels/labels.parquet", "rb") as f:
+        rows = pq.read_table(f).to_pylist()
+    assert [r["text"] for r in rows] == DOCS
+    assert [r["llm_score"] for r in rows] == [heuristic_rating(d)[0] for d in DOCS]
+    # The cache is published beside the output; lock and temporaries are gone; the input is unchanged.
+    assert _keys(s3, "labels") == ["labels/label-stats.json", "labels/labels.cache.sqlite", "labels/labels.parquet"]
+    assert _published_docs(s3, tmp_path, "labels/labels.cache.sqlite") == {_sha(d) for d in DOCS}
+    assert not list(cache_dir.rglob("labels.cache.sqlite"))  # published, so the local copy was deleted
+    stats = json.loads(s3.fs.cat(f"{s3.bucket}/labels/label-stats.json"))
+    assert stats["command"] == "label" and stats["rows"]["in"] == len(DOCS)
+    assert stats["rows"]["cached"] + stats["rows"]["answered"] == len(DOCS)
+    assert stats["rows"]["answered"] == len(rater.asked) - asked_before
+    assert stats["bytes"]["in"] == sum(len(d.encode()) for d in DOCS)
+    assert stats["tokens"]["prompt"] > 0 and stats["tokens"]["completion"] > 0
+    assert stats["per_shard"][0]["rows"] == len(DOCS) and stats["failures"] == []
+    assert sum(stats["scores"].values()) == len(DOCS)
+
+
+@pytest.mark.slow
+def test_label_rerun_on_another_machine_asks_nothing_that_was_published(tmp_path, s3):
+    src, out = _seed_on_s3(s3, tmp_path), s3.url("labels/labels.parquet")
+    rater = CountingRater(hold_after=10)
+    with StandinServer(rate=rater) as server:
+        # Publish a snapshot of the cache after every round of answers.
+        proc = subprocess.Popen(_label_cmd(src, out, server, "--concurrency", "2"),
+                                env=_env(s3, tmp_path / "machine-a", PHIFILTER_LABEL_PUBLISH_S="0"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for(lambda: len(_published_docs(s3, tmp_path, "labels/labels.cache.sqlite")) >= 8, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        rater.gate.set()
+        published = _published_docs(s3, tmp_path, "labels/labels.cache.sqlite")
+        asked_before = len(rater.asked)
+        assert 8 <= len(published) < len(DOCS)
+        # "Machine b" has no local copy: only what machine a published (and machine a's lock,
+        # whose owner is a dead pid on this host, so it is taken over at once).
+        resumed = subprocess.run(_label_cmd(src, out, server, "--concurrency", "2"),
+                                 env=_env(s3, tmp_path / "machine-b"), capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+    asked_after = {_sha(d) for d in rater.asked[asked_before:]}
+    assert not asked_after & published  # no published answer is paid for again
+    assert {_sha(d) for d in rater.asked} == {_sha(d) for d in DOCS}
+    with s3.fs.open(f"{s3.bucket}/labels/labels.parquet", "rb") as f:
+        assert pq.read_table(f).column("llm_score").null_count == 0
+    assert _keys(s3, "labels") == ["labels/labels.cache.sqlite", "labels/labels.parquet"]
+
+
+def test_label_with_a_local_output_and_a_cache_on_s3_merges_and_publishes(tmp_path, s3, monkeypatch):
+    from phifilter.label import LabelConfig, OpenAIChatBackend, label_file
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    src = _seed_on_s3(s3, tmp_path, DOCS[:6])
+    cache_url = s3.url("caches/answers.sqlite")
+    rater = CountingRater(delay=0)
+    with StandinServer(rate=rater) as server:
+        backend = OpenAIChatBackend(server.url, server.model, api_key="unused", concurrency=2)
+        cfg = LabelConfig(rubric="code", cache=cache_url, max_requests=4)
+        first = label_file(src, tmp_path / "a.parquet", backend, cfg, progress=False, echo=lambda line: None)
+        assert first.answered == 4 and first.stopped
+        assert len(_published_docs(s3, tmp_path, "caches/answers.sqlite")) == 4
+        cfg.max_requests = None
+        stats = tmp_path / "stats.json"
+        second = label_file(src, tmp_path / "a.parquet", backend, cfg, progress=False, echo=lambda line: None,
+                            stats_json=stats)
+    assert second.cached == 4 and second.answered == 2 and len(rater.asked) == 6
+    assert pq.read_table(tmp_path / "a.parquet").column("llm_score").null_count == 0
+    assert _keys(s3, "caches") == ["caches/answers.sqlite"]  # no lock object, no temporaries
+    assert not list((tmp_path / "cache").rglob("answers.sqlite"))
+    doc = json.loads(stats.read_text())
+    assert doc["rows"]["cached"] == 4 and doc["rows"]["answered"] == 2 and doc["requests"]["sent"] == 2
+    assert doc["docs_per_second"] > 0 and doc["per_shard"][0]["name"] == "seed.parquet"
+
+
+def test_label_refuses_a_foreign_file_as_the_published_cache(tmp_path, s3, monkeypatch):
+    from phifilter.errors import InputError
+    from phifilter.label import LabelConfig, OpenAIChatBackend, label_file
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    src = _seed_on_s3(s3, tmp_path, DOCS[:2])
+    s3.fs.pipe(f"{s3.bucket}/out/labels.cache.sqlite", b"not a database, somebody's notes")
+    with StandinServer() as server:
+        backend = OpenAIChatBackend(server.url, server.model, api_key="unused")
+        with pytest.raises(InputError, match=r"s3://.*/out/labels.cache.sqlite: not a phifilter label cache"):
+            label_file(src, s3.url("out/labels.parquet"), backend, LabelConfig(rubric="code"), progress=False,
+                       echo=lambda line: None)
+        assert server.requests == 0
+    assert s3.fs.cat(f"{s3.bucket}/out/labels.cache.sqlite") == b"not a database, somebody's notes"
+    assert _keys(s3, "out") == ["out/labels.cache.sqlite"]  # lock released, nothing published
