@@ -811,7 +811,9 @@ def info(model):
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report folder (also holds data and checkpoints).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Report folder (also holds data and checkpoints); a URL (s3://...) gets the report files, "
+                   "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
               help="Model size: micro (seconds), tiny (minutes on a CPU), small, base (~100M, GPU).")
 @click.option("--tokens", default=None, help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
@@ -839,17 +841,20 @@ def info(model):
 @click.option("--note", default=None, help="A sentence to print at the top of the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
+@storage_options_option
+@stats_json_option
 @quiet_option
 def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
            pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, note, overrides, quiet):
+           no_compile, note, overrides, stats_json, quiet):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
     the threshold (or the top fraction); the random arm is a random subset with as many tokens;
     the unfiltered arm is everything. Each arm trains for the same number of tokens, for every
     seed. HumanEval and MBPP are removed from the data first. Writes report.md, report.html and
-    results.json; a rerun skips finished runs and resumes interrupted ones.
+    results.json; a rerun skips finished runs and resumes interrupted ones. INPUTS and OUTPUT may
+    be URLs (s3://, gs://, ...).
 
     \b
     Example:
@@ -879,7 +884,7 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
         pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
         threads=threads, compile=not no_compile, overrides=parsed, note=note,
     )
-    results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line())
+    results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line(), stats_json=stats_json)
     if not quiet:
         click.echo(verdict(results).replace("**", ""))
         click.echo(f"report: {output}/report.md, {output}/report.html, {output}/results.json")

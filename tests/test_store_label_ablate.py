@@ -227,3 +227,69 @@ def test_label_refuses_a_foreign_file_as_the_published_cache(tmp_path, s3, monke
         assert server.requests == 0
     assert s3.fs.cat(f"{s3.bucket}/out/labels.cache.sqlite") == b"not a database, somebody's notes"
     assert _keys(s3, "out") == ["out/labels.cache.sqlite"]  # lock released, nothing published
+
+
+# --- ablate -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ablate_reads_scored_shards_on_s3_and_publishes_its_report_there(tmp_path, s3):
+    from ablate_corpus import EVAL_DIR, make_corpus
+
+    if not (EVAL_DIR / "HumanEval.jsonl.gz").is_file():
+        pytest.skip(f"{EVAL_DIR}: the shared HumanEval/MBPP copies are absent")
+    made = make_corpus(tmp_path / "scored", EVAL_DIR, n_docs=120)
+    for p in sorted((tmp_path / "scored").iterdir()):
+        s3.fs.put(str(p), f"{s3.bucket}/scored/{p.name}")
+    inputs_before = {k: s3.fs.cat(k) for k in s3.fs.find(f"{s3.bucket}/scored")}
+    args = [sys.executable, "-m", "phifilter", "ablate", s3.url("scored"), "-o", s3.url("ablation"), "--preset", "micro",
+            "--seeds", "1", "--arms", "filtered,random", "--pass-samples", "0", "--threads", "1", "--tokens", "4K",
+            "--eval-dir", str(EVAL_DIR), "--val-fraction", "0.1", "--stats-json", s3.url("stats/ablate.json")]
+    env = _env(s3, tmp_path / "cache")
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    # The report files, published whole; no lock object or temporary left; the inputs unchanged.
+    assert _keys(s3, "ablation") == ["ablation/ablate.json", "ablation/loss_curves.png", "ablation/report.html",
+                                     "ablation/report.md", "ablation/results.json"]
+    assert {k: s3.fs.cat(k) for k in s3.fs.find(f"{s3.bucket}/scored")} == inputs_before
+    results = json.loads(s3.fs.cat(f"{s3.bucket}/ablation/results.json"))
+    assert results["data"]["docs"]["input"] == made["docs"]
+    assert results["data"]["docs"]["removed_exact"] == 1 and results["data"]["docs"]["removed_ngram"] == 1
+    assert "| filtered |" in s3.fs.cat(f"{s3.bucket}/ablation/report.md").decode()
+    # Data and checkpoints stay in the local working folder keyed by the URL.
+    from phifilter.pretrain.ablate import working_folder
+    from phifilter.location import as_location
+
+    os.environ["PHIFILTER_CACHE_DIR"], saved = str(tmp_path / "cache"), os.environ.get("PHIFILTER_CACHE_DIR")
+    try:
+        work = working_folder(as_location(s3.url("ablation")))
+    finally:
+        os.environ.pop("PHIFILTER_CACHE_DIR") if saved is None else os.environ.__setitem__("PHIFILTER_CACHE_DIR", saved)
+    assert (work / "data" / "tokenizer.json").is_file() and (work / "runs" / "filtered.s0" / "result.json").is_file()
+    assert (work / "results.json").read_bytes() == s3.fs.cat(f"{s3.bucket}/ablation/results.json")
+
+    stats = json.loads(s3.fs.cat(f"{s3.bucket}/stats/ablate.json"))
+    assert stats["command"] == "ablate" and stats["rows"]["in"] == made["docs"]
+    assert stats["rows"]["removed_exact"] == 1 and stats["bytes"]["in"] > 0 and stats["tokens"]["all"] > 0
+    assert [s["name"] for s in stats["per_shard"]] == ["part-0.parquet", "part-1.parquet"]
+    assert sum(s["rows"] for s in stats["per_shard"]) == made["docs"]
+    assert [(r["arm"], r["seed"], r["status"]) for r in stats["runs"]] == [("filtered", 0, "trained"),
+                                                                           ("random", 0, "trained")]
+    for run in stats["runs"]:
+        assert run["tokens"] == results["arms"][run["arm"]]["tokens"] if "tokens" in results["arms"][run["arm"]] \
+            else run["tokens"] > 0
+        assert run["seconds"] > 0 and run["train_seconds"] >= 0 and run["steps"] > 0
+    assert stats["docs_per_second"] > 0 and stats["failures"] == [] and stats["stages"]["data_seconds"] > 0
+
+    # A rerun on this machine trains nothing again and publishes the same figures.
+    again = subprocess.run(args[:-2], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("finished earlier, skipped") == 2
+    assert json.loads(s3.fs.cat(f"{s3.bucket}/ablation/results.json"))["arms"] == results["arms"]
+    # On another machine (no working folder) the published settings still hold: other run
+    # settings are refused with one line naming the URL.
+    other = subprocess.run([*args[:-2], "--set", "lr=0.01"], env=_env(s3, tmp_path / "machine-b"),
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert f"{s3.url('ablation').rstrip('/')}: holds an ablation with other runs settings" in other.stderr, other.stderr
+    assert json.loads(s3.fs.cat(f"{s3.bucket}/ablation/results.json"))["arms"] == results["arms"]

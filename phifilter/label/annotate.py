@@ -293,6 +293,12 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
         with contextlib.ExitStack() as held:
             for lock in locks:
                 held.enter_context(lock)
+            if locks:  # under the lock: what a killed run left of the outputs it guards
+                from .stored import remove_killed_temporaries
+
+                for path in (cache_path, output):
+                    if isinstance(path, RemotePath):
+                        remove_killed_temporaries(path)
             local_existed = stored is not None and stored.local.exists()
             with LabelCache(stored.local if stored else cache_path, notice=echo) as cache:
                 if stored is not None:
@@ -348,17 +354,16 @@ def _label_with_cache(cache: LabelCache, jobs: dict, backend, model_id: str, cfg
 
 
 def _store_locks(cache_path, output) -> list:
-    """The lock objects a run on a store holds: beside a cache there, and beside an output there
-    unless the cache's lock already covers its folder (objstore.check_held looks by folder)."""
+    """The lock objects a run on a store holds: ``.<name>.lock`` beside a cache there and beside
+    an output there, so two runs never both write either (every publish checks them)."""
     from ..corpus import OutputLock
 
-    locks, folders = [], set()
+    locks = []
     if isinstance(cache_path, RemotePath):
         from .stored import lock_name
 
         locks.append(OutputLock(cache_path.parent, lock_name(cache_path)))
-        folders.add(str(cache_path.parent))
-    if isinstance(output, RemotePath) and str(output.parent) not in folders:
+    if isinstance(output, RemotePath):
         locks.append(OutputLock(output.parent, f".{output.name}.lock"))
     return locks
 

@@ -51,6 +51,18 @@ def working_copy(url: RemotePath) -> Path:
     return cache_root() / "label" / key / url.name
 
 
+def remove_killed_temporaries(path: RemotePath) -> int:
+    """Delete the hidden temporaries ``.<name>.tmp-*`` a killed run left for ``path`` (call
+    under the lock of that name: no live run writes them). Returns how many were deleted."""
+    from ..corpus import TMP_MARK
+
+    removed = 0
+    for p in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def lock_name(url: RemotePath) -> str:
     """The lock object's name, beside the cache in the same store folder."""
     return f".{url.name}.lock"
