@@ -211,6 +211,32 @@ def test_label_with_a_local_output_and_a_cache_on_s3_merges_and_publishes(tmp_pa
     assert doc["rows"]["cached"] == 4 and doc["rows"]["answered"] == 2 and doc["requests"]["sent"] == 2
     assert doc["docs_per_second"] > 0 and doc["per_shard"][0]["name"] == "seed.parquet"
 
+    # A dry run reads the published cache, takes no lock, publishes nothing and keeps no copy.
+    published = s3.fs.cat(f"{s3.bucket}/caches/answers.sqlite")
+    cfg.dry_run = True
+    dry = label_file(src, tmp_path / "b.parquet", backend, cfg, progress=False, echo=lambda line: None)
+    assert dry.cached == 6 and "would send 0 requests" in str(dry)
+    assert _keys(s3, "caches") == ["caches/answers.sqlite"]
+    assert s3.fs.cat(f"{s3.bucket}/caches/answers.sqlite") == published
+    assert not (tmp_path / "b.parquet").exists() and not list((tmp_path / "cache").rglob("answers.sqlite"))
+
+
+def test_label_to_an_s3_output_with_a_local_cache(tmp_path, s3):
+    from phifilter.label import LabelConfig, OpenAIChatBackend, label_file
+
+    src = tmp_path / "seed.parquet"
+    pq.write_table(pa.table({"text": DOCS[:3]}), src)
+    with StandinServer() as server:
+        backend = OpenAIChatBackend(server.url, server.model, api_key="unused")
+        cfg = LabelConfig(rubric="code", cache=str(tmp_path / "answers.sqlite"))
+        label_file(src, s3.url("out/labels.parquet"), backend, cfg, progress=False, echo=lambda line: None)
+        label_file(src, s3.url("out/labels.parquet"), backend, cfg, progress=False, echo=lambda line: None)
+        assert server.requests == 3
+    assert _keys(s3, "out") == ["out/labels.parquet"]  # the output's lock object is gone
+    with s3.fs.open(f"{s3.bucket}/out/labels.parquet", "rb") as f:
+        assert pq.read_table(f).column("text").to_pylist() == DOCS[:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.sqlite", "seed.parquet"]
+
 
 def test_label_refuses_a_foreign_file_as_the_published_cache(tmp_path, s3, monkeypatch):
     from phifilter.errors import InputError
