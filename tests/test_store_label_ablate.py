@@ -26,6 +26,7 @@ import pytest
 
 from s3server import s3  # noqa: F401  (fixture)
 from s3server import _moto_endpoint  # noqa: F401  (fixture)
+from chat_server import chat_server  # noqa: F401  (fixture)
 from phifilter.label import StandinServer, heuristic_rating
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,3 +320,32 @@ def test_ablate_reads_scored_shards_on_s3_and_publishes_its_report_there(tmp_pat
     assert other.returncode == 1 and "Traceback" not in other.stderr
     assert f"{s3.url('ablation').rstrip('/')}: holds an ablation with other runs settings" in other.stderr, other.stderr
     assert json.loads(s3.fs.cat(f"{s3.bucket}/ablation/results.json"))["arms"] == results["arms"]
+
+
+def test_label_stats_json_records_the_failure_and_the_cache_on_s3_keeps_every_answer(tmp_path, s3, chat_server,
+                                                                                     monkeypatch):
+    from chat_server import Response
+    from test_label import CODE_DOCS, backend, fast, write_docs
+
+    from phifilter.label import LabelError, label_file
+
+    monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
+    src = write_docs(tmp_path / "seed.parquet", CODE_DOCS)
+    bad = CODE_DOCS[5]
+    chat_server.script = lambda doc, body: Response(500, {"error": {"message": "overloaded"}}) if doc == bad else None
+    stats = tmp_path / "stats.json"
+    with pytest.raises(LabelError, match="gave up after 2 attempts"):
+        label_file(src, s3.url("out/labels.parquet"), backend(chat_server, concurrency=1), fast(retries=1, rubric="code"),
+                   progress=False, echo=lambda line: None, stats_json=stats)
+    doc = json.loads(stats.read_text())
+    assert doc["shards"]["failed"] == 1 and doc["failures"][0]["path"] == str(src)
+    assert "HTTP 500: overloaded" in doc["failures"][0]["error"] and doc["per_shard"][0]["status"] == "failed"
+    assert doc["written"] is False and doc["rows"]["answered"] == 5
+    # The answers paid for before the failure were published with the cache; no output, no lock.
+    assert _keys(s3, "out") == ["out/labels.cache.sqlite"]
+    assert len(_published_docs(s3, tmp_path, "out/labels.cache.sqlite")) == 5
+    assert list((tmp_path / "cache").rglob("labels.cache.sqlite"))  # the local copy is kept until a run ends well
+    chat_server.script = None
+    summary = label_file(src, s3.url("out/labels.parquet"), backend(chat_server, concurrency=1), fast(rubric="code"),
+                         progress=False, echo=lambda line: None)
+    assert summary.cached == 5 and summary.answered == len(CODE_DOCS) - 5
