@@ -1,8 +1,13 @@
 """The `phifilter` command line: a thin click layer over the library.
 
-Options are parsed here and handed to library functions; heavy modules (torch, sentence-
-transformers, scikit-learn) are imported inside the commands, so `phifilter --help` is instant.
-A :class:`~phifilter.errors.PhifilterError` becomes one `Error: ...` line and exit status 1.
+Each command declares its options (those several commands share are decorators defined once,
+below) and hands them to one library function, which does every check and all the work; the
+command prints the summary it returns. Heavy modules (torch, sentence-transformers,
+scikit-learn) are imported inside the commands, so `phifilter --help` is instant. Library
+errors become what the user sees in one place, :func:`click_error`: a
+:class:`~phifilter.errors.PhifilterError` is one `Error: ...` line and exit status 1, and an
+:class:`~phifilter.errors.OptionError` (a bad option value, or options that clash) is shown as
+click shows its own usage errors, with exit status 2.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class PhifilterCommand(click.Command):
 
 
 class PhifilterGroup(click.Group):
+    """The `phifilter` group: every command it declares is a :class:`PhifilterCommand`."""
+
     command_class = PhifilterCommand
 
 
