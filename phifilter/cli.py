@@ -74,12 +74,12 @@ def echo_summary(summary, quiet: bool) -> None:
         click.echo(str(summary))
 
 
-def echo_json_or_text(data: dict, report, as_json: bool, quiet: bool = False, indent: int = 2) -> None:
-    """--json prints ``data``; otherwise the report's text, unless --quiet."""
+def echo_json_or_text(to_dict, report, as_json: bool, quiet: bool = False, indent: int = 2) -> None:
+    """--json prints what ``to_dict()`` returns; otherwise the report's text, unless --quiet."""
     if as_json:
         import json
 
-        click.echo(json.dumps(data, indent=indent))
+        click.echo(json.dumps(to_dict(), indent=indent))
     else:
         echo_summary(report, quiet)
 
@@ -307,7 +307,7 @@ def status(output, inputs, score_column, as_json):
     from .scoring.status import scoring_status
 
     report = scoring_status(output, list(inputs), score_column=score_column)
-    echo_json_or_text(report.as_dict(), report, as_json, indent=1)
+    echo_json_or_text(report.as_dict, report, as_json, indent=1)
 
 
 @main.command()
@@ -440,7 +440,7 @@ def evaluate(model, labels, output, as_json, quiet, **options):
     from .evaluate import default_output_dir, evaluate_model
 
     report = evaluate_model(model, labels, output or default_output_dir(labels), progress=not quiet, **options)
-    echo_json_or_text(report.to_dict(), report, as_json, quiet=quiet)
+    echo_json_or_text(report.to_dict, report, as_json, quiet=quiet)
 
 
 @main.command()
@@ -640,7 +640,7 @@ def agreement(a, b, as_json, **options):
     from .label.agreement import compare_labels
 
     result = compare_labels(a, b, **options)
-    echo_json_or_text(result.to_dict(), result, as_json)
+    echo_json_or_text(result.to_dict, result, as_json)
 
 
 @main.command()
