@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, OptionError
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 # Official all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41.
@@ -124,6 +124,21 @@ def verify_hashes(folder: Path, expected: dict[str, str], what: str) -> dict[str
                 "the files were modified or replaced, reinstall them"
             )
     return actual
+
+
+def parse_sha256_pins(values) -> dict[str, str] | None:
+    """``["model.safetensors=53aa...", ...]`` (``--embedder-sha256 FILE=HEX``) -> {file: hex}, or None."""
+    import re
+
+    pins = {}
+    for value in values:
+        name, sep, digest = value.partition("=")
+        digest = digest.strip().lower()
+        if not sep or not name.strip() or "/" in name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise OptionError(f"{value!r}: expected FILE=HEX with a 64-digit SHA-256, "
+                              "e.g. model.safetensors=53aa5117...", option="--embedder-sha256")
+        pins[name.strip()] = digest
+    return pins or None
 
 
 def resolve_device(device: str = "auto") -> str:

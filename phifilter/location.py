@@ -19,7 +19,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from .errors import InputError
+from .errors import InputError, OptionError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _STORAGE_OPTIONS: dict = {}
@@ -29,6 +29,22 @@ DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "hf": "hu
 def is_url(spec) -> bool:
     """True for ``scheme://...`` (a RemotePath or a URL string); False for local paths."""
     return isinstance(spec, RemotePath) or (isinstance(spec, str) and bool(_URL.match(spec)))
+
+
+def parse_storage_options(text: str | None) -> dict | None:
+    """``--storage-options JSON``: read the object and apply it to every filesystem opened from now on."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise OptionError(f"not valid JSON ({e}); e.g. '{{\"anon\": true}}'", option="--storage-options") from None
+    if not isinstance(options, dict):
+        raise OptionError("expected a JSON object, e.g. '{\"anon\": true}'", option="--storage-options")
+    set_storage_options(options)
+    return options
 
 
 def set_storage_options(options: dict | None) -> None:

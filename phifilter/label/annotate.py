@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
 from ..location import RemotePath, as_location
-from ..errors import InputError, OutputError, PhifilterError
+from ..errors import InputError, OptionError, OutputError, PhifilterError
 from .backends import BackendError, Reply, RetryableError
 from .cache import LabelCache
 from .parse import NONE, PARSE_KINDS, STRICT, ParsedReply, read_reply
@@ -69,7 +69,7 @@ class LabelError(PhifilterError):
 
 @dataclass
 class LabelConfig:
-    """Options of `phifilter label` (besides the backend, which is built from them by the CLI)."""
+    """Options of `phifilter label` besides the backend (:func:`~phifilter.label.backends.backend_factory`)."""
 
     text_column: str = "text"
     rubric: str = "auto"  # code, web, a file path, or auto: per row from domain_column
@@ -86,6 +86,19 @@ class LabelConfig:
     seed: int = 0  # for the jitter only
     repair: bool = False  # ask once more, briefly, when an answer has no readable score
     prompt_style: str = "standard"  # standard, or compact (document first, question last: small local models)
+
+
+def parse_price(value: str | None) -> tuple[float, float] | None:
+    """``--price-per-mtok``: 'PRICE' or 'PROMPT,COMPLETION' dollars per million tokens -> (prompt, completion)."""
+    if value is None:
+        return None
+    try:
+        parts = [float(p) for p in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 0:
+        raise OptionError("expected a dollar price per million tokens, or PROMPT,COMPLETION", option="--price-per-mtok")
+    return (parts[0], parts[-1])
 
 
 @dataclass
