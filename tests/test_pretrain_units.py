@@ -18,7 +18,7 @@ import pytest
 from phifilter.corpus import find_shards
 from phifilter.pretrain import data as D
 from phifilter.pretrain.decontam import Decontaminator
-from phifilter.pretrain.evaluate import pass_at_k, truncate_at_stop
+from phifilter.pretrain.metrics import pass_at_k, truncate_at_stop
 from phifilter.pretrain.ngram import BigramModel
 from phifilter.pretrain.sandbox import run_program
 

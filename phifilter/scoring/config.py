@@ -92,7 +92,7 @@ def _env_int(environ, name: str) -> int:
 
 def parse_devices(devices: str | Sequence[str]) -> list[str]:
     """'cuda:0,cuda:1' / 'all' / 'cpu,cpu' / a list -> checked device names."""
-    from ..embed import resolve_device
+    from ..devices import resolve_device
 
     if isinstance(devices, str):
         if devices.strip().lower() == "all":
