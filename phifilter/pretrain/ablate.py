@@ -32,9 +32,9 @@ import numpy as np
 
 from ..corpus import TMP_MARK, OutputLock, check_output_dir, find_shards, open_parquet
 from ..errors import InputError, OutputError
+from ..exclude import ExclusionSet
 from . import data as D
 from .config import AblateConfig, Preset
-from .decontam import Decontaminator
 from .evalsets import HUMANEVAL_FILE, MBPP_FILE, contamination_texts, default_eval_dir, load_humaneval, load_mbpp
 
 SETTINGS = "ablate.json"
@@ -217,7 +217,7 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
         table = D.DocTable.load(docs_path)
     else:
         log(progress, f"reading {len(shards)} shard(s); removing HumanEval/MBPP overlap")
-        decontaminator = Decontaminator(contamination_texts(eval_dir))
+        decontaminator = ExclusionSet.from_texts(contamination_texts(eval_dir))
         table = D.scan_corpus(shards, config.text_column, config.score_column, decontaminator, progress)
         table.save(docs_path)
     if not table.clean.any():
