@@ -752,7 +752,7 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
     """
     from .pretrain.ablate import run_ablation
     from .pretrain.config import AblateConfig, parse_overrides, parse_tokens
-    from .pretrain.report import command_line, verdict
+    from .pretrain.ablation_report import command_line, verdict
 
     cfg = AblateConfig(
         preset=preset, tokens=parse_tokens(tokens) if tokens else None, seeds=seeds, seed=seed,

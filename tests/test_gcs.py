@@ -59,10 +59,10 @@ def test_gcs_label_output_and_cache_rerun_asks_nothing(tmp_path, gcs):
                "--stats-json", gcs.url("out/stats.json")]
         first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stderr
-        assert server.requests == len(docs)
+        assert server.count() == len(docs)
         second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr
-        assert server.requests == len(docs)  # every answer came from the published cache
+        assert server.count() == len(docs)  # every answer came from the published cache
     assert _keys(gcs, "out") == ["out/labels.cache.sqlite", "out/labels.parquet", "out/stats.json"]
     with gcs.fs.open(f"{gcs.bucket}/out/labels.parquet", "rb") as f:
         assert pq.read_table(f).column("llm_score").to_pylist() == [heuristic_rating(d)[0] for d in docs]

@@ -26,7 +26,6 @@ import pytest
 
 from s3server import s3  # noqa: F401  (fixture)
 from s3server import _moto_endpoint  # noqa: F401  (fixture)
-from chat_server import chat_server  # noqa: F401  (fixture)
 from phifilter.label import StandinServer, heuristic_rating
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +115,7 @@ def test_label_to_s3_killed_mid_run_reruns_without_asking_again(tmp_path, s3):
     with StandinServer(rate=rater) as server:
         proc = subprocess.Popen(_label_cmd(src, out, server, "--concurrency", "4"), env=_env(s3, cache_dir),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_for(lambda: server.requests >= 12 and len(rater.asked) >= 16, proc)
+        _wait_for(lambda: server.count() >= 12 and len(rater.asked) >= 16, proc)
         # While it runs, the store's lock object keeps a second run out (before it asks anything).
         second = subprocess.run(_label_cmd(src, out, server, "--concurrency", "4"), env=_env(s3, tmp_path / "other"),
                                 capture_output=True, text=True, timeout=120)
@@ -232,7 +231,7 @@ def test_label_to_an_s3_output_with_a_local_cache(tmp_path, s3):
         cfg = LabelConfig(rubric="code", cache=str(tmp_path / "answers.sqlite"))
         label_file(src, s3.url("out/labels.parquet"), backend, cfg, progress=False, echo=lambda line: None)
         label_file(src, s3.url("out/labels.parquet"), backend, cfg, progress=False, echo=lambda line: None)
-        assert server.requests == 3
+        assert server.count() == 3
     assert _keys(s3, "out") == ["out/labels.parquet"]  # the output's lock object is gone
     with s3.fs.open(f"{s3.bucket}/out/labels.parquet", "rb") as f:
         assert pq.read_table(f).column("text").to_pylist() == DOCS[:3]
@@ -251,7 +250,7 @@ def test_label_refuses_a_foreign_file_as_the_published_cache(tmp_path, s3, monke
         with pytest.raises(InputError, match=r"s3://.*/out/labels.cache.sqlite: not a phifilter label cache"):
             label_file(src, s3.url("out/labels.parquet"), backend, LabelConfig(rubric="code"), progress=False,
                        echo=lambda line: None)
-        assert server.requests == 0
+        assert server.count() == 0
     assert s3.fs.cat(f"{s3.bucket}/out/labels.cache.sqlite") == b"not a database, somebody's notes"
     assert _keys(s3, "out") == ["out/labels.cache.sqlite"]  # lock released, nothing published
 
@@ -324,7 +323,7 @@ def test_ablate_reads_scored_shards_on_s3_and_publishes_its_report_there(tmp_pat
 
 def test_label_stats_json_records_the_failure_and_the_cache_on_s3_keeps_every_answer(tmp_path, s3, chat_server,
                                                                                      monkeypatch):
-    from chat_server import Response
+    from phifilter.label import Canned
     from test_label import CODE_DOCS, backend, fast, write_docs
 
     from phifilter.label import LabelError, label_file
@@ -332,7 +331,7 @@ def test_label_stats_json_records_the_failure_and_the_cache_on_s3_keeps_every_an
     monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS)
     bad = CODE_DOCS[5]
-    chat_server.script = lambda doc, body: Response(500, {"error": {"message": "overloaded"}}) if doc == bad else None
+    chat_server.script = lambda doc, body: Canned(500, {"error": {"message": "overloaded"}}) if doc == bad else None
     stats = tmp_path / "stats.json"
     with pytest.raises(LabelError, match="gave up after 2 attempts"):
         label_file(src, s3.url("out/labels.parquet"), backend(chat_server, concurrency=1), fast(retries=1, rubric="code"),

@@ -254,6 +254,7 @@ class TransformersBackend:
                  temperature: float = 0.0, seed: int = 0, threads: int | None = None, context: int | None = None):
         import torch
 
+        from ..devices import resolve_device
         from .local_model import load_local_model, resolve_local_model
 
         source = resolve_local_model(model)
@@ -264,7 +265,7 @@ class TransformersBackend:
         self.seed = int(seed)
         if threads:
             torch.set_num_threads(threads)
-        self.device = _resolve_device(device, torch)
+        self.device = resolve_device(device)
         self.tokenizer, self.model = load_local_model(source, self.device)
         tok = self.tokenizer
         tok.padding_side = "left"  # generation continues from the right end of every row
@@ -450,14 +451,3 @@ def batch_seed(seed: int, prompts: list[str]) -> int:
         h.update(b"\0")
         h.update(p.encode("utf-8", "surrogatepass"))
     return int.from_bytes(h.digest()[:8], "big") >> 1
-
-
-def _resolve_device(device: str, torch) -> str:
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"

@@ -42,9 +42,9 @@ import numpy as np
 
 from ..corpus import TMP_MARK, OutputLock, check_output_dir, find_shards, open_parquet, publish_folder
 from ..errors import InputError, OutputError
+from ..exclude import ExclusionSet
 from . import data as D
 from .config import AblateConfig, Preset
-from .decontam import Decontaminator
 from .evalsets import HUMANEVAL_FILE, MBPP_FILE, contamination_texts, default_eval_dir, load_humaneval, load_mbpp
 
 SETTINGS = "ablate.json"
@@ -213,7 +213,7 @@ def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, pr
                                           if result.get("train_seconds") else None),
                     "parameters": result.get("parameters"), "device": result.get("device")})
         stats["stages"]["runs_seconds"] = round(time.monotonic() - began, 6)
-        from .report import summarise, write_report
+        from .ablation_report import summarise, write_report
 
         results = summarise(runs, bundle, config, preset, steps, seeds, command=command)
         undefined: list[str] = []
@@ -327,7 +327,7 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
         table = D.DocTable.load(docs_path)
     else:
         log(progress, f"reading {len(shards)} shard(s); removing HumanEval/MBPP overlap")
-        decontaminator = Decontaminator(contamination_texts(eval_dir))
+        decontaminator = ExclusionSet.from_texts(contamination_texts(eval_dir))
         table = D.scan_corpus(shards, config.text_column, config.score_column, decontaminator, progress)
         table.save(docs_path)
     if not table.clean.any():
@@ -431,22 +431,23 @@ def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: Abla
     if done is not None:
         log(progress, f"{arm} seed {seed}: finished earlier, skipped")
         return done
-    from .evaluate import encode_texts, evaluate_pass_at_k, sequences_loss
-    from .train import resolve_device, train_model, window_starts, windows_loss
+    import torch
+
+    from ..devices import resolve_device
+    from .loop import train_gpt, window_starts, windows_loss
+    from .metrics import encode_texts, evaluate_pass_at_k, sequences_loss
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
-        import torch
-
         # On a busy machine one thread per process can be several times faster than one per
         # core: OpenMP threads that wait for each other stall when any one is descheduled.
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     train_path = random_train_file(bundle, seed, config.data_seed) if arm == "random" else bundle.train_file(arm, seed)
     train_tokens = D.open_tokens(train_path)
     val_sets = {a: D.open_tokens(bundle.val_file(a)) for a in config.arms}
-    model, info = train_model(preset.model, preset.loop, train_tokens, val_sets[arm], steps, seed, run_dir,
-                              device, compile=config.compile, progress=progress, desc=f"{arm} seed {seed}")
+    model, info = train_gpt(preset.model, preset.loop, train_tokens, val_sets[arm], steps, seed, run_dir,
+                            device, compile=config.compile, progress=progress, desc=f"{arm} seed {seed}")
     ctx = preset.model.context
     n_windows = max(1, preset.eval_tokens // ctx)
     he_seqs = encode_texts(bundle.tokenizer, [p.reference for p in bundle.humaneval])
@@ -479,9 +480,9 @@ def bigram_baseline(bundle: DataBundle, train_path: Path, val_sets: dict, he_seq
                     vocab_size: int, ctx: int, n_windows: int, budget: int) -> dict:
     """Losses of a count-based bigram that sees as many tokens as each GPT: ``budget`` tokens in
     random windows of the arm's training file (cached per training file)."""
-    from .evaluate import bigram_sequences_loss
+    from .metrics import bigram_sequences_loss
     from .ngram import BigramModel
-    from .train import window_starts
+    from .loop import window_starts
 
     cache = bundle.folder / f"bigram.{train_path.name.removesuffix('.train.bin')}.json"
     cached = D.read_json(cache)
