@@ -8,15 +8,18 @@ served (found by reading huggingface_hub's hf_file_system.py / hf_api.py and log
 
 * ``GET /api/datasets/{id}[/revision/{rev}]``: the repository's info (``id``, ``sha``, ``siblings``);
 * ``GET /api/datasets/{id}/tree/{rev}[/{path}]?recursive=&expand=``: a folder's entries (one page);
-* ``POST /api/datasets/{id}/paths-info/{rev}`` (form ``paths=...``): the entries of named paths;
-* ``HEAD``/``GET /datasets/{id}/resolve/{rev}/{path}``: a file, with ``Range`` requests, and the
+* ``GET``/``HEAD /datasets/{id}/resolve/{rev}/{path}``: a file, with ``Range`` requests, and the
   ``ETag``, ``X-Repo-Commit`` and ``Content-Length`` headers huggingface_hub reads.
+
+(``paths-info``, which HfFileSystem.info calls only with ``refresh=True`` or ``expand_info``, is not
+served: phifilter's reads never reached it.)
 
 Errors carry the Hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``),
 which huggingface_hub turns into its exception types. With ``token`` set, every request needs
 ``Authorization: Bearer <token>``: without one the answer is 401 ``RepoNotFound`` (as the Hub
 answers for a private repository), with a wrong one 401 "Invalid credentials in Authorization
-header". ``requests`` records (method, path, had-a-token) of every request, for assertions.
+header". ``requests`` records (method, path, had-a-token, Range header or None) of every request,
+for assertions.
 
 Point huggingface_hub at it with ``HF_ENDPOINT=server.url`` in a subprocess's environment (it reads
 its constants once, at import) or with the ``endpoint`` storage option.
@@ -45,7 +48,7 @@ class HubServer:
     def __init__(self, root, token: str | None = None):
         self.root = Path(root)
         self.token = token
-        self.requests: list[tuple[str, str, bool]] = []
+        self.requests: list[tuple[str, str, bool, str | None]] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
@@ -114,7 +117,7 @@ def _handler(hub: HubServer):
         def _authorised(self, head: bool = False) -> bool:
             given = self.headers.get("Authorization", "")
             with hub._lock:
-                hub.requests.append((self.command, self.path, given.startswith("Bearer ")))
+                hub.requests.append((self.command, self.path, given.startswith("Bearer "), self.headers.get("Range")))
             if hub.token is None or given == f"Bearer {hub.token}":
                 return True
             if given:
@@ -129,26 +132,6 @@ def _handler(hub: HubServer):
 
         def do_HEAD(self) -> None:
             self._route(head=True)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            form = parse_qs(self.rfile.read(length).decode()) if length else {}
-            if not self._authorised():
-                return
-            parts = urlsplit(self.path).path.split("/")
-            # /api/datasets/{owner}/{name}/paths-info/{rev}
-            if len(parts) == 7 and parts[1:3] == ["api", "datasets"] and parts[5] == "paths-info":
-                folder = self._repo_and_revision(parts[3] + "/" + parts[4], unquote(parts[6]))
-                if folder is None:
-                    return
-                out = []
-                for p in form.get("paths", []):
-                    target = self._inside(folder, p)
-                    if target is not None and target.exists():
-                        out.append(HubServer.entry(folder, target))
-                self._json(200, out)
-                return
-            self._error(404, None, f"no route for POST {self.path}")
 
         def _route(self, head: bool) -> None:
             if not self._authorised(head):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ pytest.importorskip("huggingface_hub", reason="hf:// tests need huggingface_hub 
 
 PIECES = [GOOD_CODE, BOILERPLATE, "import os\n", "for i in range(3):\n    print(i)\n", "", None]
 URL = "hf://datasets/test/corpus/data/"
+MODEL_FILES = sorted(p.name for p in (REPO / "phifilter" / "models" / "default").iterdir() if p.is_file())
 
 
 def _repo(root: Path) -> Path:
@@ -63,17 +65,24 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_hf_score_parquet_and_jsonl_gz_equal_the_local_files(tmp_path, bundled_model):
+    """...with the model folder read from the Hub as well (a copy of the bundled one)."""
     from phifilter.score import score_shards
 
     repo = _repo(tmp_path / "hub")
+    shutil.copytree(REPO / "phifilter" / "models" / "default", tmp_path / "hub" / "test" / "model")
     score_shards(repo / "data", tmp_path / "ref", model=bundled_model)
     with HubServer(tmp_path / "hub") as hub:
-        proc = _cli(hub, tmp_path, "score", URL, "-o", tmp_path / "out", "-q")
+        proc = _cli(hub, tmp_path, "score", URL, "-o", tmp_path / "out", "-q", "--model", "hf://datasets/test/model")
         assert proc.returncode == 0, proc.stderr
-        fetched = [path for method, path, _ in hub.requests if "/resolve/" in path]
+        fetched = [(path, rng) for _, path, _, rng in hub.requests if "/resolve/" in path]
     names = ["more/part-1.parquet", "more/web-1.jsonl.gz", "part-0.parquet", "web-0.jsonl.gz"]
     assert _files(tmp_path / "out") == _files(tmp_path / "ref") == names
-    assert {p.rsplit("/", 1)[-1] for p in fetched} == {n.rsplit("/", 1)[-1] for n in names}  # README.md never read
+    # the model's files, then every shard (README.md is not one); Parquet by ranges (footer, row groups)
+    corpus = "/datasets/test/corpus/resolve/main/data/"
+    assert {p[len(corpus):] for p, _ in fetched if p.startswith(corpus)} == set(names)
+    assert len([p for p, _ in fetched if not p.startswith(corpus)]) == len(MODEL_FILES)
+    assert {p.rsplit("/", 1)[-1] for p, _ in fetched if not p.startswith(corpus)} == set(MODEL_FILES)
+    assert any(p.endswith("/part-0.parquet") and rng for p, rng in fetched)
     for name in names:
         if name.endswith(".parquet"):
             got, want = pq.read_table(tmp_path / "out" / name), pq.read_table(tmp_path / "ref" / name)
@@ -139,7 +148,7 @@ def test_hf_private_repository_needs_a_token(tmp_path):
                            "--storage-options", json.dumps({"token": "hf_secret", "endpoint": hub.url}),
                            HF_ENDPOINT="http://127.0.0.1:9")
         assert by_endpoint.returncode == 0, by_endpoint.stderr
-        sent = [had_token for _, _, had_token in hub.requests]
+        sent = [had_token for _, _, had_token, _ in hub.requests]
     assert sent[0] is False and all(sent[2:])
     want = pq.read_table(tmp_path / "a.parquet")
     assert want.num_rows == 3
