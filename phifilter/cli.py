@@ -56,6 +56,19 @@ class PhifilterGroup(click.Group):
     command_class = PhifilterCommand
 
 
+class OutputPath(click.Path):
+    """click.Path for what a command writes: a store phifilter only reads (hf://) is refused while
+    the options are read, as one Error line, before any work (the library refuses it too)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if value is not None:
+            from .location import check_writable_store
+
+            check_writable_store(value)
+        return value
+
+
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf (which pass every range comparison)."""
 
@@ -133,13 +146,13 @@ device_option = click.option(
 label_column_option = click.option(
     "--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
 stats_json_option = click.option(
-    "--stats-json", default=None, type=click.Path(dir_okay=False),
+    "--stats-json", default=None, type=OutputPath(dir_okay=False),
     help="Also write the run's statistics here as JSON (rows, bytes, tokens, docs/s, histogram, per-shard timings, failures).")
 
 
 def output_option(help: str, folder: bool = True):
     """The required -o/--output: a folder, or a file (``folder=False``)."""
-    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    kind = OutputPath(file_okay=False) if folder else OutputPath(dir_okay=False)
     return click.option("-o", "--output", required=True, type=kind, help=help)
 
 
@@ -416,7 +429,7 @@ def embed(inputs, output, quiet, **options):
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("labels", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+@click.option("-o", "--output", default=None, type=OutputPath(file_okay=False),
               help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
 @text_column_option
 @label_column_option
@@ -540,7 +553,7 @@ def sample(inputs, output, exclude, stats_json, quiet, **options):
 
 @main.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Parquet file to write (a local path or a URL: s3://, gs://, ...).")
 @click.option("--backend", type=click.Choice(["openai", "transformers"]), default="openai", show_default=True,
               help="An OpenAI-compatible endpoint, or a local model (a GGUF file or a transformers folder).")
@@ -578,7 +591,7 @@ def sample(inputs, output, exclude, stats_json, quiet, **options):
 @click.option("--max-context", default=None, type=click.IntRange(64),
               help="Cap on the model's context in tokens (transformers); longer documents are cut to fit.")
 @device_option
-@click.option("--cache", default=None, type=click.Path(dir_okay=False),
+@click.option("--cache", default=None, type=OutputPath(dir_okay=False),
               help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite). On a store (s3://...) a local "
                    "copy is used, locked and published back.")
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
@@ -700,7 +713,7 @@ def info(model):
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Report folder (also holds data and checkpoints); a URL (s3://...) gets the report files, "
                    "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,

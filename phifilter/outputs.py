@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 from .corpus import check_output_dir, fsync_dir, input_roots, output_error, temp_path_for, write_remote_atomically
 from .formats import detect
-from .location import RemotePath, as_location
+from .location import RemotePath, as_location, check_writable_store
 from .errors import OutputError
 
 Owned = Callable[[Path], bool]
@@ -76,6 +76,7 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
     Absent or empty is fine; existing visible files must all pass ``is_ours``. Nothing is
     created or changed here.
     """
+    check_writable_store(folder, what)
     folder = as_location(folder)
     if inputs:
         check_output_dir(inputs, folder)
@@ -96,6 +97,7 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
 def claim_file(path: str | os.PathLike, what: str = "the output",
                inputs: Iterable[str | os.PathLike] | None = None) -> Path:
     """Check that ``path`` may be written: not an input, not in a recursively searched input folder."""
+    check_writable_store(path, what)
     path = as_location(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name for {what}, e.g. {path / 'out'}")
@@ -116,6 +118,7 @@ def claim_file(path: str | os.PathLike, what: str = "the output",
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place
     (on an object store: written locally, then published whole, :mod:`phifilter.objstore`)."""
+    check_writable_store(path)
     path = as_location(path)
     if isinstance(path, RemotePath):
         import tempfile
