@@ -60,8 +60,8 @@ def tokenize(text: str, mode: str = "code", max_chars: int = 2_500) -> str:
     as ``0``, punctuation runs as their own tokens. ``code``: ``words`` plus the parts of
     compound identifiers (``get_user_name`` -> ``get user name``) and layout tokens: every line
     (as :meth:`str.splitlines` cuts them) starts with ``<nl>`` and, when indented, ``<iN>``
-    (N = indent in spaces, tabs as 4, capped at 16), lines of only spaces and tabs are ``<bl>``;
-    these separate code (indentation, short lines) from prose.
+    (N = the indent's width, tab stops every 4 columns, capped at 16), lines of only spaces and
+    tabs are ``<bl>``; these separate code (indentation, short lines) from prose.
     Only the first ``max_chars`` characters are read: the seed labels were given on excerpts
     of at most 2,500 characters (a file's start), so reading more would cost time and score
     something the labels never judged (a truncating embedding model reads 256 tokens, about
