@@ -15,7 +15,6 @@ parameters give a byte-identical ``.bin``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -40,6 +39,18 @@ LABEL_PREFIX = "__label__"
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[^\sA-Za-z0-9_]+")
 # camelCase / snake_case parts of an identifier (for "code").
 _PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# "code" in one pass over the text: a blank line (spaces/tabs, then its newline), the start of a
+# non-blank line (its indentation, possibly empty), or a token. The three kinds never look alike:
+# only a blank line ends in "\n", only a line start is empty or all spaces/tabs, a token holds no
+# whitespace. Line starts are found after "\n" only, so other line breaks become "\n" first.
+_CODE_ITEM = re.compile(r"(?m)^[ \t]*\n|^[ \t]*(?![ \t\n]|\Z)|" + _TOKEN.pattern)
+# Every line boundary of str.splitlines other than "\n" (\r\n counts as one).
+_OTHER_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Output per distinct regex match, shared by all calls (tokens repeat, Zipf): a plain dict read
+# through map(), so a document whose matches are all known costs no Python work per token.
+_CACHE_MAX = 1 << 17
+_CODE_CACHE: dict[str, str] = {}
+_WORD_CACHE: dict[str, str] = {}
 
 
 def tokenize(text: str, mode: str = "code", max_chars: int = 2_500) -> str:
@@ -48,8 +59,9 @@ def tokenize(text: str, mode: str = "code", max_chars: int = 2_500) -> str:
     ``plain``: lower-cased whitespace split. ``words``: lower-cased identifiers/words, digit runs
     as ``0``, punctuation runs as their own tokens. ``code``: ``words`` plus the parts of
     compound identifiers (``get_user_name`` -> ``get user name``) and layout tokens: every line
-    starts with ``<nl>`` and, when indented, ``<iN>`` (N = indent in spaces, capped at 16),
-    blank lines are ``<bl>``; these separate code (indentation, short lines) from prose.
+    (as :meth:`str.splitlines` cuts them) starts with ``<nl>`` and, when indented, ``<iN>``
+    (N = the indent's width, tab stops every 4 columns, capped at 16), lines of only spaces and
+    tabs are ``<bl>``; these separate code (indentation, short lines) from prose.
     Only the first ``max_chars`` characters are read: the seed labels were given on excerpts
     of at most 2,500 characters (a file's start), so reading more would cost time and score
     something the labels never judged (a truncating embedding model reads 256 tokens, about
@@ -58,30 +70,56 @@ def tokenize(text: str, mode: str = "code", max_chars: int = 2_500) -> str:
     text = (text or "")[:max_chars]
     if mode == "plain":
         return " ".join(text.lower().split())
-    if mode not in TOKENIZERS:
+    if mode == "words":
+        return _join(_TOKEN.findall(text), _WORD_CACHE, _word_token)
+    if mode != "code":
         raise InputError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {mode!r}")
-    token = _code_token if mode == "code" else _word_token
-    out: list[str] = []
-    for line in text.splitlines():
-        if mode == "code":
-            stripped = line.lstrip(" \t")
-            if not stripped:
-                out.append("<bl>")
-                continue
-            out.append("<nl>")
-            if len(stripped) < len(line):
-                out.append(f"<i{min(len(line[: len(line) - len(stripped)].expandtabs(4)), 16)}>")
-        # map over a cached function: tokens repeat (Zipf), so most cost one C-level lookup
-        out.extend(map(token, _TOKEN.findall(line)))
-    return " ".join(out)
+    if _has_other_breaks(text):
+        text = _OTHER_BREAKS.sub("\n", text)
+    # a last line of only spaces/tabs has no "\n" to end its match: cut it off, add its <bl>
+    last = text[text.rfind("\n") + 1:]
+    if last and not last.strip(" \t"):
+        return " ".join(filter(None, (_join(_CODE_ITEM.findall(text[: len(text) - len(last)]),
+                                            _CODE_CACHE, _code_item), "<bl>")))
+    return _join(_CODE_ITEM.findall(text), _CODE_CACHE, _code_item)
 
 
-@functools.lru_cache(maxsize=1 << 17)
+def _has_other_breaks(text: str) -> bool:
+    """Does ``text`` hold a line break other than a line feed? (``in`` tests: ~30x faster than a regex search)"""
+    if "\r" in text or "\x0b" in text or "\x0c" in text or "\x1c" in text or "\x1d" in text or "\x1e" in text:
+        return True
+    return not text.isascii() and ("\x85" in text or "\u2028" in text or "\u2029" in text)
+
+
+def _join(items: list[str], cache: dict[str, str], convert) -> str:
+    """``" ".join(convert(s) for s in items)``, with ``convert``'s results kept in ``cache``."""
+    try:
+        return " ".join(map(cache.__getitem__, items))
+    except KeyError:
+        pass
+    if len(cache) > _CACHE_MAX:
+        cache.clear()
+    for s in set(items).difference(cache):
+        cache[s] = convert(s)
+    try:
+        return " ".join(map(cache.__getitem__, items))
+    except KeyError:  # another thread cleared the cache meanwhile
+        return " ".join([convert(s) for s in items])
+
+
+def _code_item(s: str) -> str:
+    """The output for one match of ``_CODE_ITEM``."""
+    if s.endswith("\n"):
+        return "<bl>"
+    if not s or s[0] in " \t":
+        return f"<nl> <i{min(len(s.expandtabs(4)), 16)}>" if s else "<nl>"
+    return _code_token(s)
+
+
 def _word_token(tok: str) -> str:
     return "0" if tok[0].isdigit() else tok.lower()
 
 
-@functools.lru_cache(maxsize=1 << 17)
 def _code_token(tok: str) -> str:
     """The token, and after it the parts of a compound identifier, as one space-joined string."""
     if tok[0].isdigit():
