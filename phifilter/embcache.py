@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from .atomic import remove_stale_temporaries
 from .chunking import DocEmbeddings, embed_documents
 from .corpus import (
     OutputLock,
@@ -45,7 +46,6 @@ from .corpus import (
     iter_batches,
     open_parquet,
     output_path,
-    remove_stale_temporaries,
     texts_from_array,
 )
 from .errors import InputError

@@ -100,13 +100,14 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
             dirty = True
         hashes[name] = cache[key]
     if dirty:
+        from .atomic import write_json
+        from .errors import OutputError
+
         try:
             target = _verified_cache()
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
-            os.replace(tmp, target)
-        except OSError:
+            write_json(target, cache, indent=0, sort_keys=True)
+        except (OSError, OutputError):
             pass  # a read-only home only costs a re-hash next time
     return hashes
 

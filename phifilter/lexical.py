@@ -312,9 +312,9 @@ class LexicalScorer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.bin"
-        tmp = folder / f".{name}.bin.tmp-{os.getpid()}"
-        self.model_.save_model(str(tmp))
-        os.replace(tmp, path)
+        from .atomic import write_atomic
+
+        write_atomic(path, lambda tmp: self.model_.save_model(str(tmp)))
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -25,7 +25,6 @@ the excerpt) is added when the input has none, so label sets can be joined later
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import heapq
 import math
@@ -46,7 +45,6 @@ from .corpus import (
     open_parquet,
     rows_from_batch,
     texts_from_array,
-    process_alive,
 )
 from .errors import InputError, OutputError
 from .location import as_location, is_url
@@ -203,16 +201,11 @@ def remove_stale_temporary(output: Path) -> None:
     :class:`~phifilter.corpus.ShardWriter` names it ``.<name>.tmp-<pid>``; a live writer's
     temporary is left alone.
     """
-    from .corpus import TMP_MARK
+    from .atomic import TMP_MARK, remove_stale_siblings
 
     if is_url(output):
         return  # a store's temporaries carry a random token; a rerun's publish does not need them gone
-    for tmp in output.parent.glob(f".{output.name}{TMP_MARK}*"):
-        pid = tmp.name.rsplit(TMP_MARK, 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    remove_stale_siblings(output, marks=(TMP_MARK,))
 
 
 def _output_schema(shards, cfg: SampleConfig) -> pa.Schema:

@@ -30,7 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..corpus import TMP_MARK, OutputLock, check_output_dir, find_shards, open_parquet
+from ..atomic import OLD_MARK, TMP_MARK, remove_stale_temporaries
+from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet
 from ..errors import InputError, OutputError
 from . import data as D
 from .config import AblateConfig, Preset
@@ -91,7 +92,7 @@ def run_ablation(
         },
     }
     with OutputLock(out):
-        _remove_stale(out)
+        remove_stale_temporaries(out, marks=(TMP_MARK, OLD_MARK))  # an interrupted run's files and checkpoints
         _check_settings(out, settings)
         bundle = prepare_data(shards, out / "data", config, preset, eval_dir, progress)
         seeds = list(range(config.seed, config.seed + config.seeds))
@@ -128,15 +129,6 @@ def _fingerprint(eval_dir: Path) -> dict:
             raise InputError(f"{path}: no such file; --eval-dir must hold {HUMANEVAL_FILE} and {MBPP_FILE}")
         out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def _remove_stale(out: Path) -> None:
-    """Temporaries (files or checkpoint folders) left by an interrupted run; called under the lock."""
-    for p in list(out.rglob(f".*{TMP_MARK}*")) + list(out.rglob(".*.old-*")):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
 
 
 TOP_FILES = (SETTINGS, "results.json", "report.md", "report.html", "loss_curves.png")

@@ -18,8 +18,8 @@ from ..corpus import (
     check_text_column,
     find_shards,
     open_parquet,
-    remove_stale_temporaries,
 )
+from ..atomic import remove_stale_temporaries
 from ..errors import InputError, PhifilterError
 from ..location import RemotePath
 from ..outputs import claim_folder, has_column, parquet_record_of
