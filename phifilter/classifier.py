@@ -515,7 +515,7 @@ class EduClassifier:
         """The whole model as one stage (embedding cache: texts whose id it holds are not embedded)."""
         ids = None
         if getattr(self, "embedding_cache_", None) is not None:
-            from .embcache import document_ids
+            from .hashing import document_ids
 
             ids = document_ids(batch.records, batch.id_column, batch.texts)
         batch.scores = self.edu_score(batch.texts, ids=ids) if batch.texts else np.zeros(0, np.float32)

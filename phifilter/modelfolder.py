@@ -20,7 +20,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-from .embed import sha256_file  # one file-hash helper for the package
+from .hashing import sha256_file
 from .errors import ModelError
 
 FORMAT = "phifilter-model"

@@ -47,6 +47,7 @@ from .corpus import (
     texts_from_array,
 )
 from .errors import InputError, OutputError
+from .hashing import document_id
 from .location import as_location, is_url
 
 MAX_STRATA = 10_000
@@ -323,7 +324,7 @@ def sample_shards(
     rows = [e[1] for e in chosen]
     for row in rows:
         if fill_id and row.get("id") is None:
-            row["id"] = hashlib.sha256(row[cfg.text_column].encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            row["id"] = document_id(row[cfg.text_column])
     summary.excerpted = sum(1 for e in chosen if e[2])
     summary.drawn = len(rows)
     if not rows:

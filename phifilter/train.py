@@ -107,7 +107,7 @@ def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
     for t, s in zip(texts, scores):
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\x00%g\x00" % s)
-    from .embcache import document_ids
+    from .hashing import document_ids
 
     ids = document_ids(table, id_column, texts)
     return LabelledSet(texts, scores, domains, h.hexdigest(), int(dropped), ids)
