@@ -298,7 +298,7 @@ class Embedder:
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
         if self.quantize:
-            st = _quantize(st, self.quantize, self._device)
+            st = _int8_linear_layers(st, self.quantize, self._device)
         self._st = st
         return st
 
@@ -472,7 +472,7 @@ def _cpu_has_native_bf16() -> bool:
         return True
 
 
-def _quantize(st, mode: str, device: str):
+def _int8_linear_layers(st, mode: str, device: str):
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly)."""
     import torch
 

@@ -28,7 +28,7 @@ FORMAT = "phifilter-model"
 FORMAT_VERSION = 4
 META_FILE = "phifilter.json"
 CARD_FILE = "README.md"
-FOREST_FILE = "forest.skops"  # the embedding head (any kind); the name is kept from format 1
+HEAD_FILE = "forest.skops"  # the embedding head, of any kind; the file name is format 1's (every head was a forest)
 CALIBRATION_FILE = "calibration.skops"
 # Types a model folder may contain beyond the ones skops trusts by default. Anything else in a
 # head or calibration file is refused at load time, so a crafted file cannot run code.
@@ -138,7 +138,7 @@ def _write_remote_model_folder(path, write_parts: Callable[[Path], None], meta: 
     with tempfile.TemporaryDirectory(prefix="phifilter-model-") as local:
         staged = write_model_folder(Path(local) / "model", write_parts, meta, card)
         publish_folder(staged, path, last=(META_FILE,),
-                       ours=lambda p: p.name in (FOREST_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical"))
+                       ours=lambda p: p.name in (HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical"))
     return path
 
 

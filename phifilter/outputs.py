@@ -160,9 +160,9 @@ def is_model_file(p: Path) -> bool:
     """Ours if it is a model-folder file and the folder's phifilter.json is a phifilter model's."""
     import json
 
-    from .modelfolder import CALIBRATION_FILE, CARD_FILE, FOREST_FILE, FORMAT, META_FILE
+    from .modelfolder import CALIBRATION_FILE, CARD_FILE, FORMAT, HEAD_FILE, META_FILE
 
-    if p.name not in (META_FILE, FOREST_FILE, CALIBRATION_FILE, CARD_FILE) or p.parent.name == "":
+    if p.name not in (META_FILE, HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.parent.name == "":
         return False
     try:
         meta = json.loads((p.parent / META_FILE).read_text())
