@@ -432,6 +432,10 @@ class ShardWriter:
                 self._tmp.unlink()
             if exc_type is None:
                 raise output_error(self.path, e) from None
+        except BaseException:  # the sidecar could not be written (an OutputError): no temporary left
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            raise
         finally:
             if exc_type is not None and self._tmp is not None:
                 with contextlib.suppress(OSError):

@@ -304,7 +304,7 @@ class LexicalScorer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.bin"
-        from .atomic import write_atomic
+        from .atomic import write_atomic, write_text
 
         write_atomic(path, lambda tmp: self.model_.save_model(str(tmp)))
         meta = {
@@ -316,7 +316,7 @@ class LexicalScorer:
             "params": self.get_params(),
             "classes": list(self.classes_),
         }
-        (folder / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_text(folder / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
     @classmethod
