@@ -155,11 +155,10 @@ def replace_folder(path: Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` fills a new hidden folder beside ``path``, which then takes its place.
 
     The previous folder is moved aside (``.<name>.old-<pid>``), the new one renamed in and the
-    old one deleted, so ``path`` always names a whole folder (for an instant, none, after a crash
-    between the two renames, the old one waits under the aside name and the next
-    :func:`remove_stale_siblings` removes it). Leftovers of a killed earlier writer go first. On
-    a failure the temporary is removed and the previous folder kept; an ``OSError`` becomes one
-    ``OutputError`` line.
+    old one deleted, so ``path`` names a whole folder, old or new, except for the instant between
+    the two renames. Leftovers of a killed earlier writer (its temporary, a folder it set aside)
+    are deleted first. On a failure the temporary is removed and the previous folder kept; an
+    ``OSError`` becomes one ``OutputError`` line.
     """
     path = Path(path)
     tmp = temp_path_for(path)
@@ -197,7 +196,7 @@ def _remove(p) -> bool:
             shutil.rmtree(p)
         else:
             p.unlink()
-    except OSError:  # gone already, or not ours to delete after all
+    except OSError:  # gone already (inside a folder removed before it), or cannot be deleted
         return False
     return True
 
@@ -213,7 +212,7 @@ def remove_stale_temporaries(folder, marks: Sequence[str] = (TMP_MARK,)) -> int:
     stale = [p for p in found if temporary_owner(p.name, marks) is not None]
     removed = 0
     for p in sorted(stale, key=lambda p: len(str(p))):  # a folder before what it held
-        if (isinstance(p, RemotePath) or p.exists() or p.is_symlink()) and _remove(p):
+        if _remove(p):
             removed += 1
     return removed
 
