@@ -1,8 +1,8 @@
 """Demo: SIGKILL a real `phifilter label` run mid-way, resume it, count requests at the server.
 
-Runs against the loopback chat-completions server of the test suite (tests/chat_server.py),
-which answers every request after a short delay and records which document each request was
-for. Prints how many requests each phase sent, how many answers survived the kill in the cache,
+Runs against phifilter's loopback chat-completions stand-in (phifilter.label.StandinServer),
+scripted to answer every request after a short delay; it records which document each request
+was for. Prints how many requests each phase sent, how many answers survived the kill in the cache,
 and how many documents were paid for twice (at most the requests in flight at the kill).
 
     .venv/bin/python benchmarks/label_kill_resume.py [--docs 200] [--concurrency 8] [--kill-after 80]
@@ -21,12 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from chat_server import ChatServer, Response  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from phifilter.label.standin import Canned, StandinServer  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +38,8 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.05, help="seconds the server takes per reply")
     args = ap.parse_args()
 
-    server = ChatServer().start()
-    server.script = lambda doc, body: Response(delay=args.delay)
+    server = StandinServer().start()
+    server.script = lambda doc, body: Canned(delay=args.delay)
     work = Path(tempfile.mkdtemp(prefix="phifilter-kill-resume-"))
     docs = [f"def step_{i}(n):\n    # advance the counter by {i}\n    return n + {i}\n" for i in range(args.docs)]
     src, out, cache = work / "seed.parquet", work / "labels.parquet", work / "labels.cache.sqlite"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import OutputError
-from .location import RemotePath, as_location
+from .location import RemotePath, as_location, check_writable_store
 from .objstore import process_alive, publish
 
 TMP_MARK = ".tmp-"
@@ -105,8 +105,10 @@ def write_atomic(path, write: Callable[[Path], None]) -> Path:
     (on an object store: written locally, then published whole).
 
     A failure (a full disk) leaves the previous file as it was and no temporary; an ``OSError``
-    becomes one ``OutputError`` line, anything else ``write`` raises passes through.
+    becomes one ``OutputError`` line, anything else ``write`` raises passes through. A store
+    phifilter only reads (``hf://``) is refused first.
     """
+    check_writable_store(path)
     path = as_location(path)
     if isinstance(path, RemotePath):
         import tempfile

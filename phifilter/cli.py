@@ -1,8 +1,13 @@
 """The `phifilter` command line: a thin click layer over the library.
 
-Options are parsed here and handed to library functions; heavy modules (torch, sentence-
-transformers, scikit-learn) are imported inside the commands, so `phifilter --help` is instant.
-A :class:`~phifilter.errors.PhifilterError` becomes one `Error: ...` line and exit status 1.
+Each command declares its options (those several commands share are decorators defined once,
+below) and hands them to one library function, which does every check and all the work; the
+command prints the summary it returns. Heavy modules (torch, sentence-transformers,
+scikit-learn) are imported inside the commands, so `phifilter --help` is instant. Library
+errors become what the user sees in one place, :func:`click_error`: a
+:class:`~phifilter.errors.PhifilterError` is one `Error: ...` line and exit status 1, and an
+:class:`~phifilter.errors.OptionError` (a bad option value, or options that clash) is shown as
+click shows its own usage errors, with exit status 2.
 """
 
 from __future__ import annotations
@@ -12,20 +17,56 @@ import sys
 import click
 
 from . import __version__
-from .errors import PhifilterError
+from .errors import OptionError, PhifilterError
 
 
-class PhifilterGroup(click.Group):
-    """Turns library errors into one clean line; Ctrl-C into a hint that a rerun resumes."""
+def click_error(e: PhifilterError, ctx: click.Context) -> click.ClickException:
+    """The one place a library error becomes what the user sees: a bad option value or a clash
+    of options as click's usage errors (exit status 2), anything else as `Error: ...` (exit 1)."""
+    if isinstance(e, OptionError):
+        if e.option:
+            return click.BadParameter(str(e), ctx=ctx, param_hint=e.option)
+        return click.UsageError(str(e), ctx=ctx)
+    return click.ClickException(str(e))
+
+
+class PhifilterCommand(click.Command):
+    """Library errors, while options are read or the command runs, become one clean line;
+    Ctrl-C becomes a hint that a rerun resumes."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except PhifilterError as e:  # raised by an option's callback
+            raise click_error(e, ctx) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except PhifilterError as e:
-            raise click.ClickException(str(e)) from None
+            raise click_error(e, ctx) from None
         except KeyboardInterrupt:
             click.echo("Interrupted: finished shards are kept; rerun the same command to resume.", err=True)
             sys.exit(130)
+
+
+class PhifilterGroup(click.Group):
+    """The `phifilter` group: every command it declares is a :class:`PhifilterCommand`."""
+
+    command_class = PhifilterCommand
+
+
+class OutputPath(click.Path):
+    """click.Path for what a command writes: a store phifilter only reads (hf://) is refused while
+    the options are read, as one Error line, before any work (the library refuses it too)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if value is not None:
+            from .location import check_writable_store
+
+            check_writable_store(value)
+        return value
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -40,52 +81,43 @@ class FiniteFloatRange(click.FloatRange):
         return value
 
 
+def echo_summary(summary, quiet: bool) -> None:
+    """What most commands print when they finish: the summary, unless --quiet."""
+    if not quiet:
+        click.echo(str(summary))
+
+
+def echo_json_or_text(to_dict, report, as_json: bool, quiet: bool = False, indent: int = 2) -> None:
+    """--json prints what ``to_dict()`` returns; otherwise the report's text, unless --quiet."""
+    if as_json:
+        import json
+
+        click.echo(json.dumps(to_dict(), indent=indent))
+    else:
+        echo_summary(report, quiet)
+
+
+# Option parsing that needs the library: the callbacks hand the text to it and return its value.
+
 def _quiet_from_group(ctx, param, value):
     # `phifilter --quiet CMD` and `phifilter CMD --quiet` mean the same.
     return bool(value) or bool((ctx.find_root().obj or {}).get("quiet"))
 
 
-quiet_option = click.option("-q", "--quiet", is_flag=True, callback=_quiet_from_group,
-                            help="No progress bars or summary.")
-text_column_option = click.option(
-    "--text-column", default="text", show_default=True, help="Column holding the document text."
-)
-device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
-)
-
-
 def _sha256_pins(ctx, param, values):
     """--embedder-sha256 FILE=HEX (repeatable) -> {FILE: hex} or None."""
-    import re
+    if not values:
+        return None
+    from .embed import parse_sha256_pins
 
-    pins = {}
-    for value in values:
-        name, sep, digest = value.partition("=")
-        digest = digest.strip().lower()
-        if not sep or not name.strip() or "/" in name or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise click.BadParameter(f"{value!r}: expected FILE=HEX with a 64-digit SHA-256, "
-                                     "e.g. model.safetensors=53aa5117...", param_hint="--embedder-sha256")
-        pins[name.strip()] = digest
-    return pins or None
+    return parse_sha256_pins(values)
 
 
 def _storage_options(ctx, param, value):
     """--storage-options JSON -> handed to every fsspec filesystem this command opens."""
-    if value is None:
-        return None
-    import json
+    from .location import parse_storage_options
 
-    from .location import set_storage_options
-
-    try:
-        options = json.loads(value)
-    except ValueError as e:
-        raise click.BadParameter(f"not valid JSON ({e}); e.g. '{{\"anon\": true}}'", param_hint="--storage-options")
-    if not isinstance(options, dict):
-        raise click.BadParameter("expected a JSON object, e.g. '{\"anon\": true}'", param_hint="--storage-options")
-    set_storage_options(options)
-    return options
+    return parse_storage_options(value)
 
 
 def _existing_location(ctx, param, value):
@@ -99,6 +131,52 @@ def _existing_location(ctx, param, value):
     return value
 
 
+# Options that several commands share, defined once (the order in --help is the order of the
+# decorators, so a group is used only where its options sit together).
+
+inputs_argument = click.argument("inputs", nargs=-1, required=True)
+quiet_option = click.option("-q", "--quiet", is_flag=True, callback=_quiet_from_group,
+                            help="No progress bars or summary.")
+text_column_option = click.option(
+    "--text-column", default="text", show_default=True, help="Column holding the document text."
+)
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
+)
+label_column_option = click.option(
+    "--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
+stats_json_option = click.option(
+    "--stats-json", default=None, type=OutputPath(dir_okay=False),
+    help="Also write the run's statistics here as JSON (rows, bytes, tokens, docs/s, histogram, per-shard timings, failures).")
+
+
+def output_option(help: str, folder: bool = True):
+    """The required -o/--output: a folder, or a file (``folder=False``)."""
+    kind = OutputPath(file_okay=False) if folder else OutputPath(dir_okay=False)
+    return click.option("-o", "--output", required=True, type=kind, help=help)
+
+
+def model_option(help: str):
+    return click.option("-m", "--model", type=click.Path(), default=None, help=help)
+
+
+def score_column_option(help: str | None = "Column holding the scores."):
+    return click.option("--score-column", default="edu_score", show_default=True, help=help)
+
+
+def seed_option(help: str, *names: str, dest: str = "seed"):
+    return click.option(*(names or ("--seed",)), dest, default=0, show_default=True, type=int, help=help)
+
+
+def read_batch_rows_option(default: int):
+    return click.option("--read-batch-rows", default=default, show_default=True, type=click.IntRange(1),
+                        help="Rows per Arrow batch read.")
+
+
+def json_option(help: str = "Print the figures as JSON."):
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 def storage_options_option(f):
     """The shared --storage-options option: applied when parsed, not passed to the command."""
     return click.option(
@@ -108,14 +186,27 @@ def storage_options_option(f):
              "the store's usual environment (AWS_*, AWS_ENDPOINT_URL, ...).")(f)
 
 
-stats_json_option = click.option(
-    "--stats-json", default=None, type=click.Path(dir_okay=False),
-    help="Also write the run's statistics here as JSON (rows, bytes, tokens, docs/s, histogram, per-shard timings, failures).")
-embedder_revision_option = click.option(
-    "--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")
-embedder_sha256_option = click.option(
-    "--embedder-sha256", multiple=True, metavar="FILE=HEX", callback=_sha256_pins,
-    help="Refuse an embedder whose FILE does not have this SHA-256; repeatable.")
+def embeddings_options(help: str):
+    """--embeddings (a cache from `phifilter embed`) and the --id-column it is keyed by."""
+    def decorate(f):
+        f = click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")(f)
+        return click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location, help=help)(f)
+    return decorate
+
+
+def embedder_pin_options(f):
+    """--embedder-revision and --embedder-sha256: load exactly the embedder the user checked."""
+    f = click.option("--embedder-sha256", multiple=True, metavar="FILE=HEX", callback=_sha256_pins,
+                     help="Refuse an embedder whose FILE does not have this SHA-256; repeatable.")(f)
+    return click.option("--embedder-revision", default=None, help="Hub revision (commit hash) to load the embedder at.")(f)
+
+
+def task_options(f):
+    """--task-index/--num-tasks: this task's share of a partitioned run (Slurm arrays, Kubernetes Jobs)."""
+    f = click.option("--num-tasks", default=None, type=click.IntRange(1),
+                     help="Partitioned run: how many tasks share the shards (default: $SLURM_ARRAY_TASK_COUNT, else 1).")(f)
+    return click.option("--task-index", default=None, type=click.IntRange(0),
+                        help="Partitioned run: this task's number, 0-based (default: $SLURM_ARRAY_TASK_ID, else 0).")(f)
 
 
 @click.group(cls=PhifilterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,14 +237,14 @@ def main(ctx, verbose, quiet):
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder (local or URL).")
-@click.option("-m", "--model", type=click.Path(), default=None, help="Model folder (default: the bundled model).")
+@inputs_argument
+@output_option("Output folder (local or URL).")
+@model_option("Model folder (default: the bundled model).")
 @click.option("--output-format", type=click.Choice(["parquet", "jsonl"]), default=None,
               help="Write every output shard in this format (default: the input's format and compression).")
 @storage_options_option
 @text_column_option
-@click.option("--score-column", default="edu_score", show_default=True, help="Name of the added score column.")
+@score_column_option("Name of the added score column.")
 @device_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Documents per embedder forward pass.")
 @click.option("--read-batch-rows", default=None, type=click.IntRange(1),
@@ -161,9 +252,7 @@ def main(ctx, verbose, quiet):
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="On a bad shard: stop, or report it and score the rest.")
-@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location,
-              help="Embedding cache from `phifilter embed`: documents it holds (by --id-column) are not re-embedded.")
-@click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
+@embeddings_options("Embedding cache from `phifilter embed`: documents it holds (by --id-column) are not re-embedded.")
 @click.option("--devices", default=None, metavar="LIST",
               help="One worker process per device over the shards: cuda:0,cuda:1,... or 'all' (GPUs) or cpu,cpu.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -176,19 +265,13 @@ def main(ctx, verbose, quiet):
 @click.option("--tokens-per-batch", default=None, type=click.IntRange(1),
               help="Token budget per forward pass (default: batch size x max length).")
 @click.option("--num-threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: one per core).")
-@embedder_revision_option
-@embedder_sha256_option
+@embedder_pin_options
 @click.option("--int-score-column", default=None, metavar="NAME",
               help="Also write NAME (int8): the expected 0-5 score rounded, FineWeb-Edu style (models trained by this version).")
-@click.option("--task-index", default=None, type=click.IntRange(0),
-              help="Partitioned run: this task's number, 0-based (default: $SLURM_ARRAY_TASK_ID, else 0).")
-@click.option("--num-tasks", default=None, type=click.IntRange(1),
-              help="Partitioned run: how many tasks share the shards (default: $SLURM_ARRAY_TASK_COUNT, else 1).")
+@task_options
 @stats_json_option
 @quiet_option
-def score(inputs, output, model, output_format, text_column, score_column, device, batch_size, read_batch_rows, max_length,
-          on_error, embeddings, id_column, devices, engine, ray_address, dtype, quantize, tokens_per_batch, num_threads,
-          embedder_revision, embedder_sha256, task_index, num_tasks, stats_json, int_score_column, quiet):
+def score(inputs, output, model, batch_size, quiet, **options):
     """Score shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet, JSON Lines (.jsonl, .json, optionally .gz/.zst/.bz2) or save_to_disk
@@ -210,20 +293,10 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
     """
     from .scoring import ScoreConfig, score_shards
 
-    cfg = ScoreConfig(
-        text_column=text_column, score_column=score_column, device=device, embed_batch_size=batch_size,
-        read_batch_rows=read_batch_rows, max_length=max_length, on_error=on_error,
-        embeddings=embeddings, id_column=id_column,
-        devices=devices, engine=engine, ray_address=ray_address, dtype=dtype, quantize=quantize,
-        tokens_per_batch=tokens_per_batch, num_threads=num_threads,
-        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256, output_format=output_format,
-        int_score_column=int_score_column,
-        task_index=task_index, num_tasks=num_tasks, stats_json=stats_json,
-    )
+    cfg = ScoreConfig(embed_batch_size=batch_size, **options)
     summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
-    if not quiet:
-        click.echo(str(summary))
-    elif summary.failures:
+    echo_summary(summary, quiet)
+    if quiet:
         for path, error in summary.failures:
             click.echo(f"failed: {path}: {error}", err=True)
 
@@ -231,8 +304,8 @@ def score(inputs, output, model, output_format, text_column, score_column, devic
 @main.command()
 @click.argument("output", type=click.Path())
 @click.argument("inputs", nargs=-1)
-@click.option("--score-column", default="edu_score", show_default=True, help="Name of the score column.")
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@score_column_option("Name of the score column.")
+@json_option("Print the status as JSON.")
 @storage_options_option
 def status(output, inputs, score_column, as_json):
     """Say which shards of a `score` output folder are done, partial, stale or missing.
@@ -247,19 +320,14 @@ def status(output, inputs, score_column, as_json):
     from .scoring.status import scoring_status
 
     report = scoring_status(output, list(inputs), score_column=score_column)
-    if as_json:
-        import json
-
-        click.echo(json.dumps(report.as_dict(), indent=1))
-    else:
-        click.echo(str(report))
+    echo_json_or_text(report.as_dict, report, as_json, indent=1)
 
 
 @main.command()
 @click.argument("labels", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@output_option("Model folder to write.")
 @text_column_option
-@click.option("--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
+@label_column_option
 @click.option("--positive-threshold", default=3, show_default=True, type=int, help="Scores at or above count as positive.")
 @click.option("--threshold", default="auto", show_default=True,
               help="Decision threshold on edu_score, or 'auto' for the one that maximises cross-validated F1.")
@@ -268,11 +336,9 @@ def status(output, inputs, score_column, as_json):
 @click.option("--cv-folds", default=5, show_default=True, type=click.IntRange(0), help="Cross-validation folds (0: none).")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
-@embedder_revision_option
-@embedder_sha256_option
+@embedder_pin_options
 @device_option
-@click.option("--random-state", "--seed", "random_state", default=0, show_default=True, type=int,
-              help="Seed for folds and forest.")
+@seed_option("Seed for folds and forest.", "--random-state", "--seed", dest="random_state")
 @click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge", "svr"]), default="forest",
               show_default=True, help="The embedding head: random forest classifier (the paper's), random forest "
                                       "regressor on the 0-5 score, logistic regression, or ridge / RBF support-vector "
@@ -303,15 +369,10 @@ def status(output, inputs, score_column, as_json):
               help="Threshold: keep this share of documents.")
 @click.option("--target-token-share", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Threshold: keep this share of tokens.")
-@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location,
-              help="Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
-@click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
+@embeddings_options("Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
 @quiet_option
 @storage_options_option
-def train(labels, output, text_column, score_column, positive_threshold, threshold, n_estimators, min_samples_leaf, cv_folds,
-          embedder, max_length, device, random_state, head, doc_mode, max_chunks, features, calibrate, target_precision,
-          target_share, target_token_share, embeddings, id_column, embedder_revision, embedder_sha256, lexical, lexical_labels,
-          expensive_share, quiet):
+def train(labels, output, lexical, lexical_labels, quiet, **options):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
     Reports stratified cross-validated precision, recall, F1 and ROC AUC and stores them in
@@ -325,86 +386,18 @@ def train(labels, output, text_column, score_column, positive_threshold, thresho
       phifilter train labels.parquet -o m2/ --embeddings emb/ --doc-mode chunk-mean --head logistic --calibrate
       phifilter train labels.parquet -o m3/ --lexical fasttext --expensive-share 0.2
     """
+    from .modelinfo import format_metrics
     from .train import TrainConfig, train_model
 
-    if threshold != "auto":
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            threshold = float("nan")
-        if not 0.0 <= threshold <= 1.0:  # also refuses nan
-            raise click.BadParameter("expected 'auto' or a number in [0, 1]", param_hint="--threshold")
-    cfg = TrainConfig(
-        text_column=text_column, score_column=score_column, positive_threshold=positive_threshold,
-        threshold=threshold, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv_folds=cv_folds, embedder=embedder,
-        max_length=max_length, device=device, random_state=random_state, head=head, doc_mode=doc_mode,
-        max_chunks=max_chunks, features=features, calibrate=calibrate, target_precision=target_precision,
-        target_share=target_share,
-        target_token_share=target_token_share, embeddings=embeddings, id_column=id_column,
-        embedder_revision=embedder_revision, embedder_sha256=embedder_sha256,
-        lexical=None if lexical == "none" else lexical, expensive_share=expensive_share,
-        lexical_params=None if lexical == "none" else {"labels": lexical_labels},
-    )
-    if sum(x is not None for x in (target_precision, target_share, target_token_share)) > 1 or (
-            threshold != "auto" and any(x is not None for x in (target_precision, target_share, target_token_share))):
-        raise click.UsageError("give at most one of --threshold, --target-precision, --target-share, --target-token-share")
+    cfg = TrainConfig(lexical=None if lexical == "none" else lexical,
+                      lexical_params=None if lexical == "none" else {"labels": lexical_labels}, **options)
     _, metrics = train_model(labels, output, cfg, progress=not quiet)
-    if not quiet:
-        click.echo(f"model written to {output}")
-        click.echo(format_metrics(metrics))
-
-
-def format_parts(meta: dict) -> list[str]:
-    """`phifilter info` lines for a model made of parts (format 4): scorers, combiner weights, band."""
-    scorers = meta.get("scorers")
-    if not scorers:
-        return ["parts: embedding + head (one scorer)"]
-    parts = (meta.get("metrics") or {}).get("parts") or {}
-    auc = lambda name: (parts.get(name) or {}).get("roc_auc")  # noqa: E731
-    lines = ["parts:"]
-    for s in scorers:
-        what = s.get("kind") + (f" ({s.get('head')})" if s.get("head") else "")
-        a = auc(s.get("name"))
-        lines.append(f"  scorer {s.get('name')}: {what}" + (f", out-of-fold AUC {a:.3f}" if a is not None else ""))
-    c = meta.get("combiner") or {}
-    weights = ", ".join(f"{w:+.3f} x {n}" for n, w in zip(c.get("inputs", []), c.get("coef", [])))
-    a = auc("combined")
-    lines.append(f"  combiner: {c.get('kind')} on logits: {weights}, intercept {c.get('intercept', 0):+.3f}"
-                 + (f"; out-of-fold AUC {a:.3f}" if a is not None else ""))
-    cascade = meta.get("cascade")
-    if cascade:
-        lo, hi = cascade.get("band") or [None, None]
-        fig = parts.get("cascade") or {}
-        band = "empty" if lo is None else f"[{lo:.4f}, {hi:.4f}]"
-        lines.append(f"  cascade: {cascade.get('cheap')} score band {band} is embedded "
-                     f"(--expensive-share {cascade.get('expensive_share')}; out of fold: "
-                     f"{100 * fig.get('share_embedded', 0):.1f}% embedded, {100 * fig.get('agreement', 0):.1f}% "
-                     f"agreement with the full ensemble, AUC {fig.get('roc_auc') or 0:.3f})")
-    else:
-        lines.append("  cascade: none (every document is embedded)")
-    return lines
-
-
-def format_metrics(metrics: dict) -> str:
-    if not metrics:
-        return "no cross-validation (too few labels)"
-    lines = [f"{metrics['cv_folds']}-fold cross-validated, threshold {metrics['threshold']} "
-             f"({metrics.get('threshold_chosen_by', 'user')}):",
-             f"  {'subset':<8} {'docs':>6} {'pos':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'AUC':>6}"]
-    groups = [("all", metrics["overall"])] + sorted((metrics.get("per_domain") or {}).items())
-    for name, m in groups:
-        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        lines.append(f"  {name:<8} {m['n']:>6} {m['positives']:>5} {m['precision']:>6.3f} "
-                     f"{m['recall']:>6.3f} {m['f1']:>6.3f} {auc:>6}")
-    docs = metrics.get("documents")
-    if docs:
-        lines.append(f"documents: {docs['chunked']} embedded in several chunks, {docs['truncated']} with text not read")
-    return "\n".join(lines)
+    echo_summary(f"model written to {output}\n{format_metrics(metrics)}", quiet)
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Embeddings folder to write.")
+@inputs_argument
+@output_option("Embeddings folder to write.")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder, or mean-pool:FOLDER (default: all-MiniLM-L6-v2).")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens per document or chunk.")
 @click.option("--chunking", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
@@ -417,8 +410,7 @@ def format_metrics(metrics: dict) -> str:
 @quiet_option
 @storage_options_option
 @stats_json_option
-def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_column, id_column, device, batch_size, quiet,
-          stats_json):
+def embed(inputs, output, quiet, **options):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
     train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
@@ -429,36 +421,27 @@ def embed(inputs, output, embedder, max_length, chunking, max_chunks, text_colum
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
     """
-    from .embcache import check_embed_inputs, embed_shards
-    from .hf_embed import make_embedder
+    from .embcache import embed_corpus
 
-    check_embed_inputs(list(inputs), output, text_column)  # in its first second, not after loading the model
-    emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
-    summary = embed_shards(list(inputs), output, emb, chunking=chunking, max_chunks=max_chunks,
-                           text_column=text_column, id_column=id_column or None, progress=not quiet,
-                           stats_json=stats_json)
-    if not quiet:
-        click.echo(str(summary))
+    echo_summary(embed_corpus(list(inputs), output, progress=not quiet, **options), quiet)
 
 
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("labels", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+@click.option("-o", "--output", default=None, type=OutputPath(file_okay=False),
               help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
 @text_column_option
-@click.option("--score-column", default=None, help="0-5 label column (default: llm_score, else score).")
-@click.option("--embeddings", default=None, metavar="PATH", callback=_existing_location, help="Embedding cache from `phifilter embed`.")
-@click.option("--id-column", default="id", show_default=True, help="Document id column for --embeddings.")
+@label_column_option
+@embeddings_options("Embedding cache from `phifilter embed`.")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=click.IntRange(0),
               help="Bootstrap resamples for the 95% confidence intervals (0: none).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@seed_option("Bootstrap seed.")
 @device_option
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@json_option()
 @quiet_option
 @storage_options_option
-def evaluate(model, labels, output, text_column, score_column, embeddings, id_column, n_bootstrap, seed, device,
-             as_json, quiet):
+def evaluate(model, labels, output, as_json, quiet, **options):
     """Measure a model against labels it has not seen: precision, recall, F1, ROC/PR AUC, Spearman,
     confusion matrix and bootstrap confidence intervals, overall and per domain; PR and
     calibration plots are written as PNG files.
@@ -467,35 +450,26 @@ def evaluate(model, labels, output, text_column, score_column, embeddings, id_co
     Example:
       phifilter evaluate my-model/ heldout-labels.parquet -o eval/
     """
-    import json
-    from pathlib import Path
+    from .evaluate import default_output_dir, evaluate_model
 
-    from .evaluate import evaluate_model
-
-    output = output or f"eval-{Path(labels).stem}"
-    report = evaluate_model(model, labels, output, text_column=text_column, score_column=score_column,
-                            embeddings=embeddings, id_column=id_column, n_bootstrap=n_bootstrap, seed=seed,
-                            device=device, progress=not quiet)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    elif not quiet:
-        click.echo(str(report))
+    report = evaluate_model(model, labels, output or default_output_dir(labels), progress=not quiet, **options)
+    echo_json_or_text(report.to_dict, report, as_json, quiet=quiet)
 
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@inputs_argument
+@output_option("Parquet file to write.", folder=False)
 @click.option("-n", "n", default=500, show_default=True, type=click.IntRange(1), help="Documents to suggest.")
 @click.option("--random-share", default=0.1, show_default=True, type=click.FloatRange(0, 1),
               help="Share of -n drawn at random instead of by disagreement.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random share.")
+@seed_option("Seed of the random share.")
 @text_column_option
-@click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@read_batch_rows_option(2048)
 @device_option
 @quiet_option
 @storage_options_option
-def suggest(model, inputs, output, n, random_share, seed, text_column, read_batch_rows, device, quiet):
+def suggest(model, inputs, output, quiet, **options):
     """Pick the documents most worth labelling next: where the forest's trees disagree most,
     plus a random share.
 
@@ -506,15 +480,12 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
     """
     from .suggest import suggest as run_suggest
 
-    summary = run_suggest(model, list(inputs), output, n=n, random_share=random_share, seed=seed,
-                          text_column=text_column, read_batch_rows=read_batch_rows, device=device, progress=not quiet)
-    if not quiet:
-        click.echo(str(summary))
+    echo_summary(run_suggest(model, list(inputs), output, progress=not quiet, **options), quiet)
 
 
 @main.command(name="filter")
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@inputs_argument
+@output_option("Output folder.")
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
@@ -522,7 +493,7 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
               help="Keep the best documents up to N tokens (counted with --tokenizer).")
 @click.option("--tokenizer", default=None, metavar="NAME",
               help="Tokenizer for --token-budget: a folder or tokenizer.json, or a hub id (default: the embedder's, all-MiniLM-L6-v2).")
-@click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
+@score_column_option()
 @click.option("--min-int-score", type=click.IntRange(0, 5), default=None, metavar="N",
               help="Keep rows whose int score (score --int-score-column) is at least N, FineWeb-Edu style.")
 @click.option("--int-score-column", default="int_score", show_default=True, help="Column holding the int scores.")
@@ -530,8 +501,7 @@ def suggest(model, inputs, output, n, random_share, seed, text_column, read_batc
 @storage_options_option
 @stats_json_option
 @quiet_option
-def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, score_column, min_int_score, int_score_column, text_column,
-            stats_json, quiet):
+def filter_(inputs, output, quiet, **options):
     """Keep the best rows of scored shards (by threshold, top fraction, token budget or int score).
 
     \b
@@ -543,20 +513,12 @@ def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, sc
     """
     from .select import filter_shards
 
-    if min_int_score is not None:
-        if threshold is not None or top_fraction is not None or token_budget is not None:
-            raise click.UsageError("give one of --threshold, --top-fraction, --token-budget or --min-int-score")
-        threshold, score_column = min_int_score, int_score_column
-    summary = filter_shards(list(inputs), output, threshold=threshold, top_fraction=top_fraction,
-                            score_column=score_column, text_column=text_column, progress=not quiet,
-                            token_budget=token_budget, tokenizer=tokenizer, stats_json=stats_json)
-    if not quiet:
-        click.echo(str(summary))
+    echo_summary(filter_shards(list(inputs), output, progress=not quiet, **options), quiet)
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@inputs_argument
+@output_option("Parquet file to write.", folder=False)
 @click.option("-n", "n", default=5000, show_default=True, type=click.IntRange(1), help="Documents to draw.")
 @text_column_option
 @click.option("--stratify-by", default=None, help="Column whose values are sampled separately (e.g. source).")
@@ -567,13 +529,12 @@ def filter_(inputs, output, threshold, top_fraction, token_budget, tokenizer, sc
               help="Evaluation file (.jsonl[.gz], .json, .parquet) whose texts must not be drawn; repeatable.")
 @click.option("--exclude-ngram", default=13, show_default=True, type=click.IntRange(4),
               help="Words in a run shared with an excluded text that rule a document out.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
-@click.option("--read-batch-rows", default=2048, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@seed_option("Sampling seed.")
+@read_batch_rows_option(2048)
 @storage_options_option
 @stats_json_option
 @quiet_option
-def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, exclude, exclude_ngram, seed,
-           read_batch_rows, stats_json, quiet):
+def sample(inputs, output, exclude, stats_json, quiet, **options):
     """Draw a uniform (optionally stratified) seed set from Parquet shards in one pass.
 
     Exact duplicates are drawn at most once; documents overlapping --exclude files (HumanEval,
@@ -586,29 +547,14 @@ def sample(inputs, output, n, text_column, stratify_by, allocation, max_chars, e
     """
     from .sample import SampleConfig, sample_shards
 
-    cfg = SampleConfig(n=n, text_column=text_column, stratify_by=stratify_by, allocation=allocation,
-                       max_chars=max_chars, seed=seed, exclude=list(exclude), exclude_ngram=exclude_ngram,
-                       read_batch_rows=read_batch_rows)
-    summary = sample_shards(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json)
-    if not quiet:
-        click.echo(str(summary))
-
-
-def _price(value):
-    if value is None:
-        return None
-    try:
-        parts = [float(p) for p in value.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) < 0:
-        raise click.BadParameter("expected a dollar price per million tokens, or PROMPT,COMPLETION", param_hint="--price-per-mtok")
-    return (parts[0], parts[-1])
+    cfg = SampleConfig(exclude=list(exclude), **options)
+    echo_summary(sample_shards(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json), quiet)
 
 
 @main.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
+              help="Parquet file to write (a local path or a URL: s3://, gs://, ...).")
 @click.option("--backend", type=click.Choice(["openai", "transformers"]), default="openai", show_default=True,
               help="An OpenAI-compatible endpoint, or a local model (a GGUF file or a transformers folder).")
 @click.option("--base-url", default="https://api.openai.com/v1", show_default=True,
@@ -645,15 +591,17 @@ def _price(value):
 @click.option("--max-context", default=None, type=click.IntRange(64),
               help="Cap on the model's context in tokens (transformers); longer documents are cut to fit.")
 @device_option
-@click.option("--cache", default=None, type=click.Path(dir_okay=False),
-              help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite).")
+@click.option("--cache", default=None, type=OutputPath(dir_okay=False),
+              help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite). On a store (s3://...) a local "
+                   "copy is used, locked and published back.")
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
 @click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
 @storage_options_option
+@stats_json_option
 def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, prompt_style, max_chars,
           concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, repair, batch_size, seed,
-          threads, max_context, device, cache, dry_run, price_per_mtok, quiet):
+          threads, max_context, device, cache, dry_run, price_per_mtok, quiet, stats_json):
     """Rate each document's educational value 0-5 with an LLM (resumable, cached).
 
     Every answer is cached as it arrives (keyed by document, rubric and model), so a rerun
@@ -670,39 +618,19 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
       phifilter label seed.parquet -o labels.parquet --backend transformers --model ./my-llm/ --device cuda
       phifilter label seed.parquet -o labels.parquet --backend transformers --model SmolLM2-135M-Instruct.Q4_1.gguf --repair
     """
-    import os
-
-    from .label.annotate import LabelConfig, label_file
+    from .label.annotate import LabelConfig, label_file, parse_price
+    from .label.backends import backend_factory, prompt_style_for
 
     cfg = LabelConfig(text_column=text_column, rubric=rubric, domain_column=domain_column, max_chars=max_chars,
                       cache=cache, max_requests=max_requests, retries=retries, retry_delay=retry_delay,
-                      dry_run=dry_run, price_per_mtok=_price(price_per_mtok), repair=repair,
-                      prompt_style=("compact" if backend == "transformers" else "standard")
-                      if prompt_style == "auto" else prompt_style)
-    if backend == "openai":
-        from urllib.parse import urlsplit
-
-        from .label.backends import OpenAIChatBackend
-
-        api_key = os.environ.get(api_key_env) or None
-        if api_key is None and not dry_run:
-            host = urlsplit(base_url).hostname or ""
-            if api_key_env != "OPENAI_API_KEY" or host.endswith(("openai.com", "openai.azure.com")):
-                raise click.ClickException(f"the environment variable {api_key_env} is not set; "
-                                           f"export the API key as {api_key_env} (or name another with --api-key-env)")
-        make = lambda: OpenAIChatBackend(base_url, model, api_key=api_key, timeout=timeout,  # noqa: E731
-                                         concurrency=concurrency, temperature=temperature, max_tokens=max_tokens)
-        model_id = model
-    else:
-        from .label.backends import TransformersBackend
-        from .label.local_model import resolve_local_model
-
-        make = lambda: TransformersBackend(model, device=device, batch_size=batch_size,  # noqa: E731
-                                           max_new_tokens=max_tokens or 256, temperature=temperature, seed=seed,
-                                           threads=threads, context=max_context)
-        model_id = resolve_local_model(model).model_id  # checks the path before anything is read or loaded
+                      dry_run=dry_run, price_per_mtok=parse_price(price_per_mtok), repair=repair,
+                      prompt_style=prompt_style_for(backend, prompt_style))
+    make, model_id = backend_factory(backend, model, base_url=base_url, api_key_env=api_key_env, dry_run=dry_run,
+                                     timeout=timeout, concurrency=concurrency, temperature=temperature,
+                                     max_tokens=max_tokens, device=device, batch_size=batch_size, seed=seed,
+                                     threads=threads, max_context=max_context)
     summary = label_file(input, output, make, cfg, model_id=model_id, progress=not quiet,
-                         echo=lambda line: click.echo(line, err=True))
+                         echo=lambda line: click.echo(line, err=True), stats_json=stats_json)
     if dry_run or not quiet:
         click.echo(str(summary))
 
@@ -711,13 +639,13 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
 @click.option("--id-column", default="id", show_default=True, help="Column pairing the rows ('' or absent: row order).")
-@click.option("--score-column-a", default=None, help="Score column of A (default: llm_score, else score).")
-@click.option("--score-column-b", default=None, help="Score column of B (default: llm_score, else score).")
-@click.option("--positive-threshold", default=3, show_default=True, type=click.IntRange(0, 5),
+@click.option("--score-column-a", "column_a", default=None, help="Score column of A (default: llm_score, else score).")
+@click.option("--score-column-b", "column_b", default=None, help="Score column of B (default: llm_score, else score).")
+@click.option("--positive-threshold", "binary_threshold", default=3, show_default=True, type=click.IntRange(0, 5),
               help="Scores at or above count as positive for the binary agreement.")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@json_option()
 @storage_options_option
-def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshold, as_json):
+def agreement(a, b, as_json, **options):
     """Compare two label sets of the same documents: agreement, weighted kappa, confusion matrix.
 
     \b
@@ -725,36 +653,32 @@ def agreement(a, b, id_column, score_column_a, score_column_b, positive_threshol
       phifilter agreement labels-gpt4o.parquet labels-qwen.parquet
       phifilter agreement data/seed/edu_seed.parquet labels.parquet --score-column-a score
     """
-    import json
-
     from .label.agreement import compare_labels
 
-    result = compare_labels(a, b, column_a=score_column_a, column_b=score_column_b, id_column=id_column,
-                            binary_threshold=positive_threshold)
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))
+    result = compare_labels(a, b, **options)
+    echo_json_or_text(result.to_dict, result, as_json)
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@inputs_argument
+@output_option("HTML file to write.", folder=False)
 @click.option("--by", default=None, help="Column whose values get their own histogram and row (e.g. source).")
 @text_column_option
-@click.option("--score-column", default="edu_score", show_default=True, help="Column holding the scores.")
+@score_column_option()
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Threshold to report on (default: the --model's decision threshold).")
-@click.option("-m", "--model", type=click.Path(), default=None,
-              help="Model folder whose threshold to use (default: the bundled model).")
-@click.option("--samples", default=5, show_default=True, type=click.IntRange(0), help="Sample documents per score band.")
+@model_option("Model folder whose threshold to use (default: the bundled model).")
+@click.option("--samples", "samples_per_band", default=5, show_default=True, type=click.IntRange(0),
+              help="Sample documents per score band.")
 @click.option("--excerpt-chars", default=2000, show_default=True, type=click.IntRange(1),
               help="Characters shown of each sample document.")
 @click.option("--title", default="phifilter score report", show_default=True, help="Page title.")
-@click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="Seed for the random samples.")
-@click.option("--read-batch-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per Arrow batch read.")
+@seed_option("Seed for the random samples.", "--seed", "--random-state")
+@read_batch_rows_option(4096)
 @storage_options_option
 @stats_json_option
 @quiet_option
-def report(inputs, output, by, text_column, score_column, threshold, model, samples, excerpt_chars, title, seed,
-           read_batch_rows, stats_json, quiet):
+def report(inputs, output, stats_json, quiet, **options):
     """Write a self-contained HTML report on scored shards (histograms, kept shares, token budget, samples).
 
     Reads only the score, text and --by columns, in batches, so any corpus size fits in
@@ -768,12 +692,8 @@ def report(inputs, output, by, text_column, score_column, threshold, model, samp
     """
     from .report import ReportConfig, build_report
 
-    cfg = ReportConfig(text_column=text_column, score_column=score_column, by=by, threshold=threshold, model=model,
-                       samples_per_band=samples, excerpt_chars=excerpt_chars, title=title, seed=seed,
-                       read_batch_rows=read_batch_rows)
-    summary = build_report(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json)
-    if not quiet:
-        click.echo(str(summary))
+    cfg = ReportConfig(**options)
+    echo_summary(build_report(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json), quiet)
 
 
 @main.command()
@@ -786,29 +706,16 @@ def info(model):
     Example:
       phifilter info my-model/
     """
-    from .classifier import default_model_path, read_model_meta
+    from .modelinfo import describe_model
 
-    path = model or default_model_path()
-    meta = read_model_meta(path)
-    emb = meta.get("embedder", {})
-    click.echo(f"model: {path}")
-    click.echo(f"head: {meta.get('head')}; positive label: score >= {meta.get('positive_threshold')}; "
-               f"threshold: {meta.get('threshold')}")
-    features = (meta.get("params") or {}).get("features") or "mean"
-    click.echo(f"documents: {meta.get('doc_mode') or 'truncate'}"
-               + (f" (features {features})" if features != "mean" else "")
-               + f"; calibration: {meta.get('calibration') or 'none'}")
-    click.echo(f"embedder: {emb.get('name')} ({emb.get('dim')} dims, max {emb.get('max_length')} tokens)")
-    td = meta.get("training_data", {})
-    click.echo(f"trained on: {td.get('file')} ({td.get('rows')} rows, {td.get('positives')} positive)")
-    for line in format_parts(meta):
-        click.echo(line)
-    click.echo(format_metrics(meta.get("metrics") or {}))
+    click.echo(describe_model(model))
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report folder (also holds data and checkpoints).")
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
+              help="Report folder (also holds data and checkpoints); a URL (s3://...) gets the report files, "
+                   "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
               help="Model size: micro (seconds), tiny (minutes on a CPU), small, base (~100M, GPU).")
 @click.option("--tokens", default=None, help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
@@ -836,47 +743,39 @@ def info(model):
 @click.option("--note", default=None, help="A sentence to print at the top of the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
+@storage_options_option
+@stats_json_option
 @quiet_option
 def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
            pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, note, overrides, quiet):
+           no_compile, note, overrides, stats_json, quiet):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
     the threshold (or the top fraction); the random arm is a random subset with as many tokens;
     the unfiltered arm is everything. Each arm trains for the same number of tokens, for every
     seed. HumanEval and MBPP are removed from the data first. Writes report.md, report.html and
-    results.json; a rerun skips finished runs and resumes interrupted ones.
+    results.json; a rerun skips finished runs and resumes interrupted ones. INPUTS and OUTPUT may
+    be URLs (s3://, gs://, ...).
 
     \b
     Example:
       phifilter ablate data/scored/ -o reports/ablation/ --seeds 3
       phifilter ablate data/scored/ -o reports/gpu/ --preset small --tokens 200M --top-fraction 0.3
     """
-    import json
-
     from .pretrain.ablate import run_ablation
-    from .pretrain.config import AblateConfig, parse_tokens
-    from .pretrain.report import command_line, verdict
+    from .pretrain.config import AblateConfig, parse_overrides, parse_tokens
+    from .pretrain.ablation_report import command_line, verdict
 
-    parsed = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
-        try:
-            parsed[key.strip()] = json.loads(value)
-        except ValueError:
-            parsed[key.strip()] = value
     cfg = AblateConfig(
         preset=preset, tokens=parse_tokens(tokens) if tokens else None, seeds=seeds, seed=seed,
         threshold=threshold, top_fraction=top_fraction,
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()), text_column=text_column,
         score_column=score_column, eval_dir=eval_dir, val_fraction=val_fraction, pass_samples=pass_samples,
         pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
-        threads=threads, compile=not no_compile, overrides=parsed, note=note,
+        threads=threads, compile=not no_compile, overrides=parse_overrides(overrides), note=note,
     )
-    results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line())
+    results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line(), stats_json=stats_json)
     if not quiet:
         click.echo(verdict(results).replace("**", ""))
         click.echo(f"report: {output}/report.md, {output}/report.html, {output}/results.json")

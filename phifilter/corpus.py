@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import InputError, OutputError
-from .location import RemotePath, as_location, glob_root, is_url
+from .location import RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of
 from .atomic import commit, output_error, temp_path_for, write_json, write_remote_atomically
 from .objstore import LOCK_NAME, RemoteLock, publish
 
@@ -78,11 +78,18 @@ def _expand_remote(spec: str) -> tuple[RemotePath, list[RemotePath]]:
             if not files:
                 raise InputError(f"{spec}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
             return loc, files
+        try:
+            loc.info()  # the store's own reason, when it has one (a refused token), is worth more than "missing"
+        except FileNotFoundError:
+            pass
     except (OSError, ValueError) as e:
         if isinstance(e, InputError):
             raise
         raise InputError(f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials "
-                         "(AWS_* variables, AWS_ENDPOINT_URL, --storage-options)") from None
+                         f"({credentials_hint(spec)})") from None
+    if protocol_of(spec) == "hf":  # the Hub answers a private or gated repository as missing
+        raise InputError(f"{spec}: no such repository, file or folder (or a private or gated one: "
+                         f"give a token that may read it: {credentials_hint(spec)})")
     raise InputError(f"{spec}: no such file or folder")
 
 
@@ -190,6 +197,7 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
 def check_output_dir(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathLike) -> Path:
     """Refuse an output folder that is an input folder, or lies inside one that is searched
     recursively (a rerun would take the outputs for inputs). Inputs are never written."""
+    check_writable_store(output_dir)
     out = as_location(output_dir).resolve()
     for root, recursive in input_roots(inputs):
         if isinstance(root, RemotePath) != isinstance(out, RemotePath):

@@ -239,6 +239,19 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     return summary
 
 
+def embed_corpus(inputs, output_dir, embedder: str | None = None, device: str = "auto", max_length: int = 256,
+                 batch_size: int = 64, id_column: str | None = "id", text_column: str = "text",
+                 **options) -> EmbedSummary:
+    """`phifilter embed`: check the inputs, load ``embedder`` (a name or folder, see
+    :func:`~phifilter.hf_embed.make_embedder`) and write the sidecars (:func:`embed_shards`
+    takes the other ``options``). An empty ``id_column`` means ids are hashes of the text."""
+    from .hf_embed import make_embedder
+
+    check_embed_inputs(inputs, output_dir, text_column)  # in its first second, not after loading the model
+    emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
+    return embed_shards(inputs, output_dir, emb, text_column=text_column, id_column=id_column or None, **options)
+
+
 @dataclass
 class EmbeddingCache:
     """Every sidecar under a folder (or one file), indexed by document id."""

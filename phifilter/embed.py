@@ -21,7 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from .devices import resolve_device
+from .errors import ModelError, OptionError
 from .hashing import sha256_file
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -118,34 +119,19 @@ def verify_hashes(folder: Path, expected: dict[str, str], what: str) -> dict[str
     return actual
 
 
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> cuda, then mps, then cpu; other values are checked against what exists."""
-    import torch
+def parse_sha256_pins(values) -> dict[str, str] | None:
+    """``["model.safetensors=53aa...", ...]`` (``--embedder-sha256 FILE=HEX``) -> {file: hex}, or None."""
+    import re
 
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ModelError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
-        if ":" in device:
-            index = device.split(":", 1)[1]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise ModelError(
-                    f"--device {device}: no such GPU (this machine has {torch.cuda.device_count()})"
-                )
-        return device
-    if device == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ModelError("--device mps: Apple MPS is not available here; use --device cpu or auto")
-        return device
-    raise ModelError(f"--device {device}: expected auto, cpu, cuda, cuda:N or mps")
+    pins = {}
+    for value in values:
+        name, sep, digest = value.partition("=")
+        digest = digest.strip().lower()
+        if not sep or not name.strip() or "/" in name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise OptionError(f"{value!r}: expected FILE=HEX with a 64-digit SHA-256, "
+                              "e.g. model.safetensors=53aa5117...", option="--embedder-sha256")
+        pins[name.strip()] = digest
+    return pins or None
 
 
 class Embedder:

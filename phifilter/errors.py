@@ -20,3 +20,16 @@ class ModelError(PhifilterError):
 
 class OutputError(PhifilterError):
     """The output location is unusable: same as the input, locked, or not writable."""
+
+
+class OptionError(InputError):
+    """Options that cannot go together, or an option value that cannot be read.
+
+    ``option`` names the one at fault (``"--threshold"``), or is None when the fault is the
+    combination. The CLI shows these the way click shows its own usage errors (exit status 2):
+    ``Invalid value for --threshold: ...``, or the usage line and the message.
+    """
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option

@@ -164,6 +164,11 @@ def plot_calibration(groups_data: dict, path: Path, bins: int = 10) -> None:
     plt.close(fig)
 
 
+def default_output_dir(labels) -> str:
+    """Where `phifilter evaluate` writes without -o: ``eval-LABELS_STEM`` in the working folder."""
+    return f"eval-{Path(labels).stem}"
+
+
 def evaluate_model(model, labels, output_dir=None, text_column: str = "text", score_column: str | None = None,
                    embeddings: str | None = None, id_column: str = "id", n_bootstrap: int = 1000, seed: int = 0,
                    device: str = "auto", progress: bool = False) -> EvalReport:

@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .embed import Embedder, file_hashes, resolve_device, verify_hashes
+from .devices import resolve_device
+from .embed import Embedder, file_hashes, verify_hashes
 from .errors import ModelError
 
 PREFIX = "mean-pool:"

@@ -19,16 +19,57 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from .errors import InputError
+from .errors import InputError, OptionError, OutputError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _STORAGE_OPTIONS: dict = {}
 DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "hf": "huggingface_hub"}
+# Stores phifilter reads but never writes: on the Hugging Face Hub every write is a commit, and
+# there is no atomic publish or lock object (docs/reliability.md).
+READ_ONLY = {"hf": "the Hugging Face Hub"}
 
 
 def is_url(spec) -> bool:
     """True for ``scheme://...`` (a RemotePath or a URL string); False for local paths."""
     return isinstance(spec, RemotePath) or (isinstance(spec, str) and bool(_URL.match(spec)))
+
+
+def parse_storage_options(text: str | None) -> dict | None:
+    """``--storage-options JSON``: read the object and apply it to every filesystem opened from now on."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise OptionError(f"not valid JSON ({e}); e.g. '{{\"anon\": true}}'", option="--storage-options") from None
+    if not isinstance(options, dict):
+        raise OptionError("expected a JSON object, e.g. '{\"anon\": true}'", option="--storage-options")
+    set_storage_options(options)
+    return options
+
+
+def protocol_of(spec) -> str:
+    """``s3`` for ``s3://bucket/key``; ``""`` for a local path."""
+    return str(spec).split("://", 1)[0].lower() if is_url(spec) else ""
+
+
+def check_writable_store(spec, what: str = "outputs") -> None:
+    """Refuse, before any work, an output on a store phifilter only reads (``hf://``)."""
+    protocol = protocol_of(spec)
+    if protocol in READ_ONLY:
+        raise OutputError(
+            f"{spec}: phifilter reads {protocol}:// but does not write to {READ_ONLY[protocol]} (each write "
+            f"would be a commit, with no atomic publish or lock); write {what} to a local folder, s3:// or gs://, "
+            "then upload them with `hf upload`")
+
+
+def credentials_hint(spec) -> str:
+    """Where the credentials for ``spec``'s store come from, for error messages."""
+    if protocol_of(spec) == "hf":
+        return "HF_TOKEN, HF_ENDPOINT, --storage-options '{\"token\": \"hf_...\"}'"
+    return "AWS_* variables, AWS_ENDPOINT_URL, --storage-options"
 
 
 def set_storage_options(options: dict | None) -> None:
@@ -178,8 +219,12 @@ class RemotePath:
     def is_dir(self) -> bool:
         return self.fs.isdir(self.path)
 
+    def _writing(self) -> None:
+        check_writable_store(str(self))
+
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         # Object stores have no folders; local-like stores (memory://, file://) get one.
+        self._writing()
         self.fs.makedirs(self.path, exist_ok=True)
 
     def info(self) -> dict:
@@ -213,6 +258,8 @@ class RemotePath:
                 if p.rstrip("/") != self.path and fnmatch.fnmatch(posixpath.basename(p.rstrip("/")), pattern)]
 
     def open(self, mode: str = "rb", **kwargs):
+        if any(c in mode for c in "wax+"):
+            self._writing()
         return self.fs.open(self.path, mode, **kwargs)
 
     def read_bytes(self) -> bytes:
@@ -222,9 +269,11 @@ class RemotePath:
         return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> None:
+        self._writing()
         self.fs.pipe_file(self.path, data)
 
     def unlink(self, missing_ok: bool = False) -> None:
+        self._writing()
         try:
             self.fs.rm_file(self.path)
         except FileNotFoundError:
@@ -232,6 +281,7 @@ class RemotePath:
                 raise
 
     def rmtree(self) -> None:
+        self._writing()
         try:
             self.fs.rm(self.path, recursive=True)
         except FileNotFoundError:
@@ -239,6 +289,7 @@ class RemotePath:
         self.fs.invalidate_cache(self.path)
 
     def copy_to(self, dest: "RemotePath") -> None:
+        dest._writing()
         self.fs.copy(self.path, dest.path)
         self.fs.invalidate_cache(dest.parent.path)
 
@@ -287,7 +338,7 @@ def local_folder(spec) -> Path:
     version = hashlib.sha256()
     for name in sorted(listing):
         info = listing[name]
-        version.update(f"{name}\0{info.get('size')}\0{info.get('ETag') or info.get('mtime') or info.get('LastModified')}\n".encode())
+        version.update(f"{name}\0{info.get('size')}\0{info.get('ETag') or info.get('blob_id') or info.get('mtime') or info.get('LastModified')}\n".encode())
     target = cache_root() / "remote" / f"{hashlib.sha256(str(loc).encode()).hexdigest()[:16]}-{version.hexdigest()[:16]}"
     single = len(listing) == 1 and next(iter(listing)).rstrip("/") == loc.path.rstrip("/")
     result = target / posixpath.basename(loc.path) if single else target  # one file: its copy

@@ -123,14 +123,14 @@ def _precondition_failed(e: Exception) -> bool:
     return any(s in text for s in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"))
 
 
-_held: dict[str, "RemoteLock"] = {}
+_held: dict[str, "RemoteLock"] = {}  # lock object URL -> the lock this process holds
 
 
 def check_held(path) -> None:
     """Raise unless every lock this process took on a folder above ``path`` is still its own."""
     text = str(path)
-    for folder, lock in list(_held.items()):
-        if text.startswith(folder.rstrip("/") + "/"):
+    for lock in list(_held.values()):
+        if text.startswith(str(lock.folder).rstrip("/") + "/"):
             lock.verify()
 
 
@@ -190,7 +190,7 @@ class RemoteLock:
                     continue
         else:
             raise OutputError(f"{self.folder}: could not take the output lock {self.location}; rerun")
-        _held[str(self.folder)] = self
+        _held[str(self.location)] = self  # by object: one folder may hold locks of several names
         self._thread = threading.Thread(target=self._heartbeat, name="phifilter-lock", daemon=True)
         self._thread.start()
         return self
@@ -221,7 +221,7 @@ class RemoteLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        _held.pop(str(self.folder), None)
+        _held.pop(str(self.location), None)
         if self._tag is not None and not self._lost:
             _Store(self.location).delete(self._tag)
         self._tag = None

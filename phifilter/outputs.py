@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 from .atomic import write_atomic, write_text  # noqa: F401  (re-exported: the owned-output API)
 from .corpus import check_output_dir, input_roots
 from .formats import detect
-from .location import RemotePath, as_location
+from .location import RemotePath, as_location, check_writable_store
 from .errors import OutputError
 
 Owned = Callable[[Path], bool]
@@ -77,6 +77,7 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
     Absent or empty is fine; existing visible files must all pass ``is_ours``. Nothing is
     created or changed here.
     """
+    check_writable_store(folder, what)
     folder = as_location(folder)
     if inputs:
         check_output_dir(inputs, folder)
@@ -97,6 +98,7 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
 def claim_file(path: str | os.PathLike, what: str = "the output",
                inputs: Iterable[str | os.PathLike] | None = None) -> Path:
     """Check that ``path`` may be written: not an input, not in a recursively searched input folder."""
+    check_writable_store(path, what)
     path = as_location(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name for {what}, e.g. {path / 'out'}")

@@ -1,4 +1,4 @@
-"""Reports people read: a self-contained HTML page about scored shards, plus reusable pieces.
+"""`phifilter report`: a self-contained HTML page about scored shards.
 
 ``build_report`` streams scored shards once, reading only the score, text and (optional)
 ``--by`` columns in record batches, and keeps nothing that grows with the corpus:
@@ -15,16 +15,13 @@ prose and code with BPE tokenizers) and the report says so.
 
 The page has no scripts and fetches nothing: figures are base64 PNG data URIs and the CSS is
 inline, so it opens offline and can be mailed around. Every piece of document text goes
-through ``html.escape``. The helpers ``figure_to_data_uri``, ``html_page``, ``html_table`` and
-``figure_img`` are meant for other reports too (the ablation report, notebooks).
+through ``html.escape``. The page is built with :mod:`phifilter.htmlpage`, which the ablation
+report uses too.
 """
 
 from __future__ import annotations
 
-import base64
 import heapq
-import html
-import io
 import logging
 import os
 import time
@@ -39,6 +36,7 @@ import pyarrow as pa
 from .corpus import find_input_files, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
 from .histogram import SUMMARY_BINS, bin_index, histogram
+from .htmlpage import escape, figure_img, html_page, html_table, new_figure
 
 FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0.001)
 PLOT_BINS = 20  # bars in the histograms
@@ -48,76 +46,6 @@ log = logging.getLogger(__name__)
 BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 0.9)
 OTHER = "(other values)"
 MISSING = "(missing)"
-
-# ---------------------------------------------------------------------------------------------
-# reusable HTML pieces
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-main{max-width:1100px;margin:0 auto;padding:24px 32px 64px}
-h1{font-size:1.7em;margin:0.3em 0}h2{margin-top:1.8em;border-bottom:2px solid #d8dce3;padding-bottom:4px}
-h3{margin-bottom:0.3em}
-.lead{color:#4a5263}.note{color:#5b6475;font-size:0.9em}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
-.card{background:#fff;border:1px solid #d8dce3;border-radius:8px;padding:10px 16px;min-width:150px}
-.card b{display:block;font-size:1.5em}
-table{border-collapse:collapse;background:#fff;margin:8px 0;font-size:0.92em}
-th,td{border:1px solid #d8dce3;padding:4px 10px;text-align:right}
-th{background:#eef0f4}td:first-child,th:first-child{text-align:left}
-img.fig{max-width:100%;background:#fff;border:1px solid #d8dce3;border-radius:6px}
-details.doc{background:#fff;border:1px solid #d8dce3;border-radius:6px;margin:6px 0;padding:4px 10px}
-details.doc summary{cursor:pointer;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:0.88em}
-pre{white-space:pre-wrap;word-break:break-word;font-size:0.82em;max-height:28em;overflow:auto;
-background:#fbfbfc;padding:8px;border-radius:4px;margin:6px 0}
-.score{font-weight:bold}
-"""
-
-
-def escape(value) -> str:
-    """HTML-escape anything (quotes too), so document text can never become markup."""
-    return html.escape(str(value), quote=True)
-
-
-def figure_to_data_uri(fig, fmt: str = "png", dpi: int = 110) -> str:
-    """Render a matplotlib Figure to a ``data:`` URI (PNG or SVG) for an ``<img src=...>``."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
-    mime = {"png": "image/png", "svg": "image/svg+xml"}[fmt]
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
-
-
-def figure_img(fig, alt: str, fmt: str = "png") -> str:
-    """An ``<img>`` tag holding the figure inline."""
-    return f'<img class="fig" alt="{escape(alt)}" src="{figure_to_data_uri(fig, fmt)}">'
-
-
-def new_figure(width: float = 7.5, height: float = 3.4):
-    """A matplotlib Figure without pyplot (no global state, no GUI backend needed)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def html_table(header: Sequence[str], rows: Iterable[Sequence], classes: str = "") -> str:
-    """A table; every cell is escaped."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    cls = f' class="{escape(classes)}"' if classes else ""
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def html_page(title: str, body: str, css: str = CSS) -> str:
-    """A whole self-contained page: inline CSS, no scripts, nothing fetched (``body`` is trusted HTML)."""
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        # Forbid every fetch, even if a bug let markup through: images only from data: URIs.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-        "style-src 'unsafe-inline'\">"
-        f"<title>{escape(title)}</title><style>{css}</style></head>\n"
-        f"<body><main>\n{body}\n</main></body></html>\n"
-    )
-
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file under a temporary name and rename it into place."""

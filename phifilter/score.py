@@ -6,7 +6,8 @@ Kept so code written against ``phifilter.score`` keeps working; new code imports
 
 from __future__ import annotations
 
-from .scoring.config import ScoreConfig, parse_devices
+from .devices import parse_devices
+from .scoring.config import ScoreConfig
 from .scoring.flow import output_schema
 from .scoring.model import apply_throughput_options, checkpoint_key, default_read_batch_rows, load_model
 from .scoring.run import score_shards

@@ -36,7 +36,7 @@ from .corpus import (
     open_parquet,
     output_path,
 )
-from .errors import InputError, OutputError
+from .errors import InputError, OptionError, OutputError
 from .formats import PARQUET, detect
 from .location import RemotePath, as_location
 
@@ -206,11 +206,14 @@ def filter_shards(
     token_budget: int | None = None,
     tokenizer: str | None = None,
     stats_json: str | os.PathLike | None = None,
+    min_int_score: int | None = None,
+    int_score_column: str = "int_score",
 ) -> FilterSummary:
     """Write the kept rows of every scored shard to ``output_dir`` (same relative names).
 
-    Exactly one of ``threshold``, ``top_fraction`` and ``token_budget`` (the best documents up
-    to that many tokens of ``tokenizer``, default the embedder's: :mod:`phifilter.token_budget`).
+    Exactly one of ``threshold``, ``top_fraction``, ``token_budget`` (the best documents up
+    to that many tokens of ``tokenizer``, default the embedder's: :mod:`phifilter.token_budget`)
+    and ``min_int_score`` (FineWeb-Edu style: ``int_score_column`` at least this).
     """
     import time
 
@@ -218,6 +221,10 @@ def filter_shards(
     from tqdm import tqdm
 
     began = time.perf_counter()
+    if min_int_score is not None:
+        if threshold is not None or top_fraction is not None or token_budget is not None:
+            raise OptionError("give one of --threshold, --top-fraction, --token-budget or --min-int-score")
+        threshold, score_column = min_int_score, int_score_column
     if sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
         raise InputError("give exactly one of --threshold or --top-fraction or --token-budget")
     if token_budget is not None and int(token_budget) < 1:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .classifier import EduClassifier
 from .corpus import check_text_column, open_parquet, texts_from_array
-from .errors import InputError
+from .errors import InputError, OptionError
 
 SCORE_COLUMNS = ("llm_score", "score")  # fresh LLM labels win over an older score column
 
@@ -56,6 +56,26 @@ class TrainConfig:
     lexical_params: dict | None = None  # LexicalScorer parameters (None: its defaults)
     expensive_share: float | None = None  # cascade: share of documents sent to the embedder (needs lexical)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.threshold = parse_threshold(self.threshold)
+        targets = (self.target_precision, self.target_share, self.target_token_share)
+        if sum(x is not None for x in targets) > 1 or (
+                self.threshold != "auto" and any(x is not None for x in targets)):
+            raise OptionError("give at most one of --threshold, --target-precision, --target-share, --target-token-share")
+
+
+def parse_threshold(value: float | str) -> float | str:
+    """``--threshold``: 'auto', or a number in [0, 1] (also given as text, as the CLI does)."""
+    if value == "auto":
+        return value
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0.0 <= threshold <= 1.0:  # also refuses nan
+        raise OptionError("expected 'auto' or a number in [0, 1]", option="--threshold")
+    return threshold
 
 
 @dataclass

@@ -80,3 +80,19 @@ def bundled_model():
 @pytest.fixture(scope="session")
 def embedder(bundled_model):
     return bundled_model.embedder_
+
+
+def default_score(doc: str) -> int:
+    """The ``chat_server`` fixture's rating: a score a test can recompute from the document."""
+    return sum(doc.encode()) % 6
+
+
+@pytest.fixture
+def chat_server():
+    """The product's loopback chat endpoint (phifilter.label.StandinServer) rating by
+    :func:`default_score`; tests script faults with ``queue``/``script`` and count requests."""
+    from phifilter.label.standin import StandinServer
+
+    with StandinServer(rate=lambda doc: (default_score(doc), "Readable code with some explanation"),
+                       model="test-model") as server:
+        yield server

@@ -111,7 +111,7 @@ def one_thread():
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch, one_thread):
     import torch
 
-    from phifilter.pretrain import train as T
+    from phifilter.pretrain import loop as T
     from phifilter.pretrain.config import PRESETS
 
     preset = PRESETS["micro"]
@@ -121,7 +121,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch,
     device = torch.device("cpu")
     steps = 25  # checkpoints every 10 steps, and at the end
 
-    whole, info = T.train_model(preset.model, preset.loop, tokens, val, steps, 3, tmp_path / "a", device)
+    whole, info = T.train_gpt(preset.model, preset.loop, tokens, val, steps, 3, tmp_path / "a", device)
 
     real_sample, calls = T.sample_batch, []
 
@@ -133,10 +133,10 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch,
 
     monkeypatch.setattr(T, "sample_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        T.train_model(preset.model, preset.loop, tokens, val, steps, 3, tmp_path / "b", device)
+        T.train_gpt(preset.model, preset.loop, tokens, val, steps, 3, tmp_path / "b", device)
     assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 10
     monkeypatch.setattr(T, "sample_batch", real_sample)
-    resumed, info_b = T.train_model(preset.model, preset.loop, tokens, val, steps, 3, tmp_path / "b", device)
+    resumed, info_b = T.train_gpt(preset.model, preset.loop, tokens, val, steps, 3, tmp_path / "b", device)
 
     for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chat_server import Response, chat_server  # noqa: F401  (fixture)
 from phifilter.errors import InputError
 from phifilter.label import compare_labels
+from phifilter.label.standin import Canned
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_answer_formats_are_counted_per_model(tmp_path, chat_server):
     texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(5)]
     replies = {texts[0]: "Fine.\nEducational score: 2", texts[1]: "Short.\nEducational score: 1",
                texts[2]: "The educational score is 3.", texts[3]: "Rating: 4/5", texts[4]: "No idea."}
-    chat_server.script = lambda doc, body: Response(text=replies[doc])
+    chat_server.script = lambda doc, body: Canned(text=replies[doc])
     src = write(tmp_path / "seed.parquet", id=[f"d{i}" for i in range(5)], text=texts,
                 score=pa.array([2, 1, 3, 3, 0], pa.int8()))
     out = tmp_path / "labels.parquet"

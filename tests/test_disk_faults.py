@@ -149,7 +149,7 @@ def test_full_tmpfs_score_keeps_finished_shards(tmp_path, tiny_disk):
 
 
 def test_full_tmpfs_filter_sample_label_train_keep_previous_outputs(tmp_path, tiny_disk):
-    from chat_server import ChatServer
+    from phifilter.label.standin import StandinServer
 
     runner = CliRunner()
     rows = 40
@@ -166,7 +166,7 @@ def test_full_tmpfs_filter_sample_label_train_keep_previous_outputs(tmp_path, ti
     r = runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--n-estimators", "5", "--cv-folds", "0",
                              "--device", "cpu", "-q"])
     assert r.exit_code == 0, r.output
-    server = ChatServer().start()
+    server = StandinServer().start()
     try:
         assert runner.invoke(main, ["label", str(tmp_path / "small" / "s.parquet"), "-o", str(tiny_disk / "labels.parquet"),
                                     "--base-url", server.url, "--model", "m", "-q"], env={"OPENAI_API_KEY": "k"}).exit_code == 0

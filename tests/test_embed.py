@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from phifilter import Embedder, ModelError
-from phifilter.embed import DEFAULT_EMBEDDER_SHA256, bundled_model_path, file_hashes, resolve_device, verify_hashes
+from phifilter.devices import resolve_device
+from phifilter.embed import DEFAULT_EMBEDDER_SHA256, bundled_model_path, file_hashes, verify_hashes
 
 from conftest import BOILERPLATE, GOOD_CODE
 
@@ -62,3 +63,17 @@ def test_unknown_hub_model_fails_with_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
         Embedder("no-such-org/no-such-model-xyz", device="cpu").encode(["x"])
+
+
+def test_one_device_rule_for_every_command():
+    """score, embed, label's local models and ablate all choose their device with phifilter.devices."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "phifilter"
+    defining = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+                if any(isinstance(n, ast.FunctionDef) and n.name.lstrip("_") == "resolve_device"
+                       for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))))]
+    assert defining == ["devices.py"]
+    with pytest.raises(ModelError, match="expected auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("gpu0")

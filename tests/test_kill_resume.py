@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chat_server import chat_server  # noqa: F401  (fixture)
 from conftest import BOILERPLATE, GOOD_CODE, REPO, cli_env, run_cli, write_shard
 from killresume import (
     KillResumeCase,
@@ -233,7 +232,7 @@ def test_sample_killed_at_random_times_equals_uninterrupted_run(tmp_path, seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_label_killed_at_random_points_equals_uninterrupted_run(tmp_path, chat_server, seed):
-    from chat_server import Response
+    from phifilter.label.standin import Canned
     from phifilter.label.annotate import LabelConfig, label_file
     from phifilter.label.backends import OpenAIChatBackend
 
@@ -243,7 +242,7 @@ def test_label_killed_at_random_points_equals_uninterrupted_run(tmp_path, chat_s
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(60)], "text": docs}), src)
     label_file(src, ref, OpenAIChatBackend(chat_server.url, "m", concurrency=4), LabelConfig(), progress=False)
     chat_server.reset()
-    chat_server.script = lambda doc, body: Response(delay=0.02)
+    chat_server.script = lambda doc, body: Canned(delay=0.02)
 
     def progress():
         try:

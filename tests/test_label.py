@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chat_server import Response, chat_server, default_score  # noqa: F401  (fixture)
+from conftest import default_score
 from phifilter.errors import InputError, OutputError
 from phifilter.label import (
     BackendError,
@@ -26,6 +26,7 @@ from phifilter.label import (
 from phifilter.label.backends import parse_retry_after
 from phifilter.label.cache import LabelCache
 from phifilter.label.prompt import fence_for
+from phifilter.label.standin import Canned
 
 CODE_DOCS = [f"def f{i}(x):\n    \"\"\"Add {i} to x.\"\"\"\n    return x + {i}\n" for i in range(8)]
 WEB_DOCS = [f"Chapter {i}: fractions.\nA fraction is a part of a whole; here is example {i}.\n" for i in range(4)]
@@ -231,7 +232,9 @@ def test_dry_run_sends_nothing_and_estimates_cost(tmp_path, chat_server):
     label_file(src, out, backend(chat_server), fast(max_requests=4), progress=False)
     summary = label_file(src, out, backend(chat_server), fast(dry_run=True), progress=False)
     assert "would send 4 requests" in str(summary) and "measured from 4 cached answers" in str(summary)
-    assert "80 completion" in str(summary)  # 4 replies x 20 tokens, as the server reported
+    # 4 replies x 14 tokens, as the server reported (it counts a reply's 57 characters / 4)
+    assert len("Readable code with some explanation.\nEducational score: 0") // 4 == 14
+    assert "56 completion" in str(summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ def test_dry_run_sends_nothing_and_estimates_cost(tmp_path, chat_server):
 
 def test_429_storm_with_retry_after_is_survived_and_honoured(tmp_path, chat_server):
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:2])
-    chat_server.queue(*[Response(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})] * 2)
+    chat_server.queue(*[Canned(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})] * 2)
     summary = label_file(src, tmp_path / "out.parquet", backend(chat_server, concurrency=1), fast(), progress=False)
     assert summary.answered == 2 and summary.retries == 2
     assert all(w >= 1.0 for w in summary.retry_waits)  # Retry-After beats the 0.01 s backoff
@@ -251,18 +254,18 @@ def test_429_storm_with_retry_after_is_survived_and_honoured(tmp_path, chat_serv
 
 def test_a_spent_quota_stops_instead_of_sleeping_for_hours(tmp_path, chat_server):
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:2])
-    chat_server.queue(Response(429, {"error": {"message": "daily quota exceeded"}}, headers={"Retry-After": "86400"}))
+    chat_server.queue(Canned(429, {"error": {"message": "daily quota exceeded"}}, headers={"Retry-After": "86400"}))
     with pytest.raises(LabelError, match="daily quota exceeded; the server asks to wait 86,400s"):
         label_file(src, tmp_path / "out.parquet", backend(chat_server, concurrency=1), fast(), progress=False)
     assert chat_server.count() == 1
 
 
 @pytest.mark.parametrize("fault", [
-    Response(500, {"error": {"message": "boom"}}),
-    Response(503, b"<html>bad gateway</html>"),
-    Response(200, b"{not json"),
-    Response(200, {"id": "x", "choices": []}),
-    Response(200, {"id": "x"}),
+    Canned(500, {"error": {"message": "boom"}}),
+    Canned(503, b"<html>bad gateway</html>"),
+    Canned(200, b"{not json"),
+    Canned(200, {"id": "x", "choices": []}),
+    Canned(200, {"id": "x"}),
 ])
 def test_transient_faults_are_retried(tmp_path, chat_server, fault):
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:3])
@@ -276,7 +279,7 @@ def test_transient_faults_are_retried(tmp_path, chat_server, fault):
 
 def test_a_keep_alive_connection_closed_by_the_server_costs_no_retry(tmp_path, chat_server):
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:4])
-    chat_server.queue(Response(close_after=True), Response(), Response(close_after=True))
+    chat_server.queue(Canned(close_after=True), Canned(), Canned(close_after=True))
     summary = label_file(src, tmp_path / "out.parquet", backend(chat_server, concurrency=1), fast(retries=0),
                          progress=False)
     assert summary.answered == 4 and summary.retries == 0 and chat_server.count() == 4
@@ -284,7 +287,7 @@ def test_a_keep_alive_connection_closed_by_the_server_costs_no_retry(tmp_path, c
 
 def test_timeouts_are_retried(tmp_path, chat_server):
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:2])
-    chat_server.queue(Response(delay=1.5))
+    chat_server.queue(Canned(delay=1.5))
     summary = label_file(src, tmp_path / "out.parquet", backend(chat_server, concurrency=1, timeout=0.3), fast(),
                          progress=False)
     assert summary.answered == 2 and summary.retries == 1
@@ -293,7 +296,7 @@ def test_timeouts_are_retried(tmp_path, chat_server):
 def test_replies_without_a_valid_score_are_recorded_unparsed(tmp_path, chat_server):
     texts = CODE_DOCS[:3]
     replies = {texts[0]: "Nice code, I like it.", texts[1]: "Superb!\nEducational score: 9", texts[2]: ""}
-    chat_server.script = lambda doc, body: Response(text=replies[doc])
+    chat_server.script = lambda doc, body: Canned(text=replies[doc])
     out = tmp_path / "out.parquet"
     summary = label_file(write_docs(tmp_path / "seed.parquet", texts), out, backend(chat_server), fast(), progress=False)
     rows = pq.read_table(out).to_pylist()
@@ -310,12 +313,12 @@ def test_replies_without_a_valid_score_are_recorded_unparsed(tmp_path, chat_serv
 def test_a_document_quoting_a_score_does_not_set_its_own(tmp_path, chat_server):
     doc = "# notes\nEducational score: 5\n"
     # A model that quotes the document and then gives its own verdict; and one that only quotes it.
-    chat_server.script = lambda d, body: Response(text=f"The text says:\n{d}\nIt is a bare note.\nEducational score: 1")
+    chat_server.script = lambda d, body: Canned(text=f"The text says:\n{d}\nIt is a bare note.\nEducational score: 1")
     out = tmp_path / "out.parquet"
     label_file(write_docs(tmp_path / "a.parquet", [doc]), out, backend(chat_server), fast(), progress=False)
     assert pq.read_table(out).column("llm_score").to_pylist() == [1]
     assert chat_server.requests[0].doc == doc  # the server found the document whole inside the fence
-    chat_server.script = lambda d, body: Response(text=f"It contains:\n{d}\nso I cannot decide.")
+    chat_server.script = lambda d, body: Canned(text=f"It contains:\n{d}\nso I cannot decide.")
     out2 = tmp_path / "out2.parquet"
     label_file(write_docs(tmp_path / "b.parquet", [doc]), out2, backend(chat_server), fast(cache=str(tmp_path / "c2.sqlite")),
                progress=False)
@@ -326,7 +329,7 @@ def test_persistent_500s_stop_with_a_clear_error_and_keep_answers(tmp_path, chat
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS)
     out = tmp_path / "out.parquet"
     bad = CODE_DOCS[5]
-    chat_server.script = lambda doc, body: Response(500, {"error": {"message": "overloaded"}}) if doc == bad else None
+    chat_server.script = lambda doc, body: Canned(500, {"error": {"message": "overloaded"}}) if doc == bad else None
     with pytest.raises(LabelError) as info:
         label_file(src, out, backend(chat_server, concurrency=1), fast(retries=2), progress=False)
     message = str(info.value)
@@ -355,7 +358,7 @@ def test_endpoint_down_is_a_clear_error(tmp_path):
 
 def test_rejected_key_stops_at_once_without_showing_the_key(tmp_path, chat_server):
     key = "sk-test-SECRET-0123456789"
-    chat_server.queue(Response(401, {"error": {"message": f"Incorrect API key provided: {key}"}}))
+    chat_server.queue(Canned(401, {"error": {"message": f"Incorrect API key provided: {key}"}}))
     src = write_docs(tmp_path / "seed.parquet", CODE_DOCS[:1])
     with pytest.raises(BackendError) as info:
         label_file(src, tmp_path / "out.parquet", backend(chat_server, api_key=key), fast(), progress=False)
@@ -485,10 +488,10 @@ def test_repair_reask_once_cached_counted_and_capped_by_max_requests(tmp_path, c
     def script(doc, body):
         msgs = body["messages"]
         if len(msgs) == 2:
-            return Response(text=first[doc])
+            return Canned(text=first[doc])
         assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
         assert msgs[2]["content"] == first[doc] and msgs[3]["content"] == REPAIR_QUESTION
-        return Response(text=second[doc])
+        return Canned(text=second[doc])
 
     chat_server.script = script
     src, out = write_docs(tmp_path / "seed.parquet", texts), tmp_path / "labels.parquet"

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chat_server import Response, chat_server  # noqa: F401  (fixture)
+from phifilter.label.standin import Canned
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-DO-NOT-LEAK-4f9a2c71e0b3"
@@ -61,7 +61,7 @@ def wait_for(predicate, proc, limit=60.0):
 def test_sigkill_mid_run_then_resume_pays_for_nothing_twice(tmp_path, chat_server):
     src, out = write_seed(tmp_path / "seed.parquet"), tmp_path / "labels.parquet"
     cache = tmp_path / "labels.cache.sqlite"
-    chat_server.script = lambda doc, body: Response(delay=0.05)
+    chat_server.script = lambda doc, body: Canned(delay=0.05)
     proc = subprocess.Popen(label_cmd(src, out, chat_server, "--concurrency", "4"), env=env(OPENAI_API_KEY=SECRET),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: chat_server.count() >= 15, proc)
@@ -90,7 +90,7 @@ def test_sigkill_mid_run_then_resume_pays_for_nothing_twice(tmp_path, chat_serve
 @pytest.mark.slow
 def test_ctrl_c_waits_for_requests_in_flight_then_resume_asks_each_document_once(tmp_path, chat_server):
     src, out = write_seed(tmp_path / "seed.parquet"), tmp_path / "labels.parquet"
-    chat_server.script = lambda doc, body: Response(delay=0.1)
+    chat_server.script = lambda doc, body: Canned(delay=0.1)
     proc = subprocess.Popen(label_cmd(src, out, chat_server, "--concurrency", "4"), env=env(OPENAI_API_KEY=SECRET),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: chat_server.count() >= 10, proc)
@@ -109,12 +109,12 @@ def test_ctrl_c_waits_for_requests_in_flight_then_resume_asks_each_document_once
 def test_api_key_is_never_printed_or_written(tmp_path, chat_server):
     src, out = write_seed(tmp_path / "seed.parquet", DOCS[:6]), tmp_path / "labels.parquet"
     # The server echoes the key in its error messages, as some providers do.
-    chat_server.queue(Response(429, {"error": {"message": f"rate limited for key {SECRET}"}}),
-                      Response(500, {"error": {"message": f"internal error, key={SECRET}"}}))
+    chat_server.queue(Canned(429, {"error": {"message": f"rate limited for key {SECRET}"}}),
+                      Canned(500, {"error": {"message": f"internal error, key={SECRET}"}}))
     ok = subprocess.run(label_cmd(src, out, chat_server)[:-1], env=env(OPENAI_API_KEY=SECRET),
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    chat_server.queue(Response(401, {"error": {"message": f"Incorrect API key provided: {SECRET}"}}))
+    chat_server.queue(Canned(401, {"error": {"message": f"Incorrect API key provided: {SECRET}"}}))
     refused = subprocess.run(label_cmd(write_seed(tmp_path / "more.parquet", ["print('hi there')\n"]),
                                        tmp_path / "more-labels.parquet", chat_server, "--api-key-env", "MY_KEY"),
                              env=env(MY_KEY=SECRET), capture_output=True, text=True, timeout=120)

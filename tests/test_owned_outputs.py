@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chat_server import chat_server  # noqa: F401  (fixture)
 from conftest import BOILERPLATE, GOOD_CODE, REPO, cli_env, run_cli, write_shard
 
 SEED = REPO / "data" / "seed" / "edu_seed.parquet"

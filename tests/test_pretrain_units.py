@@ -1,4 +1,4 @@
-"""Unit tests of the ablation's parts: decontamination, token files, sandbox, pass@k, bigram, arms."""
+"""Unit tests of the ablation's parts (decontamination: tests/test_exclude.py): token files, sandbox, pass@k, bigram, arms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import math
 import socket
 import threading
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,66 +16,11 @@ import pytest
 
 from phifilter.corpus import find_shards
 from phifilter.pretrain import data as D
-from phifilter.pretrain.decontam import Decontaminator
-from phifilter.pretrain.evaluate import pass_at_k, truncate_at_stop
+from phifilter.pretrain.metrics import pass_at_k, truncate_at_stop
 from phifilter.pretrain.ngram import BigramModel
 from phifilter.pretrain.sandbox import run_program
 
 from ablate_corpus import eval_dir  # noqa: F401  (a fixture)
-
-SOLUTION = '''def rolling_maximum(numbers):
-    """From a given list of integers, generate a list of rolling maximum element found until
-    given moment in the sequence."""
-    running_max = None
-    result = []
-    for n in numbers:
-        if running_max is None:
-            running_max = n
-        else:
-            running_max = max(running_max, n)
-        result.append(running_max)
-    return result
-'''
-
-
-# ---------------------------------------------------------------------------------------------
-# decontamination
-
-
-def test_known_13_gram_overlap_is_removed_and_12_words_are_not():
-    d = Decontaminator([SOLUTION])
-    words = "from a given list of integers generate a list of rolling maximum element found until".split()
-    thirteen = " ".join(words[:13])
-    twelve = " ".join(words[:12])
-    # Embedded in unrelated code, with different case and punctuation: still found.
-    assert d.check(f"import os\n\nx = 1  # {thirteen.upper()}!\nprint(x)\n") == "ngram"
-    assert d.check(f"import os\n\nx = 1  # {twelve}\nprint(x)\n") is None
-    assert d.check("def unrelated(a, b):\n    return a * b + 7\n") is None
-
-
-def test_exact_copy_is_found_whatever_the_whitespace():
-    d = Decontaminator(["def f(a):\n    return a*2\n"])  # shorter than 13 words: exact match only
-    assert d.check("def  f(a):\n\n\treturn a*2") == "exact"
-    assert d.check("def f(a):\n    return a*3\n") is None
-
-
-def test_runs_of_numbers_or_letters_do_not_count_as_overlap():
-    evaluation = "primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43]\nletters = 'a b c d e f g h i j k l m n'"
-    d = Decontaminator([evaluation])
-    assert d.check("SMALL_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43)") is None
-    assert d.check("alphabet = ['a','b','c','d','e','f','g','h','i','j','k','l','m','n']") is None
-
-
-def test_real_humaneval_solution_is_caught(eval_dir):
-    from phifilter.pretrain.evalsets import contamination_texts, load_humaneval
-
-    d = Decontaminator(contamination_texts(eval_dir))
-    problem = load_humaneval(eval_dir)[12]
-    body = problem.solution
-    assert d.check("# helpers\nimport sys\n\n" + problem.prompt + body + "\nif __name__ == '__main__':\n    main()\n")
-    # The module docstring of this very test file is ordinary code prose: clean.
-    assert d.check(Path(__file__).read_text().split('"""')[1]) is None
-
 
 # ---------------------------------------------------------------------------------------------
 # token files

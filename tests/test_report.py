@@ -13,17 +13,8 @@ import pyarrow as pa
 import pytest
 
 from phifilter.errors import InputError, OutputError
-from phifilter.report import (
-    FINE_BINS,
-    OTHER,
-    RESERVOIR_BINS,
-    ReportConfig,
-    build_report,
-    collect,
-    figure_to_data_uri,
-    html_page,
-    new_figure,
-)
+from phifilter.htmlpage import figure_to_data_uri, html_page, new_figure
+from phifilter.report import FINE_BINS, OTHER, RESERVOIR_BINS, ReportConfig, build_report, collect
 
 from conftest import run_cli, write_shard
 
@@ -189,6 +180,19 @@ def test_figure_helpers():
     assert figure_to_data_uri(fig, "svg").startswith("data:image/svg+xml;base64,")
     page = html_page("a <title>", "<p>x</p>")
     assert "<title>a &lt;title&gt;</title>" in page and "Content-Security-Policy" in page
+
+
+def test_the_ablation_report_is_built_from_the_same_pieces():
+    from phifilter.pretrain.ablation_report import render_html
+
+    blocks = [("h", 1, "Ablation `micro`"), ("p", f"**Verdict** {XSS}"), ("pre", XSS),
+              ("img", "loss_curves.png"), ("table", ["arm", "**loss**"], [["filtered", 1.5], [XSS, "`2.0`"]])]
+    page = render_html(blocks, {"loss_curves.png": b"\x89PNG not really"})
+    shell = html_page("phifilter ablation", "")
+    assert page.startswith(shell.split("<main>")[0])  # the same head: CSS and the no-fetch policy
+    assert "<h1>Ablation <code>micro</code></h1>" in page and "<th><strong>loss</strong></th>" in page
+    assert "<td><code>2.0</code></td>" in page and '<img class="fig" alt="loss curves" src="data:image/png;base64,' in page
+    assert "<script>" not in page and page.count("&lt;script&gt;") == 3
 
 
 def test_cli_report(corpus, tmp_path):

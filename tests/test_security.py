@@ -17,12 +17,12 @@ import pytest
 import skops.io as sio
 from click.testing import CliRunner
 
-from chat_server import Response, chat_server  # noqa: F401  (fixture)
 from conftest import REPO, cli_env, write_shard
 from phifilter.classifier import HEAD_FILE, META_FILE, EduClassifier, _sha256_file, default_model_path
 from phifilter.cli import main
 from phifilter.embed import DEFAULT_EMBEDDER_SHA256, bundled_model_path, file_hashes
 from phifilter.errors import ModelError
+from phifilter.label.standin import Canned
 
 SECRET = "sk-test-5ecret-DO-NOT-LEAK-0123456789abcdef"
 
@@ -109,7 +109,7 @@ def _seed(tmp_path: Path) -> Path:
 
 def _echo_key(status: int):
     def script(doc, body):  # a server that quotes the key back, as real ones do on a bad key
-        return Response(status, {"error": {"message": f"Incorrect API key provided: {SECRET}. "
+        return Canned(status, {"error": {"message": f"Incorrect API key provided: {SECRET}. "
                                                       f"Header was 'Bearer {SECRET}'"}})
     return script
 

@@ -24,7 +24,7 @@ def test_label_file_through_the_standin(tmp_path):
     with StandinServer() as server:
         backend = OpenAIChatBackend(server.url, server.model, api_key="unused", concurrency=2)
         summary = label_file(seed, tmp_path / "labels.parquet", backend, LabelConfig(rubric="code"), progress=False)
-        assert server.requests == 3
+        assert server.count() == 3 and [r.status for r in server.requests] == [200] * 3
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         conn.request("GET", "/v1/models")
         assert json.loads(conn.getresponse().read())["data"][0]["id"] == "standin-heuristic"

@@ -19,7 +19,6 @@ import pytest
 from conftest import BOILERPLATE, GOOD_CODE, write_shard
 from s3server import s3  # noqa: F401  (fixture)
 from s3server import _moto_endpoint  # noqa: F401  (fixture)
-from chat_server import chat_server  # noqa: F401  (fixture)
 from phifilter.errors import OutputError
 
 PIECES = [GOOD_CODE, BOILERPLATE, "import os\n", "for i in range(3):\n    print(i)\n", "x = 1\n"]

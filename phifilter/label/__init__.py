@@ -8,11 +8,13 @@ from .annotate import LabelConfig, LabelError, LabelSummary, default_cache_path,
 from .backends import BackendError, OpenAIChatBackend, Reply, RetryableError, TransformersBackend
 from .parse import ParsedReply, read_reply
 from .prompt import Rubric, build_messages, load_rubric, parse_reply
-from .standin import StandinServer, heuristic_rating
+from .standin import Canned, ChatRequest, StandinServer, heuristic_rating
 
 __all__ = [
     "Agreement",
     "BackendError",
+    "Canned",
+    "ChatRequest",
     "LabelConfig",
     "LabelError",
     "LabelSummary",

@@ -29,6 +29,7 @@ rerunning the same command asks only for what is missing.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import sys
@@ -36,13 +37,13 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
-from ..location import as_location
-from ..errors import InputError, OutputError, PhifilterError
+from ..location import RemotePath, as_location
+from ..errors import InputError, OptionError, OutputError, PhifilterError
 from .backends import BackendError, Reply, RetryableError
 from .cache import LabelCache
 from .parse import NONE, PARSE_KINDS, STRICT, ParsedReply, read_reply
@@ -68,7 +69,7 @@ class LabelError(PhifilterError):
 
 @dataclass
 class LabelConfig:
-    """Options of `phifilter label` (besides the backend, which is built from them by the CLI)."""
+    """Options of `phifilter label` besides the backend (:func:`~phifilter.label.backends.backend_factory`)."""
 
     text_column: str = "text"
     rubric: str = "auto"  # code, web, a file path, or auto: per row from domain_column
@@ -87,6 +88,19 @@ class LabelConfig:
     prompt_style: str = "standard"  # standard, or compact (document first, question last: small local models)
 
 
+def parse_price(value: str | None) -> tuple[float, float] | None:
+    """``--price-per-mtok``: 'PRICE' or 'PROMPT,COMPLETION' dollars per million tokens -> (prompt, completion)."""
+    if value is None:
+        return None
+    try:
+        parts = [float(p) for p in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 0:
+        raise OptionError("expected a dollar price per million tokens, or PROMPT,COMPLETION", option="--price-per-mtok")
+    return (parts[0], parts[-1])
+
+
 @dataclass
 class LabelSummary:
     """What a labelling run did; ``str()`` is what the CLI prints."""
@@ -96,6 +110,7 @@ class LabelSummary:
     cache: str
     model: str
     rows: int = 0
+    bytes_in: int = 0  # UTF-8 bytes of the input's texts (before --max-chars)
     blank: int = 0  # empty texts: never sent, llm_score null
     unique: int = 0  # distinct (document, rubric) pairs to label
     cached: int = 0  # of those, found in the cache before this run
@@ -117,6 +132,34 @@ class LabelSummary:
     written: bool = False
     retry_waits: list = field(default_factory=list)  # seconds waited before each retry
     report: list = field(default_factory=list)  # the dry run's lines
+
+    def stats(self, failure: str | None = None) -> dict:
+        """Machine-readable statistics (``--stats-json``); ``failure``: why the run stopped with an error."""
+        from ..stats import rate
+
+        status = "failed" if failure else "labelled"
+        return {
+            "command": "label", "input": self.input, "output": self.output, "cache": self.cache, "model": self.model,
+            "seconds": round(self.seconds, 6),
+            "shards": {"read": 1, "failed": int(bool(failure))},
+            "rows": {"in": self.rows, "blank": self.blank, "unique": self.unique, "cached": self.cached,
+                     "sent": self.sent, "answered": self.answered, "remaining": self.remaining,
+                     "unparsed": self.unparsed, "repaired": self.repaired, "cut": self.cut},
+            "bytes": {"in": self.bytes_in},
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "requests": {"sent": self.sent, "repairs_sent": self.repairs_sent, "retries": self.retries},
+            "docs_per_second": rate(self.rows, self.seconds),
+            "answers_per_second": rate(self.answered, self.seconds),
+            "scores": {"null" if k is None else str(k): v for k, v in sorted(
+                self.scores.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))},
+            "parses": dict(sorted(self.parses.items())), "per_rubric": dict(sorted(self.per_rubric.items())),
+            "stopped": self.stopped, "written": self.written,
+            "per_shard": [{"path": self.input, "name": PurePosixPath(str(self.input)).name, "status": status,
+                           "rows": self.rows, "bytes": self.bytes_in,
+                           "tokens": self.prompt_tokens + self.completion_tokens, "seconds": round(self.seconds, 6),
+                           **({"error": failure} if failure else {})}],
+            "failures": [{"path": self.input, "error": failure}] if failure else [],
+        }
 
 
     def __str__(self) -> str:
@@ -183,12 +226,14 @@ class _Stopped(Exception):
 
 
 def default_cache_path(output: str | os.PathLike) -> Path:
-    out = Path(output)
-    return out.with_name(out.stem + ".cache.sqlite")
+    """``<output stem>.cache.sqlite`` beside the output (a URL beside a URL output)."""
+    out = as_location(output)
+    return out.with_name(PurePosixPath(out.name).stem + ".cache.sqlite")
 
 
 def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None, config: LabelConfig | None = None,
-               model_id: str | None = None, progress: bool = True, echo=None) -> LabelSummary:
+               model_id: str | None = None, progress: bool = True, echo=None,
+               stats_json: str | os.PathLike | None = None) -> LabelSummary:
     """Label ``input`` (Parquet) into ``output`` (Parquet); see the module docstring.
 
     ``backend`` is an :class:`~phifilter.label.backends.OpenAIChatBackend` or
@@ -196,18 +241,24 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     builds one (so a dry run never loads a model or needs a key); ``model_id`` names the model
     in the cache when ``backend`` is such a callable. ``echo`` receives lines for the user
     (default: print to stderr).
+
+    ``input``, ``output`` and ``config.cache`` may be local paths or URLs (``s3://...``). A cache
+    on a store (the default for a URL output: beside it) is worked on as a local copy, merged
+    with the published one, locked and published back (:mod:`phifilter.label.stored`); a URL
+    output is written to a temporary key and published whole. ``stats_json``: also write the
+    run's statistics there (:meth:`LabelSummary.stats`), a local path or a URL.
     """
     cfg = config or LabelConfig()
     echo = echo or (lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
-    input, output = as_location(input), Path(output)  # the input may be a URL; output and cache are local
+    input, output = as_location(input), as_location(output)
     if output.suffix != ".parquet":
         raise OutputError(f"{output}: the labels are one Parquet file; give a name ending in .parquet")
     if output.resolve() == input.resolve():
         raise OutputError(f"{output}: is the input file; choose another --output (inputs are never overwritten)")
-    if not output.parent.is_dir():
+    if not isinstance(output, RemotePath) and not output.parent.is_dir():
         raise OutputError(f"{output}: folder {output.parent} does not exist; create it or choose another --output")
-    cache_path = Path(cfg.cache) if cfg.cache else default_cache_path(output)
+    cache_path = as_location(cfg.cache) if cfg.cache else default_cache_path(output)
     if cache_path.resolve() in (input.resolve(), output.resolve()):
         raise OutputError(f"{cache_path}: the cache may not be the input or output file")
     if model_id is None:
@@ -220,13 +271,15 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     if replaced:
         echo(f"note: {input} already has {', '.join(replaced)}; the output replaces them (the input is unchanged)")
     texts = texts_from_array(table.column(cfg.text_column))
+    text_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
     if cfg.max_chars:
         from ..sample import excerpt
 
         texts = [excerpt(t, cfg.max_chars) for t in texts]
     rubrics = _rubrics_per_row(table, cfg, input, echo)
 
-    summary = LabelSummary(input=str(input), output=str(output), cache=str(cache_path), model=model_id, rows=len(texts))
+    summary = LabelSummary(input=str(input), output=str(output), cache=str(cache_path), model=model_id, rows=len(texts),
+                           bytes_in=text_bytes)
     row_keys: list[tuple[str, str] | None] = []
     jobs: dict[tuple[str, str], _Job] = {}
     for text, rubric in zip(texts, rubrics):
@@ -241,29 +294,91 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
             jobs[key] = _Job(key[0], rubric, build_messages(text, rubric), text)
     summary.unique = len(jobs)
 
-    with LabelCache(cache_path, notice=echo) as cache:
-        found = cache.get_many(list(jobs), model_id)
-        summary.cached = len(found)
-        missing = [job for key, job in jobs.items() if key not in found]
-        repairs = _repairs_missing(jobs, found, cache, model_id) if cfg.repair else []
-        if cfg.dry_run:
-            summary.remaining = len(missing)
-            summary.report = dry_run_report(missing, found, summary, cfg, repairs)
-            return summary
-        if cfg.max_requests == 0 and (missing or repairs):
-            summary.stopped = "--max-requests 0: output written from the cache alone"
-            missing, repairs = [], []
-        if callable(backend) and not hasattr(backend, "complete"):
-            backend = backend() if missing or repairs else None
-        if missing or repairs:
-            _run_jobs(missing, backend, cache, model_id, cfg, summary, progress, repairs)
-        answers = cache.get_many(list(jobs), model_id)
-        # Repair answers are used whenever the cache has them (they were paid for), --repair or not.
-        repaired = cache.get_many([j.repair_job("").key for j in jobs.values()], model_id)
-    summary.remaining = len(jobs) - len(answers)
-    _write_output(table, output, cfg, row_keys, answers, model_id, summary, jobs, repaired)
-    summary.seconds = time.monotonic() - started
+    stored = None
+    if isinstance(cache_path, RemotePath):
+        from .stored import StoredCache
+
+        stored = StoredCache(cache_path, notice=echo)
+        stored.prepare()
+    locks = _store_locks(cache_path, output) if not cfg.dry_run else []
+    failure = None
+    try:
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            if locks:  # under the lock: what a killed run left of the outputs it guards
+                from .stored import remove_killed_temporaries
+
+                for path in (cache_path, output):
+                    if isinstance(path, RemotePath):
+                        remove_killed_temporaries(path)
+            local_existed = stored is not None and stored.local.exists()
+            with LabelCache(stored.local if stored else cache_path, notice=echo) as cache:
+                if stored is not None:
+                    merged = stored.fetch(cache)
+                    if merged and local_existed:
+                        echo(f"note: {merged:,} answers from {cache_path} merged into the local copy {stored.local}")
+                try:
+                    written = _label_with_cache(cache, jobs, backend, model_id, cfg, summary, progress, stored)
+                finally:
+                    if stored is not None and not cfg.dry_run:
+                        stored.publish(cache)  # every answer paid for, on success, error or Ctrl-C
+            if stored is not None and (not cfg.dry_run or not local_existed):
+                stored.discard_local()  # published (or, for a dry run, only a copy of what is published)
+            if written is not None:
+                answers, repaired = written
+                _write_output(table, output, cfg, row_keys, answers, model_id, summary, jobs, repaired)
+    except LabelError as e:
+        failure = str(e)
+        raise
+    finally:
+        summary.seconds = time.monotonic() - started
+        if stats_json is not None and not cfg.dry_run and (failure is not None or summary.written):
+            from ..stats import write_stats
+
+            write_stats(stats_json, summary.stats(failure))
     return summary
+
+
+def _label_with_cache(cache: LabelCache, jobs: dict, backend, model_id: str, cfg: LabelConfig,
+                      summary: LabelSummary, progress: bool, stored) -> tuple[dict, dict] | None:
+    """Look up, send what is missing; (answers, repair answers) to write, or None for a dry run."""
+    found = cache.get_many(list(jobs), model_id)
+    summary.cached = len(found)
+    missing = [job for key, job in jobs.items() if key not in found]
+    repairs = _repairs_missing(jobs, found, cache, model_id) if cfg.repair else []
+    if cfg.dry_run:
+        summary.remaining = len(missing)
+        summary.report = dry_run_report(missing, found, summary, cfg, repairs)
+        return None
+    if cfg.max_requests == 0 and (missing or repairs):
+        summary.stopped = "--max-requests 0: output written from the cache alone"
+        missing, repairs = [], []
+    if callable(backend) and not hasattr(backend, "complete"):
+        backend = backend() if missing or repairs else None
+    if missing or repairs:
+        tick = (lambda: stored.publish_if_due(cache)) if stored is not None else None
+        _run_jobs(missing, backend, cache, model_id, cfg, summary, progress, repairs, tick)
+    answers = cache.get_many(list(jobs), model_id)
+    # Repair answers are used whenever the cache has them (they were paid for), --repair or not.
+    repaired = cache.get_many([j.repair_job("").key for j in jobs.values()], model_id)
+    summary.remaining = len(jobs) - len(answers)
+    return answers, repaired
+
+
+def _store_locks(cache_path, output) -> list:
+    """The lock objects a run on a store holds: ``.<name>.lock`` beside a cache there and beside
+    an output there, so two runs never both write either (every publish checks them)."""
+    from ..corpus import OutputLock
+
+    locks = []
+    if isinstance(cache_path, RemotePath):
+        from .stored import lock_name
+
+        locks.append(OutputLock(cache_path.parent, lock_name(cache_path)))
+    if isinstance(output, RemotePath):
+        locks.append(OutputLock(output.parent, f".{output.name}.lock"))
+    return locks
 
 
 def _read_input(path: Path, cfg: LabelConfig) -> pa.Table:
@@ -324,7 +439,9 @@ def _repairs_missing(jobs: dict, found: dict, cache: LabelCache, model_id: str) 
 
 
 def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: LabelConfig,
-              summary: LabelSummary, progress: bool, repairs: list[_Job] = ()) -> None:
+              summary: LabelSummary, progress: bool, repairs: list[_Job] = (), tick=None) -> None:
+    """Send ``jobs`` (and the owed ``repairs``), caching each answer as it arrives; ``tick()`` is
+    called on this thread after each round of answers (a cache on a store publishes from it)."""
     from tqdm.auto import tqdm
 
     if cfg.max_requests is not None and len(jobs) > cfg.max_requests:
@@ -437,6 +554,8 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
             done, _ = wait(list(in_flight), timeout=0.2, return_when=FIRST_COMPLETED)
             collect(done)
             fill()
+            if tick is not None and done:
+                tick()
             if interrupted.is_set() and not told and in_flight:
                 told = True
                 print(f"\nInterrupted: waiting for {len(in_flight)} request(s) in flight so their answers are "

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import ModelError, PhifilterError
+from ..errors import ModelError, OptionError, PhifilterError
 
 MAX_ERROR_CHARS = 300
 
@@ -254,6 +254,7 @@ class TransformersBackend:
                  temperature: float = 0.0, seed: int = 0, threads: int | None = None, context: int | None = None):
         import torch
 
+        from ..devices import resolve_device
         from .local_model import load_local_model, resolve_local_model
 
         source = resolve_local_model(model)
@@ -264,7 +265,7 @@ class TransformersBackend:
         self.seed = int(seed)
         if threads:
             torch.set_num_threads(threads)
-        self.device = _resolve_device(device, torch)
+        self.device = resolve_device(device)
         self.tokenizer, self.model = load_local_model(source, self.device)
         tok = self.tokenizer
         tok.padding_side = "left"  # generation continues from the right end of every row
@@ -392,6 +393,45 @@ class TransformersBackend:
         return gen
 
 
+def backend_factory(kind: str, model: str, *, base_url: str = "https://api.openai.com/v1",
+                    api_key_env: str = "OPENAI_API_KEY", dry_run: bool = False, timeout: float = 60.0,
+                    concurrency: int = 16, temperature: float = 0.0, max_tokens: int | None = None,
+                    device: str = "auto", batch_size: int = 8, seed: int = 0, threads: int | None = None,
+                    max_context: int | None = None):
+    """`phifilter label --backend KIND`: (a zero-argument callable that builds the backend, the
+    model's id in the cache). Nothing is loaded or sent yet, so a dry run needs neither a key nor
+    the weights; what fails now is a missing API key (unless a dry run, or a local endpoint under
+    the default variable, which needs none) and a local model path that does not exist.
+    """
+    if kind == "openai":
+        import os
+
+        api_key = os.environ.get(api_key_env) or None
+        if api_key is None and not dry_run:
+            host = urlsplit(base_url).hostname or ""
+            if api_key_env != "OPENAI_API_KEY" or host.endswith(("openai.com", "openai.azure.com")):
+                raise BackendError(f"the environment variable {api_key_env} is not set; "
+                                   f"export the API key as {api_key_env} (or name another with --api-key-env)")
+        return (lambda: OpenAIChatBackend(base_url, model, api_key=api_key, timeout=timeout, concurrency=concurrency,
+                                          temperature=temperature, max_tokens=max_tokens)), model
+    if kind == "transformers":
+        from .local_model import resolve_local_model
+
+        model_id = resolve_local_model(model).model_id  # checks the path before anything is read or loaded
+        return (lambda: TransformersBackend(model, device=device, batch_size=batch_size,
+                                            max_new_tokens=max_tokens or 256, temperature=temperature, seed=seed,
+                                            threads=threads, context=max_context)), model_id
+    raise OptionError(f"{kind!r}: expected openai or transformers", option="--backend")
+
+
+def prompt_style_for(kind: str, style: str = "auto") -> str:
+    """``--prompt-style auto``: compact (document first, only the score line) for a local model,
+    whose small models follow it better; standard for an endpoint. Other styles are kept."""
+    if style != "auto":
+        return style
+    return "compact" if kind == "transformers" else "standard"
+
+
 def merge_system_message(messages: list[dict]) -> list[dict]:
     """The system text at the top of the first user message, for templates without a system role."""
     system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
@@ -411,14 +451,3 @@ def batch_seed(seed: int, prompts: list[str]) -> int:
         h.update(b"\0")
         h.update(p.encode("utf-8", "surrogatepass"))
     return int.from_bytes(h.digest()[:8], "big") >> 1
-
-
-def _resolve_device(device: str, torch) -> str:
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"

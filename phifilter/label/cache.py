@@ -280,6 +280,40 @@ class LabelCache:
         except sqlite3.Error as e:
             raise OutputError(f"{self.path}: cannot write to the label cache ({e})") from None
 
+    def snapshot(self, dest: str | os.PathLike) -> None:
+        """Write a consistent copy of this cache to ``dest`` (SQLite's online backup), for
+        publishing it to an object store while the run goes on."""
+        copy = sqlite3.connect(dest)
+        try:
+            self._db.backup(copy)
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: cannot copy the label cache ({e})") from None
+        finally:
+            copy.close()
+
+    def merge_from(self, other: str | os.PathLike) -> int:
+        """Add every answer of the cache file ``other`` that this one lacks; returns how many.
+
+        ``other`` is checked like any cache first (a file that is not a phifilter cache is
+        refused, an older format gets its new columns). Answers present in both are kept as
+        they are here: each was paid for once, and both hold the same question's reply.
+        """
+        with LabelCache(other, notice=self._notice):
+            pass
+        before = self.count()
+        columns = "doc_sha, rubric_sha, model, score, reason, reply, prompt_chars, prompt_tokens, completion_tokens, " \
+                  "created, cut_at"
+        try:
+            self._db.execute("ATTACH DATABASE ? AS other", (os.fspath(other),))
+            try:
+                with self._db:
+                    self._db.execute(f"INSERT OR IGNORE INTO answers ({columns}) SELECT {columns} FROM other.answers")
+            finally:
+                self._db.execute("DETACH DATABASE other")
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: cannot merge the answers of {other} ({e})") from None
+        return self.count() - before
+
     def count(self) -> int:
         with contextlib.closing(self._db.execute("SELECT COUNT(*) FROM answers")) as cur:
             return cur.fetchone()[0]

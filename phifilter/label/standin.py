@@ -6,6 +6,13 @@ the "model" is a transparent heuristic over the document found between the promp
 (see :func:`heuristic_rating`), or any function you give it. Its labels are NOT a substitute
 for a real LLM's: use it to see the pipeline work, then point ``--base-url`` at a real model.
 
+It also plays a misbehaving endpoint, which is how the test suite checks retries, timeouts,
+repair re-asks and "never paid twice": :meth:`StandinServer.queue` gives the next requests
+scripted answers (:class:`Canned`: an HTTP status, a raw or JSON body, headers, a delay, a reply
+text, a dropped connection), ``script = fn(doc, body) -> Canned | None`` decides per request,
+and every chat request is recorded (:class:`ChatRequest`: document, body, headers, arrival
+time, status) so requests can be counted per document at the server.
+
 Example::
 
     from phifilter.label import OpenAIChatBackend, StandinServer, label_file
@@ -19,6 +26,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -29,17 +38,20 @@ EXPLAINING_WORDS = re.compile(r"\b(returns?|because|example|computes?|algorithm|
 
 
 def document_in(messages: list) -> str | None:
-    """The fenced document in the last message of a chat request (None when there is none)."""
+    """The fenced document of a chat request: in the first user message that has one (a repair
+    re-ask ends with a short question after the first exchange; a template without a system
+    role puts the rubric in a user message of its own). None when there is none."""
     try:
-        content = messages[-1]["content"]
-    except (KeyError, IndexError, TypeError):
+        contents = [m["content"] for m in messages if m.get("role", "user") == "user"]
+    except (KeyError, TypeError, AttributeError):
         return None
-    if not isinstance(content, str):
-        return None
-    fences = list(FENCE.finditer(content))
-    if len(fences) < 2:
-        return None
-    return content[fences[0].end() + 1: fences[-1].start() - 1]
+    for content in contents:
+        if not isinstance(content, str):
+            continue
+        fences = list(FENCE.finditer(content))
+        if len(fences) >= 2:
+            return content[fences[0].end() + 1: fences[-1].start() - 1]
+    return None
 
 
 def heuristic_rating(document: str) -> tuple[int, str]:
@@ -98,19 +110,44 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+@dataclass
+class Canned:
+    """A scripted answer to one chat request (see :meth:`StandinServer.queue`)."""
+
+    status: int = 200
+    body: bytes | dict | None = None  # a dict is sent as JSON; None with 200: a normal answer
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (a slow or timed-out endpoint)
+    text: str | None = None  # with 200 and no body: the reply text instead of the rating
+    close_after: bool = False  # close the connection after answering, without saying so
+
+
+@dataclass
+class ChatRequest:
+    """One chat request as the server saw it."""
+
+    doc: str | None  # the fenced document (None when the request has none)
+    body: dict | None  # the parsed JSON body (None when it was not JSON)
+    headers: dict
+    at: float  # time.monotonic() on arrival
+    status: int = 0  # the HTTP status it was answered with
+
+
 class StandinServer:
     """An OpenAI-compatible chat endpoint on 127.0.0.1 (a free port) that rates with ``rate``.
 
     ``rate(document) -> int | (int, reason)``; the default is :func:`heuristic_rating`.
-    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``requests`` counts the
-    chat requests answered.
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``requests`` lists the
+    chat requests received (:class:`ChatRequest`), :meth:`count` and :meth:`per_doc` count them.
     """
 
     def __init__(self, rate: Callable[[str], int | tuple[int, str]] | None = None,
                  model: str = "standin-heuristic", port: int = 0):
         self.rate = rate or heuristic_rating
         self.model = model
-        self.requests = 0
+        self.requests: list[ChatRequest] = []
+        self.script: Callable[[str | None, dict | None], Canned | None] | None = None
+        self._queue: list[Canned] = []
         self._lock = threading.Lock()
         server = self
 
@@ -120,11 +157,13 @@ class StandinServer:
             def log_message(self, *args):  # keep notebooks and test output clean
                 pass
 
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: bytes | dict, headers: dict | None = None) -> None:
+                data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -143,34 +182,87 @@ class StandinServer:
                     body = json.loads(raw)
                     messages = body["messages"]
                 except (ValueError, KeyError, TypeError):
-                    self._send(400, {"error": {"message": "expected a JSON body with 'messages'"}})
-                    return
-                doc = document_in(messages)
-                if doc is None:
-                    text = "I found no fenced document to rate.\nEducational score: 0"
-                else:
-                    rated = server.rate(doc)
-                    score, reason = rated if isinstance(rated, tuple) else (rated, "rated by a custom function")
-                    text = f"{reason}.\nEducational score: {int(score)}"
-                with server._lock:
-                    server.requests += 1
-                prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4
-                self._send(200, {
-                    "id": f"chatcmpl-standin-{server.requests}", "object": "chat.completion",
-                    "model": body.get("model", server.model),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4,
-                              "total_tokens": prompt_tokens + len(text) // 4},
-                })
+                    body, messages = None, None
+                req = ChatRequest(document_in(messages) if messages is not None else None,
+                                  body if isinstance(body, dict) else None, dict(self.headers), time.monotonic())
+                canned = server._next(req)
+                if canned is None and messages is None:
+                    canned = Canned(400, {"error": {"message": "expected a JSON body with 'messages'"}})
+                canned = canned or Canned()
+                req.status = canned.status
+                if canned.delay:
+                    time.sleep(canned.delay)
+                payload = canned.body
+                if canned.status == 200 and payload is None:
+                    text = canned.text if canned.text is not None else server.answer(req.doc)
+                    payload = server.completion(text, messages or [], (req.body or {}).get("model", server.model))
+                try:
+                    self._send(canned.status, payload if payload is not None else b"", canned.headers)
+                    if canned.close_after:
+                        self.close_connection = True
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout)
 
         self._httpd = _QuietServer(("127.0.0.1", port), Handler)
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._thread: threading.Thread | None = None
 
+    def answer(self, doc: str | None) -> str:
+        """The reply text for a document: the rating's reason, then "Educational score: S"."""
+        if doc is None:
+            return "I found no fenced document to rate.\nEducational score: 0"
+        rated = self.rate(doc)
+        score, reason = rated if isinstance(rated, tuple) else (rated, "rated by a custom function")
+        return f"{reason}.\nEducational score: {int(score)}"
+
+    def completion(self, text: str, messages: list, model: str) -> dict:
+        """A chat.completion object; token counts are estimated as characters / 4."""
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict)) // 4
+        return {
+            "id": f"chatcmpl-standin-{len(self.requests)}", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4,
+                      "total_tokens": prompt_tokens + len(text) // 4},
+        }
+
+    def _next(self, req: ChatRequest) -> Canned | None:
+        """Record a request; its scripted answer (queued first, then ``script``), if any."""
+        with self._lock:
+            self.requests.append(req)
+            canned = self._queue.pop(0) if self._queue else None
+        if canned is None and self.script is not None:
+            canned = self.script(req.doc, req.body)
+        return canned
+
+    def queue(self, *answers: Canned) -> None:
+        """The next requests get these answers, in order, before ``script`` or the rating."""
+        with self._lock:
+            self._queue.extend(answers)
+
+    def reset(self) -> None:
+        """Forget the requests seen, the queue and the script."""
+        with self._lock:
+            self.requests.clear()
+            self._queue.clear()
+            self.script = None
+
+    def count(self, status: int | None = None) -> int:
+        """Chat requests received (answered with ``status``, when given)."""
+        with self._lock:
+            return sum(1 for r in self.requests if status is None or r.status == status)
+
+    def per_doc(self, status: int | None = 200) -> dict[str | None, int]:
+        """How many requests (answered with ``status``; None: any) each document got."""
+        counts: dict[str | None, int] = {}
+        with self._lock:
+            for r in self.requests:
+                if status is None or r.status == status:
+                    counts[r.doc] = counts.get(r.doc, 0) + 1
+        return counts
+
     def start(self) -> "StandinServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name="phifilter-standin")
         self._thread.start()
         return self

@@ -14,6 +14,15 @@ so a rerun of the same command skips whatever is finished):
     runs/<arm>.s<seed>/checkpoint/   safetensors + JSON; resumed after an interruption
     runs/<arm>.s<seed>/result.json   written last: the run is finished
     results.json, report.md, report.html, loss_curves.png
+
+An output on an object store (``-o s3://bucket/ablation/``): the run works in a local folder of
+the layout above, ``<cache root>/ablate/<hash of the URL>/`` (:func:`working_folder`; the cache
+root is ``PHIFILTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/phifilter``, else
+``~/.cache/phifilter``), holding the store's lock object ``.phifilter.lock`` throughout, and then
+publishes the top-level files (``ablate.json``, the report files, ``results.json`` last), each
+whole. The training data and checkpoints stay in the local folder, so a rerun on the same
+machine resumes there; on another machine the published ``ablate.json`` still holds the rerun
+to the same settings. Inputs may be URLs too (streamed, as ``score`` reads them).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -31,11 +41,11 @@ from typing import Sequence
 import numpy as np
 
 from ..atomic import OLD_MARK, TMP_MARK, remove_stale_temporaries
-from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet
+from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet, publish_folder
 from ..errors import InputError, OutputError
+from ..exclude import ExclusionSet
 from . import data as D
 from .config import AblateConfig, Preset
-from .decontam import Decontaminator
 from .evalsets import HUMANEVAL_FILE, MBPP_FILE, contamination_texts, default_eval_dir, load_humaneval, load_mbpp
 
 SETTINGS = "ablate.json"
@@ -52,37 +62,111 @@ def run_ablation(
     config: AblateConfig | None = None,
     progress: bool = False,
     command: str | None = None,
+    stats_json: str | os.PathLike | None = None,
 ) -> dict:
     """Prepare data, train every (arm, seed) not yet finished, evaluate, write the report.
 
-    Returns the results dictionary that is also written to ``results.json``.
+    Returns the results dictionary that is also written to ``results.json``. ``inputs`` and
+    ``output_dir`` may be URLs (``s3://...``; see the module docstring for a URL output).
+    ``stats_json``: also write the run's statistics there (a local path or a URL): documents,
+    bytes and tokens read, per-shard sizes, stage timings, and per (arm, seed) run its
+    timings, steps and tokens.
     """
+    from ..location import RemotePath
+    from ..outputs import claim_folder
+
+    started = time.monotonic()
     config = config or AblateConfig()
     config.check()
     preset = config.resolved_preset()
     budget = config.tokens or preset.tokens
     steps = max(1, math.ceil(budget / preset.tokens_per_step))
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    shards = find_shards(specs)
+    dest = check_output_dir(specs, output_dir)
+    claim_folder(dest, lambda p: _is_ablation_file(dest, p), "an ablation")
+    D.check_scored_shards(shards, config.text_column, config.score_column)
+    stats = {"command": "ablate", "output": str(dest), "stages": {}, "runs": [], "failures": []}
+    if not isinstance(dest, RemotePath):
+        results = _run(shards, dest, config, preset, steps, progress, command, stats)
+    else:
+        out = working_folder(dest)
+        stats["work_folder"] = str(out)
+        with OutputLock(dest):
+            _adopt_published_settings(dest, out)
+            try:
+                results = _run(shards, out, config, preset, steps, progress, command, stats)
+            except OutputError as e:
+                raise OutputError(str(e).replace(str(out), str(dest))) from None
+            began = time.monotonic()
+            _publish_report(out, dest)
+            stats["stages"]["publish_seconds"] = round(time.monotonic() - began, 6)
+    stats["seconds"] = round(time.monotonic() - started, 6)
+    if stats_json is not None:
+        from ..stats import rate, write_stats
+
+        stats["docs_per_second"] = rate(stats["rows"]["in"], stats["seconds"])
+        write_stats(stats_json, stats)
+    return results
+
+
+def working_folder(dest) -> Path:
+    """The local folder where an ablation whose output is the URL ``dest`` is run (one per URL)."""
+    from ..location import cache_root
+
+    return cache_root() / "ablate" / hashlib.sha256(str(dest).encode()).hexdigest()[:16]
+
+
+def _adopt_published_settings(dest, out: Path) -> None:
+    """Hold the local working folder to the ablation published at ``dest``: a working folder made
+    for other settings than the published ones is started afresh from the published settings
+    (so the usual check refuses other settings, or redoes changed inputs, as on a local folder)."""
+    published = D.read_json(dest / SETTINGS)
+    if published is None:
+        return  # nothing published yet: a first run, or one killed before publishing, resumes here
+    local = D.read_json(out / SETTINGS) if (out / SETTINGS).is_file() else None
+    if local == published:
+        return
+    if out.is_dir():
+        _discard_stages(out)
+    out.mkdir(parents=True, exist_ok=True)
+    D.write_json(out / SETTINGS, published)
+
+
+def _publish_report(out: Path, dest) -> None:
+    """Publish the top-level files (results.json last) to ``dest``, each whole; delete files of
+    ours there that this run did not write (a loss_curves.png without matplotlib now)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="phifilter-ablate-") as staging:
+        for name in TOP_FILES:
+            if (out / name).is_file():
+                shutil.copyfile(out / name, Path(staging) / name)
+        publish_folder(Path(staging), dest, last=("results.json",),
+                       ours=lambda p: len(p.relative_to(dest).parts) == 1 and p.name in TOP_FILES)
+
+
+def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, progress: bool, command: str | None,
+         stats: dict) -> dict:
+    """The ablation in the local folder ``out``; fills ``stats``."""
     from ..outputs import claim_folder
     from ..provenance import fingerprint
 
-    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    shards = find_shards(specs)
-    out = check_output_dir(specs, output_dir)
     claim_folder(out, lambda p: _is_ablation_file(out, p), "an ablation")
-    D.check_scored_shards(shards, config.text_column, config.score_column)
     eval_dir = Path(config.eval_dir) if config.eval_dir else default_eval_dir()
+    fingerprints = [fingerprint(s.path) for s in shards]
+    rows = [open_parquet(s.path).metadata.num_rows for s in shards]
 
     settings = {
         "data": {
-            "inputs": [[str(s.path.resolve()), s.path.stat().st_size, open_parquet(s.path).metadata.num_rows]
-                       for s in shards],
+            "inputs": [[str(s.path.resolve()), f["size"], n] for s, f, n in zip(shards, fingerprints, rows)],
             "text_column": config.text_column, "score_column": config.score_column,
             "threshold": config.effective_threshold(), "top_fraction": config.top_fraction,
             "val_fraction": config.val_fraction, "data_seed": config.data_seed,
             "vocab_size": preset.model.vocab_size, "tokenizer_max_bytes": config.tokenizer_max_bytes,
             "eval_sets": _fingerprint(eval_dir),
             # content, not just size and rows: a rewritten input must not reuse the cached stages
-            "input_fingerprints": [fingerprint(s.path) for s in shards],
+            "input_fingerprints": fingerprints,
         },
         "runs": {
             "model": asdict(preset.model), "loop": asdict(preset.loop), "steps": steps,
@@ -91,20 +175,46 @@ def run_ablation(
             "temperature": config.temperature, "exec_timeout": config.exec_timeout,
         },
     }
+    stats["per_shard"] = [{"path": str(s.path), "name": str(s.name), "rows": n, "file_bytes": f["size"]}
+                          for s, f, n in zip(shards, fingerprints, rows)]
     with OutputLock(out):
         remove_stale_temporaries(out, marks=(TMP_MARK, OLD_MARK))  # an interrupted run's files and checkpoints
         _check_settings(out, settings)
+        began = time.monotonic()
         bundle = prepare_data(shards, out / "data", config, preset, eval_dir, progress)
         seeds = list(range(config.seed, config.seed + config.seeds))
         if "random" in config.arms:
             for seed in seeds:  # all data exists before the first run starts
                 random_train_file(bundle, seed, config.data_seed)
+        stats["stages"]["data_seconds"] = round(time.monotonic() - began, 6)
+        manifest = bundle.manifest
+        stats["shards"] = {"read": len(shards), "failed": 0}
+        stats["rows"] = {"in": manifest["docs"]["input"], "clean": manifest["docs"]["clean"],
+                         "removed_exact": manifest["docs"]["removed_exact"],
+                         "removed_ngram": manifest["docs"]["removed_ngram"],
+                         "train": manifest["docs"]["train"], "val": manifest["docs"]["val"]}
+        stats["bytes"] = {"in": int(bundle.table.nbytes.sum())}
+        stats["tokens"] = dict(manifest["tokens"])
+        stats["arms"] = {arm: {k: v for k, v in entry.items() if k != "per_seed"}
+                         for arm, entry in manifest["arms"].items() if arm in config.arms}
         runs = {}
+        began = time.monotonic()
         for seed in seeds:
             for arm in config.arms:
-                runs[(arm, seed)] = run_one(bundle, arm, seed, out / "runs" / f"{arm}.s{seed}",
-                                            config, preset, steps, progress)
-        from .report import summarise, write_report
+                run_dir = out / "runs" / f"{arm}.s{seed}"
+                skipped = (run_dir / "result.json").is_file()
+                t0 = time.monotonic()
+                runs[(arm, seed)] = result = run_one(bundle, arm, seed, run_dir, config, preset, steps, progress)
+                stats["runs"].append({
+                    "arm": arm, "seed": seed, "status": "skipped" if skipped else "trained",
+                    "seconds": round(time.monotonic() - t0, 6), "train_seconds": result.get("train_seconds"),
+                    "steps": result.get("steps"), "tokens": result.get("tokens"),
+                    "train_file_tokens": result.get("train_file_tokens"),
+                    "tokens_per_second": (round(result["tokens"] / result["train_seconds"], 3)
+                                          if result.get("train_seconds") else None),
+                    "parameters": result.get("parameters"), "device": result.get("device")})
+        stats["stages"]["runs_seconds"] = round(time.monotonic() - began, 6)
+        from .ablation_report import summarise, write_report
 
         results = summarise(runs, bundle, config, preset, steps, seeds, command=command)
         undefined: list[str] = []
@@ -209,7 +319,7 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
         table = D.DocTable.load(docs_path)
     else:
         log(progress, f"reading {len(shards)} shard(s); removing HumanEval/MBPP overlap")
-        decontaminator = Decontaminator(contamination_texts(eval_dir))
+        decontaminator = ExclusionSet.from_texts(contamination_texts(eval_dir))
         table = D.scan_corpus(shards, config.text_column, config.score_column, decontaminator, progress)
         table.save(docs_path)
     if not table.clean.any():
@@ -313,22 +423,23 @@ def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: Abla
     if done is not None:
         log(progress, f"{arm} seed {seed}: finished earlier, skipped")
         return done
-    from .evaluate import encode_texts, evaluate_pass_at_k, sequences_loss
-    from .train import resolve_device, train_model, window_starts, windows_loss
+    import torch
+
+    from ..devices import resolve_device
+    from .loop import train_gpt, window_starts, windows_loss
+    from .metrics import encode_texts, evaluate_pass_at_k, sequences_loss
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
-        import torch
-
         # On a busy machine one thread per process can be several times faster than one per
         # core: OpenMP threads that wait for each other stall when any one is descheduled.
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     train_path = random_train_file(bundle, seed, config.data_seed) if arm == "random" else bundle.train_file(arm, seed)
     train_tokens = D.open_tokens(train_path)
     val_sets = {a: D.open_tokens(bundle.val_file(a)) for a in config.arms}
-    model, info = train_model(preset.model, preset.loop, train_tokens, val_sets[arm], steps, seed, run_dir,
-                              device, compile=config.compile, progress=progress, desc=f"{arm} seed {seed}")
+    model, info = train_gpt(preset.model, preset.loop, train_tokens, val_sets[arm], steps, seed, run_dir,
+                            device, compile=config.compile, progress=progress, desc=f"{arm} seed {seed}")
     ctx = preset.model.context
     n_windows = max(1, preset.eval_tokens // ctx)
     he_seqs = encode_texts(bundle.tokenizer, [p.reference for p in bundle.humaneval])
@@ -361,9 +472,9 @@ def bigram_baseline(bundle: DataBundle, train_path: Path, val_sets: dict, he_seq
                     vocab_size: int, ctx: int, n_windows: int, budget: int) -> dict:
     """Losses of a count-based bigram that sees as many tokens as each GPT: ``budget`` tokens in
     random windows of the arm's training file (cached per training file)."""
-    from .evaluate import bigram_sequences_loss
+    from .metrics import bigram_sequences_loss
     from .ngram import BigramModel
-    from .train import window_starts
+    from .loop import window_starts
 
     cache = bundle.folder / f"bigram.{train_path.name.removesuffix('.train.bin')}.json"
     cached = D.read_json(cache)

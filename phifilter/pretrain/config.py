@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 
 
 @dataclass
@@ -165,6 +165,23 @@ class AblateConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_overrides(items) -> dict:
+    """``--set KEY=VALUE`` (repeatable) -> {key: value}; a value is read as JSON when it is JSON
+    (``lr=1e-3`` -> 0.001, ``compile=false`` -> False), else kept as text."""
+    import json
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OptionError(f"{item!r}: expected KEY=VALUE", option="--set")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except ValueError:
+            parsed[key.strip()] = value
+    return parsed
 
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}

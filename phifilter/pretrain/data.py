@@ -25,7 +25,7 @@ import numpy as np
 from ..atomic import write_atomic, write_text
 from ..corpus import Shard, check_text_column, iter_batches, open_parquet, texts_from_array
 from ..errors import InputError, OutputError
-from .decontam import Decontaminator
+from ..exclude import ExclusionSet
 
 EOT = "<|endoftext|>"
 TOKEN_DTYPE = np.uint16  # vocabularies up to 65,536 ids; half the disk of int32
@@ -87,7 +87,7 @@ def iter_texts(shards: Sequence[Shard], text_column: str, columns: Sequence[str]
 
 
 def scan_corpus(shards: Sequence[Shard], text_column: str, score_column: str,
-                decontaminator: Decontaminator, progress: bool = False) -> DocTable:
+                decontaminator: ExclusionSet, progress: bool = False) -> DocTable:
     from tqdm import tqdm
 
     scores, sizes, flags = [], [], []

@@ -88,28 +88,3 @@ def _env_int(environ, name: str) -> int:
         return int(environ[name])
     except ValueError:
         raise InputError(f"${name}={environ[name]!r}: expected an integer") from None
-
-
-def parse_devices(devices: str | Sequence[str]) -> list[str]:
-    """'cuda:0,cuda:1' / 'all' / 'cpu,cpu' / a list -> checked device names."""
-    from ..embed import resolve_device
-
-    if isinstance(devices, str):
-        if devices.strip().lower() == "all":
-            import torch
-
-            count = torch.cuda.device_count()
-            if count == 0:
-                raise InputError("--devices all: no CUDA device is available here; use --device cpu")
-            return [f"cuda:{i}" for i in range(count)]
-        devices = [d for d in devices.split(",")]
-    names = [d.strip().lower() for d in devices if d.strip()]
-    if not names:
-        raise InputError("--devices: expected a comma-separated list such as cuda:0,cuda:1, or 'all'")
-    checked = []
-    for d in names:
-        if d == "cuda":
-            d = "cuda:0"
-        resolve_device(d)
-        checked.append(d)
-    return checked

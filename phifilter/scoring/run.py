@@ -20,10 +20,11 @@ from ..corpus import (
     open_parquet,
 )
 from ..atomic import remove_stale_temporaries
+from ..devices import parse_devices
 from ..errors import InputError, PhifilterError
 from ..location import RemotePath
 from ..outputs import claim_folder, has_column, parquet_record_of
-from .config import ScoreConfig, parse_devices, partition_of
+from .config import ScoreConfig, partition_of
 from .model import default_read_batch_rows, ready_model
 from .partition import partition_shards, remove_task_temporaries, task_lock_name
 from .summary import ScoreSummary, ShardOutcome

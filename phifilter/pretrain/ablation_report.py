@@ -9,8 +9,6 @@ independent means; its 95% confidence interval is a t-interval over those differ
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 import shlex
@@ -20,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..htmlpage import data_uri, escape, html_page, html_table, img
 from . import data as D
 from .config import AblateConfig, Preset
 
@@ -297,12 +296,13 @@ def _inline(text: str) -> str:
     """HTML-escape, then the two Markdown inline forms the report uses: **bold** and `code`."""
     import re
 
-    text = html.escape(text)
+    text = escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
 def render_html(bl: list[tuple], images: dict[str, bytes]) -> str:
+    """The blocks as a page made of :mod:`phifilter.htmlpage`'s pieces (the `report` command's look)."""
     body = []
     for b in bl:
         if b[0] == "h":
@@ -310,20 +310,12 @@ def render_html(bl: list[tuple], images: dict[str, bytes]) -> str:
         elif b[0] == "p":
             body.append(f"<p>{_inline(b[1])}</p>")
         elif b[0] == "pre":
-            body.append(f"<pre>{html.escape(b[1])}</pre>")
+            body.append(f"<pre>{escape(b[1])}</pre>")
         elif b[0] == "img" and b[1] in images:
-            data = base64.b64encode(images[b[1]]).decode("ascii")
-            body.append(f'<img alt="loss curves" src="data:image/png;base64,{data}">')
+            body.append(img(data_uri(images[b[1]]), "loss curves"))
         elif b[0] == "table":
-            head = "".join(f"<th>{_inline(h)}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;"
-             "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
-             "img{max-width:100%}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>phifilter ablation</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            body.append(html_table(b[1], b[2], cell=lambda c: _inline(str(c))))
+    return html_page("phifilter ablation", "\n".join(body))
 
 
 def loss_curves_png(results: dict) -> bytes:

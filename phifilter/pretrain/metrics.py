@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from .data import EOT
 from .evalsets import Problem
+from .loop import autocast
 from .model import GPT
 from .ngram import BigramModel
 from .sandbox import run_program
-from .train import autocast
 
 
 def encode_texts(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:

@@ -30,22 +30,6 @@ from .model import GPT
 CHECKPOINT = "checkpoint"
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise InputError(f"--device {spec}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {spec}: CUDA is not available on this machine")
-    return device
-
-
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (fast, no loss scaling needed); plain fp32 elsewhere, because CPU
     bf16 matmuls are slow on most CPUs and the small models here gain nothing from them."""
@@ -152,7 +136,7 @@ def load_checkpoint(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer 
 # the loop
 
 
-def train_model(
+def train_gpt(
     model_cfg: GPTConfig,
     loop: LoopConfig,
     train_tokens: np.ndarray,
