@@ -25,6 +25,13 @@ import pyarrow.parquet as pq  # noqa: E402
 SEED = ROOT.parent / "shared" / "data" / "seed" / "edu_seed.parquet"
 
 
+def make_forest(clf):
+    """A fresh, unfitted estimator for ``clf``'s head (the default: the random forest); moved
+    here from ``EduClassifier._make_forest``, which nothing in the package used."""
+    clf.check_options()
+    return clf.make_head().make_estimator()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="use the first N seed rows (default: all)")
@@ -60,7 +67,7 @@ def main() -> None:
     proba = {name: np.zeros(len(y)) for name in emb}
     for train, test in folds.split(texts, y):
         clf = EduClassifier(n_jobs=-1, random_state=0)
-        forest = clf._make_forest().fit(ref[train], y[train])  # trained on float32, as shipped
+        forest = make_forest(clf).fit(ref[train], y[train])  # trained on float32, as shipped
         pos = list(forest.classes_).index(True)
         for name in emb:
             proba[name][test] = forest.predict_proba(emb[name][test])[:, pos]

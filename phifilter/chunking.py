@@ -203,7 +203,7 @@ class DocEmbeddings:
         sums = np.zeros((self.n_docs, self.vectors.shape[1]), np.float64)
         np.add.at(sums, self.doc, self.vectors * w[:, None])
         total = np.bincount(self.doc, weights=w, minlength=self.n_docs)
-        return quantize(sums / np.maximum(total, 1e-12)[:, None])
+        return round_to_float16(sums / np.maximum(total, 1e-12)[:, None])
 
     def first_chunk(self) -> np.ndarray:
         """One vector per document: its first chunk (the opening: title, imports, module docstring)."""
@@ -233,7 +233,7 @@ class DocEmbeddings:
         return total / np.maximum(self.chunks_per_doc, 1)
 
 
-def quantize(x: np.ndarray) -> np.ndarray:
+def round_to_float16(x: np.ndarray) -> np.ndarray:
     """Round to float16 precision (kept as float32), so cached float16 embeddings give identical scores."""
     return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
 
@@ -265,7 +265,7 @@ def assemble(embedder, vectors: np.ndarray, layout, chunking: str, chunk_tokens:
     """
     chunk_texts, owner, doc_tokens, cut = layout
     if len(vectors):
-        vectors = quantize(vectors)
+        vectors = round_to_float16(vectors)
     else:
         vectors = np.zeros((0, embedder.dim), np.float32)
     if chunking == "truncate":

@@ -47,7 +47,7 @@ from .modelfolder import (  # noqa: F401 (re-exported: the names notebooks and t
     CARD_FILE,
     FORMAT,
     FORMAT_VERSION,
-    FOREST_FILE,
+    HEAD_FILE,
     META_FILE,
     TRUSTED_TYPES,
     default_model_path,
@@ -209,13 +209,6 @@ class EduClassifier:
         """Columns the head sees for ``dim``-dimensional embeddings."""
         return self.featurizer.width(dim)
 
-    def _make_head(self):
-        """A fresh, unfitted scikit-learn estimator for ``head`` (older API)."""
-        self.check_options()
-        return self.make_head().make_estimator()
-
-    _make_forest = _make_head  # the name train.py used before heads
-
     def binarize(self, scores: Sequence[float]) -> np.ndarray:
         return np.asarray(scores, dtype=np.float64) >= self.positive_threshold
 
@@ -300,8 +293,19 @@ class EduClassifier:
 
     def set_head(self, head: Head) -> "EduClassifier":
         self.embedding_head_ = head
-        self.head_ = self.forest_ = head.estimator_  # the estimator; forest_ is the format-1 name
+        self.head_ = head.estimator_
         return self
+
+    @property
+    def forest_(self):
+        """The head's estimator when it is a random forest (or extra trees), else None.
+
+        The name of ``head_`` in format 1, when every head was a forest; kept for code that reads it."""
+        from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+
+        est = getattr(self, "head_", None)
+        forests = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor)
+        return est if isinstance(est, forests) else None
 
     def set_parts(self, lexical, combiner, cascade=None, score_map=None) -> "EduClassifier":
         """Attach a fitted lexical scorer, combiner and cascade (None: no cascade), and the 0-5
@@ -428,10 +432,6 @@ class EduClassifier:
             p[np.asarray(empty, dtype=bool)] = 0.0
         return p
 
-    def score_embeddings(self, X: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
-        """Scores from one precomputed embedding per document (rows flagged ``empty`` get 0)."""
-        return self.score_doc_embeddings(X, empty)
-
     def int_scores(self, edu_scores: np.ndarray) -> np.ndarray:
         """FineWeb-Edu style int_score: the expected 0-5 label given edu_score, rounded (int8).
 
@@ -515,7 +515,7 @@ class EduClassifier:
         """The whole model as one stage (embedding cache: texts whose id it holds are not embedded)."""
         ids = None
         if getattr(self, "embedding_cache_", None) is not None:
-            from .embcache import document_ids
+            from .hashing import document_ids
 
             ids = document_ids(batch.records, batch.id_column, batch.texts)
         batch.scores = self.edu_score(batch.texts, ids=ids) if batch.texts else np.zeros(0, np.float32)
@@ -531,7 +531,7 @@ class EduClassifier:
 
         device = getattr(self.embedder_, "resolved_device", None) or "cpu"
         use = wanted if wanted is not None else device.startswith("cuda")
-        forest = getattr(self, "forest_", None)
+        forest = getattr(self, "head_", None)
         per_document = self.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
         if not (use and self.staged and per_document and getattr(self, "calibrator_", None) is None
                 and not self.has_parts and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
@@ -583,7 +583,7 @@ class EduClassifier:
         dim = self.embedder_.dim
         if dim != self.n_features_in_:
             raise ModelError(
-                f"embedder {self.embedder_.name} gives {dim}-dimensional embeddings but the forest "
+                f"embedder {self.embedder_.name} gives {dim}-dimensional embeddings but the head "
                 f"was trained on {self.n_features_in_}; use the embedder the model was trained with "
                 f"({info.get('name', 'unknown')})"
             )
@@ -610,7 +610,7 @@ class EduClassifier:
         calibrated = getattr(self, "calibrator_", None) is not None
 
         def write_parts(tmp: Path) -> None:
-            dump_skops(self.head_, tmp / FOREST_FILE)
+            dump_skops(self.head_, tmp / HEAD_FILE)
             if calibrated:
                 dump_skops(self.calibrator_, tmp / CALIBRATION_FILE)
             if self.has_parts:
@@ -644,7 +644,7 @@ class EduClassifier:
         meta.update({
             "metrics": metrics or getattr(self, "metrics_", None) or {},
             "training_data": training_data or getattr(self, "training_data_", None) or {},
-            "files": {FOREST_FILE: None, **({CALIBRATION_FILE: None} if calibrated else {})},
+            "files": {HEAD_FILE: None, **({CALIBRATION_FILE: None} if calibrated else {})},
             "versions": library_versions(),
             "created": now_utc(),
         })
@@ -653,7 +653,7 @@ class EduClassifier:
     def _parts_meta(self) -> dict:
         scorers = [
             {"name": "lexical", "kind": "fasttext", "file": LEXICAL_FILE, "output": "P(score >= positive_threshold)"},
-            {"name": "embedding", "kind": "featurizer+head", "head": HEADS[self.head], "file": FOREST_FILE,
+            {"name": "embedding", "kind": "featurizer+head", "head": HEADS[self.head], "file": HEAD_FILE,
              "featurizer": self.featurizer.get_params()},
         ]
         out = {"scorers": scorers, "combiner": self.combiner_.to_dict()}
@@ -683,7 +683,7 @@ class EduClassifier:
 
         path = local_folder(path) if path is not None else default_model_path()  # a URL: a cached copy
         meta = read_model_meta(path)
-        estimator = load_skops(path, meta, FOREST_FILE)
+        estimator = load_skops(path, meta, HEAD_FILE)
         calibrator = load_skops(path, meta, CALIBRATION_FILE) if meta.get("calibration") else None
         params = dict(meta.get("params") or {})
         info = meta.get("embedder") or {}
@@ -707,9 +707,9 @@ class EduClassifier:
         clf.n_features_in_ = int(meta.get("n_features") or estimator.n_features_in_)  # the embedding dimension
         if clf.head_width(clf.n_features_in_) != estimator.n_features_in_:
             raise ModelError(f"{path}: {META_FILE} says {clf.n_features_in_} features (--features {clf.features}), "
-                             f"the forest has {estimator.n_features_in_}")
+                             f"the head has {estimator.n_features_in_}")
         if info.get("dim") is not None and int(info["dim"]) != clf.n_features_in_:
-            raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the forest's {clf.n_features_in_} features")
+            raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the head's {clf.n_features_in_} features")
         if int(meta.get("format_version", 0)) >= 4 and meta.get("scorers"):
             clf._load_parts(path, meta)
         clf.score_map_ = meta.get("int_score_map")
@@ -721,7 +721,7 @@ class EduClassifier:
         clf.training_data_ = meta.get("training_data") or {}
         clf.path_ = path
         # Identifies the scoring model across processes (checkpoint keys): the hashes of its files.
-        clf.forest_sha256_ = models_id(meta)
+        clf.model_sha256_ = models_id(meta)
         return clf
 
     def _load_parts(self, path: Path, meta: dict) -> None:

@@ -12,7 +12,6 @@ complete, so an output file that exists is whole; a rerun can trust it and skip 
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import hashlib
 import json
@@ -28,10 +27,10 @@ import pyarrow.parquet as pq
 from . import formats
 from .errors import InputError, OutputError
 from .location import RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of
-from .objstore import LOCK_NAME, RemoteLock, process_alive, publish
+from .atomic import commit, output_error, temp_path_for, write_json, write_remote_atomically
+from .objstore import LOCK_NAME, RemoteLock, publish
 
 GLOB_CHARS = set("*?[")
-TMP_MARK = ".tmp-"
 PARTIAL_MARK = ".partial"
 PARTIAL_FORMAT = "phifilter-partial-1"
 FINGERPRINT_TAIL_BYTES = 1 << 16
@@ -379,61 +378,11 @@ def completed_rows(path: str | os.PathLike, required_column: str | None = None) 
 # writing
 
 
-def temp_path_for(path: Path) -> Path:
-    if isinstance(path, RemotePath):  # many machines may share a store: the pid alone is not unique
-        import secrets
-
-        return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
-
-
 def output_path(out_dir, shard: Shard, output_format: str | None = None):
     """Where ``shard``'s output goes: its relative name under ``out_dir``, with the suffix of
     ``output_format`` (parquet or jsonl) when one is given (None keeps the input's format)."""
     name = shard.name
     return out_dir / name.with_name(formats.output_name(name.name, output_format))
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete hidden temporaries that an interrupted run left behind (call under the lock)."""
-    removed = 0
-    if isinstance(folder, RemotePath):
-        for p in folder.find() if folder.is_dir() else []:
-            if p.name.startswith(".") and TMP_MARK in p.name:
-                p.unlink(missing_ok=True)
-                removed += 1
-        return removed
-    if not folder.is_dir():
-        return 0
-    for p in folder.rglob(f".*{TMP_MARK}*"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed += 1
-    return removed
-
-
-def remove_stale_siblings(path: Path, marks: Sequence[str] = (TMP_MARK, ".old-")) -> int:
-    """Delete ``.<name><mark><pid>`` files or folders next to ``path`` whose process is gone.
-
-    Used by writers of single outputs (a model folder, a sample file) outside a locked output
-    folder: a killed run's leftovers go, a live run's temporaries are left alone.
-    """
-    removed = 0
-    for p in path.parent.glob(f".{path.name}*"):
-        for mark in marks:
-            head, sep, pid = p.name.rpartition(mark)
-            if sep and head == f".{path.name}" and pid.isdigit():
-                if int(pid) != os.getpid() and process_alive(int(pid)):
-                    continue
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
-                removed += 1
-    return removed
-
-
 
 
 class ShardWriter:
@@ -484,16 +433,17 @@ class ShardWriter:
             if file is not None:
                 file.close()
             if exc_type is None:
-                with open(self._tmp, "rb") as f:
-                    os.fsync(f.fileno())
                 self._write_metadata_sidecar()
-                os.replace(self._tmp, self.path)
-                fsync_dir(self.path.parent)
+                commit(self._tmp, self.path)
         except OSError as e:
             with contextlib.suppress(OSError):
                 self._tmp.unlink()
             if exc_type is None:
                 raise output_error(self.path, e) from None
+        except BaseException:  # the sidecar could not be written (an OutputError): no temporary left
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            raise
         finally:
             if exc_type is not None and self._tmp is not None:
                 with contextlib.suppress(OSError):
@@ -506,7 +456,7 @@ class ShardWriter:
         fmt = formats.detect(self.path.name)
         if fmt is not None and fmt.kind != formats.PARQUET and self.schema.metadata:
             doc = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in self.schema.metadata.items()}
-            _write_json_atomically(metadata_sidecar(self.path), doc)
+            write_json(metadata_sidecar(self.path), doc, sort_keys=True)
 
     def _exit_remote(self, writer, file, exc_type) -> None:
         # Closing the file completes the upload of the temporary; publishing copies it to its
@@ -552,24 +502,6 @@ def read_metadata(path) -> dict | None:
     except (OSError, ValueError, InputError, pa.ArrowException):
         return None
     return {str(k).encode(): str(v).encode() for k, v in doc.items()} if isinstance(doc, dict) else None
-
-
-def output_error(path: Path, e: OSError) -> OutputError:
-    if e.errno == errno.ENOSPC:
-        return OutputError(f"{path}: no space left on device; earlier outputs are intact, free space and rerun to resume")
-    return OutputError(f"{path}: cannot write ({e.strerror or e})")
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or new file in ``folder`` durable (best effort: not every filesystem allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 
 
 class OutputLock:
@@ -671,19 +603,6 @@ def partial_dir_for(path: str | os.PathLike) -> Path:
     return path.parent / f".{path.name}{PARTIAL_MARK}"
 
 
-def write_remote_atomically(path: RemotePath, data: bytes) -> None:
-    """Write one small object whole: a hidden temporary, then published (objstore.publish)."""
-    tmp = temp_path_for(path)
-    try:
-        tmp.write_bytes(data)
-        publish(tmp, path)
-    except OSError as e:
-        raise output_error(path, e) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
 def publish_folder(local: Path, dest: RemotePath, last: Sequence[str] = (), ours=None) -> None:
     """Publish the files of the finished local folder ``local`` to the store folder ``dest``.
 
@@ -720,19 +639,6 @@ def staged_folder(dest, **publish_options) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="phifilter-stage-") as local:
         yield Path(local)
         publish_folder(Path(local), dest, **publish_options)
-
-
-def _write_json_atomically(path: Path, doc: dict) -> None:
-    tmp = temp_path_for(path)
-    if isinstance(path, RemotePath):
-        write_remote_atomically(path, json.dumps(doc, sort_keys=True).encode())
-        return
-    with open(tmp, "w") as f:
-        json.dump(doc, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class PartialShard:
@@ -814,10 +720,10 @@ class PartialShard:
             with ShardWriter(self.folder / name, self.schema, self.compression) as chunk:
                 chunk.write_batch(batch)
             chunks = self._chunks + [{"file": name, "rows": batch.num_rows}]
-            _write_json_atomically(self._manifest_path(), {
+            write_json(self._manifest_path(), {
                 "format": PARTIAL_FORMAT, "key": self.key, "chunks": chunks,
                 "rows": self.rows + batch.num_rows,
-            })
+            }, sort_keys=True)
         except OSError as e:
             raise output_error(self.path, e) from None
         self._chunks = chunks

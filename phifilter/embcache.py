@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from .atomic import remove_stale_temporaries
+from .hashing import document_ids, text_hash
 from .chunking import DocEmbeddings, embed_documents
 from .corpus import (
     OutputLock,
@@ -45,7 +47,6 @@ from .corpus import (
     iter_batches,
     open_parquet,
     output_path,
-    remove_stale_temporaries,
     texts_from_array,
 )
 from .errors import InputError
@@ -67,19 +68,6 @@ def identity(embedder, chunking: str, max_chunks: int) -> dict:
     }
     ident["key"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return ident
-
-
-def document_ids(table_or_batch, id_column: str | None, texts: Sequence[str]) -> list[str]:
-    """Ids from ``id_column`` when the data has it, else ``sha1:`` of each text."""
-    names = table_or_batch.schema.names
-    if id_column and id_column in names:
-        col = table_or_batch.column(names.index(id_column))
-        return [str(v) if v is not None else "sha1:" + _sha1(t) for v, t in zip(col.to_pylist(), texts)]
-    return ["sha1:" + _sha1(t) for t in texts]
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def sidecar_schema(dim: int, ident: dict) -> pa.Schema:
@@ -111,7 +99,7 @@ def to_batch(ids: Sequence[str], emb: DocEmbeddings, schema: pa.Schema,
             pa.array(emb.doc_tokens[emb.doc], pa.int64()),
             pa.array(emb.cut[emb.doc], pa.bool_()),
             pa.FixedSizeListArray.from_arrays(flat, dim),
-            pa.array([_sha1(texts[d]) if texts is not None else None for d in emb.doc], pa.string()),
+            pa.array([text_hash(texts[d], "sha1") if texts is not None else None for d in emb.doc], pa.string()),
         ],
         schema=schema,
     )
@@ -350,7 +338,7 @@ class EmbeddingCache:
         written before text hashes (keyed by id alone) can answer, anything else is "missing".
         """
         if self.by_text:
-            keys = [(doc_id, _sha1(t)) for doc_id, t in zip(ids, texts)] if texts is not None else [None] * len(ids)
+            keys = [(doc_id, text_hash(t, "sha1")) for doc_id, t in zip(ids, texts)] if texts is not None else [None] * len(ids)
         else:
             keys = list(ids)
         found, missing = [], []

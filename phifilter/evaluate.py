@@ -107,7 +107,7 @@ class EvalReport:
 
 
 def _write_atomic(path: Path, write) -> None:
-    from .outputs import write_atomic
+    from .atomic import write_atomic
 
     write_atomic(path, write)
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .chunking import DocEmbeddings, chunking_of, embed_documents, quantize
+from .chunking import DocEmbeddings, chunking_of, embed_documents, round_to_float16
 from .errors import ModelError
 
 # Parts of a document's feature vector (``features="mean+first"``); all but "mean" need a
@@ -92,7 +92,7 @@ class Featurizer:
             if X.chunking != self.chunking:
                 raise ModelError(f"embeddings were made by '{X.chunking}' but doc_mode {self.doc_mode} needs '{self.chunking}'")
             return X
-        X = quantize(np.asarray(X, dtype=np.float32))
+        X = round_to_float16(np.asarray(X, dtype=np.float32))
         n = len(X)
         return DocEmbeddings(X, np.arange(n, dtype=np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
                              "truncate", np.zeros(n, bool))

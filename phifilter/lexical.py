@@ -15,7 +15,6 @@ parameters give a byte-identical ``.bin``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError, ModelError
+from .hashing import sha256_file
 
 FORMAT = "phifilter-lexical"
 FORMAT_VERSION = 1
@@ -130,14 +130,6 @@ def _code_token(tok: str) -> str:
         if len(parts) > 1:
             return " ".join([low] + [p.lower() for p in parts])
     return low
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # What the training process runs: options as JSON, then the model file to write.
@@ -350,9 +342,9 @@ class LexicalScorer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.bin"
-        tmp = folder / f".{name}.bin.tmp-{os.getpid()}"
-        self.model_.save_model(str(tmp))
-        os.replace(tmp, path)
+        from .atomic import write_atomic, write_text
+
+        write_atomic(path, lambda tmp: self.model_.save_model(str(tmp)))
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -362,7 +354,7 @@ class LexicalScorer:
             "params": self.get_params(),
             "classes": list(self.classes_),
         }
-        (folder / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_text(folder / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
     @classmethod

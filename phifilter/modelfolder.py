@@ -20,7 +20,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-from .embed import sha256_file  # one file-hash helper for the package
+from .hashing import sha256_file
 from .errors import ModelError
 
 FORMAT = "phifilter-model"
@@ -28,7 +28,7 @@ FORMAT = "phifilter-model"
 FORMAT_VERSION = 4
 META_FILE = "phifilter.json"
 CARD_FILE = "README.md"
-FOREST_FILE = "forest.skops"  # the embedding head (any kind); the name is kept from format 1
+HEAD_FILE = "forest.skops"  # the embedding head, of any kind; the file name is format 1's (every head was a forest)
 CALIBRATION_FILE = "calibration.skops"
 # Types a model folder may contain beyond the ones skops trusts by default. Anything else in a
 # head or calibration file is refused at load time, so a crafted file cannot run code.
@@ -138,7 +138,7 @@ def _write_remote_model_folder(path, write_parts: Callable[[Path], None], meta: 
     with tempfile.TemporaryDirectory(prefix="phifilter-model-") as local:
         staged = write_model_folder(Path(local) / "model", write_parts, meta, card)
         publish_folder(staged, path, last=(META_FILE,),
-                       ours=lambda p: p.name in (FOREST_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical"))
+                       ours=lambda p: p.name in (HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical"))
     return path
 
 
@@ -150,44 +150,23 @@ def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], No
     recorded in ``meta['files']`` (every file but the card and ``phifilter.json``), then
     ``phifilter.json`` and the card are written.
     """
-    import shutil
-
-    from .corpus import output_error, remove_stale_siblings
+    from .atomic import replace_folder
     from .location import RemotePath, as_location
 
     if isinstance(as_location(path), RemotePath):
         return _write_remote_model_folder(as_location(path), write_parts, meta, card)
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_siblings(path)  # what a killed save left: .<name>.tmp-<pid>, .<name>.old-<pid>
-        tmp.mkdir()
-    except OSError as e:
-        raise output_error(path, e) from None
-    try:
+
+    def fill(tmp: Path) -> None:
         write_parts(tmp)
         files = sorted(p.name for p in tmp.iterdir() if p.name not in (META_FILE, CARD_FILE))
-        meta = dict(meta)
-        order = [k for k in meta.get("files") or {} if k in files] + [f for f in files if f not in (meta.get("files") or {})]
-        meta["files"] = {name: sha256_file(tmp / name) for name in order}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+        listed = dict(meta)
+        order = [k for k in listed.get("files") or {} if k in files] + [f for f in files if f not in (listed.get("files") or {})]
+        listed["files"] = {name: sha256_file(tmp / name) for name in order}
+        (tmp / META_FILE).write_text(json.dumps(listed, indent=2, sort_keys=False) + "\n")
         if card:
             (tmp / CARD_FILE).write_text(card)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except OSError as e:  # a full disk, no permission: one clear line, the old folder kept
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise output_error(path, e) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    return replace_folder(Path(path), fill)
 
 
 def make_zip_reproducible(path: Path) -> None:
@@ -199,6 +178,8 @@ def make_zip_reproducible(path: Path) -> None:
     """
     import re
     import zipfile
+
+    from .atomic import write_atomic
 
     with zipfile.ZipFile(path) as src:
         entries = {info.filename: src.read(info.filename) for info in src.infolist()}
@@ -212,11 +193,13 @@ def make_zip_reproducible(path: Path) -> None:
     schema = re.sub(r'"__id__": (\d+)', lambda m: f'"__id__": {ids.setdefault(m.group(1), str(len(ids)))}', schema)
     files = {"schema.json": schema.encode("utf-8")}
     files.update({renames.get(k, k): v for k, v in entries.items()})
-    tmp = path.with_name(path.name + ".repack")
-    with zipfile.ZipFile(tmp, "w") as dst:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            dst.writestr(info, files[name], compresslevel=9)
-    os.replace(tmp, path)
+
+    def repack(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w") as dst:
+            for name in sorted(files):
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                dst.writestr(info, files[name], compresslevel=9)
+
+    write_atomic(path, repack)

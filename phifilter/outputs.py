@@ -9,23 +9,24 @@ Every command that writes goes through here before doing any work:
   checkpoints) are not counted.
 * :func:`claim_file` does the same for a single output file: not an input, not inside an input
   folder that is searched recursively, not a folder, and its folder writable.
-* :func:`write_atomic` writes a file under a hidden temporary name beside it, fsyncs it and
-  renames it into place, so a file that exists is whole; a failure (a full disk) leaves the
-  previous file as it was and becomes one ``OutputError`` line.
+* :func:`write_atomic` and :func:`write_text` (from :mod:`phifilter.atomic`, which owns every
+  temporary name, atomic write and folder replacement) write a file under a hidden temporary
+  name beside it and rename it into place, so a file that exists is whole.
 
 Which existing files count as "ours" is the caller's predicate; :func:`named` and
-:func:`parquet_record_of` build the usual ones. Model folders are replaced by writing beside
-and renaming (``EduClassifier.save``), after :func:`claim_folder` with :func:`is_model_file`.
+:func:`parquet_record_of` build the usual ones. Model folders are replaced whole
+(:func:`phifilter.atomic.replace_folder`, ``EduClassifier.save``), after :func:`claim_folder`
+with :func:`is_model_file`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .corpus import check_output_dir, fsync_dir, input_roots, output_error, temp_path_for, write_remote_atomically
+from .atomic import write_atomic, write_text  # noqa: F401  (re-exported: the owned-output API)
+from .corpus import check_output_dir, input_roots
 from .formats import detect
 from .location import RemotePath, as_location, check_writable_store
 from .errors import OutputError
@@ -115,43 +116,6 @@ def claim_file(path: str | os.PathLike, what: str = "the output",
     return path
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place
-    (on an object store: written locally, then published whole, :mod:`phifilter.objstore`)."""
-    check_writable_store(path)
-    path = as_location(path)
-    if isinstance(path, RemotePath):
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="phifilter-") as local:
-            tmp = Path(local) / path.name
-            write(tmp)
-            write_remote_atomically(path, tmp.read_bytes())
-        return path
-    tmp = temp_path_for(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise output_error(path, e) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a UTF-8 text file atomically."""
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 # ---------------------------------------------------------------------------------------------
 # ownership predicates
 
@@ -198,9 +162,9 @@ def is_model_file(p: Path) -> bool:
     """Ours if it is a model-folder file and the folder's phifilter.json is a phifilter model's."""
     import json
 
-    from .modelfolder import CALIBRATION_FILE, CARD_FILE, FOREST_FILE, FORMAT, META_FILE
+    from .modelfolder import CALIBRATION_FILE, CARD_FILE, FORMAT, HEAD_FILE, META_FILE
 
-    if p.name not in (META_FILE, FOREST_FILE, CALIBRATION_FILE, CARD_FILE) or p.parent.name == "":
+    if p.name not in (META_FILE, HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.parent.name == "":
         return False
     try:
         meta = json.loads((p.parent / META_FILE).read_text())

@@ -1,9 +1,9 @@
 """Thread stages for the scoring pipeline: each stage runs in its own thread, a few items ahead.
 
-The scorer is a chain read -> tokenise -> embed -> forest -> write. Arrow decoding, the Rust
-tokeniser, torch kernels and scikit-learn's tree traversal all release the GIL, so running each
+The scorer is a chain read -> tokenise -> embed -> head -> write. Arrow decoding, the Rust
+tokeniser, torch kernels and scikit-learn's estimators all release the GIL, so running each
 step in its own thread overlaps them: while the model embeds batch k, batch k+1 is tokenised,
-batch k+2 is read and the forest scores batch k-1. Bounded queues keep memory flat: at most
+batch k+2 is read and the head scores batch k-1. Bounded queues keep memory flat: at most
 ``depth`` items wait between two stages, whatever the corpus size.
 """
 

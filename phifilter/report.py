@@ -49,7 +49,7 @@ MISSING = "(missing)"
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file under a temporary name and rename it into place."""
-    from .outputs import write_text
+    from .atomic import write_text
 
     return write_text(path, text)
 

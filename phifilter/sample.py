@@ -25,7 +25,6 @@ the excerpt) is added when the input has none, so label sets can be joined later
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import heapq
 import math
@@ -46,9 +45,9 @@ from .corpus import (
     open_parquet,
     rows_from_batch,
     texts_from_array,
-    process_alive,
 )
 from .errors import InputError, OutputError
+from .hashing import document_id
 from .location import as_location, is_url
 
 MAX_STRATA = 10_000
@@ -203,16 +202,11 @@ def remove_stale_temporary(output: Path) -> None:
     :class:`~phifilter.corpus.ShardWriter` names it ``.<name>.tmp-<pid>``; a live writer's
     temporary is left alone.
     """
-    from .corpus import TMP_MARK
+    from .atomic import TMP_MARK, remove_stale_siblings
 
     if is_url(output):
         return  # a store's temporaries carry a random token; a rerun's publish does not need them gone
-    for tmp in output.parent.glob(f".{output.name}{TMP_MARK}*"):
-        pid = tmp.name.rsplit(TMP_MARK, 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    remove_stale_siblings(output, marks=(TMP_MARK,))
 
 
 def _output_schema(shards, cfg: SampleConfig) -> pa.Schema:
@@ -330,7 +324,7 @@ def sample_shards(
     rows = [e[1] for e in chosen]
     for row in rows:
         if fill_id and row.get("id") is None:
-            row["id"] = hashlib.sha256(row[cfg.text_column].encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            row["id"] = document_id(row[cfg.text_column])
     summary.excerpted = sum(1 for e in chosen if e[2])
     summary.drawn = len(rows)
     if not rows:

@@ -26,18 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import output_error, remove_stale_temporaries, write_atomic, write_text
 from .corpus import (
     OutputLock,
     ShardWriter,
-    fsync_dir,
     check_output_dir,
     find_shards,
     iter_batches,
     open_parquet,
     output_path,
-    remove_stale_temporaries,
-    temp_path_for,
-    write_remote_atomically,
 )
 from .errors import InputError, OptionError, OutputError
 from .formats import PARQUET, detect
@@ -347,21 +344,11 @@ def filter_shards(
                 except pl.exceptions.PolarsError as e:
                     text = str(e).strip().splitlines()
                     raise InputError(f"{shard.path}: cannot be read ({text[0] if text else type(e).__name__})") from None
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = temp_path_for(out_path)
                 try:
-                    lf.filter(keep).sink_parquet(tmp)
-                    with open(tmp, "rb") as f:
-                        os.fsync(f.fileno())
-                    os.replace(tmp, out_path)
-                    fsync_dir(out_path.parent)
-                except (OSError, pl.exceptions.PolarsError) as e:
+                    write_atomic(out_path, lambda tmp: lf.filter(keep).sink_parquet(tmp))
+                except pl.exceptions.PolarsError as e:
                     # polars reports I/O failures (a full disk) as ComputeError, not OSError
-                    tmp.unlink(missing_ok=True)
                     raise _write_error(out_path, e) from None
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
                 stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "record": record}
                 if kept_tokens is not None:
                     stats["tokens_kept"] = kept_tokens
@@ -399,25 +386,10 @@ def _read_manifest(folder: Path) -> dict:
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    p = folder / MANIFEST
-    if isinstance(p, RemotePath):
-        write_remote_atomically(p, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        return
-    tmp = temp_path_for(p)
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(manifest, indent=1, sort_keys=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _write_error(path: Path, e: Exception) -> OutputError:
-    from .corpus import output_error
-
     if isinstance(e, OSError):
         return output_error(path, e)
     text = str(e)

@@ -17,7 +17,7 @@ def rate(rows: int, seconds: float) -> float:
 def write_stats(path: str | os.PathLike, stats: dict) -> Path:
     """Write ``stats`` to ``path``, a local file or a URL (``s3://...``), atomically: a hidden
     temporary renamed into place (on an object store: published whole), never a half-written file."""
-    from .outputs import write_text
+    from .atomic import write_text
 
     text = json.dumps(stats, indent=1, sort_keys=True) + "\n"
     try:

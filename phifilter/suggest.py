@@ -1,9 +1,9 @@
 """`phifilter suggest`: the documents most worth sending to the LLM next (active learning).
 
-Every document of the shards is scored; the ``n`` wanted are the ones whose forest trees
-disagree most (the spread of their votes; for the logistic head, closeness to 0.5) plus a
-random share drawn uniformly from the rest, so the next labels also cover what the model
-is sure, and maybe wrong, about. One pass, memory bounded by ``n`` rows: a heap keeps the
+Every document of the shards is scored; the ``n`` wanted are the ones the head is least
+sure of (a forest: the spread of its trees' votes; other heads: closeness to the decision
+point) plus a random share drawn uniformly from the rest, so the next labels also cover what
+the model is sure, and maybe wrong, about. One pass, memory bounded by ``n`` rows: a heap keeps the
 most disputed rows and a second heap the rows with the smallest random keys. The same
 inputs and ``seed`` give the same file.
 """

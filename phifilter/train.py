@@ -127,7 +127,7 @@ def read_labels(path: str | os.PathLike, cfg: TrainConfig) -> LabelledSet:
     for t, s in zip(texts, scores):
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\x00%g\x00" % s)
-    from .embcache import document_ids
+    from .hashing import document_ids
 
     ids = document_ids(table, id_column, texts)
     return LabelledSet(texts, scores, domains, h.hexdigest(), int(dropped), ids)
@@ -186,36 +186,6 @@ def cross_validated_scores(clf: EduClassifier, X, y: np.ndarray, strata: np.ndar
         head = clf.fit_head(E.subset(train_idx), scores[train_idx])
         oof[test_idx] = clf.raw_scores(E.subset(test_idx), head)
     return oof
-
-
-def nested_cv_scores(clf: EduClassifier, X, scores: np.ndarray, strata: np.ndarray, folds: int,
-                     inner_folds: int, random_state: int, choose) -> dict:
-    """Honest figures: for each outer fold the calibration and threshold come from an inner
-    cross-validation of the training part only, then are applied to the unseen fold.
-
-    ``choose(y, p)`` picks a threshold. Returns raw, calibrated scores and per-document
-    thresholds for plain and calibrated scores, all out-of-fold.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    from .classifier import make_calibrator
-
-    E = clf.as_doc_embeddings(X)
-    scores = np.asarray(scores, np.float64)
-    y = clf.binarize(scores)
-    out = {k: np.zeros(len(y)) for k in ("raw", "calibrated", "threshold", "threshold_calibrated")}
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
-    for train_idx, test_idx in skf.split(np.zeros(len(y)), strata):
-        inner = cross_validated_scores(clf, E.subset(train_idx), y[train_idx], strata[train_idx], inner_folds,
-                                       random_state, scores[train_idx])
-        calibrator = make_calibrator(inner, y[train_idx])
-        head = clf.fit_head(E.subset(train_idx), scores[train_idx])
-        raw = clf.raw_scores(E.subset(test_idx), head)
-        out["raw"][test_idx] = raw
-        out["calibrated"][test_idx] = calibrator.predict(raw)
-        out["threshold"][test_idx] = choose(y[train_idx], inner)
-        out["threshold_calibrated"][test_idx] = choose(y[train_idx], calibrator.predict(inner))
-    return out
 
 
 def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:

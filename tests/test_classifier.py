@@ -5,7 +5,7 @@ import pytest
 import skops.io as sio
 
 from phifilter import EduClassifier, ModelError
-from phifilter.classifier import FOREST_FILE, META_FILE, _sha256_file, default_model_path, read_model_meta
+from phifilter.classifier import HEAD_FILE, META_FILE, _sha256_file, default_model_path, read_model_meta
 
 from conftest import BOILERPLATE, GOOD_CODE
 
@@ -20,10 +20,10 @@ def test_fit_predict_save_load_round_trip(tmp_path, embedder):
     scores = np.array([0, 1, 4, 5] * 10)
     clf = EduClassifier(embedder=embedder, n_estimators=20, random_state=0)
     assert clf.fit(["t"] * 40, scores, embeddings=X) is clf
-    assert clf.forest_.n_features_in_ == embedder.dim
+    assert clf.head_.n_features_in_ == embedder.dim and clf.forest_ is clf.head_  # a forest head
     clf.save(tmp_path / "m", metrics={"note": "test"})
     loaded = EduClassifier.load(tmp_path / "m", device="cpu")
-    np.testing.assert_array_equal(clf.score_embeddings(X), loaded.score_embeddings(X))
+    np.testing.assert_array_equal(clf.score_doc_embeddings(X), loaded.score_doc_embeddings(X))
     texts = [GOOD_CODE, BOILERPLATE, ""]
     np.testing.assert_array_equal(clf.edu_score(texts), loaded.edu_score(texts))
     assert loaded.edu_score(texts)[2] == 0.0
@@ -69,7 +69,7 @@ def test_foreign_folder_is_refused(tmp_path):
 
 def test_tampered_forest_is_refused(tmp_path):
     m = _copy_model(tmp_path)
-    with open(m / FOREST_FILE, "ab") as f:
+    with open(m / HEAD_FILE, "ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelError, match="SHA-256 does not match"):
         EduClassifier.load(m)
@@ -77,9 +77,9 @@ def test_tampered_forest_is_refused(tmp_path):
 
 def test_untrusted_types_are_refused_even_with_matching_hash(tmp_path):
     m = _copy_model(tmp_path)
-    sio.dump(NotAForest(), m / FOREST_FILE)
+    sio.dump(NotAForest(), m / HEAD_FILE)
     meta = json.loads((m / META_FILE).read_text())
-    meta["files"][FOREST_FILE] = _sha256_file(m / FOREST_FILE)
+    meta["files"][HEAD_FILE] = _sha256_file(m / HEAD_FILE)
     (m / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="untrusted types .*NotAForest"):
         EduClassifier.load(m)

@@ -11,9 +11,9 @@ from phifilter.corpus import (
     check_text_column,
     find_shards,
     iter_batches,
-    remove_stale_temporaries,
     texts_from_array,
 )
+from phifilter.atomic import remove_stale_temporaries
 from phifilter.errors import InputError, OutputError
 
 from conftest import write_shard

@@ -7,7 +7,7 @@ import pytest
 
 from phifilter import EduClassifier
 from phifilter.chunking import DocEmbeddings
-from phifilter.classifier import CALIBRATION_FILE, FOREST_FILE, META_FILE, read_model_meta
+from phifilter.classifier import CALIBRATION_FILE, HEAD_FILE, META_FILE, read_model_meta
 from phifilter.train import precision_threshold, share_threshold
 
 
@@ -61,7 +61,7 @@ def test_calibration_is_stored_and_used(tmp_path, embedder):
     assert not np.allclose(p, raw.astype(np.float32))
     clf.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / META_FILE).read_text())
-    assert meta["calibration"] == "isotonic" and set(meta["files"]) == {FOREST_FILE, CALIBRATION_FILE}
+    assert meta["calibration"] == "isotonic" and set(meta["files"]) == {HEAD_FILE, CALIBRATION_FILE}
     loaded = EduClassifier.load(tmp_path / "m", device="cpu")
     np.testing.assert_array_equal(loaded.score_doc_embeddings(E), p)
     with open(tmp_path / "m" / CALIBRATION_FILE, "ab") as f:  # a tampered calibration is refused too

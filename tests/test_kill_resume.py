@@ -273,7 +273,7 @@ def test_label_killed_at_random_points_equals_uninterrupted_run(tmp_path, chat_s
 
 
 def test_train_killed_while_saving_leaves_old_or_new_model_never_a_broken_one(tmp_path):
-    from phifilter.classifier import FOREST_FILE, META_FILE, EduClassifier
+    from phifilter.classifier import HEAD_FILE, META_FILE, EduClassifier
 
     rng = np.random.default_rng(0)
     texts = [GOOD_CODE + f"\n# v{i}" if i % 2 else BOILERPLATE + f"\n# v{i}" for i in range(24)]
@@ -293,7 +293,7 @@ def test_train_killed_while_saving_leaves_old_or_new_model_never_a_broken_one(tm
             EduClassifier.load(out)
 
     def compare():
-        assert (out / FOREST_FILE).read_bytes() == (ref / FOREST_FILE).read_bytes()
+        assert (out / HEAD_FILE).read_bytes() == (ref / HEAD_FILE).read_bytes()
         a, b = json.loads((ref / META_FILE).read_text()), json.loads((out / META_FILE).read_text())
         for meta in (a, b):
             meta.pop("created")

@@ -18,7 +18,7 @@ import skops.io as sio
 from click.testing import CliRunner
 
 from conftest import REPO, cli_env, write_shard
-from phifilter.classifier import FOREST_FILE, META_FILE, EduClassifier, _sha256_file, default_model_path
+from phifilter.classifier import HEAD_FILE, META_FILE, EduClassifier, _sha256_file, default_model_path
 from phifilter.cli import main
 from phifilter.embed import DEFAULT_EMBEDDER_SHA256, bundled_model_path, file_hashes
 from phifilter.errors import ModelError
@@ -29,9 +29,9 @@ SECRET = "sk-test-5ecret-DO-NOT-LEAK-0123456789abcdef"
 
 def _model_with_forest(tmp_path: Path, obj) -> Path:
     m = Path(shutil.copytree(default_model_path(), tmp_path / "model"))
-    sio.dump(obj, m / FOREST_FILE)
+    sio.dump(obj, m / HEAD_FILE)
     meta = json.loads((m / META_FILE).read_text())
-    meta["files"][FOREST_FILE] = _sha256_file(m / FOREST_FILE)  # an attacker can fix the hash too
+    meta["files"][HEAD_FILE] = _sha256_file(m / HEAD_FILE)  # an attacker can fix the hash too
     (m / META_FILE).write_text(json.dumps(meta))
     return m
 
@@ -48,9 +48,9 @@ def test_skops_file_referencing_a_function_is_refused(tmp_path, payload, name):
 
 def test_a_file_that_is_not_a_skops_archive_is_refused(tmp_path):
     m = Path(shutil.copytree(default_model_path(), tmp_path / "model"))
-    (m / FOREST_FILE).write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n" * 4)  # a pickle, not a zip
+    (m / HEAD_FILE).write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n" * 4)  # a pickle, not a zip
     meta = json.loads((m / META_FILE).read_text())
-    meta["files"][FOREST_FILE] = _sha256_file(m / FOREST_FILE)
+    meta["files"][HEAD_FILE] = _sha256_file(m / HEAD_FILE)
     (m / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="not a skops file"):
         EduClassifier.load(m)

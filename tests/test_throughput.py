@@ -11,7 +11,7 @@ import pytest
 
 from phifilter import InputError, ModelError, score_shards
 from phifilter.classifier import EduClassifier
-from phifilter.embed import Embedder, _quantize
+from phifilter.embed import Embedder, _int8_linear_layers
 from phifilter.pipeline import background, stage
 from phifilter.scoring.model import splits_into_stages
 
@@ -149,9 +149,9 @@ def test_devices_are_checked(tmp_path, bundled_model):
 
 def test_int8_is_cpu_only_and_close_to_float32(bundled_model):
     with pytest.raises(ModelError, match="CPU only"):
-        _quantize(None, "int8", "cuda:0")
+        _int8_linear_layers(None, "int8", "cuda:0")
     with pytest.raises(ModelError, match="expected int8"):
-        _quantize(None, "int4", "cpu")
+        _int8_linear_layers(None, "int4", "cpu")
     q = EduClassifier.load(device="cpu")
     q.embedder_.quantize = "int8"
     texts = [GOOD_CODE, BOILERPLATE, MIXED[8]]

@@ -93,7 +93,7 @@ class LabelCache:
             raise InputError(f"{self.path}: unusable label cache ({e}); move it away or pass another --cache") from None
         except OSError as e:
             self.close()
-            from ..corpus import output_error
+            from ..atomic import output_error
 
             raise output_error(self.path, e) from None
         except BaseException:
@@ -122,12 +122,13 @@ class LabelCache:
 
     def _create(self, rows: list | None = None) -> None:
         """A new cache, tables (and ``rows``) included, appears only by rename: never half-created."""
-        from ..corpus import fsync_dir, temp_path_for
+        from ..atomic import temp_path_for, write_atomic
 
-        tmp = temp_path_for(self.path)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        try:
+        journal = temp_path_for(self.path)
+        journal = journal.with_name(journal.name + "-journal")  # sqlite's, beside the temporary
+
+        def build(tmp: Path) -> None:
+            tmp.unlink(missing_ok=True)  # an earlier process of the same pid's: never open it
             db = sqlite3.connect(tmp)
             try:
                 with db:
@@ -138,18 +139,15 @@ class LabelCache:
                                    rows or [])
             finally:
                 db.close()
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
-        except BaseException as e:
-            for p in (tmp, tmp.with_name(tmp.name + "-journal")):
-                with contextlib.suppress(OSError):
-                    p.unlink()
-            if isinstance(e, sqlite3.Error):  # a full disk shows up as "disk I/O error"
-                raise OutputError(f"{self.path}: cannot create the label cache ({e}); nothing was left "
-                                  "behind: free space and rerun") from None
-            raise
+
+        try:
+            write_atomic(self.path, build)
+        except sqlite3.Error as e:  # a full disk shows up as "disk I/O error"
+            raise OutputError(f"{self.path}: cannot create the label cache ({e}); nothing was left "
+                              "behind: free space and rerun") from None
+        finally:
+            with contextlib.suppress(OSError):
+                journal.unlink()
 
     def _replace_damaged(self, why: str) -> None:
         """Set a damaged cache aside, copy what is readable into a fresh one, say so in one line."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..hashing import text_hash
 
 # Part of every rubric's hash: change it whenever the wording below changes, so cached answers
 # given to an older prompt are not reused for the new one.
@@ -129,7 +130,8 @@ def load_rubric(spec: str | os.PathLike, style: str = "standard") -> Rubric:
 
 
 def document_sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    """The label cache's key of a document: the SHA-256 of its text."""
+    return text_hash(text)
 
 
 def fence_for(document: str) -> str:

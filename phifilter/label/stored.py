@@ -54,13 +54,9 @@ def working_copy(url: RemotePath) -> Path:
 def remove_killed_temporaries(path: RemotePath) -> int:
     """Delete the hidden temporaries ``.<name>.tmp-*`` a killed run left for ``path`` (call
     under the lock of that name: no live run writes them). Returns how many were deleted."""
-    from ..corpus import TMP_MARK
+    from ..atomic import TMP_MARK, remove_stale_siblings
 
-    removed = 0
-    for p in path.parent.glob(f".{path.name}{TMP_MARK}*"):
-        p.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return remove_stale_siblings(path, marks=(TMP_MARK,))  # on a store: no pid check, the lock says none is live
 
 
 def lock_name(url: RemotePath) -> str:

@@ -40,7 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..corpus import TMP_MARK, OutputLock, check_output_dir, find_shards, open_parquet, publish_folder
+from ..atomic import OLD_MARK, TMP_MARK, remove_stale_temporaries
+from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet, publish_folder
 from ..errors import InputError, OutputError
 from ..exclude import ExclusionSet
 from . import data as D
@@ -177,7 +178,7 @@ def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, pr
     stats["per_shard"] = [{"path": str(s.path), "name": str(s.name), "rows": n, "file_bytes": f["size"]}
                           for s, f, n in zip(shards, fingerprints, rows)]
     with OutputLock(out):
-        _remove_stale(out)
+        remove_stale_temporaries(out, marks=(TMP_MARK, OLD_MARK))  # an interrupted run's files and checkpoints
         _check_settings(out, settings)
         began = time.monotonic()
         bundle = prepare_data(shards, out / "data", config, preset, eval_dir, progress)
@@ -238,15 +239,6 @@ def _fingerprint(eval_dir: Path) -> dict:
             raise InputError(f"{path}: no such file; --eval-dir must hold {HUMANEVAL_FILE} and {MBPP_FILE}")
         out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def _remove_stale(out: Path) -> None:
-    """Temporaries (files or checkpoint folders) left by an interrupted run; called under the lock."""
-    for p in list(out.rglob(f".*{TMP_MARK}*")) + list(out.rglob(".*.old-*")):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
 
 
 TOP_FILES = (SETTINGS, "results.json", "report.md", "report.html", "loss_curves.png")

@@ -363,10 +363,10 @@ def write_report(results: dict, out: Path) -> None:
              "report.html": render_html(bl, {"loss_curves.png": png} if png else {}).encode("utf-8")}
     if png:
         files["loss_curves.png"] = png
+    from ..atomic import write_bytes
+
     for name, content in files.items():
-        tmp = D.temp_path_for(out / name)
-        tmp.write_bytes(content)
-        tmp.replace(out / name)
+        write_bytes(out / name, content)
 
 
 def command_line() -> str:

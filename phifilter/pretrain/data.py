@@ -16,14 +16,14 @@ can be scored on every arm's validation split.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..corpus import Shard, check_text_column, iter_batches, open_parquet, temp_path_for, texts_from_array
+from ..atomic import write_atomic, write_text
+from ..corpus import Shard, check_text_column, iter_batches, open_parquet, texts_from_array
 from ..errors import InputError, OutputError
 from ..exclude import ExclusionSet
 
@@ -49,8 +49,8 @@ class DocTable:
         return self.contamination == CLEAN
 
     def save(self, path: Path) -> None:
-        np.savez(_tmp(path), score=self.score, nbytes=self.nbytes, contamination=self.contamination)
-        os.replace(_tmp(path), path)
+        write_atomic(path, lambda tmp: _save_npz(tmp, score=self.score, nbytes=self.nbytes,
+                                                 contamination=self.contamination))
 
     @classmethod
     def load(cls, path: Path) -> "DocTable":
@@ -58,10 +58,14 @@ class DocTable:
             return cls(z["score"], z["nbytes"], z["contamination"])
 
 
-def _tmp(path: Path) -> Path:
-    # np.savez appends ".npz" unless the name already ends with it.
-    t = temp_path_for(path)
-    return t.with_name(t.name + ".npz") if path.suffix == ".npz" else t
+def _save_npz(tmp: Path, **arrays) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)
+
+
+def _save_npy(tmp: Path, array: np.ndarray) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, array)
 
 
 def check_scored_shards(shards: Sequence[Shard], text_column: str, score_column: str) -> None:
@@ -119,9 +123,7 @@ def train_tokenizer(texts: Iterator[str], vocab_size: int, path: Path):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tmp = temp_path_for(path)
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tok.save(str(tmp)))
     return tok
 
 
@@ -141,9 +143,10 @@ def tokenize_corpus(shards: Sequence[Shard], text_column: str, keep: np.ndarray,
 
     eot = tokenizer.token_to_id(EOT)
     lengths = np.zeros(len(keep), dtype=np.int64)
-    tmp = temp_path_for(out_bin)
-    i = 0
-    try:
+    offsets: list[np.ndarray] = []
+
+    def fill(tmp: Path) -> None:
+        i = 0
         with open(tmp, "wb") as f, tqdm(total=int(keep.sum()), unit="doc", desc="tokenising",
                                         disable=not progress) as bar:
             for texts, _ in iter_texts(shards, text_column):
@@ -156,20 +159,13 @@ def tokenize_corpus(shards: Sequence[Shard], text_column: str, keep: np.ndarray,
                         lengths[i + j] = ids.size
                     bar.update(len(idx))
                 i += len(texts)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{out_bin}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if i != len(keep):
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"the input shards changed while reading ({i} rows now, {len(keep)} at the scan); rerun")
-    offsets = np.concatenate(([0], np.cumsum(lengths)))
-    np.save(temp_path_for(out_offsets).with_suffix(".npy"), offsets)
-    os.replace(temp_path_for(out_offsets).with_suffix(".npy"), out_offsets)
-    os.replace(tmp, out_bin)
-    return offsets
+        if i != len(keep):
+            raise InputError(f"the input shards changed while reading ({i} rows now, {len(keep)} at the scan); rerun")
+        offsets.append(np.concatenate(([0], np.cumsum(lengths))))
+        write_atomic(out_offsets, lambda t: _save_npy(t, offsets[0]))  # in place before the tokens
+
+    write_atomic(out_bin, fill)
+    return offsets[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,9 +224,10 @@ def random_docs(pool: np.ndarray, tokens: np.ndarray, target_tokens: int, rng: n
 
 def write_arm(all_tokens: np.ndarray, offsets: np.ndarray, docs: np.ndarray, path: Path) -> int:
     """Gather documents from the corpus token file into ``path``; returns tokens written."""
-    tmp = temp_path_for(path)
     written = 0
-    try:
+
+    def fill(tmp: Path) -> None:
+        nonlocal written
         with open(tmp, "wb") as f:
             # Contiguous runs of documents are copied as one slice: corpus-order arms are mostly runs.
             if docs.size:
@@ -239,10 +236,8 @@ def write_arm(all_tokens: np.ndarray, offsets: np.ndarray, docs: np.ndarray, pat
                     chunk = all_tokens[offsets[run[0]] : offsets[run[-1] + 1]]
                     f.write(np.ascontiguousarray(chunk).tobytes())
                     written += chunk.size
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    os.replace(tmp, path)
+
+    write_atomic(path, fill)
     return written
 
 
@@ -267,11 +262,9 @@ def read_json(path: Path) -> dict | None:
 def write_json(path: Path, obj, strict: bool = False) -> None:
     """Write JSON atomically. ``strict``: NaN and infinities become null, so every JSON reader
     accepts the file (for results.json; internal files keep NaN, which Python reads back)."""
-    tmp = temp_path_for(path)
     if strict:
         obj = finite_or_none(obj)
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default, allow_nan=not strict))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default, allow_nan=not strict))
 
 
 def finite_or_none(obj, where: str = "", found: list | None = None):

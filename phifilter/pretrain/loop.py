@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -96,11 +94,9 @@ def windows_loss(model: GPT, tokens: np.ndarray, starts: np.ndarray, device: tor
 def save_checkpoint(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer, state: dict) -> None:
     from safetensors.torch import save_file, save_model
 
-    final = run_dir / CHECKPOINT
-    tmp = run_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    from ..atomic import replace_folder
+
+    def fill(tmp: Path) -> None:
         save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding/head
         opt = optimizer.state_dict()
         tensors = {f"state.{pid}.{k}": v.detach().cpu().contiguous()
@@ -109,14 +105,8 @@ def save_checkpoint(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer,
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta = dict(state, param_groups=opt["param_groups"])
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{final}: cannot write checkpoint ({e.strerror or e})") from None
-    old = run_dir / f".{CHECKPOINT}.old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+
+    replace_folder(run_dir / CHECKPOINT, fill)
 
 
 def load_checkpoint(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer | None) -> dict | None:

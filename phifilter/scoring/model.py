@@ -98,7 +98,7 @@ def splits_into_stages(model) -> bool:
 
 
 def model_key(clf) -> dict:
-    """Who scores: the forest's and the embedder's file hashes and the options that change scores.
+    """Who scores: the model's and the embedder's file hashes and the options that change scores.
 
     A model that is not an EduClassifier names itself with ``scoring_identity()`` (a JSON-able
     dict that changes whenever its scores would)."""
@@ -108,7 +108,9 @@ def model_key(clf) -> dict:
     emb = clf.embedder_
     return {
         # A classifier that was not loaded from a folder cannot be recognised in another process.
-        "forest_sha256": getattr(clf, "forest_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
+        # "forest_sha256" (and "forest" below) are the names earlier runs wrote into checkpoints
+        # and run records; renaming them would make every existing output look stale.
+        "forest_sha256": getattr(clf, "model_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
         "embedder_sha256": emb.hashes,
         "max_length": emb.max_length,
     }

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..corpus import LOCK_NAME, TMP_MARK, Shard, output_path, partial_dir_for, remove_stale_siblings
+from ..atomic import TMP_MARK, remove_stale_siblings, remove_stale_temporaries
+from ..corpus import LOCK_NAME, Shard, output_path, partial_dir_for
 from ..location import RemotePath, as_location
 
 
@@ -47,12 +48,7 @@ def remove_task_temporaries(out_dir: Path, shards: Sequence[Shard], output_forma
     """Delete the temporaries a killed earlier run of this task left beside its own outputs."""
     for s in shards:
         out_path = output_path(as_location(out_dir), s, output_format)
-        if isinstance(out_path, RemotePath):  # no pid to check there: our task lock says none is live
-            for p in out_path.parent.glob(f".{out_path.name}{TMP_MARK}*"):
-                p.unlink(missing_ok=True)
-        elif out_path.parent.is_dir():
-            remove_stale_siblings(out_path, marks=(TMP_MARK,))
-        partial = partial_dir_for(out_path)
-        if partial.is_dir():  # its chunk temporaries; the manifest's chunks are kept for resuming
-            for p in partial.glob(f".*{TMP_MARK}*"):
-                p.unlink(missing_ok=True)
+        # on a store no pid can be checked: our task lock says that no writer of these is live
+        remove_stale_siblings(out_path, marks=(TMP_MARK,))
+        # its chunk temporaries; the manifest's chunks are kept for resuming
+        remove_stale_temporaries(partial_dir_for(out_path))

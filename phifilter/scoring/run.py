@@ -18,8 +18,8 @@ from ..corpus import (
     check_text_column,
     find_shards,
     open_parquet,
-    remove_stale_temporaries,
 )
+from ..atomic import remove_stale_temporaries
 from ..devices import parse_devices
 from ..errors import InputError, PhifilterError
 from ..location import RemotePath

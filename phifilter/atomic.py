@@ -1,0 +1,243 @@
+"""Atomic writes and the temporaries they leave: the one place that names, writes, renames and
+cleans them up.
+
+A file or folder that exists is whole. Everything phifilter writes is first written under a
+hidden temporary name beside its final name, fsynced, then renamed into place (on an object
+store: written whole, then published by copy, :mod:`phifilter.objstore`). The names:
+
+* ``.<name>.tmp-<pid>``: a file or folder being written by process ``<pid>`` (on an object store
+  ``.<name>.tmp-<pid>-<8 hex>``: many machines share a store, so the pid alone is not unique);
+* ``.<name>.old-<pid>``: the previous folder, moved aside while its replacement is renamed in.
+
+These names are what earlier versions wrote too, so a rerun cleans up after an older killed run.
+The cleaners delete only names of exactly this shape (a mark followed by a pid, and on a store
+the token), never any other hidden file: :func:`remove_stale_temporaries` for a whole output
+folder (under its lock), :func:`remove_stale_siblings` for one output outside a locked folder
+(only when the writing process is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import OutputError
+from .location import RemotePath, as_location, check_writable_store
+from .objstore import process_alive, publish
+
+TMP_MARK = ".tmp-"
+OLD_MARK = ".old-"
+_OWNER = re.compile(r"(\d+)(?:-[0-9a-f]{8})?")  # what follows a mark: the pid (and a store's token)
+
+
+def temp_path_for(path):
+    """The hidden temporary that ``path`` is written under before it is renamed into place."""
+    if isinstance(path, RemotePath):
+        import secrets
+
+        return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+
+
+def old_path_for(path: Path) -> Path:
+    """Where a folder being replaced waits while its successor is renamed in."""
+    return path.parent / f".{path.name}{OLD_MARK}{os.getpid()}"
+
+
+def temporary_owner(name: str, marks: Sequence[str] = (TMP_MARK, OLD_MARK)) -> tuple[str, int] | None:
+    """``(final name, pid)`` when ``name`` is one of our temporaries, else None."""
+    if not name.startswith("."):
+        return None
+    for mark in marks:
+        head, sep, tail = name[1:].rpartition(mark)
+        m = _OWNER.fullmatch(tail) if sep and head else None
+        if m:
+            return head, int(m.group(1))
+    return None
+
+
+def output_error(path, e: OSError) -> OutputError:
+    """One line for a failed write: a full disk says that earlier outputs are intact."""
+    if e.errno == errno.ENOSPC:
+        return OutputError(f"{path}: no space left on device; earlier outputs are intact, free space and rerun to resume")
+    return OutputError(f"{path}: cannot write ({e.strerror or e})")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new file in ``folder`` durable (best effort: not every filesystem allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Put the finished local temporary ``tmp`` in place of ``path``: fsync, rename, fsync the folder."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_remote_atomically(path: RemotePath, data: bytes) -> None:
+    """Write one small object whole: a hidden temporary, then published (objstore.publish)."""
+    tmp = temp_path_for(path)
+    try:
+        tmp.write_bytes(data)
+        publish(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place
+    (on an object store: written locally, then published whole).
+
+    A failure (a full disk) leaves the previous file as it was and no temporary; an ``OSError``
+    becomes one ``OutputError`` line, anything else ``write`` raises passes through. A store
+    phifilter only reads (``hf://``) is refused first.
+    """
+    check_writable_store(path)
+    path = as_location(path)
+    if isinstance(path, RemotePath):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="phifilter-") as local:
+            tmp = Path(local) / path.name
+            write(tmp)
+            write_remote_atomically(path, tmp.read_bytes())
+        return path
+    tmp = temp_path_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        commit(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise output_error(path, e) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (a local path or a URL)."""
+    path = as_location(path)
+    if isinstance(path, RemotePath):
+        write_remote_atomically(path, data)
+        return path
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path, text: str) -> Path:
+    """Write a UTF-8 text file atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, doc, **dumps) -> Path:
+    """Write ``json.dumps(doc, **dumps)`` atomically."""
+    return write_text(path, json.dumps(doc, **dumps))
+
+
+def replace_folder(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` fills a new hidden folder beside ``path``, which then takes its place.
+
+    The previous folder is moved aside (``.<name>.old-<pid>``), the new one renamed in and the
+    old one deleted, so ``path`` names a whole folder, old or new, except for the instant between
+    the two renames. Leftovers of a killed earlier writer (its temporary, a folder it set aside)
+    are deleted first. On a failure the temporary is removed and the previous folder kept; an
+    ``OSError`` becomes one ``OutputError`` line.
+    """
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise output_error(path, e) from None
+    try:
+        write(tmp)
+        if path.exists():
+            old = old_path_for(path)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:  # a full disk, no permission: one clear line, the old folder kept
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_error(path, e) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _remove(p) -> bool:
+    try:
+        if isinstance(p, RemotePath):
+            p.unlink(missing_ok=True)
+        elif p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    except OSError:  # gone already (inside a folder removed before it), or cannot be deleted
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder, marks: Sequence[str] = (TMP_MARK,)) -> int:
+    """Delete our temporaries (files or folders) anywhere under ``folder`` that an interrupted
+    run left behind; returns how many. Call under the folder's lock: every writer there is ours,
+    and none is running. ``marks=(TMP_MARK, OLD_MARK)`` takes folders set aside too."""
+    folder = as_location(folder)
+    if not folder.is_dir():
+        return 0
+    found = folder.find() if isinstance(folder, RemotePath) else folder.rglob(".*")
+    stale = [p for p in found if temporary_owner(p.name, marks) is not None]
+    removed = 0
+    for p in sorted(stale, key=lambda p: len(str(p))):  # a folder before what it held
+        if _remove(p):
+            removed += 1
+    return removed
+
+
+def remove_stale_siblings(path, marks: Sequence[str] = (TMP_MARK, OLD_MARK)) -> int:
+    """Delete our temporaries of ``path`` (``.<name><mark><pid>``, beside it) whose process is gone.
+
+    For writers of single outputs (a model folder, a sample file) outside a locked output
+    folder: a killed run's leftovers go, a live run's temporaries are left alone. On an object
+    store no pid can be checked: the caller's lock says that no writer is live, and all go.
+    """
+    path = as_location(path)
+    remote = isinstance(path, RemotePath)
+    if not remote and not path.parent.is_dir():
+        return 0
+    removed = 0
+    for p in path.parent.glob(f".{path.name}*"):
+        owner = temporary_owner(p.name, marks)
+        if owner is None or owner[0] != path.name:
+            continue
+        pid = owner[1]
+        if not remote and pid != os.getpid() and process_alive(pid):
+            continue
+        if _remove(p):
+            removed += 1
+    return removed
