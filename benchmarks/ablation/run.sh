@@ -1,43 +1,55 @@
 #!/usr/bin/env bash
 # Reproduces benchmarks/ablation/ (see README.md). Run from the repository root; writes only
-# under $SCRATCH (default /tmp/abl2) and, at the end, copies the report files here.
+# under $SCRATCH (default /tmp/abl3) and, at the end, copies the report files here.
 set -euo pipefail
-SCRATCH=${SCRATCH:-/tmp/abl2}
+SCRATCH=${SCRATCH:-/tmp/abl3}
 PY=${PY:-.venv/bin/python}
 TOKENS=${TOKENS:-2867200}   # the tiny preset's 700 steps of 16 x 256 tokens
 POOL=${POOL:-4000}          # documents drawn from the built corpus (see README: scoring cost)
-mkdir -p "$SCRATCH"
+SEEDS=${SEEDS:-3}
+OLD_MODEL=${OLD_MODEL:-tests/data/format2-model}   # the previous default (MiniLM + forest); "" skips it
+S=$SCRATCH
+mkdir -p "$S"
+OPTS=(--preset tiny --top-fraction 0.3 --tokens "$TOKENS" --pass-samples 4 --pass-problems 40
+      --max-new-tokens 64 --threads 1 -q)
+# A folder that reuses another's prepared data: hard links (data files are never modified in
+# place) plus its ablate.json, which makes the copied data this command's own.
+prep() { mkdir -p "$2"; [ -d "$2/data" ] || cp -al "$1/data" "$2/data"; cp "$1/ablate.json" "$2/ablate.json"; }
 
 # 1. The corpus: installed Python sources (stdlib + site-packages of this venv) + TheAlgorithms.
-[ -d "$SCRATCH/code" ] || $PY ../shared/tools/build_code_corpus.py --out "$SCRATCH/code"
-# 2. The pool: a uniform sample of $POOL documents (exact duplicates drawn once), with phifilter's
-#    own sampler. The bundled model reads up to 8 chunks of 256 tokens per document, so scoring
-#    all ~16k files (271 MB of text) would take hours on 2 cores; 4,000 documents are enough for
-#    the budget (the filtered arm is still ~2x the tokens one run sees).
-$PY -m phifilter sample "$SCRATCH/code" ../shared/data/corpora/thealgorithms.parquet \
-    -n "$POOL" --seed 0 -o "$SCRATCH/pool/pool.parquet"
-# 3. Score it with the bundled model, bfloat16 on the CPU (1.8x faster; AUC -0.0008, see
-#    benchmarks/README.md).
-$PY -m phifilter score "$SCRATCH/pool" -o "$SCRATCH/scored" --dtype bfloat16
-
-OPTS=(--preset tiny --top-fraction 0.3 --tokens "$TOKENS" --pass-samples 4 --pass-problems 40
-      --max-new-tokens 64 --threads 1)
-# 4. One process per seed, each in its own folder. Seed 0 runs first and also prepares the data
-#    (scan, decontaminate, BPE, token files); the other seeds then run two at a time (one per
-#    core) on hard-linked copies of that data (data files are never modified in place, so
-#    sharing them is safe).
-$PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/seed0" --seed 0 --seeds 1 "${OPTS[@]}"
-for pair in "1 2" "3 4"; do
-  for s in $pair; do
-    mkdir -p "$SCRATCH/seed$s" && cp -al "$SCRATCH/seed0/data" "$SCRATCH/seed$s/data"
-    $PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/seed$s" --seed $s --seeds 1 "${OPTS[@]}" &
-  done
-  wait
+[ -d "$S/code" ] || $PY ../shared/tools/build_code_corpus.py --out "$S/code"
+# 2. The pool: a uniform sample of $POOL documents with phifilter's own sampler.
+[ -f "$S/pool/pool.parquet" ] || $PY -m phifilter sample "$S/code" ../shared/data/corpora/thealgorithms.parquet \
+    -n "$POOL" --seed 0 -o "$S/pool/pool.parquet"
+# 3. Score the pool with the bundled default and, for a same-pool comparison, the previous model.
+$PY -m phifilter score "$S/pool" -o "$S/scored" -q
+[ -z "$OLD_MODEL" ] || $PY -m phifilter score "$S/pool" -o "$S/scored_old" --model "$OLD_MODEL" --dtype bfloat16 -q
+# 4. Seed 0's filtered arm prepares the data (scan, decontaminate, BPE, token files); then one
+#    process per seed for filtered+random (random is sized by filtered) and one for unfiltered,
+#    each on its own copy, all at once: every run is one thread.
+$PY -m phifilter ablate "$S/scored" -o "$S/seed0" --seed 0 --seeds 1 --arms filtered "${OPTS[@]}" &
+until [ -d "$S/seed0/runs" ]; do sleep 10; done
+wait
+for s in $(seq 0 $((SEEDS - 1))); do
+  d="$S/fr$s"; prep "$S/seed0" "$d"
+  [ "$s" != 0 ] || { mkdir -p "$d/runs"; cp -r "$S/seed0/runs/"* "$d/runs/"; }
+  $PY -m phifilter ablate "$S/scored" -o "$d" --seed "$s" --seeds 1 --arms filtered,random "${OPTS[@]}" &
+  prep "$S/seed0" "$S/un$s"
+  $PY -m phifilter ablate "$S/scored" -o "$S/un$s" --seed "$s" --seeds 1 --arms unfiltered "${OPTS[@]}" &
+  if [ -n "$OLD_MODEL" ]; then
+    $PY -m phifilter ablate "$S/scored_old" -o "$S/old$s" --seed "$s" --seeds 1 --arms filtered "${OPTS[@]}" &
+  fi
 done
-# 5. Merge: one folder with the shared data and every run; the rerun skips all 15 runs and
-#    writes the report over the five seeds.
-mkdir -p "$SCRATCH/bench/runs"
-[ -d "$SCRATCH/bench/data" ] || cp -al "$SCRATCH/seed0/data" "$SCRATCH/bench/data"
-for s in 0 1 2 3 4; do cp -r "$SCRATCH/seed$s/runs/"* "$SCRATCH/bench/runs/"; done
-$PY -m phifilter ablate "$SCRATCH/scored" -o "$SCRATCH/bench" --seeds 5 "${OPTS[@]}"
-cp "$SCRATCH/bench/"{report.md,report.html,results.json,loss_curves.png} benchmarks/ablation/
+wait
+# 5. Merge: one folder with the shared data and every run; its rerun skips them all and writes
+#    the report over the seeds. The previous model's filtered arm gets a report of its own.
+mkdir -p "$S/bench/runs"; prep "$S/seed0" "$S/bench"
+for s in $(seq 0 $((SEEDS - 1))); do cp -r "$S/fr$s/runs/"* "$S/un$s/runs/"* "$S/bench/runs/"; done
+$PY -m phifilter ablate "$S/scored" -o "$S/bench" --seeds "$SEEDS" "${OPTS[@]}"
+cp "$S/bench/"{report.md,report.html,results.json,loss_curves.png} benchmarks/ablation/
+if [ -n "$OLD_MODEL" ]; then
+  mkdir -p "$S/oldbench/runs"; prep "$S/old0" "$S/oldbench"
+  for s in $(seq 0 $((SEEDS - 1))); do cp -r "$S/old$s/runs/"* "$S/oldbench/runs/"; done
+  $PY -m phifilter ablate "$S/scored_old" -o "$S/oldbench" --seeds "$SEEDS" --arms filtered "${OPTS[@]}"
+  cp "$S/oldbench/results.json" benchmarks/ablation/results-previous-model.json
+fi
