@@ -121,3 +121,22 @@ def test_train_cli_with_svr_and_features(tmp_path):
     bad = run_cli("train", tmp_path / "labels.parquet", "-o", tmp_path / "m2", "--features", "mean+first",
                   "--doc-mode", "truncate", check=False)
     assert bad.returncode != 0 and "needs --doc-mode chunk-mean" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bundled_default_scores_exactly_what_it_scored_before_the_consolidation(tmp_path):
+    """`phifilter score` with the bundled format-4 default (fastText, the cascade band, MiniLM
+    chunk-mean + svr, the combiner) gives the example shard the very float32 scores that commit
+    750abf4 wrote, before atomic writes, hashes, devices and the CLI were consolidated
+    (tests/data/default-reference.json says how they were made)."""
+    import hashlib
+    import json
+
+    ref = json.loads((REPO / "tests" / "data" / "default-reference.json").read_text())
+    src = REPO / ref["input"]
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == ref["input_sha256"]
+    meta = read_model_meta(REPO / "phifilter" / "models" / "default")
+    assert meta["files"] == ref["model_files"]  # the same model, or the reference says nothing
+    run_cli("score", src.parent, "-o", tmp_path / "out", "--device", "cpu", "-q")
+    out = pq.read_table(tmp_path / "out" / src.name)
+    assert out.column("id").to_pylist() == ref["ids"]
+    np.testing.assert_array_equal(out.column("edu_score").to_numpy(), np.asarray(ref["edu_score"], np.float32))
