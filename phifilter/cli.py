@@ -553,8 +553,7 @@ def sample(inputs, output, exclude, stats_json, quiet, **options):
 
 @main.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
-              help="Parquet file to write (a local path or a URL: s3://, gs://, ...).")
+@output_option("Parquet file to write (a local path or a URL: s3://, gs://, ...).", folder=False)
 @click.option("--backend", type=click.Choice(["openai", "transformers"]), default="openai", show_default=True,
               help="An OpenAI-compatible endpoint, or a local model (a GGUF file or a transformers folder).")
 @click.option("--base-url", default="https://api.openai.com/v1", show_default=True,
@@ -585,7 +584,7 @@ def sample(inputs, output, exclude, stats_json, quiet, **options):
 @click.option("--repair", is_flag=True,
               help="When a reply has no readable score, ask once more for just the score line (cached, counted in --dry-run).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Prompts per generate call (transformers).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed when --temperature > 0 (transformers).")
+@seed_option("Sampling seed when --temperature > 0 (transformers).")
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="CPU threads for the model (transformers; default: torch's). 1 is often fastest on a busy CPU.")
 @click.option("--max-context", default=None, type=click.IntRange(64),
@@ -712,15 +711,14 @@ def info(model):
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
-              help="Report folder (also holds data and checkpoints); a URL (s3://...) gets the report files, "
-                   "data and checkpoints stay in a local folder in phifilter's cache.")
+@inputs_argument
+@output_option("Report folder (also holds data and checkpoints); a URL (s3://...) gets the report files, "
+               "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
               help="Model size: micro (seconds), tiny (minutes on a CPU), small, base (~100M, GPU).")
 @click.option("--tokens", default=None, help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Runs per arm.")
-@click.option("--seed", "--random-state", "seed", default=0, show_default=True, type=int, help="First seed.")
+@seed_option("First seed.", "--seed", "--random-state")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Filtered arm: edu_score at or above this [default: 0.5].")
 @click.option("--top-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
@@ -735,7 +733,7 @@ def info(model):
 @click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1), help="Tokens per sampled completion.")
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), help="Sampling temperature for pass@k.")
 @text_column_option
-@click.option("--score-column", default="edu_score", show_default=True)
+@score_column_option(None)
 @device_option
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="torch CPU threads (default: one per core; 1 is often faster on a busy machine).")
