@@ -679,7 +679,7 @@ class EduClassifier:
         """
         from .modelfolder import load_skops, models_id
 
-        from .location import local_folder
+        from .remotecopy import local_folder
 
         path = local_folder(path) if path is not None else default_model_path()  # a URL: a cached copy
         meta = read_model_meta(path)
