@@ -425,8 +425,10 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         writer, self._writer = self._writer, None
         file, self._file = self._file, None
-        if isinstance(self.path, RemotePath):
-            return self._exit_remote(writer, file, exc_type)
+        # Locally the temporary is renamed into place. On a store, closing the file completes the
+        # temporary's upload and publishing copies it to its final key (atomic there) after
+        # checking that the output lock is still ours.
+        finish = publish if isinstance(self.path, RemotePath) else commit
         try:
             if writer is not None:
                 writer.close()
@@ -434,20 +436,22 @@ class ShardWriter:
                 file.close()
             if exc_type is None:
                 self._write_metadata_sidecar()
-                commit(self._tmp, self.path)
+                finish(self._tmp, self.path)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
+            self._discard_temporary()
             if exc_type is None:
                 raise output_error(self.path, e) from None
-        except BaseException:  # the sidecar could not be written (an OutputError): no temporary left
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
+        except BaseException:  # the sidecar could not be written or the lock was lost: leave nothing behind
+            self._discard_temporary()
             raise
         finally:
-            if exc_type is not None and self._tmp is not None:
-                with contextlib.suppress(OSError):
-                    self._tmp.unlink()
+            if exc_type is not None:
+                self._discard_temporary()
+
+    def _discard_temporary(self) -> None:
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
 
     def _write_metadata_sidecar(self) -> None:
         # JSON Lines and Arrow streams have no footer for the schema's key-value metadata (the
@@ -457,31 +461,6 @@ class ShardWriter:
         if fmt is not None and fmt.kind != formats.PARQUET and self.schema.metadata:
             doc = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in self.schema.metadata.items()}
             write_json(metadata_sidecar(self.path), doc, sort_keys=True)
-
-    def _exit_remote(self, writer, file, exc_type) -> None:
-        # Closing the file completes the upload of the temporary; publishing copies it to its
-        # final key (atomic on object stores) after checking that the output lock is still ours.
-        try:
-            if writer is not None:
-                writer.close()
-            if file is not None:
-                file.close()
-            if exc_type is None:
-                self._write_metadata_sidecar()
-                publish(self._tmp, self.path)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink(missing_ok=True)
-            if exc_type is None:
-                raise output_error(self.path, e) from None
-        except BaseException:  # the lock was lost: leave nothing of ours behind
-            with contextlib.suppress(OSError):
-                self._tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            if exc_type is not None and self._tmp is not None:
-                with contextlib.suppress(OSError):
-                    self._tmp.unlink(missing_ok=True)
 
 
 def metadata_sidecar(path):

@@ -298,61 +298,54 @@ def filter_shards(
                 stats = done[key]
                 summary.shards_skipped += 1
                 remaining -= stats.get("boundary_kept", 0)
-            elif not (_polars_reads(shard.path) and _polars_reads(out_path)):
-                if key in done:
-                    summary.redone.append(reason if out_path.is_file() else "output missing")
-                mask = kept_tokens = None
-                if token_budget is not None:
-                    mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
-                                                         counter, BINS)
-                stats = _filter_streaming(shard, out_path, score_column, text_column, cutoff, bin_hi,
-                                          max(0, remaining) if top_fraction is not None else None, mask)
-                stats["record"] = record
-                if mask is not None:
-                    stats["boundary_kept"], stats["tokens_kept"] = take, kept_tokens
-                remaining -= stats["boundary_kept"]
-                done[key] = stats
-                try:
-                    _write_manifest(out_dir, manifest)
-                except OSError as e:
-                    raise _write_error(out_dir / MANIFEST, e) from None
-                summary.shards += 1
             else:
                 if key in done:
                     summary.redone.append(reason if out_path.is_file() else "output missing")
-                in_boundary = ((score >= cutoff) & (score < bin_hi) & _scored(score_column)).fill_null(False)
-                kept_tokens = None
-                if token_budget is not None:
-                    mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
-                                                         counter, BINS)
-                    keep = pl.lit(pl.Series("keep", mask, dtype=pl.Boolean))
-                elif top_fraction is not None:
-                    n_boundary = int(pl.scan_parquet(shard.path).select(in_boundary.sum()).collect().item() or 0)
-                    take = max(0, min(remaining, n_boundary))
-                    keep = (score >= bin_hi) | (in_boundary & (in_boundary.cum_sum() <= take))
+                if not (_polars_reads(shard.path) and _polars_reads(out_path)):
+                    mask = kept_tokens = None
+                    if token_budget is not None:
+                        mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
+                                                             counter, BINS)
+                    stats = _filter_streaming(shard, out_path, score_column, text_column, cutoff, bin_hi,
+                                              max(0, remaining) if top_fraction is not None else None, mask)
+                    stats["record"] = record
+                    if mask is not None:
+                        stats["boundary_kept"], stats["tokens_kept"] = take, kept_tokens
                 else:
-                    take = 0
-                    keep = score >= cutoff
-                keep = (keep & _scored(score_column)).fill_null(False)
-                lf = pl.scan_parquet(shard.path)
-                try:  # reads every column the output needs: a bad one fails here, before writing
-                    agg = lf.select(
-                        rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
-                        bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
-                        rows_unscored=(~_scored(score_column)).fill_null(True).sum(),
-                    ).collect().row(0, named=True)
-                except pl.exceptions.PolarsError as e:
-                    text = str(e).strip().splitlines()
-                    raise InputError(f"{shard.path}: cannot be read ({text[0] if text else type(e).__name__})") from None
-                try:
-                    write_atomic(out_path, lambda tmp: lf.filter(keep).sink_parquet(tmp))
-                except pl.exceptions.PolarsError as e:
-                    # polars reports I/O failures (a full disk) as ComputeError, not OSError
-                    raise _write_error(out_path, e) from None
-                stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "record": record}
-                if kept_tokens is not None:
-                    stats["tokens_kept"] = kept_tokens
-                remaining -= take
+                    in_boundary = ((score >= cutoff) & (score < bin_hi) & _scored(score_column)).fill_null(False)
+                    kept_tokens = None
+                    if token_budget is not None:
+                        mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
+                                                             counter, BINS)
+                        keep = pl.lit(pl.Series("keep", mask, dtype=pl.Boolean))
+                    elif top_fraction is not None:
+                        n_boundary = int(pl.scan_parquet(shard.path).select(in_boundary.sum()).collect().item() or 0)
+                        take = max(0, min(remaining, n_boundary))
+                        keep = (score >= bin_hi) | (in_boundary & (in_boundary.cum_sum() <= take))
+                    else:
+                        take = 0
+                        keep = score >= cutoff
+                    keep = (keep & _scored(score_column)).fill_null(False)
+                    lf = pl.scan_parquet(shard.path)
+                    try:  # reads every column the output needs: a bad one fails here, before writing
+                        agg = lf.select(
+                            rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
+                            bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
+                            rows_unscored=(~_scored(score_column)).fill_null(True).sum(),
+                        ).collect().row(0, named=True)
+                    except pl.exceptions.PolarsError as e:
+                        text = str(e).strip().splitlines()
+                        why = text[0] if text else type(e).__name__
+                        raise InputError(f"{shard.path}: cannot be read ({why})") from None
+                    try:
+                        write_atomic(out_path, lambda tmp: lf.filter(keep).sink_parquet(tmp))
+                    except pl.exceptions.PolarsError as e:
+                        # polars reports I/O failures (a full disk) as ComputeError, not OSError
+                        raise _write_error(out_path, e) from None
+                    stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "record": record}
+                    if kept_tokens is not None:
+                        stats["tokens_kept"] = kept_tokens
+                remaining -= stats["boundary_kept"]
                 done[key] = stats
                 try:
                     _write_manifest(out_dir, manifest)

@@ -24,26 +24,32 @@ prep() { mkdir -p "$2"; [ -d "$2/data" ] || cp -al "$1/data" "$2/data"; cp "$1/a
 # 3. Score the pool with the bundled default and, for a same-pool comparison, the previous model.
 $PY -m phifilter score "$S/pool" -o "$S/scored" -q
 [ -z "$OLD_MODEL" ] || $PY -m phifilter score "$S/pool" -o "$S/scored_old" --model "$OLD_MODEL" --dtype bfloat16 -q
-# 4. Seed 0's filtered arm prepares the data (scan, decontaminate, BPE, token files); then one
-#    process per seed for filtered+random (random is sized by filtered) and one for unfiltered,
-#    each on its own copy, all at once: every run is one thread.
-$PY -m phifilter ablate "$S/scored" -o "$S/seed0" --seed 0 --seeds 1 --arms filtered "${OPTS[@]}" &
-until [ -d "$S/seed0/runs" ]; do sleep 10; done
-wait
+# 4. Seed 0's filtered+random process prepares the data (scan, decontaminate, BPE, token files)
+#    first; once its runs start, one process per seed for filtered+random (random is sized by
+#    filtered) and one for unfiltered run at once, each on its own copy: every run is one thread.
+#    The previous model's seed 0 prepares its own data the same way, and its other seeds share it.
+$PY -m phifilter ablate "$S/scored" -o "$S/fr0" --seed 0 --seeds 1 --arms filtered,random "${OPTS[@]}" &
+if [ -n "$OLD_MODEL" ]; then
+  $PY -m phifilter ablate "$S/scored_old" -o "$S/old0" --seed 0 --seeds 1 --arms filtered "${OPTS[@]}" &
+  until [ -d "$S/old0/runs" ]; do sleep 10; done
+fi
+until [ -d "$S/fr0/runs" ]; do sleep 10; done
 for s in $(seq 0 $((SEEDS - 1))); do
-  d="$S/fr$s"; prep "$S/seed0" "$d"
-  [ "$s" != 0 ] || { mkdir -p "$d/runs"; cp -r "$S/seed0/runs/"* "$d/runs/"; }
-  $PY -m phifilter ablate "$S/scored" -o "$d" --seed "$s" --seeds 1 --arms filtered,random "${OPTS[@]}" &
-  prep "$S/seed0" "$S/un$s"
-  $PY -m phifilter ablate "$S/scored" -o "$S/un$s" --seed "$s" --seeds 1 --arms unfiltered "${OPTS[@]}" &
-  if [ -n "$OLD_MODEL" ]; then
-    $PY -m phifilter ablate "$S/scored_old" -o "$S/old$s" --seed "$s" --seeds 1 --arms filtered "${OPTS[@]}" &
+  if [ "$s" != 0 ]; then
+    prep "$S/fr0" "$S/fr$s"
+    $PY -m phifilter ablate "$S/scored" -o "$S/fr$s" --seed "$s" --seeds 1 --arms filtered,random "${OPTS[@]}" &
+    if [ -n "$OLD_MODEL" ]; then
+      prep "$S/old0" "$S/old$s"
+      $PY -m phifilter ablate "$S/scored_old" -o "$S/old$s" --seed "$s" --seeds 1 --arms filtered "${OPTS[@]}" &
+    fi
   fi
+  prep "$S/fr0" "$S/un$s"
+  $PY -m phifilter ablate "$S/scored" -o "$S/un$s" --seed "$s" --seeds 1 --arms unfiltered "${OPTS[@]}" &
 done
 wait
 # 5. Merge: one folder with the shared data and every run; its rerun skips them all and writes
 #    the report over the seeds. The previous model's filtered arm gets a report of its own.
-mkdir -p "$S/bench/runs"; prep "$S/seed0" "$S/bench"
+mkdir -p "$S/bench/runs"; prep "$S/fr0" "$S/bench"
 for s in $(seq 0 $((SEEDS - 1))); do cp -r "$S/fr$s/runs/"* "$S/un$s/runs/"* "$S/bench/runs/"; done
 $PY -m phifilter ablate "$S/scored" -o "$S/bench" --seeds "$SEEDS" "${OPTS[@]}"
 cp "$S/bench/"{report.md,report.html,results.json,loss_curves.png} benchmarks/ablation/
