@@ -8,7 +8,7 @@ from phifilter import EduClassifier, ModelError
 from phifilter.chunking import DocEmbeddings
 from phifilter.classifier import default_model_path, read_model_meta
 
-from conftest import REPO, run_cli
+from conftest import FLOAT_TOL, REPO, run_cli
 
 SEED = REPO / "data" / "seed" / "edu_seed.parquet"
 
@@ -123,10 +123,10 @@ def test_train_cli_with_svr_and_features(tmp_path):
     assert bad.returncode != 0 and "needs --doc-mode chunk-mean" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_bundled_default_scores_exactly_what_it_scored_before_the_consolidation(tmp_path):
+def test_bundled_default_scores_what_it_scored_before_the_consolidation(tmp_path):
     """`phifilter score` with the bundled format-4 default (fastText, the cascade band, MiniLM
-    chunk-mean + svr, the combiner) gives the example shard the very float32 scores that commit
-    750abf4 wrote, before atomic writes, hashes, devices and the CLI were consolidated
+    chunk-mean + svr, the combiner) gives the example shard the float32 scores that commit
+    750abf4 wrote (within FLOAT_TOL on any CPU; ids and row order exactly), before atomic writes, hashes, devices and the CLI were consolidated
     (tests/data/default-reference.json says how they were made)."""
     import hashlib
     import json
@@ -139,4 +139,7 @@ def test_bundled_default_scores_exactly_what_it_scored_before_the_consolidation(
     run_cli("score", src.parent, "-o", tmp_path / "out", "--device", "cpu", "-q")
     out = pq.read_table(tmp_path / "out" / src.name)
     assert out.column("id").to_pylist() == ref["ids"]
-    np.testing.assert_array_equal(out.column("edu_score").to_numpy(), np.asarray(ref["edu_score"], np.float32))
+    # Scores within FLOAT_TOL, not bit for bit: the embedder's float kernels differ between CPU
+    # types (on AMD EPYC 12 of these 120 scores differ from Intel's by up to 1.8e-5).
+    np.testing.assert_allclose(out.column("edu_score").to_numpy(), np.asarray(ref["edu_score"], np.float32),
+                               rtol=0, atol=FLOAT_TOL)

@@ -8,7 +8,7 @@ import pytest
 from phifilter import EduClassifier, InputError
 from phifilter.classifier import default_model_path, read_model_meta
 
-from conftest import REPO, run_cli
+from conftest import FLOAT_TOL, REPO, assert_close_tree, run_cli
 
 SEED = REPO / "data" / "seed" / "edu_seed.parquet"
 # The options of the documented rebuild command of the bundled model (README, model card).
@@ -69,12 +69,25 @@ def test_bad_label_files(tmp_path):
 
 @pytest.mark.slow
 def test_bundled_model_rebuilds_from_the_shipped_seed_set(tmp_path):
-    """The documented rebuild command reproduces the shipped model's forest and metrics."""
-    run_cli("train", SEED, "-o", tmp_path / "default", *DEFAULT_OPTIONS, "-q")
+    """The documented rebuild command reproduces the shipped model.
+
+    Exact: the training data, the stored (rounded) threshold, and the fastText part's file hash
+    (fastText's own C++ kernels, one thread). Within FLOAT_TOL: every metric and fitted number,
+    and the scores of the rebuilt model, because the embedding part's features come from torch
+    and BLAS kernels that differ in the last bits between CPU types (on AMD EPYC the embedding
+    part's cross-validated AUCs differ from Intel's in the 6th decimal), so the SVR head's file
+    is not byte-identical across machines."""
+    # The full recipe (5-fold CV of both scorers, then the final fit) takes ~5 min on an idle
+    # 2-core machine and more than 10 on a loaded one.
+    run_cli("train", SEED, "-o", tmp_path / "default", *DEFAULT_OPTIONS, "-q", timeout=2400)
     shipped, rebuilt = read_model_meta(default_model_path()), read_model_meta(tmp_path / "default")
     assert rebuilt["training_data"] == shipped["training_data"]
-    assert rebuilt["metrics"] == shipped["metrics"]
     assert rebuilt["threshold"] == shipped["threshold"]
-    assert rebuilt["files"] == shipped["files"], "a part differs: rebuild and commit the default model"
+    assert sorted(rebuilt["files"]) == sorted(shipped["files"])
+    assert rebuilt["files"]["lexical.bin"] == shipped["files"]["lexical.bin"], "rebuild and commit the default model"
+    assert_close_tree(rebuilt["metrics"], shipped["metrics"], "metrics")
     for key in ("scorers", "combiner", "cascade", "int_score_map"):
-        assert rebuilt[key] == shipped[key], key
+        assert_close_tree(rebuilt[key], shipped[key], key)
+    texts = pq.read_table(SEED).column("text").to_pylist()[::40]
+    np.testing.assert_allclose(EduClassifier.load(tmp_path / "default").edu_score(texts),
+                               EduClassifier.load(default_model_path()).edu_score(texts), rtol=0, atol=FLOAT_TOL)
