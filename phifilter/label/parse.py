@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .prompt import MAX_REASON_CHARS, echoes, parse_reply, squeeze
+from .prompt import MAX_REASON_CHARS, echoed_claims, echoes, parse_reply, squeeze
 
 STRICT, FALLBACK, NONE = "strict", "fallback", "none"
 PARSE_KINDS = (STRICT, FALLBACK, NONE)
@@ -95,7 +95,7 @@ def _fallback(text: str, document: str) -> tuple[int | None, bool]:
     values, echoed = [], False
     for pattern in (_STATED, _OUT_OF_FIVE):
         for match in pattern.finditer(text):
-            if echoes(match.group(0), document):
+            if _echoed(match, text, document):
                 echoed = True  # quoted from the document: not the model's own verdict
                 continue
             values.append(match.group(1))
@@ -117,6 +117,16 @@ def _fallback(text: str, document: str) -> tuple[int | None, bool]:
         return None, echoed  # two different scores: which one the model meant would be a guess
     (score,) = scores
     return (score if 0 <= score <= 5 else None), echoed
+
+
+def _echoed(match: re.Match, text: str, document: str) -> bool:
+    """Whether a fallback statement echoes ``document``: itself, or the labelled claim on its line."""
+    if echoes(match.group(0), document):
+        return True
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    line = text[start:] if end < 0 else text[start:end]
+    return match.group(1).isdigit() and int(match.group(1)) in echoed_claims(line, document)
 
 
 def _clip(text: str) -> str:

@@ -223,6 +223,14 @@ def claimed_scores(document: str) -> frozenset:
     return frozenset(int(m.group(1)) for m in _CLAIM.finditer(document))
 
 
+def echoed_claims(line: str, document: str) -> frozenset:
+    """The numbers that ``line`` states with the answer's label and ``document`` states too: any
+    score on such a line ("Educational score: 5/5") is the document's, not the model's."""
+    if not document:
+        return frozenset()
+    return frozenset(int(m.group(1)) for m in _CLAIM.finditer(line)) & claimed_scores(document)
+
+
 def echoes(statement: str, document: str) -> bool:
     """Whether ``statement`` (a score statement read from a reply, ending with its number) echoes
     ``document``: it occurs there ignoring case, whitespace, markdown emphasis and quotes (the
