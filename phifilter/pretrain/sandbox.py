@@ -160,8 +160,14 @@ def _library_mounts() -> list[str]:
 
 
 def _python_binds(exe: str, prefix: str) -> list[str]:
+    """The interpreter and its stdlib. A system Python (prefix /usr) needs only its executable:
+    its stdlib is in /usr/lib, bound with the libraries; binding all of /usr would bring /usr/bin."""
+    if prefix in ("/", "/usr"):
+        paths = [exe]
+    else:
+        paths = [prefix] + ([] if exe.startswith(prefix.rstrip("/") + "/") else [exe])
     args = []
-    for path in [prefix] + ([] if exe.startswith(prefix.rstrip("/") + "/") else [exe]):
+    for path in paths:
         args += _parents(path) + ["--ro-bind", path, path]
     return args
 
@@ -172,7 +178,8 @@ def _parents(path: str) -> list[str]:
     args = []
     for parent in reversed(Path(path).parents):
         name = str(parent)
-        if name == "/" or name == "/usr" or name.startswith("/usr/") or os.path.islink(name):
+        if name in ("/", "/usr", "/usr/lib", "/usr/lib64") or name.startswith(("/usr/lib/", "/usr/lib64/")) \
+                or os.path.islink(name):
             continue
         args += ["--perms", "0755", "--dir", name]
     return args
