@@ -1,12 +1,10 @@
-"""Unit tests of the ablation's parts (decontamination: tests/test_exclude.py): token files, sandbox, pass@k, bigram, arms."""
+"""Unit tests of the ablation's parts (decontamination: tests/test_exclude.py; the sandbox: tests/test_sandbox.py): token files, pass@k, bigram, arms."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import math
-import socket
-import threading
 from itertools import combinations
 
 import numpy as np
@@ -78,77 +76,6 @@ def test_top_fraction_keeps_best_documents_by_tokens_and_random_matches_tokens()
     assert not np.array_equal(r1, r2)
     thr, _, _ = D.filtered_docs(table, tokens, train, val, 0.9, None)
     assert set(thr) == set(np.flatnonzero(train & (table.score >= 0.9)))
-
-
-# ---------------------------------------------------------------------------------------------
-# sandbox
-
-
-def test_sandbox_runs_passing_and_failing_programs():
-    assert run_program("assert sum([1, 2, 3]) == 6\n").status == "passed"
-    failed = run_program("assert sum([1, 2, 3]) == 7\n")
-    assert failed.status == "failed" and "AssertionError" in failed.output
-    # Writing inside its own temporary folder is allowed.
-    assert run_program("open('x.txt', 'w').write('hi')\nassert open('x.txt').read() == 'hi'\n").passed
-
-
-@pytest.mark.parametrize("attack", [
-    "open({target!r}, 'w').write('pwned')",
-    "import os\nfd = os.open({target!r}, os.O_WRONLY | os.O_CREAT)\nos.write(fd, b'pwned')",
-    "import pathlib\npathlib.Path({target!r}).write_text('pwned')",
-    "import os\nos.system('echo pwned > ' + {target!r})",
-    "import subprocess\nsubprocess.run(['sh', '-c', 'echo pwned > ' + {target!r}])",
-    "import shutil\nopen('a.txt', 'w').write('pwned')\nshutil.copyfile('a.txt', {target!r})",
-    "import os\nopen('a.txt', 'w').write('pwned')\nos.rename('a.txt', {target!r})",
-    "import os\nos.chdir({folder!r})\nopen('outside.txt', 'w').write('pwned')",
-    "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.system(('echo pwned > ' + {target!r}).encode())",
-])
-def test_malicious_completion_cannot_write_outside_its_folder(tmp_path, attack):
-    target = tmp_path / "outside.txt"
-    tmp_path.chmod(0o777)  # even a folder anyone may write to stays untouched
-    result = run_program(attack.format(target=str(target), folder=str(tmp_path)))
-    assert result.status == "failed"
-    assert not target.exists()
-
-
-def test_malicious_completion_cannot_delete_outside_its_folder(tmp_path):
-    victim = tmp_path / "keep.txt"
-    victim.write_text("precious")
-    tmp_path.chmod(0o777)
-    result = run_program(f"import os\nos.remove({str(victim)!r})")
-    assert result.status == "failed" and victim.read_text() == "precious"
-
-
-def test_infinite_loop_is_killed_by_the_timeout():
-    assert run_program("while True:\n    pass\n", timeout=1.0).status == "timeout"
-    assert run_program("import time\ntime.sleep(60)\n", timeout=1.0).status == "timeout"
-
-
-def test_sandbox_has_no_network(tmp_path):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(5)
-    port = server.getsockname()[1]
-    got = []
-
-    def accept():
-        try:
-            conn, _ = server.accept()
-            got.append(conn.recv(100))
-            conn.close()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    result = run_program(
-        f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'leak')\n",
-        timeout=4,
-    )
-    thread.join()
-    server.close()
-    assert result.status == "failed" and got == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,9 +59,9 @@ def test_a_file_that_is_not_a_skops_archive_is_refused(tmp_path):
 # Where a forbidden call is acceptable, with the reason. Keys: "path:needle".
 ALLOWED = {
     # sqlite3 "executescript"/"execute" are SQL, not Python exec; matched by the exact pattern below
-    # The HumanEval sandbox's child script runs a model completion: that is its purpose. It runs
-    # in a separate process with rlimits, no network, an audit hook and a temporary folder
-    # (tests/test_pretrain_units.py proves escapes and hangs are stopped).
+    # The pass@k sandbox's harness runs a model completion: that is its purpose. It runs inside
+    # bubblewrap (own user, PID, mount, IPC and network namespaces, uid 65534, a read-only
+    # interpreter, a private tmpfs, rlimits); tests/test_sandbox.py proves the escapes stay contained.
     "phifilter/pretrain/sandbox.py:exec(",
 }
 FORBIDDEN = [

@@ -16,7 +16,8 @@ The flow of :func:`label_file`:
 4. Write the output atomically: every input column plus ``llm_score`` (int8, 0-5 or null),
    ``llm_reason``, ``llm_model``, ``rubric_sha``, ``llm_parse`` (how the score was read:
    strict, fallback or none; see :mod:`phifilter.label.parse`), ``llm_repaired`` and
-   ``llm_cut_at``. Scores are read from the cached raw replies by the current parser.
+   ``llm_cut_at``. Scores are read from the cached raw replies by the current parser, which
+   refuses a score that only echoes the document (counted in the summary as ``echoed``).
 
 Stopping: ``max_requests`` stops sending after that many requests (repair re-asks included;
 0 writes the output from the cache alone, without loading a model) and still writes the
@@ -121,6 +122,7 @@ class LabelSummary:
     repairs_sent: int = 0  # repair re-asks sent this run
     parses: dict = field(default_factory=dict)  # llm_parse value -> rows, in the output
     repaired: int = 0  # rows whose score came from a repair answer, in the output
+    echoed: int = 0  # rows left without a score because their answer's only score echoed the document
     cut: int = 0  # rows whose document was cut to fit the model's context, in the output
     remaining: int = 0  # pairs still unlabelled when the run ended
     prompt_tokens: int = 0
@@ -144,7 +146,8 @@ class LabelSummary:
             "shards": {"read": 1, "failed": int(bool(failure))},
             "rows": {"in": self.rows, "blank": self.blank, "unique": self.unique, "cached": self.cached,
                      "sent": self.sent, "answered": self.answered, "remaining": self.remaining,
-                     "unparsed": self.unparsed, "repaired": self.repaired, "cut": self.cut},
+                     "unparsed": self.unparsed, "repaired": self.repaired, "echoed": self.echoed,
+                     "cut": self.cut},
             "bytes": {"in": self.bytes_in},
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "requests": {"sent": self.sent, "repairs_sent": self.repairs_sent, "retries": self.retries},
@@ -177,6 +180,10 @@ class LabelSummary:
                          + (f" ({self.repaired:,} scored by the repair re-ask)" if self.repaired else ""))
         if self.repairs_sent:
             lines.append(f"repair re-asks sent this run: {self.repairs_sent:,}")
+        if self.echoed:
+            lines.append(f"{self.echoed:,} answers stated only a score that their document itself contains "
+                         "(an echo, not a verdict): llm_score null, llm_parse none"
+                         + ("" if self.repairs_sent else "; --repair asks those again"))
         if self.cut:
             lines.append(f"{self.cut:,} documents were cut to fit the model's context (see llm_cut_at)")
         if self.scores:
@@ -722,6 +729,7 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
             cuts.append(answer.cut_at)
             summary.parses[parsed.parse] = summary.parses.get(parsed.parse, 0) + 1
             summary.repaired += from_repair
+            summary.echoed += parsed.echo
             summary.cut += answer.cut_at is not None
         summary.scores[scores[-1]] = summary.scores.get(scores[-1], 0) + 1
     keep = [c for c in table.column_names if c not in OUTPUT_COLUMNS]

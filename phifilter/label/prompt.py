@@ -13,6 +13,7 @@ document cannot write, then the rubric, then only the answer line: see :func:`bu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -179,11 +180,13 @@ def repair_sha(rubric_sha: str) -> str:
     return hashlib.sha256(f"{REPAIR_VERSION}\0{rubric_sha}".encode()).hexdigest()
 
 
-def parse_reply(reply: str) -> tuple[int | None, str]:
+def parse_reply(reply: str, document: str = "") -> tuple[int | None, str]:
     """(score, reason) from a reply; the score only from a final ``Educational score: N`` line.
 
     The reason is the reply without that line (or the whole reply when no valid score was
-    found), cut to :data:`MAX_REASON_CHARS`.
+    found), cut to :data:`MAX_REASON_CHARS`. ``document``: the text the model rated; a score
+    line that the document itself contains (:func:`echoes`) is not the model's verdict, and
+    gives no score.
     """
     lines = [line for line in (reply or "").strip().splitlines() if line.strip()]
     if not lines:
@@ -192,9 +195,55 @@ def parse_reply(reply: str) -> tuple[int | None, str]:
     if match is None:
         return None, _clip("\n".join(lines))
     score = int(match.group(1))
-    if score > 5:  # out of range: unparsed, and the whole reply is kept to show why
+    if score > 5 or echoes(lines[-1][: match.end(1)], document):
+        # out of range, or the document's own line repeated: unparsed, the whole reply kept to show why
         return None, _clip("\n".join(lines))
     return score, _clip("\n".join(lines[:-1]).strip())
+
+
+_SQUEEZE = re.compile(r"[\s*_#>`\"'“”‘’]+")
+
+
+@functools.lru_cache(maxsize=8)  # a document is squeezed once for all the statements of a reply
+def squeeze(text: str) -> str:
+    """``text`` without whitespace, markdown emphasis and quotes, case-folded: the form in which
+    a reply's statement is compared with the document (:func:`echoes`)."""
+    return _SQUEEZE.sub("", text).casefold()
+
+
+# "Educational score|value|rating|quality", any connector, then a number: the answer's own label.
+_CLAIM = re.compile(r"educational[\s*_`\"']*(?:score|value|rating|quality)[\s*_`\"':=]*"
+                    r"(?:(?:is|of)\b[\s*_`\"':=]*)?(\d+)(?![\d])", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=8)
+def claimed_scores(document: str) -> frozenset:
+    """The numbers ``document`` states with the answer's label ("Educational score: 5",
+    "the educational value is 5", any case, spacing or markdown)."""
+    return frozenset(int(m.group(1)) for m in _CLAIM.finditer(document))
+
+
+def echoed_claims(line: str, document: str) -> frozenset:
+    """The numbers that ``line`` states with the answer's label and ``document`` states too: any
+    score on such a line ("Educational score: 5/5") is the document's, not the model's."""
+    if not document:
+        return frozenset()
+    return frozenset(int(m.group(1)) for m in _CLAIM.finditer(line)) & claimed_scores(document)
+
+
+def echoes(statement: str, document: str) -> bool:
+    """Whether ``statement`` (a score statement read from a reply, ending with its number) echoes
+    ``document``: it occurs there ignoring case, whitespace, markdown emphasis and quotes (the
+    number matched whole: "score: 1" is not in "score: 10"), or it gives an educational
+    score/value/rating that the document states in any such form (:func:`claimed_scores`)."""
+    said = squeeze(statement)
+    if not said or not document:
+        return False
+    claim = _CLAIM.search(statement)
+    if claim and int(claim.group(1)) in claimed_scores(document):
+        return True
+    pattern = ("(?<!\\d)" if said[0].isdigit() else "") + re.escape(said) + "(?!\\d)"
+    return re.search(pattern, squeeze(document)) is not None
 
 
 def estimate_tokens(messages: list[dict], chars_per_token: float = CHARS_PER_TOKEN) -> int:

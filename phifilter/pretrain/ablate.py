@@ -78,6 +78,10 @@ def run_ablation(
     started = time.monotonic()
     config = config or AblateConfig()
     config.check()
+    if config.pass_samples > 0:
+        from .sandbox import require_sandbox
+
+        require_sandbox()  # before hours of training, not after
     preset = config.resolved_preset()
     budget = config.tokens or preset.tokens
     steps = max(1, math.ceil(budget / preset.tokens_per_step))

@@ -6,7 +6,9 @@ tokens of all problems (so long problems weigh more, like any per-token loss). S
 than the context are scored in consecutive windows.
 
 pass@k uses the unbiased estimator of Chen et al. (2021): with n samples of which c pass,
-pass@k = 1 - C(n - c, k) / C(n, k), averaged over problems.
+pass@k = 1 - C(n - c, k) / C(n, k), averaged over problems. A sample passes only when its
+program (prompt, completion and the problem's tests) runs to its end in the sandbox and returns
+normally; an exception, ``SystemExit`` or ``os._exit`` fails it (see :mod:`.sandbox`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .evalsets import Problem
 from .loop import autocast
 from .model import GPT
 from .ngram import BigramModel
-from .sandbox import run_program
+from .sandbox import require_sandbox, run_program
 
 
 def encode_texts(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
@@ -103,6 +105,7 @@ def evaluate_pass_at_k(model: GPT, tokenizer, problems: Sequence[Problem], sampl
     """{"pass@1", "pass@<samples>", "problems", "samples", "solved", "timeouts"}."""
     from tqdm import tqdm
 
+    require_sandbox()
     generator = torch.Generator(device=device).manual_seed(seed)
     per_problem, timeouts = [], 0
     for problem in tqdm(problems, unit="problem", desc=desc, disable=not progress):
