@@ -183,11 +183,15 @@ class HFScorer:
         dtype = self.dtype_option if self.dtype_option not in (None, "auto") else (
             "bfloat16" if self.device.startswith("cuda") else "float32")
         self.dtype = dtype
+        import transformers
+
+        major_minor = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+        dtype_kw = "dtype" if major_minor >= (4, 56) else "torch_dtype"  # renamed in transformers 4.56
         try:
             self.tokenizer_ = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(self.folder), local_files_only=True, use_safetensors=True, trust_remote_code=False,
-                torch_dtype=getattr(torch, dtype))
+                **{dtype_kw: getattr(torch, dtype)})
         except (OSError, ValueError, KeyError) as e:
             raise ModelError(f"{self.folder}: cannot load this Hugging Face model ({str(e).splitlines()[0]})") from None
         self.model_ = model.to(self.device).eval()

@@ -77,7 +77,7 @@ class FilterSummary:
             + (f"sampled by {self.score_column}: p = clip((score - LO) / (HI - LO), 0, 1), LO:HI = "
                f"{self.sample_by_score}\n" if self.sample_by_score else
                f"cut-off {self.score_column} >= {self.threshold:.6g}\n")
-            f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
+            + f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
             + (f"dropped {self.rows_unscored:,} rows without a score (NaN or null)\n" if self.rows_unscored else "")
             + f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
         )
