@@ -560,9 +560,9 @@ def ensemble(inputs, output, members, quiet, **options):
       phifilter score data/shards/ -o scored/ --model ens=ens/
       phifilter filter scored/ -o kept/ --score-column ens --min-bucket 15
     """
-    from .ensemble import fit_ensemble
+    from .scorerset import build_ensemble
 
-    meta = fit_ensemble(list(inputs), output, list(members), **options)
+    meta = build_ensemble(list(inputs), output, list(members), **options)
     if not quiet:
         click.echo(f"ensemble of {len(meta['members'])} ({meta['combine']}) fitted on "
                    f"{meta['reference']['documents']} documents -> {output}")

@@ -84,7 +84,7 @@ def check_meta(meta, path: Path) -> dict:
     members = meta.get("members")
     if not isinstance(members, list) or not 1 <= len(members) <= 64:
         raise bad("members must be a list of 1 to 64 scorers")
-    from .scorerset import NAME
+    from .scorer import NAME
 
     names = set()
     for i, m in enumerate(members):
@@ -119,11 +119,9 @@ class EnsembleScorer:
         self.how = meta["combine"]
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, cfg=None) -> "EnsembleScorer":
-        """Read and check ``ensemble.json``, then load every member (whose files must be unchanged)."""
-        from .scoring.config import ScoreConfig
-        from .scorerset import load_member
-
+    def from_folder(cls, folder: str | os.PathLike, cfg, load_member) -> "EnsembleScorer":
+        """Read and check ``ensemble.json``, then ``load_member(spec, cfg)`` each member (their
+        files are checked by :meth:`load`)."""
         folder = Path(folder)
         path = folder / META
         try:
@@ -133,13 +131,12 @@ class EnsembleScorer:
         except (ValueError, UnicodeDecodeError) as e:
             raise ModelError(f"{path}: not valid JSON ({e}); refit the ensemble or restore the file") from None
         check_meta(meta, path)
-        cfg = cfg or ScoreConfig()
         members = [load_member(m["spec"], cfg) for m in meta["members"]]
         return cls(folder, meta, members)
 
     def load(self) -> "EnsembleScorer":
         """Load every member and check its files against the hashes recorded at fit time."""
-        from .scorerset import check_member, member_identity
+        from .scorer import check_member, member_identity
 
         for m, member in zip(self.meta["members"], self.members):
             check_member(member)
@@ -188,40 +185,28 @@ def reference_texts(inputs, text_column: str, limit: int) -> list[str]:
     return texts
 
 
-def fit_ensemble(inputs, output_dir: str | os.PathLike, members: Sequence[str], combine_rule: str = "max",
-                 text_column: str = "text", sample: int = 10_000, **options) -> dict:
-    """Fit the ensemble of ``members`` (``NAME=SPEC`` strings) on ``inputs`` and save it to ``output_dir``.
-
-    ``options`` are ScoreConfig fields for the members (device, max_length, embed_batch_size,
-    dtype). Returns the saved ``ensemble.json`` as a dict.
-    """
+def fit_ensemble(inputs, output_dir: str | os.PathLike, members: Sequence[tuple], combine_rule: str = "max",
+                 text_column: str = "text", sample: int = 10_000) -> dict:
+    """Fit the ensemble of ``members`` (``(name, spec, loaded scorer)``; the CLI loads them with
+    :func:`phifilter.scorerset.build_ensemble`) on ``inputs`` and save it to ``output_dir``.
+    Returns the saved ``ensemble.json`` as a dict."""
     from .atomic import replace_folder
-    from .scoring.config import ScoreConfig
-    from .scorerset import check_member, load_member, member_identity, split_model_option
+    from .scorer import member_identity
 
     if combine_rule not in COMBINE:
         raise InputError(f"--combine {combine_rule}: expected one of {', '.join(COMBINE)}")
     out = Path(output_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META).is_file())):
         raise InputError(f"{out}: exists and is not an ensemble folder; choose a new or empty folder")
-    pairs = [split_model_option(m) for m in members]
-    if not pairs or any(name is None for name, _ in pairs):
-        raise InputError("--member: give each member as NAME=SPEC (at least one)")
-    if len({name for name, _ in pairs}) != len(pairs):
-        raise InputError("--member: each member needs its own NAME")
-    cfg = ScoreConfig().with_options(**options)
     texts = reference_texts([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs),
                             text_column, int(sample))
     if len(texts) < BINS:
         raise InputError(f"{inputs}: only {len(texts)} reference documents; percentile bins need at least {BINS}")
     entries = []
-    for name, spec in pairs:
-        member = load_member(None if spec == BUNDLED else spec, cfg)
-        check_member(member)
+    for name, spec, member in members:
         scores = np.asarray(member.edu_score(texts), np.float64)
         q = np.quantile(scores, np.linspace(0, 1, BINS + 1))
-        entries.append({"name": name, "spec": _absolute_spec(spec),
-                        "files": member_identity(member)["files"],
+        entries.append({"name": name, "spec": _absolute_spec(spec), "files": member_identity(member)["files"],
                         "quantiles": [round(float(v), 9) for v in np.maximum.accumulate(q)]})
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "combine": combine_rule, "bins": BINS,
             "members": entries, "reference": {"documents": len(texts), "text_column": text_column}}

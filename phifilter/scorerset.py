@@ -18,7 +18,6 @@ the same run record as before); a bare foreign spec is scored into ``--score-col
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -26,8 +25,8 @@ import numpy as np
 
 from .errors import InputError, OptionError
 from .foreign import Spec, parse_spec
+from .scorer import NAME, check_member, member_identity
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 BUCKET_SUFFIX = "_bucket"
 
 
@@ -40,6 +39,10 @@ class ScorerPlan:
     @property
     def columns(self) -> list[str]:
         return [name for name, _ in self.members]
+
+    def load_scorers(self, cfg) -> "ScorerSet":
+        """Every member loaded and checked (what ``scoring.model.load_model`` calls)."""
+        return load_scorer_set(self, cfg)
 
 
 def split_model_option(value: str) -> tuple[str | None, str]:
@@ -107,7 +110,7 @@ def load_member(spec, cfg):
     if parsed.kind == "ensemble":
         from .ensemble import EnsembleScorer
 
-        return EnsembleScorer.from_folder(parsed.path, cfg)
+        return EnsembleScorer.from_folder(parsed.path, cfg, load_member)
     from .scoring.model import load_model
 
     return load_model(parsed.path, cfg)
@@ -119,16 +122,6 @@ def load_scorer_set(plan: ScorerPlan, cfg) -> "ScorerSet":
     scorers = ScorerSet(members)
     scorers.check()
     return scorers
-
-
-def check_member(member) -> None:
-    """Load a member and check it can score (an EduClassifier: fitted, its embedder's hashes)."""
-    if hasattr(member, "check_fitted"):
-        member.check_fitted()
-    if hasattr(member, "check_embedder"):
-        member.check_embedder()
-    if hasattr(member, "load") and not isinstance(member, type) and hasattr(member, "kind"):
-        member.load()
 
 
 class ScorerSet:
@@ -198,16 +191,6 @@ class ScorerSet:
                                         for name, ident in scorers.items()})
 
 
-def member_identity(member) -> dict:
-    """A scorer's ``{"kind", "files", "options"}`` as run records and ensembles name it."""
-    own = getattr(member, "scoring_identity", None)
-    if own is not None:
-        return dict(own())
-    from .scoring.model import model_identity
-
-    return {"kind": "phifilter", **model_identity(member)}  # an EduClassifier
-
-
 def _filed(fn, name: str, member):
     """``fn``, then the batch's scores moved to ``batch.columns[name]`` (and an ensemble's buckets)."""
 
@@ -221,3 +204,24 @@ def _filed(fn, name: str, member):
         return batch
 
     return step
+
+
+def build_ensemble(inputs, output_dir, members: Sequence[str], **options) -> dict:
+    """`phifilter ensemble`: load the ``NAME=SPEC`` members and fit the ensemble
+    (:func:`phifilter.ensemble.fit_ensemble`, which takes the other ``options``)."""
+    from .ensemble import BUNDLED, fit_ensemble
+    from .scoring.config import ScoreConfig
+
+    pairs = [split_model_option(m) for m in members]
+    if not pairs or any(name is None for name, _ in pairs):
+        raise InputError("--member: give each member as NAME=SPEC (at least one)")
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise InputError("--member: each member needs its own NAME")
+    fields = {"device", "max_length", "embed_batch_size", "dtype"}
+    cfg = ScoreConfig().with_options(**{k: v for k, v in options.items() if k in fields})
+    loaded = []
+    for name, spec in pairs:
+        member = load_member(None if spec == BUNDLED else spec, cfg)
+        check_member(member)
+        loaded.append((name, spec, member))
+    return fit_ensemble(inputs, output_dir, loaded, **{k: v for k, v in options.items() if k not in fields})

@@ -25,10 +25,9 @@ Stage = tuple[str, Callable]
 def load_model(model, cfg: ScoreConfig) -> EduClassifier:
     """A model folder, a fitted classifier or None (the bundled model), with ``cfg``'s knobs set;
     a :class:`~phifilter.scorerset.ScorerPlan` (several or foreign scorers) gives a ScorerSet."""
-    from ..scorerset import ScorerPlan, load_scorer_set
-
-    if isinstance(model, ScorerPlan):
-        return load_scorer_set(model, cfg)
+    load_scorers = getattr(model, "load_scorers", None)
+    if load_scorers is not None:  # a ScorerPlan
+        return load_scorers(cfg)
     if model is not None and not isinstance(model, (str, os.PathLike)):
         clf = model  # a fitted EduClassifier, or any model object with edu_score (see module docstring)
     else:
