@@ -240,16 +240,16 @@ def filter_shards(
 
     began = time.perf_counter()
     ways = (threshold, top_fraction, token_budget, min_int_score, min_bucket, sample_by_score)
-    if sum(x is not None for x in ways) > 1:
+    if sum(x is not None for x in ways) > 1 and any(x is not None for x in ways[3:]):
         raise OptionError("give one of --threshold, --top-fraction, --token-budget, --min-int-score, "
                           "--min-bucket or --sample-by-score")
     if min_int_score is not None:
         threshold, score_column = min_int_score, int_score_column
     if min_bucket is not None:
-        from .ensemble import BINS
+        from .ensemble import BINS as BUCKETS
 
-        if not 0 <= int(min_bucket) < BINS:
-            raise OptionError(f"{min_bucket}: a bucket is in 0..{BINS - 1}", "--min-bucket")
+        if not 0 <= int(min_bucket) < BUCKETS:
+            raise OptionError(f"{min_bucket}: a bucket is in 0..{BUCKETS - 1}", "--min-bucket")
         threshold, score_column = int(min_bucket), bucket_column or f"{score_column}_bucket"
     curve = None
     if sample_by_score is not None:
