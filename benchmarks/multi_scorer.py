@@ -8,7 +8,7 @@ Scorers of the three-scorer pass:
              saved as safetensors; max length 512 (the FineWeb-Edu classifier's style; that
              classifier itself is a 110M model, this one 22M, so a real one costs more)
   ft         a fastText .bin scored for one label: the bundled model's lexical.bin,
-             fasttext:...#1 (the DCLM style: one line, whitespace collapsed)
+             fasttext:...#high (the DCLM style: one line, whitespace collapsed)
 
 Both passes read the same shards (examples/shards, or --docs N documents built like
 benchmarks/throughput.py's from ../shared), alternate for --repeats rounds, and the best round
@@ -65,7 +65,6 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     from phifilter.classifier import default_model_path
-    from phifilter.lexical import LexicalScorer
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="phifilter-multi-") as tmp:
@@ -79,7 +78,7 @@ def main() -> None:
             shards = ROOT / "examples" / "shards"
         hf = build_hf_folder(tmp / "hf")
         lexical = default_model_path() / "lexical.bin"
-        label = LexicalScorer.load(default_model_path()).classes_[-1]
+        label = "high"  # its labels: __label__low, __label__high
         three = {"edu_score": str(default_model_path()), "hf": str(hf), "ft": f"fasttext:{lexical}#{label}"}
         arms = {"default alone": None, "three scorers": three}
         results = {name: [] for name in arms}

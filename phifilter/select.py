@@ -126,6 +126,24 @@ def _check_score_column(path: Path, score_column: str, text_column: str) -> None
         raise InputError(f"{path}: no column '{text_column}'; columns are: {', '.join(names)}")
 
 
+def check_unit_scores(paths: Sequence[Path], score_column: str, option: str) -> None:
+    """Refuse scores outside [0, 1] for the rules that bin scores on [0, 1] (--top-fraction,
+    --token-budget): a 0-5 regression score or an ensemble's 0-20 would all land in the top bin."""
+    import numpy as np
+
+    lo, hi = math.inf, -math.inf
+    for p in paths:
+        for batch in iter_batches(p, 1 << 16, columns=[score_column]):
+            s = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
+            s = s[np.isfinite(s)]
+            if len(s):
+                lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"{paths[0].parent if paths else ''}: column '{score_column}' has scores in "
+                         f"[{lo:.4g}, {hi:.4g}], outside [0, 1]; {option} works on [0, 1] scores so far: "
+                         "use --threshold, --min-bucket or --sample-by-score for this column")
+
+
 def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: str) -> tuple[float, int, int]:
     """(lower edge of the boundary bin, rows to keep from that bin, total rows to keep)."""
     import numpy as np
@@ -285,6 +303,9 @@ def filter_shards(
         _check_score_column(s.path, score_column, text_column)
 
     quota = 0
+    if top_fraction is not None or token_budget is not None:
+        check_unit_scores([s.path for s in shards], score_column,
+                          "--top-fraction" if top_fraction is not None else "--token-budget")
     if curve is not None:
         from .token_budget import token_counter
 

@@ -130,3 +130,14 @@ def test_sample_by_score_bad_curve_is_a_usage_error(tmp_path, value):
     write_shard(tmp_path / "in" / "a.parquet", ["a"], edu_score=np.array([0.5], np.float32))
     proc = run_cli("filter", tmp_path / "in", "-o", tmp_path / "kept", "--sample-by-score", value, check=False)
     assert proc.returncode == 2 and "--sample-by-score" in proc.stderr
+
+
+@pytest.mark.parametrize("rule", [["--top-fraction", "0.3"], ["--token-budget", "100"]])
+def test_unit_interval_rules_refuse_other_scales(tmp_path, rule):
+    """A 0-5 regression column would all fall in the top bin of --top-fraction: refused, not wrong."""
+    write_shard(tmp_path / "in" / "a.parquet", ["a", "b", "c"], fw=np.array([0.5, 3.2, 4.9], np.float32))
+    proc = run_cli("filter", tmp_path / "in", "-o", tmp_path / "kept", "--score-column", "fw", *rule, check=False)
+    assert proc.returncode == 1 and "outside [0, 1]" in proc.stderr and "--threshold" in proc.stderr, proc.stderr
+    assert not (tmp_path / "kept" / "a.parquet").exists()
+    run_cli("filter", tmp_path / "in", "-o", tmp_path / "kept", "--score-column", "fw", "--threshold", "3")
+    assert pq.read_table(tmp_path / "kept" / "a.parquet").column("text").to_pylist() == ["b", "c"]
