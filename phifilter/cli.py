@@ -240,8 +240,8 @@ def main(ctx, verbose, quiet):
 @inputs_argument
 @output_option("Output folder (local or URL).")
 @click.option("-m", "--model", "models", multiple=True, metavar="[NAME=]SPEC",
-              help="Scorer (repeatable: one column NAME each, one pass). SPEC: a model folder (default: the bundled "
-                   "model), an ensemble folder, a Hugging Face folder [hf:]DIR[#LABEL] or fasttext:PATH#LABEL. "
+              help="Scorer (repeatable: one column NAME each, one pass). SPEC: a model folder (default, or 'bundled': the "
+                   "bundled model), an ensemble folder, a Hugging Face folder [hf:]DIR[#LABEL] or fasttext:PATH#LABEL. "
                    "A bare SPEC writes --score-column.")
 @click.option("--output-format", type=click.Choice(["parquet", "jsonl"]), default=None,
               help="Write every output shard in this format (default: the input's format and compression).")

@@ -34,7 +34,6 @@ BINS = 20
 COMBINE = ("max", "mean")
 TOP_FRACTION = 1 - 1e-5  # a float score stays below its bucket's upper integer, even in float32
 META = "ensemble.json"
-BUNDLED = "bundled"  # --member NAME=bundled: phifilter's bundled model
 
 
 def member_positions(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
@@ -224,8 +223,6 @@ def _absolute_spec(spec: str) -> str | None:
     """The spec with its path made absolute (the ensemble may be used from another folder)."""
     from .foreign import FASTTEXT_PREFIX, parse_spec
 
-    if spec == BUNDLED:
-        return None
     parsed = parse_spec(spec)
     if parsed.path is None:
         return None

@@ -38,6 +38,7 @@ HF_PREFIX = "hf:"
 LABEL_PREFIX = "__label__"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HF_DEFAULT_MAX_LENGTH = 512
+BUNDLED = "bundled"  # --model NAME=bundled: phifilter's bundled model
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,12 @@ class Spec:
 
 
 def parse_spec(spec) -> Spec:
-    """A model spec string (or path) -> :class:`Spec`. None is the bundled model."""
+    """A model spec string (or path) -> :class:`Spec`. None (or "bundled") is the bundled model."""
     if spec is None:
         return Spec("ours", None)
     text = os.fspath(spec)
+    if text == BUNDLED and not os.path.exists(text):
+        return Spec("ours", None)
     if text.startswith(FASTTEXT_PREFIX):
         path, sep, label = text[len(FASTTEXT_PREFIX):].rpartition("#")
         if not sep or not path or not label:

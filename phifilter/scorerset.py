@@ -79,8 +79,11 @@ def plan_models(model, score_column: str = "edu_score"):
                 raise OptionError(f"--model {name}=...: a column name is letters, digits and _ "
                                   "(not starting with a digit, at most 64)", "--model")
         return ScorerPlan(members)
-    if isinstance(model, (str, os.PathLike)) and parse_spec(model).kind != "ours":
-        return ScorerPlan(((score_column, os.fspath(model)),))
+    if isinstance(model, (str, os.PathLike)):
+        spec = parse_spec(model)
+        if spec.kind != "ours":
+            return ScorerPlan(((score_column, os.fspath(model)),))
+        return None if spec.path is None else model  # "bundled": the bundled model
     return model
 
 
@@ -113,7 +116,7 @@ def load_member(spec, cfg):
         return EnsembleScorer.from_folder(parsed.path, cfg, load_member)
     from .scoring.model import load_model
 
-    return load_model(parsed.path, cfg)
+    return load_model(parsed.path, cfg)  # None: the bundled model
 
 
 def load_scorer_set(plan: ScorerPlan, cfg) -> "ScorerSet":
@@ -209,7 +212,7 @@ def _filed(fn, name: str, member):
 def build_ensemble(inputs, output_dir, members: Sequence[str], **options) -> dict:
     """`phifilter ensemble`: load the ``NAME=SPEC`` members and fit the ensemble
     (:func:`phifilter.ensemble.fit_ensemble`, which takes the other ``options``)."""
-    from .ensemble import BUNDLED, fit_ensemble
+    from .ensemble import fit_ensemble
     from .scoring.config import ScoreConfig
 
     pairs = [split_model_option(m) for m in members]
@@ -221,7 +224,7 @@ def build_ensemble(inputs, output_dir, members: Sequence[str], **options) -> dic
     cfg = ScoreConfig().with_options(**{k: v for k, v in options.items() if k in fields})
     loaded = []
     for name, spec in pairs:
-        member = load_member(None if spec == BUNDLED else spec, cfg)
+        member = load_member(spec, cfg)
         check_member(member)
         loaded.append((name, spec, member))
     return fit_ensemble(inputs, output_dir, loaded, **{k: v for k, v in options.items() if k not in fields})
