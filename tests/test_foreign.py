@@ -84,7 +84,7 @@ def test_fasttext_label_probability_on_one_line(models, shards, tmp_path):
 
 def test_three_scorers_one_pass_and_provenance(models, shards, tmp_path, bundled_model):
     out = tmp_path / "out"
-    args = ["score", shards, "-o", out, "--device", "cpu", "-m", "edu_score=" + str(bundled_model.path_),
+    args = ["score", shards, "-o", out, "--device", "cpu", "-m", "edu_score=bundled",
             "-m", f"fw={models['reg']}", "-m", f"dclm=fasttext:{models['ft']}#__label__hq"]
     first = run_cli(*args)
     table = pq.read_table(out / "a.parquet")
