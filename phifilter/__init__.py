@@ -36,8 +36,11 @@ _EXPORTS = {
     "PhifilterError": "errors",
     "EvalReport": "evaluate",
     "evaluate_model": "evaluate",
+    "EnsembleScorer": "ensemble",
     "ExclusionSet": "exclude",
     "load_exclusions": "exclude",
+    "FastTextScorer": "foreign",
+    "HFScorer": "foreign",
     "MeanPoolEmbedder": "hf_embed",
     "make_embedder": "hf_embed",
     "LabelConfig": "label",
@@ -52,6 +55,8 @@ _EXPORTS = {
     "SampleConfig": "sample",
     "SampleSummary": "sample",
     "sample_shards": "sample",
+    "ScorerSet": "scorerset",
+    "build_ensemble": "scorerset",
     "ScoreConfig": "scoring",
     "ScoreSummary": "scoring",
     "score_shards": "scoring",
@@ -71,12 +76,15 @@ if TYPE_CHECKING:  # static tools (IDEs, type checkers, docs) see the plain impo
     from .embed import DEFAULT_EMBEDDER, Embedder
     from .errors import InputError, ModelError, OutputError, PhifilterError
     from .evaluate import EvalReport, evaluate_model
+    from .ensemble import EnsembleScorer
     from .exclude import ExclusionSet, load_exclusions
+    from .foreign import FastTextScorer, HFScorer
     from .hf_embed import MeanPoolEmbedder, make_embedder
     from .label import LabelConfig, LabelSummary, compare_labels, label_file
     from .pretrain import AblateConfig, run_ablation
     from .report import ReportConfig, ReportSummary, build_report
     from .sample import SampleConfig, SampleSummary, sample_shards
+    from .scorerset import ScorerSet, build_ensemble
     from .scoring import ScoreConfig, ScoreSummary, score_shards
     from .select import FilterSummary, filter_shards
     from .suggest import SuggestSummary, suggest

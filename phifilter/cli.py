@@ -239,7 +239,10 @@ def main(ctx, verbose, quiet):
 @main.command()
 @inputs_argument
 @output_option("Output folder (local or URL).")
-@model_option("Model folder (default: the bundled model).")
+@click.option("-m", "--model", "models", multiple=True, metavar="[NAME=]SPEC",
+              help="Scorer (repeatable: one column NAME each, one pass). SPEC: a model folder (default, or 'bundled': the "
+                   "bundled model), an ensemble folder, a Hugging Face folder [hf:]DIR[#LABEL] or fasttext:PATH#LABEL. "
+                   "A bare SPEC writes --score-column.")
 @click.option("--output-format", type=click.Choice(["parquet", "jsonl"]), default=None,
               help="Write every output shard in this format (default: the input's format and compression).")
 @storage_options_option
@@ -271,7 +274,7 @@ def main(ctx, verbose, quiet):
 @task_options
 @stats_json_option
 @quiet_option
-def score(inputs, output, model, batch_size, quiet, **options):
+def score(inputs, output, models, batch_size, quiet, **options):
     """Score shards: each output shard is its input plus an edu_score column.
 
     INPUTS are Parquet, JSON Lines (.jsonl, .json, optionally .gz/.zst/.bz2) or save_to_disk
@@ -290,11 +293,13 @@ def score(inputs, output, model, batch_size, quiet, **options):
       phifilter score data/shards/ -o data/scored/ --int-score-column int_score
       phifilter score s3like/shards/ -o scored/ --engine ray --ray-address auto
       phifilter score data/shards/ -o data/scored/ --task-index 3 --num-tasks 8
+      phifilter score data/shards/ -o scored/ -m edu_score=my-model/ -m fineweb_edu=fineweb-edu-classifier/ \
+          -m dclm=fasttext:openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin#hq
     """
     from .scoring import ScoreConfig, score_shards
 
     cfg = ScoreConfig(embed_batch_size=batch_size, **options)
-    summary = score_shards(list(inputs), output, model=model, config=cfg, progress=not quiet)
+    summary = score_shards(list(inputs), output, model=list(models) or None, config=cfg, progress=not quiet)
     echo_summary(summary, quiet)
     if quiet:
         for path, error in summary.failures:
@@ -486,7 +491,8 @@ def suggest(model, inputs, output, quiet, **options):
 @main.command(name="filter")
 @inputs_argument
 @output_option("Output folder.")
-@click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Keep rows with a score at or above this.")
+@click.option("--threshold", type=FiniteFloatRange(), default=None,
+              help="Keep rows with a score at or above this (edu_score is in [0, 1]; other scorers have their own scale).")
 @click.option("--top-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Keep this fraction of documents, best first.")
 @click.option("--token-budget", default=None, type=click.IntRange(1), metavar="N",
@@ -497,6 +503,13 @@ def suggest(model, inputs, output, quiet, **options):
 @click.option("--min-int-score", type=click.IntRange(0, 5), default=None, metavar="N",
               help="Keep rows whose int score (score --int-score-column) is at least N, FineWeb-Edu style.")
 @click.option("--int-score-column", default="int_score", show_default=True, help="Column holding the int scores.")
+@click.option("--min-bucket", type=click.IntRange(0, 19), default=None, metavar="B",
+              help="Keep rows whose ensemble bucket (0-19, `phifilter ensemble`) is at least B.")
+@click.option("--bucket-column", default=None, metavar="NAME",
+              help="Column holding the ensemble buckets (default: the --score-column name + _bucket).")
+@click.option("--sample-by-score", default=None, metavar="LO:HI",
+              help="Keep each row with probability clip((score - LO) / (HI - LO), 0, 1), drawn from its text's "
+                   "hash (deterministic); prints the expected token share (tokens of --tokenizer).")
 @text_column_option
 @storage_options_option
 @stats_json_option
@@ -510,10 +523,52 @@ def filter_(inputs, output, quiet, **options):
       phifilter filter data/scored/ -o data/top10/ --top-fraction 0.1
       phifilter filter data/scored/ -o data/edu3/ --min-int-score 3
       phifilter filter data/scored/ -o data/best-1B/ --token-budget 1000000000
+      phifilter filter data/scored/ -o data/ens12/ --score-column ens --min-bucket 12
+      phifilter filter data/scored/ -o data/soft/ --sample-by-score 0.2:0.8
     """
     from .select import filter_shards
 
     echo_summary(filter_shards(list(inputs), output, progress=not quiet, **options), quiet)
+
+
+@main.command()
+@inputs_argument
+@output_option("The ensemble's model folder.")
+@click.option("--member", "members", multiple=True, required=True, metavar="NAME=SPEC",
+              help="A member scorer (repeatable): SPEC as for `score --model` (or 'bundled': the bundled model).")
+@click.option("--combine", "combine_rule", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="How the members' percentile positions combine (Nemotron-CC: max).")
+@click.option("--sample", default=10_000, show_default=True, type=click.IntRange(20),
+              help="Reference documents read (the first ones, in corpus order).")
+@text_column_option
+@device_option
+@click.option("--batch-size", "embed_batch_size", default=64, show_default=True, type=click.IntRange(1),
+              help="Documents per forward pass.")
+@click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: each model's).")
+@quiet_option
+def ensemble(inputs, output, members, quiet, **options):
+    """Fit an ensemble (Nemotron-CC style): percentile buckets of each member, combined.
+
+    Each member scores the reference documents; its 5%-percentiles become 20 buckets. A
+    document's ensemble score is the max (or mean) of its members' positions in [0, 20), its
+    bucket the integer part (0-19). The folder works with `score --model NAME=DIR` (columns NAME
+    and NAME_bucket) and `filter --min-bucket`.
+
+    \b
+    Example:
+      phifilter ensemble data/shards/ -o ens/ --member edu=bundled --member dclm=fasttext:dclm.bin#hq
+      phifilter score data/shards/ -o scored/ --model ens=ens/
+      phifilter filter scored/ -o kept/ --score-column ens --min-bucket 15
+    """
+    from .scorerset import build_ensemble
+
+    meta = build_ensemble(list(inputs), output, list(members), **options)
+    if not quiet:
+        click.echo(f"ensemble of {len(meta['members'])} ({meta['combine']}) fitted on "
+                   f"{meta['reference']['documents']} documents -> {output}")
+        for m in meta["members"]:
+            q = m["quantiles"]
+            click.echo(f"  {m['name']}: q5 {q[1]:.4g}  q50 {q[10]:.4g}  q95 {q[19]:.4g}")
 
 
 @main.command()

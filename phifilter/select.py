@@ -61,6 +61,9 @@ class FilterSummary:
     token_budget: int | None = None
     tokenizer: str | None = None
     seconds: float = 0.0
+    sample_by_score: str | None = None  # --sample-by-score LO:HI (phifilter.soft)
+    tokens_in: int = 0  # with --sample-by-score: tokens of every document read
+    tokens_expected: float = 0.0  # ... and the expected kept tokens, sum of p(score) x tokens
 
     def __str__(self) -> str:
         from .provenance import describe_redone
@@ -71,12 +74,18 @@ class FilterSummary:
         text = (
             f"shards: {self.shards} filtered, {self.shards_skipped} already complete"
             + (f" ({redone})" if redone else "") + "\n"
-            f"cut-off {self.score_column} >= {self.threshold:.6g}\n"
-            f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
+            + (f"sampled by {self.score_column}: p = clip((score - LO) / (HI - LO), 0, 1), LO:HI = "
+               f"{self.sample_by_score}\n" if self.sample_by_score else
+               f"cut-off {self.score_column} >= {self.threshold:.6g}\n")
+            + f"kept rows: {self.rows_kept:,} of {self.rows_in:,} ({100 * share:.1f}%)\n"
             + (f"dropped {self.rows_unscored:,} rows without a score (NaN or null)\n" if self.rows_unscored else "")
             + f"kept text bytes: {self.bytes_kept:,} of {self.bytes_in:,} ({100 * bshare:.1f}%)"
         )
-        if self.tokens_kept is not None:
+        if self.sample_by_score and self.tokens_in:
+            text += (f"\nexpected token share: {100 * self.tokens_expected / self.tokens_in:.1f}%, kept "
+                     f"{100 * self.tokens_kept / self.tokens_in:.1f}% ({self.tokens_kept:,} of {self.tokens_in:,} "
+                     f"{self.tokenizer} tokens)")
+        elif self.tokens_kept is not None:
             text += f"\nkept tokens: {self.tokens_kept:,} of a budget of {self.token_budget:,} ({self.tokenizer})"
         return text
 
@@ -88,7 +97,10 @@ class FilterSummary:
             "rows": {"in": self.rows_in, "kept": self.rows_kept},
             "bytes": {"in": self.bytes_in, "kept": self.bytes_kept},
             "tokens": None if self.tokens_kept is None else {"kept": self.tokens_kept, "budget": self.token_budget,
-                                                               "tokenizer": self.tokenizer},
+                                                               "tokenizer": self.tokenizer,
+                                                               **({"in": self.tokens_in,
+                                                                   "expected": round(self.tokens_expected, 3)}
+                                                                  if self.sample_by_score else {})},
             "docs_per_second": round(self.rows_in / self.seconds, 3) if self.seconds > 0 else 0.0,
             "rows_unscored": self.rows_unscored, "redone": list(self.redone),
             "per_shard": [{"name": k, **{f: v for f, v in st.items() if f not in ("input", "record")}}
@@ -112,6 +124,24 @@ def _check_score_column(path: Path, score_column: str, text_column: str) -> None
                          "(choose the score column with --score-column)")
     if text_column not in names:
         raise InputError(f"{path}: no column '{text_column}'; columns are: {', '.join(names)}")
+
+
+def check_unit_scores(paths: Sequence[Path], score_column: str, option: str) -> None:
+    """Refuse scores outside [0, 1] for the rules that bin scores on [0, 1] (--top-fraction,
+    --token-budget): a 0-5 regression score or an ensemble's 0-20 would all land in the top bin."""
+    import numpy as np
+
+    lo, hi = math.inf, -math.inf
+    for p in paths:
+        for batch in iter_batches(p, 1 << 16, columns=[score_column]):
+            s = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
+            s = s[np.isfinite(s)]
+            if len(s):
+                lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"{paths[0].parent if paths else ''}: column '{score_column}' has scores in "
+                         f"[{lo:.4g}, {hi:.4g}], outside [0, 1]; {option} works on [0, 1] scores so far: "
+                         "use --threshold, --min-bucket or --sample-by-score for this column")
 
 
 def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: str) -> tuple[float, int, int]:
@@ -208,12 +238,18 @@ def filter_shards(
     stats_json: str | os.PathLike | None = None,
     min_int_score: int | None = None,
     int_score_column: str = "int_score",
+    min_bucket: int | None = None,
+    bucket_column: str | None = None,
+    sample_by_score: str | None = None,
 ) -> FilterSummary:
     """Write the kept rows of every scored shard to ``output_dir`` (same relative names).
 
     Exactly one of ``threshold``, ``top_fraction``, ``token_budget`` (the best documents up
     to that many tokens of ``tokenizer``, default the embedder's: :mod:`phifilter.token_budget`)
-    and ``min_int_score`` (FineWeb-Edu style: ``int_score_column`` at least this).
+    and ``min_int_score`` (FineWeb-Edu style: ``int_score_column`` at least this), ``min_bucket``
+    (an ensemble's bucket column, default ``<score_column>_bucket``, at least this:
+    :mod:`phifilter.ensemble`) and ``sample_by_score`` ("LO:HI": keep each document with a
+    probability rising from 0 at LO to 1 at HI, deterministic by text hash: :mod:`phifilter.soft`).
     """
     import time
 
@@ -221,11 +257,24 @@ def filter_shards(
     from tqdm import tqdm
 
     began = time.perf_counter()
+    ways = (threshold, top_fraction, token_budget, min_int_score, min_bucket, sample_by_score)
+    if sum(x is not None for x in ways) > 1 and any(x is not None for x in ways[3:]):
+        raise OptionError("give one of --threshold, --top-fraction, --token-budget, --min-int-score, "
+                          "--min-bucket or --sample-by-score")
     if min_int_score is not None:
-        if threshold is not None or top_fraction is not None or token_budget is not None:
-            raise OptionError("give one of --threshold, --top-fraction, --token-budget or --min-int-score")
         threshold, score_column = min_int_score, int_score_column
-    if sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
+    if min_bucket is not None:
+        from .ensemble import BINS as BUCKETS
+
+        if not 0 <= int(min_bucket) < BUCKETS:
+            raise OptionError(f"{min_bucket}: a bucket is in 0..{BUCKETS - 1}", "--min-bucket")
+        threshold, score_column = int(min_bucket), bucket_column or f"{score_column}_bucket"
+    curve = None
+    if sample_by_score is not None:
+        from .soft import parse_curve
+
+        curve = parse_curve(sample_by_score)
+    elif sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
         raise InputError("give exactly one of --threshold or --top-fraction or --token-budget")
     if token_budget is not None and int(token_budget) < 1:
         raise InputError(f"--token-budget {token_budget}: must be at least 1")
@@ -254,7 +303,16 @@ def filter_shards(
         _check_score_column(s.path, score_column, text_column)
 
     quota = 0
-    if token_budget is not None:
+    if top_fraction is not None or token_budget is not None:
+        check_unit_scores([s.path for s in shards], score_column,
+                          "--top-fraction" if top_fraction is not None else "--token-budget")
+    if curve is not None:
+        from .token_budget import token_counter
+
+        counter = token_counter(tokenizer)
+        cutoff, bin_hi = curve.lo, curve.hi
+        settings = {"sample_by_score": str(curve), "tokenizer": counter.name, "score_column": score_column}
+    elif token_budget is not None:
         from .token_budget import budget_cutoff, shard_keep, token_counter
 
         counter = token_counter(tokenizer)
@@ -270,7 +328,10 @@ def filter_shards(
         cutoff, bin_hi = float(threshold), float(threshold)
         settings = {"threshold": threshold, "score_column": score_column}
 
-    summary = FilterSummary(threshold=cutoff, score_column=score_column)
+    summary = FilterSummary(threshold=cutoff, score_column=score_column,
+                            sample_by_score=str(curve) if curve is not None else None)
+    if curve is not None:
+        summary.tokens_kept, summary.tokenizer = 0, counter.name
     if token_budget is not None:
         summary.tokens_kept, summary.token_budget, summary.tokenizer = 0, int(token_budget), counter.name
     with OutputLock(out_dir):
@@ -302,19 +363,31 @@ def filter_shards(
                 if key in done:
                     summary.redone.append(reason if out_path.is_file() else "output missing")
                 if not (_polars_reads(shard.path) and _polars_reads(out_path)):
-                    mask = kept_tokens = None
-                    if token_budget is not None:
+                    mask = kept_tokens = sampled = None
+                    if curve is not None:
+                        from .soft import shard_sample
+
+                        sampled = shard_sample(shard.path, curve, score_column, text_column, counter)
+                        mask = sampled.pop("mask")
+                    elif token_budget is not None:
                         mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
                                                              counter, BINS)
                     stats = _filter_streaming(shard, out_path, score_column, text_column, cutoff, bin_hi,
                                               max(0, remaining) if top_fraction is not None else None, mask)
                     stats["record"] = record
-                    if mask is not None:
+                    if sampled is not None:
+                        stats.update(sampled)
+                    elif mask is not None:
                         stats["boundary_kept"], stats["tokens_kept"] = take, kept_tokens
                 else:
                     in_boundary = ((score >= cutoff) & (score < bin_hi) & _scored(score_column)).fill_null(False)
-                    kept_tokens = None
-                    if token_budget is not None:
+                    kept_tokens = sampled = None
+                    if curve is not None:
+                        from .soft import shard_sample
+
+                        sampled = shard_sample(shard.path, curve, score_column, text_column, counter)
+                        keep, take = pl.lit(pl.Series("keep", sampled.pop("mask"), dtype=pl.Boolean)), 0
+                    elif token_budget is not None:
                         mask, kept_tokens, take = shard_keep(shard.path, cut, remaining, score_column, text_column,
                                                              counter, BINS)
                         keep = pl.lit(pl.Series("keep", mask, dtype=pl.Boolean))
@@ -345,6 +418,8 @@ def filter_shards(
                     stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, "record": record}
                     if kept_tokens is not None:
                         stats["tokens_kept"] = kept_tokens
+                    if sampled is not None:
+                        stats.update(sampled)
                 remaining -= stats["boundary_kept"]
                 done[key] = stats
                 try:
@@ -360,6 +435,8 @@ def filter_shards(
             summary.per_shard[key] = stats
             if summary.tokens_kept is not None:
                 summary.tokens_kept += stats.get("tokens_kept", 0)
+            summary.tokens_in += stats.get("tokens_in", 0)
+            summary.tokens_expected += stats.get("tokens_expected", 0.0)
     summary.seconds = time.perf_counter() - began
     if stats_json is not None:
         from .stats import write_stats

@@ -106,7 +106,8 @@ def test_backend_factory_checks_the_key_and_the_model_before_anything_runs(tmp_p
 def test_filter_shards_refuses_two_rules_with_min_int_score(tmp_path):
     from phifilter.select import filter_shards
 
-    with pytest.raises(OptionError, match="give one of --threshold, --top-fraction, --token-budget or --min-int-score"):
+    with pytest.raises(OptionError, match="give one of --threshold, --top-fraction, --token-budget, --min-int-score, "
+                                          "--min-bucket or --sample-by-score"):
         filter_shards(SHARDS, tmp_path / "kept", threshold=0.5, min_int_score=3)
     with pytest.raises(InputError, match="no column 'int_score'"):  # the int score column is what it reads
         filter_shards(SHARDS, tmp_path / "kept", min_int_score=3)
@@ -132,7 +133,8 @@ def test_describe_model_is_what_info_prints():
     (("train", SEED, "-o", "{tmp}/m", "--threshold", "0.5", "--target-share", "0.3"), 2,
      "Error: give at most one of --threshold, --target-precision, --target-share, --target-token-share"),
     (("filter", SHARDS, "-o", "{tmp}/k", "--min-int-score", "3", "--threshold", "0.5"), 2,
-     "Error: give one of --threshold, --top-fraction, --token-budget or --min-int-score"),
+     "Error: give one of --threshold, --top-fraction, --token-budget, --min-int-score, --min-bucket or "
+     "--sample-by-score"),
     (("ablate", SHARDS, "-o", "{tmp}/a", "--set", "lr"), 2, "Error: Invalid value for --set: 'lr': expected KEY=VALUE"),
     (("label", SEED, "-o", "{tmp}/l.parquet", "--model", "m", "--price-per-mtok", "x"), 2,
      "Error: Invalid value for --price-per-mtok: expected a dollar price per million tokens, or PROMPT,COMPLETION"),

@@ -37,6 +37,7 @@ class Batch:
     tokens: int = 0
     scores: np.ndarray | None = None
     int_scores: np.ndarray | None = None  # --int-score-column: set after the model stages
+    columns: dict | None = None  # a ScorerSet's other columns: {name: array}, in its extra_columns order
 
 
 @dataclass

@@ -43,17 +43,28 @@ from .summary import ShardOutcome
 OnOutcome = Callable[[ShardOutcome], None]
 
 
-def output_schema(schema: pa.Schema, score_column: str, int_score_column: str | None = None) -> pa.Schema:
-    """The output's schema: the input's, plus the float32 score column (and the int8 int score)."""
+def output_schema(schema: pa.Schema, score_column: str, int_score_column: str | None = None,
+                  extra: list | tuple = ()) -> pa.Schema:
+    """The output's schema: the input's, plus the float32 score column (and the int8 int score),
+    plus a ScorerSet's other columns (``extra``: (name, arrow type) pairs)."""
     out = schema.append(pa.field(score_column, pa.float32()))
-    return out.append(pa.field(int_score_column, pa.int8())) if int_score_column else out
+    out = out.append(pa.field(int_score_column, pa.int8())) if int_score_column else out
+    for name, kind in extra:
+        out = out.append(pa.field(name, kind))
+    return out
+
+
+def extra_columns(clf) -> list:
+    """The (name, arrow type) of the columns a model writes besides the score (a ScorerSet's)."""
+    return list(getattr(clf, "extra_columns", ()) or ())
 
 
 def wanted_record(clf, shard: Shard, cfg: ScoreConfig, identity: dict | None = None) -> dict:
     """The run record this run writes into ``shard``'s output."""
     return provenance.run_record(shard.path, model=identity if identity is not None else model_identity(clf),
                                  columns={"text": cfg.text_column, "score": cfg.score_column,
-                                          **({"int_score": cfg.int_score_column} if cfg.int_score_column else {})},
+                                          **({"int_score": cfg.int_score_column} if cfg.int_score_column else {}),
+                                          **({"scores": [n for n, _ in extra_columns(clf)]} if extra_columns(clf) else {})},
                                  command="score")
 
 
@@ -96,9 +107,14 @@ def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) ->
             if cfg.int_score_column and cfg.int_score_column in schema.names:
                 raise InputError(f"{shard.path}: already has a column '{cfg.int_score_column}'; "
                                  "choose another name with --int-score-column")
+            for name, _ in extra_columns(clf):
+                if name in schema.names:
+                    raise InputError(f"{shard.path}: already has a column '{name}'; name the scorer otherwise "
+                                     "(--model NAME=SPEC)")
             expected = pf.metadata.num_rows
             record = wanted_record(clf, shard, cfg, identity)
-            out_schema = provenance.with_record(output_schema(schema, cfg.score_column, cfg.int_score_column), record)
+            out_schema = provenance.with_record(output_schema(schema, cfg.score_column, cfg.int_score_column,
+                                                              extra_columns(clf)), record)
             redone = output_state(out_path, cfg, expected, record)
             if redone is None:
                 PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
@@ -182,7 +198,10 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
         for item in items:
             if isinstance(item, Batch):
                 ints = [] if item.int_scores is None else [pa.array(item.int_scores, pa.int8())]
-                out = pa.RecordBatch.from_arrays([*item.records.columns, pa.array(item.scores, pa.float32()), *ints],
+                fields = list(current.start.schema)[item.records.num_columns + 1 + len(ints):]
+                extra = [pa.array(item.columns[f.name], f.type) for f in fields]
+                out = pa.RecordBatch.from_arrays([*item.records.columns, pa.array(item.scores, pa.float32()), *ints,
+                                                  *extra],
                                                  schema=current.start.schema)
                 current.writer.write_batch(out)
                 current.scores.append(item.scores)

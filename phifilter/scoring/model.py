@@ -23,7 +23,11 @@ Stage = tuple[str, Callable]
 
 
 def load_model(model, cfg: ScoreConfig) -> EduClassifier:
-    """A model folder, a fitted classifier or None (the bundled model), with ``cfg``'s knobs set."""
+    """A model folder, a fitted classifier or None (the bundled model), with ``cfg``'s knobs set;
+    a :class:`~phifilter.scorerset.ScorerPlan` (several or foreign scorers) gives a ScorerSet."""
+    load_scorers = getattr(model, "load_scorers", None)
+    if load_scorers is not None:  # a ScorerPlan
+        return load_scorers(cfg)
     if model is not None and not isinstance(model, (str, os.PathLike)):
         clf = model  # a fitted EduClassifier, or any model object with edu_score (see module docstring)
     else:
@@ -131,6 +135,9 @@ def model_identity(clf) -> dict:
     """The model part of an output's run record (:mod:`phifilter.provenance`)."""
     from ..provenance import model_identity as identity
 
+    own = getattr(clf, "run_identity", None)
+    if own is not None:  # a ScorerSet: every member's files and options
+        return own()
     key = model_key(clf)
     emb = getattr(clf, "embedder_", None)
     if emb is None or "forest_sha256" not in key:

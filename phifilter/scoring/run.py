@@ -24,6 +24,7 @@ from ..devices import parse_devices
 from ..errors import InputError, PhifilterError
 from ..location import RemotePath
 from ..outputs import claim_folder, has_column, parquet_record_of
+from ..scorerset import ScorerPlan, plan_models
 from .config import ScoreConfig, partition_of
 from .model import default_read_batch_rows, ready_model
 from .partition import partition_shards, remove_task_temporaries, task_lock_name
@@ -41,13 +42,21 @@ def score_shards(
     """Score every shard under ``inputs`` into ``output_dir`` (resumable, atomic per shard).
 
     ``model`` is a model folder, a fitted :class:`EduClassifier`, or None for the bundled
-    default. Keyword ``options`` override fields of :class:`ScoreConfig` (``config`` itself is
+    default; or foreign and several scorers: a spec (``fasttext:PATH#LABEL``, a Hugging Face
+    folder, an ensemble folder), a ``{column: spec}`` mapping or a list of ``NAME=SPEC``
+    (:mod:`phifilter.scorerset`). Keyword ``options`` override fields of :class:`ScoreConfig` (``config`` itself is
     never changed).
     """
     from tqdm import tqdm
 
     cfg = (config or ScoreConfig()).with_options(**options)
     cfg.check()
+    model = plan_models(model, cfg.score_column)
+    if isinstance(model, ScorerPlan):  # foreign or several scorers: the first one's column is the primary
+        cfg.score_column = model.columns[0]
+        if cfg.engine == "ray" or cfg.embeddings:
+            raise InputError(f"--{'engine ray' if cfg.engine == 'ray' else 'embeddings'}: not yet with foreign or "
+                             "several scorers; use --devices, or --task-index/--num-tasks for several machines")
     task = partition_of(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     every_shard = find_shards(specs)

@@ -26,7 +26,10 @@ ERRORS = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, 
 def model_source(model, tmp_dir: Path):
     """What a worker loads: the model folder (an unsaved classifier is saved to a hidden folder)."""
     from ...classifier import EduClassifier
+    from ...scorerset import ScorerPlan
 
+    if isinstance(model, ScorerPlan):  # column -> spec strings: each worker loads them itself
+        return model
     if not isinstance(model, EduClassifier):
         return str(model) if model is not None else None
     path = getattr(model, "path_", None)

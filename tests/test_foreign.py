@@ -1,0 +1,204 @@
+"""Foreign scorers (a Hugging Face folder, a fastText .bin) and several scorers in one pass,
+with small real models built here; every column must equal the model's own prediction (1e-4)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import BOILERPLATE, GOOD_CODE, run_cli, write_shard
+from tinymodels import bert_reference, build_bert, fasttext_reference, train_fasttext
+
+TOL = 1e-4
+TEXTS = [GOOD_CODE, BOILERPLATE, "this example explains how each step works\n\n  and why", "",
+         None, "   \n\t ", "buy now free offer click here", "def f(x):\n    return x + 1\n" * 30]
+
+
+def as_texts(texts):
+    return ["" if t is None else t for t in texts]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("foreign")
+    return {
+        "reg": build_bert(root / "reg"),
+        "cls": build_bert(root / "cls", num_labels=3, labels=["low", "mid", "high"], seed=1),
+        "ft": train_fasttext(root / "ft.bin"),
+    }
+
+
+@pytest.fixture()
+def shards(tmp_path):
+    write_shard(tmp_path / "in" / "a.parquet", TEXTS, id=list(range(len(TEXTS))))
+    return tmp_path / "in"
+
+
+def column(path, name):
+    return np.asarray(pq.read_table(path).column(name).to_pylist(), dtype=np.float64)
+
+
+def test_hf_regression_column_is_the_models_output(models, shards, tmp_path):
+    out = tmp_path / "out"
+    run_cli("score", shards, "-o", out, "--model", f"fw={models['reg']}", "--int-score-column", "int_score",
+            "--device", "cpu")
+    got = column(out / "a.parquet", "fw")
+    want = bert_reference(models["reg"], as_texts(TEXTS), max_length=512)
+    assert np.abs(got - want).max() < TOL
+    assert np.ptp(want[[0, 1, 2, 6, 7]]) > 0.01  # the model really tells documents apart
+    ints = np.asarray(pq.read_table(out / "a.parquet").column("int_score").to_pylist())
+    assert (ints == np.rint(np.clip(got, 0, 5))).all()
+    assert "edu_score" not in pq.read_table(out / "a.parquet").column_names
+
+
+def test_hf_max_length_changes_truncation(models, shards, tmp_path):
+    run_cli("score", shards, "-o", tmp_path / "out", "--model", f"fw={models['reg']}", "--max-length", "16",
+            "--device", "cpu")
+    got = column(tmp_path / "out" / "a.parquet", "fw")
+    want = bert_reference(models["reg"], as_texts(TEXTS), max_length=16)
+    assert np.abs(got - want).max() < TOL
+    assert abs(got[7] - bert_reference(models["reg"], as_texts(TEXTS), max_length=512)[7]) > 1e-6
+
+
+def test_hf_classifier_probability_of_named_label(models, shards, tmp_path):
+    out = tmp_path / "out"
+    run_cli("score", shards, "-o", out, "--model", f"{models['cls']}#high", "--device", "cpu")
+    got = column(out / "a.parquet", "edu_score")  # a bare spec writes --score-column
+    want = bert_reference(models["cls"], as_texts(TEXTS), label_index=2)
+    assert np.abs(got - want).max() < TOL
+    assert ((got >= 0) & (got <= 1)).all()
+
+
+def test_fasttext_label_probability_on_one_line(models, shards, tmp_path):
+    out = tmp_path / "out"
+    run_cli("score", shards, "-o", out, "--model", f"dclm=fasttext:{models['ft']}#hq")
+    got = column(out / "a.parquet", "dclm")
+    want = fasttext_reference(models["ft"], as_texts(TEXTS))
+    assert np.abs(got - want).max() < TOL
+    assert want[2] > 0.5 > want[6]  # trained: the good words score high, the spam low
+
+
+def test_three_scorers_one_pass_and_provenance(models, shards, tmp_path, bundled_model):
+    out = tmp_path / "out"
+    args = ["score", shards, "-o", out, "--device", "cpu", "-m", "edu_score=bundled",
+            "-m", f"fw={models['reg']}", "-m", f"dclm=fasttext:{models['ft']}#__label__hq"]
+    first = run_cli(*args)
+    table = pq.read_table(out / "a.parquet")
+    assert table.column_names == ["text", "id", "edu_score", "fw", "dclm"]
+    texts = as_texts(TEXTS)
+    assert np.abs(column(out / "a.parquet", "edu_score") - bundled_model.edu_score(texts)).max() < TOL
+    assert np.abs(column(out / "a.parquet", "fw") - bert_reference(models["reg"], texts)).max() < TOL
+    assert np.abs(column(out / "a.parquet", "dclm") - fasttext_reference(models["ft"], texts)).max() < TOL
+    record = json.loads(pq.read_metadata(out / "a.parquet").metadata[b"phifilter.run"])
+    files = record["model"]["files"]
+    from phifilter.hashing import sha256_file
+
+    assert files["dclm/ft.bin"] == sha256_file(models["ft"])
+    assert files["fw/model.safetensors"] == sha256_file(models["reg"] / "model.safetensors")
+    assert any(k.startswith("edu_score/") for k in files)
+    assert set(record["model"]["options"]["scorers"]) == {"edu_score", "fw", "dclm"}
+    assert record["columns"]["scores"] == ["fw", "dclm"]
+    assert "1 scored" in first.stdout or "scored" in first.stdout
+    again = run_cli(*args)
+    assert "1 already complete" in again.stdout or "skipped" in again.stdout.lower()
+    # status, report and filter read any of the columns
+    status = run_cli("status", out, shards, "--score-column", "dclm", "--json")
+    assert json.loads(status.stdout)["shards"][0]["state"] == "done"
+    kept = tmp_path / "kept"
+    run_cli("filter", out, "-o", kept, "--score-column", "fw", "--threshold", "1.0")
+    assert (column(kept / "a.parquet", "fw") >= 1.0).all()
+    assert len(pq.read_table(kept / "a.parquet")) == int((column(out / "a.parquet", "fw") >= 1.0).sum())
+
+
+def test_changed_member_redoes_the_output(models, shards, tmp_path):
+    out = tmp_path / "out"
+    ft = tmp_path / "ft.bin"
+    shutil.copy(models["ft"], ft)
+    run_cli("score", shards, "-o", out, "-m", f"a=fasttext:{ft}#hq", "-m", f"b={models['reg']}", "--device", "cpu")
+    train_fasttext(ft, seed=3)
+    again = run_cli("score", shards, "-o", out, "-m", f"a=fasttext:{ft}#hq", "-m", f"b={models['reg']}",
+                    "--device", "cpu")
+    assert "model changed" in again.stdout
+    assert np.abs(column(out / "a.parquet", "a") - fasttext_reference(ft, as_texts(TEXTS))).max() < TOL
+
+
+def test_resume_inside_a_shard_keeps_every_column(models, tmp_path):
+    """A run killed after some row groups resumes from its checkpoint with all columns intact."""
+    from phifilter.scoring import score_shards
+
+    texts = [f"this example explains step {i} of the function" for i in range(300)]
+    write_shard(tmp_path / "in" / "big.parquet", texts)
+    spec = {"a": f"fasttext:{models['ft']}#hq", "b": str(models["reg"])}
+    calls = {"n": 0}
+    from phifilter.foreign import FastTextScorer
+
+    original = FastTextScorer.edu_score
+
+    def dying(self, batch_texts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return original(self, batch_texts)
+
+    FastTextScorer.edu_score = dying
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            score_shards(tmp_path / "in", tmp_path / "out", model=spec, read_batch_rows=64, device="cpu")
+    finally:
+        FastTextScorer.edu_score = original
+    summary = score_shards(tmp_path / "in", tmp_path / "out", model=spec, read_batch_rows=64, device="cpu")
+    assert summary.rows_resumed == 128
+    table = pq.read_table(tmp_path / "out" / "big.parquet")
+    assert np.abs(np.asarray(table.column("a").to_pylist()) - fasttext_reference(models["ft"], texts)).max() < TOL
+    assert np.abs(np.asarray(table.column("b").to_pylist()) - bert_reference(models["reg"], texts)).max() < TOL
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda d: ((d / "model.safetensors").unlink(), (d / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")),
+     "pickled weights"),
+    (lambda d: _edit_config(d, auto_map={"AutoModel": "evil.Model"}), "custom code"),
+    (lambda d: _edit_config(d, num_labels="3"), "num_labels"),
+    (lambda d: _edit_config(d, model_type="../../x"), "model_type"),
+    (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
+])
+def test_untrusted_hf_folder_is_refused(models, shards, tmp_path, break_it, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(models["reg"], bad)
+    break_it(bad)
+    proc = run_cli("score", shards, "-o", tmp_path / "out", "-m", f"x=hf:{bad}", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("Error: ") and message in proc.stderr and str(bad) in proc.stderr
+    assert not (tmp_path / "out" / "a.parquet").exists()
+
+
+def _edit_config(folder, **fields):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(fields)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("x=fasttext:{ft}#nope", "no label '__label__nope'"),
+    ("x=fasttext:{ft}", "fasttext:PATH#LABEL"),
+    ("x={cls}", "needs the label to score"),
+    ("x={cls}#absent", "no label 'absent'"),
+    ("x={reg}#high", "regression"),
+])
+def test_bad_specs_are_one_error_line(models, shards, tmp_path, spec, message):
+    spec = spec.format(ft=models["ft"], cls=models["cls"], reg=models["reg"])
+    proc = run_cli("score", shards, "-o", tmp_path / "out", "-m", spec, check=False)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_several_models_need_names_and_distinct_columns(models, shards, tmp_path):
+    proc = run_cli("score", shards, "-o", tmp_path / "o", "-m", str(models["reg"]), "-m", f"b={models['reg']}",
+                   check=False)
+    assert proc.returncode == 2 and "NAME=SPEC" in proc.stderr
+    proc = run_cli("score", shards, "-o", tmp_path / "o", "-m", f"id={models['reg']}", "-m", f"b={models['reg']}",
+                   check=False)
+    assert proc.returncode == 1 and "already has a column 'id'" in proc.stderr
