@@ -261,6 +261,9 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     cache_path = as_location(cfg.cache) if cfg.cache else default_cache_path(output)
     if cache_path.resolve() in (input.resolve(), output.resolve()):
         raise OutputError(f"{cache_path}: the cache may not be the input or output file")
+    from ..outputs import claim_stats
+
+    claim_stats(stats_json, [input], others=[output, cache_path])  # never the paid answers nor an input
     if model_id is None:
         model_id = getattr(backend, "model_id", None)
     if not model_id:
