@@ -47,7 +47,7 @@ def _visible_files(folder: Path) -> list[Path]:
     return out
 
 
-def _check_writable(path: Path, what: str) -> None:
+def _check_writable(path: Path, what: str, option: str = "output location") -> None:
     """Fail now, not after the work, if ``path`` (or the folder that would hold it) cannot be written.
 
     Tries a hidden file in the nearest existing folder (``os.access`` says yes to root on a
@@ -61,13 +61,13 @@ def _check_writable(path: Path, what: str) -> None:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
-        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another output location")
+        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another {option}")
     try:
         with tempfile.TemporaryFile(dir=probe, prefix=".phifilter-probe-"):
             pass
     except OSError as e:
         raise OutputError(f"{path}: cannot write {what} in {probe} ({e.strerror or e}); "
-                          "choose a writable output location") from None
+                          f"choose a writable {option}") from None
 
 
 def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs",
@@ -127,7 +127,7 @@ def claim_file(path: str | os.PathLike, what: str = "the output",
     if is_ours is not None and path.is_file() and not is_ours(path):
         raise OutputError(f"{path}: exists and phifilter did not write it as {what}; choose another {option} "
                           "or move the file away (nothing was changed)")
-    _check_writable(path.parent, what)
+    _check_writable(path.parent, what, option if option != "-o" else "output location")
     return path
 
 
