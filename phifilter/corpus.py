@@ -99,13 +99,7 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
         return _expand_remote(spec)
     spec = os.fspath(as_location(spec))
     if any(c in GLOB_CHARS for c in spec):
-        parts = Path(spec).parts
-        fixed = []
-        for part in parts:
-            if any(c in GLOB_CHARS for c in part):
-                break
-            fixed.append(part)
-        root = Path(*fixed) if fixed else Path(".")
+        root = Path(glob_root(spec) or ".")  # the one glob root (location.glob_root)
         files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
         files = [f for f in files if not _is_hidden(f.relative_to(root))]
         if not files:
@@ -181,12 +175,7 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
         spec = os.fspath(as_location(spec))
         path = Path(spec)
         if any(c in GLOB_CHARS for c in spec):
-            fixed = []
-            for part in path.parts:
-                if any(c in GLOB_CHARS for c in part):
-                    break
-                fixed.append(part)
-            roots.append((Path(*fixed) if fixed else Path("."), "**" in spec))
+            roots.append((Path(glob_root(spec) or "."), "**" in spec))
         elif path.is_dir():
             roots.append((path, True))
         else:

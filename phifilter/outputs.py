@@ -187,11 +187,13 @@ def has_column(name: str) -> Owned:
 
     def check(p: Path) -> bool:
         import pyarrow as pa
-        import pyarrow.parquet as pq
+
+        from .corpus import open_parquet
+        from .errors import PhifilterError
 
         try:
-            return p.suffix == ".parquet" and name in pq.read_schema(p).names
-        except (pa.ArrowException, OSError):
+            return p.suffix == ".parquet" and name in open_parquet(p).schema_arrow.names
+        except (pa.ArrowException, OSError, PhifilterError):
             return False
 
     return check

@@ -182,3 +182,26 @@ def test_write_stats_itself_refuses_a_foreign_file_that_appeared_after_the_claim
     with pytest.raises(OutputError, match="did not write"):
         write_stats(target, {"command": "score", "seconds": 3.0})
     assert target.read_bytes() == b"PAR1 someone else's file"
+
+
+def test_label_never_replaces_a_parquet_file_it_did_not_write(tmp_path, chat_server):
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    src = write_shard(tmp_path / "in.parquet", [GOOD_CODE, "x = 1"])
+    foreign = write_shard(tmp_path / "mine.parquet", ["my", "labels"], llm_score=pa.array([1, 2]))
+    before = digest(foreign)
+
+    def label(out):
+        return subprocess.run([sys.executable, "-m", "phifilter", "label", str(src), "-o", str(out),
+                               "--base-url", chat_server.url, "--model", "m", "--retry-delay", "0.01", "-q"],
+                              env={**cli_env(), "OPENAI_API_KEY": "sk-test"}, capture_output=True, text=True, cwd=REPO)
+
+    err = one_error(label(foreign))
+    assert "did not write" in err and digest(foreign) == before
+    assert not chat_server.requests  # refused before anything was asked (or paid for)
+    out = tmp_path / "labels.parquet"
+    assert label(out).returncode == 0
+    assert label(out).returncode == 0  # its own labels: a rerun replaces them

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ...errors import InputError, PhifilterError, error_class
+from ...errors import PhifilterError, error_class
 from ..summary import ScoreSummary
 
 
