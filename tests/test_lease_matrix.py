@@ -3,7 +3,8 @@ killed at random points (seeded), then a rerun.
 
 On one output (a local folder, and a prefix on the moto S3 server): a full run, task 0/2, task
 1/3, a ``--devices cpu,cpu`` run and, when Ray is installed, a Ray run start at once, and each
-is SIGKILLed (with everything it started) at a seeded random moment. A final full run must
+is SIGKILLed (with everything it started) at a seeded random moment after the first rows
+appear on the output (about one run in four is left to finish). A final full run must
 then leave every shard equal to a clean run's, nothing behind (no temporary, checkpoint or
 lease), and every run that ended by itself must have exited 0, or 1 with one ``Error:`` line.
 
@@ -15,7 +16,7 @@ kernels may round differently). How many shards came out byte-identical is print
 from __future__ import annotations
 
 import importlib.util
-import os
+import json
 import random
 import signal
 import subprocess
@@ -75,28 +76,36 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
-def race(src, out, env, seed: int) -> list[str]:
-    """Start every run at once, kill each at a seeded random moment; return what each did."""
+def race(src, out, env, seed: int, progress) -> list[str]:
+    """Start every run at once; once rows appear on the output, kill each at a seeded random
+    moment (about one in four is left to finish); return what each run did."""
     rng = random.Random(seed)
     procs = {name: subprocess.Popen(score_cmd(src, out, *extra), env=env, cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
              for name, extra in RUNS.items()}
-    kill_at = {name: rng.uniform(3.0, 40.0) for name in procs}
-    began, outcomes = time.monotonic(), []
+    kill_after = {name: (rng.uniform(0.0, 3.0) if rng.random() < 0.75 else None) for name in procs}
+    began, writing_since, at_kill = time.monotonic(), None, {}
     try:
-        while any(p.poll() is None for p in procs.values()) and time.monotonic() - began < 600:
+        while any(p.poll() is None for p in procs.values()) and time.monotonic() - began < 900:
+            if writing_since is None and progress() > 0:
+                writing_since = time.monotonic()  # the first rows are on the output: kills start from here
             for name, p in procs.items():
-                if p.poll() is None and time.monotonic() - began >= kill_at[name]:
+                due = kill_after[name]
+                if p.poll() is None and writing_since is not None and due is not None \
+                        and time.monotonic() - writing_since >= due:
                     kill_tree(p)
+                    at_kill[name] = progress()
             time.sleep(0.05)
     finally:
         for p in procs.values():
             if p.poll() is None:
                 kill_tree(p)
+    outcomes = []
     for name, p in procs.items():
         _, err = p.communicate(timeout=60)
         if p.returncode == -signal.SIGKILL:
-            outcomes.append(f"{name}: killed at {kill_at[name]:.1f} s")
+            outcomes.append(f"{name}: killed {kill_after[name]:.1f} s after the first rows ({at_kill.get(name)} rows "
+                            "on the output then)")
             continue
         assert "Traceback" not in err, (name, err)
         errors = [line for line in err.splitlines() if line.startswith("Error:")]
@@ -105,8 +114,44 @@ def race(src, out, env, seed: int) -> list[str]:
             assert not errors, (name, err)
         else:
             assert p.returncode == 1 and len(errors) == 1 and not other, (name, p.returncode, err)
-        outcomes.append(f"{name}: exit {p.returncode}" + (f" ({errors[0]})" if errors else ""))
+        left = sum(line.startswith("left to another run:") for line in err.splitlines())
+        outcomes.append(f"{name}: exit {p.returncode}" + (f" ({errors[0]})" if errors else "")
+                        + (f", {left} shard(s) left to another run" if left else ""))
     return outcomes
+
+
+def local_progress(out: Path):
+    """Rows on the output: finished shards plus checkpointed rows."""
+    def rows() -> int:
+        total = 0
+        for p in list(out.rglob("*")) if out.exists() else []:
+            try:
+                if p.name == "manifest.json":
+                    total += json.loads(p.read_text())["rows"]
+                elif p.suffix == ".parquet" and not p.name.startswith(".") and ".partial" not in str(p):
+                    total += pq.ParquetFile(p).metadata.num_rows
+            except (OSError, ValueError, KeyError, pa.ArrowException):
+                pass
+        return total
+
+    return rows
+
+
+def s3_progress(s3, prefix: str):
+    def rows() -> int:
+        total = 0
+        for key in s3.fs.find(f"{s3.bucket}/{prefix}"):
+            name = key.rsplit("/", 1)[-1]
+            try:
+                if name == "manifest.json":
+                    total += json.loads(s3.fs.cat_file(key))["rows"]
+                elif name.endswith(".parquet") and not name.startswith(".") and "/." not in key:
+                    total += pq.read_metadata(pa.BufferReader(s3.fs.cat_file(key))).num_rows
+            except (OSError, ValueError, KeyError, pa.ArrowException):
+                pass
+        return total
+
+    return rows
 
 
 def assert_equal_to_clean(ref: Path, read) -> int:
@@ -136,7 +181,7 @@ def clean(tmp_path_factory):
 def test_every_engine_and_partition_on_one_local_output_killed_then_rerun(tmp_path, clean, seed):
     src, ref = clean
     out = tmp_path / "out"
-    outcomes = race(src, out, cli_env(), seed)
+    outcomes = race(src, out, cli_env(), seed, local_progress(out))
     final = subprocess.run(score_cmd(src, out), env=cli_env(), cwd=REPO, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     identical = assert_equal_to_clean(ref, lambda name: (out / name).read_bytes())
@@ -148,7 +193,7 @@ def test_every_engine_and_partition_on_one_local_output_killed_then_rerun(tmp_pa
 def test_every_engine_and_partition_on_one_s3_output_killed_then_rerun(clean, s3, seed):
     src, ref = clean
     env = {**cli_env(), **s3.env}
-    outcomes = race(src, s3.url("out"), env, seed)
+    outcomes = race(src, s3.url("out"), env, seed, s3_progress(s3, "out"))
     final = subprocess.run(score_cmd(src, s3.url("out")), env=env, cwd=REPO, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     identical = assert_equal_to_clean(ref, lambda name: s3.fs.cat_file(f"{s3.bucket}/out/{name}"))
