@@ -241,3 +241,23 @@ def remove_stale_siblings(path, marks: Sequence[str] = (TMP_MARK, OLD_MARK)) -> 
         if _remove(p):
             removed += 1
     return removed
+
+
+def remove_shard_temporaries(path) -> int:
+    """Delete every temporary of the output ``path`` (beside it, its metadata sidecar's, and
+    those inside its checkpoint folder ``.<name>.partial/``), whatever process wrote them.
+
+    Only for the holder of the shard's lease (:mod:`phifilter.leases`): no other live process
+    writes this shard, so every temporary of it is a dead writer's. The checkpoint's chunks and
+    manifest stay (a rerun resumes from them).
+    """
+    path = as_location(path)
+    if not isinstance(path, RemotePath) and not path.parent.is_dir():
+        return 0
+    heads = {path.name, f".{path.name}.metadata.json"}
+    removed = 0
+    for p in path.parent.glob(f".*{path.name}*"):
+        owner = temporary_owner(p.name, (TMP_MARK,))
+        if owner is not None and owner[0] in heads and _remove(p):
+            removed += 1
+    return removed + remove_stale_temporaries(path.parent / f".{path.name}.partial")

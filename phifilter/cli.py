@@ -301,7 +301,9 @@ def score(inputs, output, models, batch_size, quiet, **options):
     cfg = ScoreConfig(embed_batch_size=batch_size, **options)
     summary = score_shards(list(inputs), output, model=list(models) or None, config=cfg, progress=not quiet)
     echo_summary(summary, quiet)
-    if quiet:
+    if quiet:  # what -q still says: shards that failed, and shards left to another run writing them
+        for name, holder in summary.leased:
+            click.echo(f"left to another run: {name} ({holder})", err=True)
         for path, error in summary.failures:
             click.echo(f"failed: {path}: {error}", err=True)
 

@@ -99,13 +99,7 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
         return _expand_remote(spec)
     spec = os.fspath(as_location(spec))
     if any(c in GLOB_CHARS for c in spec):
-        parts = Path(spec).parts
-        fixed = []
-        for part in parts:
-            if any(c in GLOB_CHARS for c in part):
-                break
-            fixed.append(part)
-        root = Path(*fixed) if fixed else Path(".")
+        root = Path(glob_root(spec) or ".")  # the one glob root (location.glob_root)
         files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
         files = [f for f in files if not _is_hidden(f.relative_to(root))]
         if not files:
@@ -181,12 +175,7 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
         spec = os.fspath(as_location(spec))
         path = Path(spec)
         if any(c in GLOB_CHARS for c in spec):
-            fixed = []
-            for part in path.parts:
-                if any(c in GLOB_CHARS for c in part):
-                    break
-                fixed.append(part)
-            roots.append((Path(*fixed) if fixed else Path("."), "**" in spec))
+            roots.append((Path(glob_root(spec) or "."), "**" in spec))
         elif path.is_dir():
             roots.append((path, True))
         else:
@@ -713,12 +702,35 @@ class PartialShard:
             if issubclass(exc_type, InputError):
                 self.discard()
             return
+        self.check_chunks()
         with ShardWriter(self.path, self.schema, self.compression) as out:
             for chunk in self._chunks:
                 path = self.folder / chunk["file"]
                 for batch in iter_batches(path, batch_size=max(1, chunk["rows"])):
                     out.write_batch(batch)
+            if out.rows != self.rows:  # read back fewer or more rows than were checkpointed
+                raise OutputError(f"{self.path}: its checkpoints hold {out.rows} rows, the manifest says "
+                                  f"{self.rows}; nothing was published; rerun to redo the shard")
         self.discard()
+
+    def check_chunks(self) -> None:
+        """Before assembling: every chunk the manifest lists has the row count it recorded, and
+        they add up. A mismatch (a chunk replaced by another writer) publishes nothing: the
+        checkpoints are discarded and the error says to rerun."""
+        total = 0
+        for chunk in self._chunks:
+            got = completed_rows(self.folder / chunk["file"])
+            if got != chunk["rows"]:
+                self.discard()
+                raise OutputError(
+                    f"{self.path}: checkpoint chunk {chunk['file']} has {got if got is not None else 'no'} rows, "
+                    f"its manifest says {chunk['rows']}; nothing was published and the checkpoints were "
+                    "discarded; rerun to redo the shard")
+            total += got
+        if total != self.rows:
+            self.discard()
+            raise OutputError(f"{self.path}: its checkpoint chunks hold {total} rows, {self.rows} were written; "
+                              "nothing was published and the checkpoints were discarded; rerun to redo the shard")
 
     def discard(self) -> None:
         if isinstance(self.folder, RemotePath):

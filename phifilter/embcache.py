@@ -194,6 +194,9 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     from .provenance import model_identity, run_record, stale_reason, with_record
 
     shards, out_dir = check_embed_inputs(inputs, output_dir, text_column)
+    from .outputs import claim_stats
+
+    claim_stats(stats_json, [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), output_dir=out_dir)
     ident = identity(embedder, chunking, max_chunks)
     base_schema = sidecar_schema(ident["dim"], ident)
     model = model_identity(ident["sha256"], **{k: v for k, v in ident.items() if k not in ("sha256", "key")})

@@ -33,3 +33,10 @@ class OptionError(InputError):
     def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         self.option = option
+
+
+def error_class(name: str) -> type[PhifilterError]:
+    """The error class named ``name`` (how a worker process's error crosses back to the parent:
+    by name, since exceptions of every kind do not pickle), PhifilterError when unknown."""
+    known = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
+    return known.get(name, PhifilterError)

@@ -84,6 +84,11 @@ def set_storage_options(options: dict | None) -> None:
     _filesystem_cache.clear()
 
 
+def current_storage_options() -> dict:
+    """The options :func:`set_storage_options` set (what an engine ships to its workers)."""
+    return dict(_STORAGE_OPTIONS)
+
+
 def storage_options_for(protocol: str) -> dict:
     if protocol in _STORAGE_OPTIONS and isinstance(_STORAGE_OPTIONS[protocol], dict):
         opts = dict(_STORAGE_OPTIONS[protocol])

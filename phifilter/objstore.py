@@ -127,19 +127,31 @@ _held: dict[str, "RemoteLock"] = {}  # lock object URL -> the lock this process 
 
 
 def check_held(path) -> None:
-    """Raise unless every lock this process took on a folder above ``path`` is still its own."""
+    """Raise unless every lock this process took on a folder above ``path`` is still its own
+    (a shard's lease guards only that shard's outputs and temporaries: ``guards``)."""
     text = str(path)
     for lock in list(_held.values()):
-        if text.startswith(str(lock.folder).rstrip("/") + "/"):
+        if lock.guards is not None:
+            if any(text == g or text.startswith(g + "/") or _temporary_of(text, g) for g in lock.guards):
+                lock.verify()
+        elif text.startswith(str(lock.folder).rstrip("/") + "/"):
             lock.verify()
+
+
+def _temporary_of(text: str, guarded: str) -> bool:
+    """Is ``text`` a hidden temporary or checkpoint beside ``guarded`` (``.<name>...``)?"""
+    folder, _, name = guarded.rpartition("/")
+    return text.startswith(f"{folder}/.{name}")
 
 
 class RemoteLock:
     """The output lock of a folder in an object store (see the module docstring)."""
 
-    def __init__(self, folder, name: str = LOCK_NAME):
+    def __init__(self, folder, name: str = LOCK_NAME, guards: list[str] | None = None):
         self.folder = folder
         self.location = folder / name
+        self.guards = guards  # None: the whole folder; else the outputs (URLs) a lease guards
+        self.lost_words: str | None = None  # the error when the lock is lost (a lease names its shard)
         self.ttl = lock_ttl()
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)}
         self._tag: str | None = None
@@ -172,6 +184,13 @@ class RemoteLock:
             raise self._busy(doc)
 
     def __enter__(self) -> "RemoteLock":
+        holder = self.acquire()
+        if holder is not None:
+            raise self._busy(holder)
+        return self
+
+    def acquire(self) -> dict | None:
+        """Take the lock and start renewing it: None when taken, else the live holder's document."""
         store = _Store(self.location)
         for _ in range(5):
             try:
@@ -182,7 +201,7 @@ class RemoteLock:
                 if doc is None:
                     continue  # released meanwhile: try to create it again
                 if not self._stale(doc):
-                    raise self._busy(doc) from None
+                    return doc
                 try:
                     self._tag = store.put(self._doc(), tag)  # take over exactly the version we judged
                     break
@@ -190,10 +209,16 @@ class RemoteLock:
                     continue
         else:
             raise OutputError(f"{self.folder}: could not take the output lock {self.location}; rerun")
+        self._lost = None
+        self._stop.clear()
         _held[str(self.location)] = self  # by object: one folder may hold locks of several names
         self._thread = threading.Thread(target=self._heartbeat, name="phifilter-lock", daemon=True)
         self._thread.start()
-        return self
+        return None
+
+    def is_live(self, doc: dict | None) -> bool:
+        """Is the lock described by ``doc`` (as read from the store) held by a live run?"""
+        return doc is not None and not self._stale(doc)
 
     def _heartbeat(self) -> None:
         store = _Store(self.location)
@@ -210,12 +235,12 @@ class RemoteLock:
     def verify(self) -> None:
         """Raise if this lock was lost (taken over by another run after an expiry)."""
         if self._lost:
-            raise OutputError(f"{self.folder}: {self._lost}; this run stops without writing more")
+            raise OutputError(self.lost_words or f"{self.folder}: {self._lost}; this run stops without writing more")
         with self._mutex:
             _, tag = _Store(self.location).read()
         if tag != self._tag:
             self._lost = "the output lock is no longer this run's"
-            raise OutputError(f"{self.folder}: {self._lost}; this run stops without writing more")
+            raise OutputError(self.lost_words or f"{self.folder}: {self._lost}; this run stops without writing more")
 
     def __exit__(self, *exc) -> None:
         self._stop.set()

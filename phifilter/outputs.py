@@ -47,7 +47,7 @@ def _visible_files(folder: Path) -> list[Path]:
     return out
 
 
-def _check_writable(path: Path, what: str) -> None:
+def _check_writable(path: Path, what: str, option: str = "output location") -> None:
     """Fail now, not after the work, if ``path`` (or the folder that would hold it) cannot be written.
 
     Tries a hidden file in the nearest existing folder (``os.access`` says yes to root on a
@@ -61,13 +61,13 @@ def _check_writable(path: Path, what: str) -> None:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
-        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another output location")
+        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another {option}")
     try:
         with tempfile.TemporaryFile(dir=probe, prefix=".phifilter-probe-"):
             pass
     except OSError as e:
         raise OutputError(f"{path}: cannot write {what} in {probe} ({e.strerror or e}); "
-                          "choose a writable output location") from None
+                          f"choose a writable {option}") from None
 
 
 def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs",
@@ -84,7 +84,8 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: exists and is not a folder; choose a folder for the {what}")
     if folder.is_dir():
-        foreign = [p for p in _visible_files(folder) if not is_ours(p)]
+        foreign = [p for p in _visible_files(folder)
+                   if not is_ours(p) and not (p.name.endswith(".json") and is_stats_file(p))]
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
             raise OutputError(
@@ -96,24 +97,62 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
 
 
 def claim_file(path: str | os.PathLike, what: str = "the output",
-               inputs: Iterable[str | os.PathLike] | None = None) -> Path:
-    """Check that ``path`` may be written: not an input, not in a recursively searched input folder."""
+               inputs: Iterable[str | os.PathLike] | None = None, is_ours: Owned | None = None,
+               option: str = "-o", others: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Check that the single file ``path`` may be written, before any work; returns it.
+
+    Refused, with one line naming ``option``: a folder; an input file; a file inside an input
+    folder that is searched recursively; a path that is also another output of this command
+    (``others``: the ``-o`` file, a cache); an existing file that ``is_ours`` does not
+    recognise as one phifilter wrote as ``what`` (when ``is_ours`` is given); an unwritable
+    folder. Nothing is created or changed here.
+    """
     check_writable_store(path, what)
     path = as_location(path)
     if path.is_dir():
-        raise OutputError(f"{path}: is a folder; give a file name for {what}, e.g. {path / 'out'}")
+        raise OutputError(f"{path}: is a folder; give a file name for {what} ({option}), e.g. {path / 'out'}")
     target = path.resolve()
     for spec in inputs or ():
         spec_path = as_location(spec)
         if spec_path.is_file() and spec_path.resolve() == target:
-            raise OutputError(f"{path}: is an input file; choose another -o file")
+            raise OutputError(f"{path}: is an input file; choose another {option} (inputs are never written)")
     for root, recursive in input_roots(inputs or ()):
         if recursive and type(root) is type(target) and root.resolve() in target.parents:
             raise OutputError(
-                f"{path}: lies inside the input folder {root}; write {what} outside it (choose another -o)"
+                f"{path}: lies inside the input folder {root}; write {what} outside it (choose another {option})"
             )
-    _check_writable(path.parent, what)
+    for other in others:
+        if other is not None and as_location(other).resolve() == target:
+            raise OutputError(f"{path}: is also this command's {_other_name(other)}; choose another {option}")
+    if is_ours is not None and path.is_file() and not is_ours(path):
+        raise OutputError(f"{path}: exists and phifilter did not write it as {what}; choose another {option} "
+                          "or move the file away (nothing was changed)")
+    _check_writable(path.parent, what, option if option != "-o" else "output location")
     return path
+
+
+def _other_name(other) -> str:
+    return "output" if not str(other).endswith((".sqlite", ".db")) else "cache"
+
+
+def claim_stats(path: str | os.PathLike | None, inputs: Iterable[str | os.PathLike] | None = None,
+                others: Iterable[str | os.PathLike | None] = (), output_dir: str | os.PathLike | None = None):
+    """Claim the ``--stats-json`` file (see :func:`claim_file`); None passes through.
+
+    An existing file there must be a statistics file phifilter wrote (:func:`is_stats_file`):
+    never an input shard, a label cache or anybody's notes. ``output_dir``: the folder of
+    shards this command writes; a statistics file there may not have a shard's name.
+    """
+    if path is None:
+        return None
+    claimed = claim_file(path, "run statistics", inputs=inputs, is_ours=is_stats_file, option="--stats-json",
+                         others=others)
+    if output_dir is not None and detect(claimed.name) is not None:
+        folder = as_location(output_dir).resolve()
+        if type(folder) is type(claimed) and folder in claimed.resolve().parents:
+            raise OutputError(f"{path}: has a shard's name inside the output folder {output_dir}; "
+                              "choose another --stats-json (e.g. ending in .stats.json outside it)")
+    return claimed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,11 +187,13 @@ def has_column(name: str) -> Owned:
 
     def check(p: Path) -> bool:
         import pyarrow as pa
-        import pyarrow.parquet as pq
+
+        from .corpus import open_parquet
+        from .errors import PhifilterError
 
         try:
-            return p.suffix == ".parquet" and name in pq.read_schema(p).names
-        except (pa.ArrowException, OSError):
+            return p.suffix == ".parquet" and name in open_parquet(p).schema_arrow.names
+        except (pa.ArrowException, OSError, PhifilterError):
             return False
 
     return check
@@ -171,3 +212,39 @@ def is_model_file(p: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+STATS_MARK = "phifilter_stats"  # the key every --stats-json file carries (its format version)
+STATS_FORMAT = 1
+_COMMANDS = {"score", "filter", "embed", "sample", "report", "label", "ablate", "train", "evaluate"}
+
+
+def is_stats_file(p: Path) -> bool:
+    """Ours if it is one JSON object carrying :data:`STATS_MARK` (or, written before the mark,
+    one naming a phifilter command with its ``seconds``)."""
+    import json
+
+    try:
+        if not isinstance(p, RemotePath) and p.stat().st_size > 64 << 20:
+            return False  # no statistics file is this big: do not read a corpus shard to find out
+        doc = json.loads(p.read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    return STATS_MARK in doc or (doc.get("command") in _COMMANDS and "seconds" in doc)
+
+
+REPORT_MARK = "<!-- written by phifilter report -->"
+_PAGE_HEAD = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport"'
+
+
+def is_report_file(p: Path) -> bool:
+    """Ours if the HTML page carries :data:`REPORT_MARK` (or, written before the mark, begins
+    exactly as every phifilter page does)."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return REPORT_MARK in head or head.startswith(_PAGE_HEAD)

@@ -578,7 +578,7 @@ def build_report(
         from phifilter import build_report, ReportConfig
         build_report("data/scored/", "report.html", ReportConfig(by="source"))
     """
-    from .outputs import claim_file
+    from .outputs import REPORT_MARK, claim_file, claim_stats, is_report_file
 
     cfg = config or ReportConfig()
     from .location import as_location
@@ -590,14 +590,16 @@ def build_report(
     for shard in find_input_files(specs):
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
-    claim_file(output, "the report", inputs=specs)  # not into an input folder; writable, before the data pass
+    # not an input, not into an input folder, not a file we did not write; writable; before the data pass
+    claim_file(output, "a report", inputs=specs, is_ours=is_report_file)
+    claim_stats(stats_json, specs, others=[output])
     try:  # a core dependency; checked before the data pass in case an install lost it
         import matplotlib  # noqa: F401
     except ImportError:
         raise OutputError("the report needs matplotlib, which is not installed: pip install matplotlib") from None
     began = time.perf_counter()
     data = collect(specs, cfg, progress=progress)
-    page = render_html(data)
+    page = render_html(data).replace("<!DOCTYPE html>\n", f"<!DOCTYPE html>\n{REPORT_MARK}\n", 1)
     write_text_atomic(output, page)
     log.info("wrote %s (%d bytes)", output, len(page.encode()))
     o = data.overall

@@ -225,7 +225,19 @@ def _output_schema(shards, cfg: SampleConfig) -> pa.Schema:
         raise InputError(f"shards disagree on column types ({str(e).splitlines()[0]}); sample them separately") from None
     if "id" not in schema.names:
         schema = pa.schema([pa.field("id", pa.string())] + list(schema))
-    return schema
+    from .provenance import RECORD_FORMAT, with_record
+
+    return with_record(schema, {"format": RECORD_FORMAT, "command": "sample"})  # marks the file as ours
+
+
+def _is_legacy_sample(path) -> bool:
+    """A sample written before samples carried a run record: Parquet whose first column is ``id``."""
+    from .outputs import has_column
+
+    try:
+        return has_column("id")(path) and open_parquet(path).schema_arrow.names[0] == "id"
+    except (InputError, OSError):
+        return False
 
 
 def _check_output(inputs: Sequence[str], shards, output: Path) -> None:
@@ -282,6 +294,10 @@ def sample_shards(
     shards = find_input_files(inputs)
     output = as_location(output)
     _check_output(inputs, shards, output)
+    from .outputs import claim_file, claim_stats, parquet_record_of
+
+    claim_file(output, "a sample", inputs=inputs, is_ours=parquet_record_of("sample", legacy=_is_legacy_sample))
+    claim_stats(stats_json, inputs, others=[output])
     schema = _output_schema(shards, cfg)
     exclusions = load_exclusions(cfg.exclude, ngram=cfg.exclude_ngram) if cfg.exclude else None
 

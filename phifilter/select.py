@@ -280,7 +280,7 @@ def filter_shards(
         raise InputError(f"--token-budget {token_budget}: must be at least 1")
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
         raise InputError(f"--top-fraction {top_fraction}: must be in (0, 1]")
-    from .outputs import claim_folder
+    from .outputs import claim_folder, claim_stats
     from .provenance import fingerprint, run_record, stale_reason
 
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -298,6 +298,7 @@ def filter_shards(
         return p == out_dir / MANIFEST or rel in listed or (rel in names and scored(p))
 
     claim_folder(out_dir, ours, "filter outputs")
+    claim_stats(stats_json, specs, output_dir=out_dir)
     OutputLock.check_free(out_dir)  # before the pass over every score column, not after
     for s in shards:
         _check_score_column(s.path, score_column, text_column)

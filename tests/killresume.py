@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from conftest import REPO, cli_env
 
-TEMPORARY_MARKS = (".tmp-", ".partial", ".old-", ".repack")
+TEMPORARY_MARKS = (".tmp-", ".partial", ".old-", ".repack", ".lease")
 
 
 @dataclass

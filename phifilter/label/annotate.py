@@ -268,6 +268,11 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     cache_path = as_location(cfg.cache) if cfg.cache else default_cache_path(output)
     if cache_path.resolve() in (input.resolve(), output.resolve()):
         raise OutputError(f"{cache_path}: the cache may not be the input or output file")
+    from ..outputs import claim_file, claim_stats, has_column
+
+    # an existing labels file is replaced only if label wrote it (it has label's rubric_sha column)
+    claim_file(output, "labels", inputs=[input], is_ours=has_column("rubric_sha"), others=[cache_path])
+    claim_stats(stats_json, [input], others=[output, cache_path])  # never the paid answers nor an input
     if model_id is None:
         model_id = getattr(backend, "model_id", None)
     if not model_id:

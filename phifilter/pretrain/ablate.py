@@ -73,7 +73,7 @@ def run_ablation(
     timings, steps and tokens.
     """
     from ..location import RemotePath
-    from ..outputs import claim_folder
+    from ..outputs import claim_folder, claim_stats
 
     started = time.monotonic()
     config = config or AblateConfig()
@@ -89,6 +89,7 @@ def run_ablation(
     shards = find_shards(specs)
     dest = check_output_dir(specs, output_dir)
     claim_folder(dest, lambda p: _is_ablation_file(dest, p), "an ablation")
+    claim_stats(stats_json, specs, output_dir=dest)
     D.check_scored_shards(shards, config.text_column, config.score_column)
     stats = {"command": "ablate", "output": str(dest), "stages": {}, "runs": [], "failures": []}
     if not isinstance(dest, RemotePath):

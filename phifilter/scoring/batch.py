@@ -49,6 +49,7 @@ class ShardStart:
     writer: Any  # corpus.ShardWriter (opened by the write stage) or an entered corpus.PartialShard
     redone: str = ""  # why an existing output is replaced ("input changed", ...), or ""
     bytes_in: int = 0
+    lease: Any = None  # the shard's leases.ShardLease, given back when the shard is closed
 
 
 @dataclass
@@ -61,6 +62,14 @@ class ShardSkipped:
     shard: Shard
     out_path: Path
     bytes_in: int = 0
+
+
+@dataclass
+class ShardLeased:
+    """Another live run holds the shard's lease: this run leaves the shard to it."""
+
+    shard: Shard
+    message: str
 
 
 @dataclass

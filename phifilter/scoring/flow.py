@@ -23,6 +23,7 @@ import pyarrow as pa
 from .. import provenance
 from ..corpus import (
     PartialShard,
+    partial_dir_for,
     Shard,
     ShardWriter,
     check_text_column,
@@ -33,9 +34,10 @@ from ..corpus import (
     texts_from_array,
 )
 from ..errors import InputError, PhifilterError
+from ..leases import Leased, LeaseSet, describe, lease_path_for
 from ..location import as_location
 from ..pipeline import background, stage
-from .batch import Batch, ShardEnd, ShardFailed, ShardSkipped, ShardStart
+from .batch import Batch, ShardEnd, ShardFailed, ShardLeased, ShardSkipped, ShardStart
 from .config import ScoreConfig
 from .model import checkpoint_key, model_identity, model_stages
 from .summary import ShardOutcome
@@ -90,44 +92,38 @@ def skipped_outcome(shard: Shard, out_path: Path, cfg: ScoreConfig, threshold: f
     return outcome
 
 
-def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) -> Iterator:
-    """Read stage: shard markers and batches for every shard (a complete one gives ShardSkipped)."""
+def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig, leases: LeaseSet | None = None) -> Iterator:
+    """Read stage: shard markers and batches for every shard (a complete one gives ShardSkipped,
+    one whose lease another live run holds ShardLeased)."""
     identity = model_identity(clf)
+    leases = leases if leases is not None else LeaseSet()
     for shard in shards:
         out_path = output_path(out_dir, shard, cfg.output_format)
         try:
             pf = open_parquet(shard.path)
-            schema = pf.schema_arrow
-            check_text_column(schema, cfg.text_column, shard.path)
-            if cfg.score_column in schema.names:
-                raise InputError(
-                    f"{shard.path}: already has a column '{cfg.score_column}'; "
-                    "choose another name with --score-column"
-                )
-            if cfg.int_score_column and cfg.int_score_column in schema.names:
-                raise InputError(f"{shard.path}: already has a column '{cfg.int_score_column}'; "
-                                 "choose another name with --int-score-column")
-            for name, _ in extra_columns(clf):
-                if name in schema.names:
-                    raise InputError(f"{shard.path}: already has a column '{name}'; name the scorer otherwise "
-                                     "(--model NAME=SPEC)")
+            schema = check_input_schema(pf, shard, cfg, extra_columns(clf))
             expected = pf.metadata.num_rows
             record = wanted_record(clf, shard, cfg, identity)
             out_schema = provenance.with_record(output_schema(schema, cfg.score_column, cfg.int_score_column,
                                                               extra_columns(clf)), record)
             redone = output_state(out_path, cfg, expected, record)
             if redone is None:
-                PartialShard(out_path, out_schema, key={}).discard()  # a kill after the rename left it
+                discard_leftover_checkpoint(out_path, leases)
                 yield ShardSkipped(shard, out_path, bytes_in=record["input"]["size"])
                 continue
-            # A shard of more than one read batch is checkpointed batch by batch; opening the
-            # checkpoint here tells the reader where an interrupted run stopped.
-            if expected > cfg.read_batch_rows:
-                writer = PartialShard(out_path, out_schema, key=checkpoint_key(clf, shard, cfg)).__enter__()
-            else:
-                writer = ShardWriter(out_path, out_schema)  # opened by the write stage
+            try:
+                lease = leases.take(out_path)  # also deletes the dead temporaries of this shard
+            except Leased as e:
+                yield ShardLeased(shard, describe(e.holder))
+                continue
+            redone = output_state(out_path, cfg, expected, record)  # finished by another run meanwhile?
+            if redone is None:
+                leases.give_back(lease)
+                yield ShardSkipped(shard, out_path, bytes_in=record["input"]["size"])
+                continue
+            writer = _open_writer(clf, shard, cfg, out_path, out_schema, expected, lease, leases)
             yield ShardStart(shard, out_path, out_schema, expected, writer, redone=redone,
-                             bytes_in=record["input"]["size"])
+                             bytes_in=record["input"]["size"], lease=lease)
             text_index = schema.get_field_index(cfg.text_column)
             for records in iter_batches(shard.path, cfg.read_batch_rows, parquet_file=pf, skip_rows=writer.rows):
                 yield Batch(shard, records, texts_from_array(records.column(text_index)), id_column=cfg.id_column)
@@ -139,6 +135,50 @@ def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) ->
         yield ShardEnd(shard)
 
 
+def check_input_schema(pf, shard: Shard, cfg: ScoreConfig, extra=()) -> pa.Schema:
+    """The input's schema, after checking its text column and that the score columns (and the
+    `extra` columns of further scorers) are new."""
+    schema = pf.schema_arrow
+    check_text_column(schema, cfg.text_column, shard.path)
+    if cfg.score_column in schema.names:
+        raise InputError(f"{shard.path}: already has a column '{cfg.score_column}'; choose another name with --score-column")
+    if cfg.int_score_column and cfg.int_score_column in schema.names:
+        raise InputError(f"{shard.path}: already has a column '{cfg.int_score_column}'; "
+                         "choose another name with --int-score-column")
+    for name, _ in extra:
+        if name in schema.names:
+            raise InputError(f"{shard.path}: already has a column '{name}'; name the scorer otherwise "
+                             "(--model NAME=SPEC)")
+    return schema
+
+
+def discard_leftover_checkpoint(out_path, leases: LeaseSet) -> None:
+    """A finished output's checkpoint folder or dead lease (a kill after the rename left them)
+    go, but only under the shard's lease: a live run's files are never touched."""
+    if not partial_dir_for(out_path).is_dir() and not lease_path_for(out_path).exists():
+        return
+    try:
+        lease = leases.take(out_path)
+    except Leased:
+        return
+    try:
+        PartialShard(out_path, pa.schema([]), key={}).discard()
+    finally:
+        leases.give_back(lease)
+
+
+def _open_writer(clf, shard, cfg, out_path, out_schema, expected, lease, leases):
+    """A shard of more than one read batch is checkpointed batch by batch; opening the checkpoint
+    here tells the reader where an interrupted run stopped. The lease goes back on a failure."""
+    try:
+        if expected > cfg.read_batch_rows:
+            return PartialShard(out_path, out_schema, key=checkpoint_key(clf, shard, cfg)).__enter__()
+        return ShardWriter(out_path, out_schema)  # opened by the write stage
+    except BaseException:
+        leases.give_back(lease)
+        raise
+
+
 def _on_batches(fn: Callable[[Batch], Batch]) -> Callable:
     """A model stage as a pipeline step: batches go through ``fn``, shard markers pass by."""
 
@@ -148,10 +188,10 @@ def _on_batches(fn: Callable[[Batch], Batch]) -> Callable:
     return step
 
 
-def scored_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig) -> Iterator:
+def scored_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig, leases: LeaseSet | None = None) -> Iterator:
     """read -> each of the model's stages, every one in its own thread; yields items in order."""
     depth = max(1, int(cfg.pipeline_depth))
-    items = background(read_items(clf, shards, out_dir, cfg), depth=depth, name="phifilter-read")
+    items = background(read_items(clf, shards, out_dir, cfg, leases), depth=depth, name="phifilter-read")
     for name, fn in model_stages(clf, cfg):
         items = stage(_on_batches(fn), items, depth=depth, name=f"phifilter-{name}")
     if cfg.int_score_column:  # the expected 0-5 score, rounded: a lookup in the model's score map
@@ -189,10 +229,14 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
     def close(exc: BaseException | None) -> None:
         nonlocal current
         shard, current = current, None
-        if exc is None:
-            shard.writer.__exit__(None, None, None)
-        else:
-            shard.writer.__exit__(type(exc), exc, None)
+        try:
+            if exc is None:
+                shard.writer.__exit__(None, None, None)
+            else:
+                shard.writer.__exit__(type(exc), exc, None)
+        finally:
+            if shard.start.lease is not None:  # given back only once the output is in place (or dropped)
+                shard.start.lease.release()
 
     try:
         for item in items:
@@ -231,6 +275,8 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
                 outcome = skipped_outcome(item.shard, item.out_path, cfg, threshold, item.bytes_in)
                 on_outcome(outcome)
                 on_rows and on_rows(outcome.rows)
+            elif isinstance(item, ShardLeased):
+                on_outcome(ShardOutcome(str(item.shard.path), str(item.shard.name), "leased", message=item.message))
             elif isinstance(item, ShardFailed):
                 if current is not None and current.start.shard == item.shard:
                     close(InputError(item.message))  # drops the partial temporary
@@ -256,8 +302,10 @@ def score_shard_list(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConf
     running inside torch or Arrow when the interpreter exits aborts the process ("terminate
     called without an active exception") instead of ending with the clean error.
     """
-    items = scored_items(clf, shards, as_location(out_dir), cfg)
+    leases = LeaseSet()  # every shard is written under its lease (phifilter.leases)
+    items = scored_items(clf, shards, as_location(out_dir), cfg, leases)
     try:
         write_items(items, cfg, float(clf.threshold), on_outcome, on_rows)
     finally:
         items.close()
+        leases.close()  # whatever the read stage took for shards it never started

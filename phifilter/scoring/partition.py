@@ -4,18 +4,17 @@ score every shard exactly once.
 Each task gets a fixed, balanced subset of the shards: shards are dealt largest first to the
 task with the fewest bytes so far (ties: the lower task index), so every task computes the
 same assignment from the same input list, without talking to the others. Tasks write into
-one shared output folder; each holds a lock of its own name, and shards never overlap.
+one shared output folder; every shard is written under its own lease (:mod:`phifilter.leases`),
+so tasks of different ``--num-tasks``, or a full run beside them, never write one shard at once.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
-from ..atomic import TMP_MARK, remove_stale_siblings, remove_stale_temporaries
-from ..corpus import LOCK_NAME, Shard, output_path, partial_dir_for
-from ..location import RemotePath, as_location
+from ..corpus import Shard
+from ..location import RemotePath
 
 
 def assign(shards: Sequence[Shard], count: int) -> list[int]:
@@ -37,18 +36,3 @@ def partition_shards(shards: Sequence[Shard], index: int, count: int) -> list[Sh
         return list(shards)
     owner = assign(shards, count)
     return [s for s, t in zip(shards, owner) if t == index]
-
-
-def task_lock_name(index: int, count: int) -> str:
-    """The lock file of one task (a run of all shards keeps the plain lock name)."""
-    return LOCK_NAME if count == 1 else f"{LOCK_NAME}.task-{index}-of-{count}"
-
-
-def remove_task_temporaries(out_dir: Path, shards: Sequence[Shard], output_format: str | None = None) -> None:
-    """Delete the temporaries a killed earlier run of this task left beside its own outputs."""
-    for s in shards:
-        out_path = output_path(as_location(out_dir), s, output_format)
-        # on a store no pid can be checked: our task lock says that no writer of these is live
-        remove_stale_siblings(out_path, marks=(TMP_MARK,))
-        # its chunk temporaries; the manifest's chunks are kept for resuming
-        remove_stale_temporaries(partial_dir_for(out_path))

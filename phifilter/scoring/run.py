@@ -1,8 +1,10 @@
-"""One scoring run (``score_shards``): check the inputs, take the output lock, pick an engine,
+"""One scoring run (``score_shards``): check the inputs, claim the outputs, pick an engine,
 drive the progress bar, and return the run's ScoreSummary.
 
 Everything that can be refused is refused before the model loads or any output is written:
-options, every shard's footer and text column, and the output folder's lock.
+options, every shard's footer and text column, the output folder and the ``--stats-json``
+file (:mod:`phifilter.outputs`). Shards are written under per-shard leases
+(:mod:`phifilter.leases`), so any mix of runs, tasks and engines may share the output folder.
 """
 
 from __future__ import annotations
@@ -13,21 +15,18 @@ from typing import Sequence
 
 from ..classifier import EduClassifier
 from ..corpus import (
-    OutputLock,
     check_output_dir,
     check_text_column,
     find_shards,
     open_parquet,
 )
-from ..atomic import remove_stale_temporaries
 from ..devices import parse_devices
 from ..errors import InputError, PhifilterError
-from ..location import RemotePath
-from ..outputs import claim_folder, has_column, parquet_record_of
+from ..outputs import claim_folder, claim_stats, has_column, parquet_record_of
 from ..scorerset import ScorerPlan, plan_models
 from .config import ScoreConfig, partition_of
 from .model import default_read_batch_rows, ready_model
-from .partition import partition_shards, remove_task_temporaries, task_lock_name
+from .partition import partition_shards
 from .summary import ScoreSummary, ShardOutcome
 
 
@@ -65,15 +64,11 @@ def score_shards(
     # Refuse a folder holding files we did not write (a run record naming score, or the score
     # column of an older phifilter's output), before loading the model.
     claim_folder(out_dir, parquet_record_of("score", legacy=has_column(cfg.score_column)), "scored shards")
+    claim_stats(cfg.stats_json, specs, output_dir=out_dir)  # never an input, a shard or a foreign file
     if cfg.on_error == "raise":  # a bad shard fails now, not after loading the model (10-20 s)
         for s in shards:
             check_text_column(open_parquet(s.path).schema_arrow, cfg.text_column, s.path)
-    lock = OutputLock(out_dir, name=task_lock_name(*task))
-    OutputLock.check_free(out_dir, lock.name)  # another run writing here: say so now, not after loading the model
     devices = parse_devices(cfg.devices) if cfg.devices else None
-    if (cfg.engine == "ray" or (devices and len(devices) > 1)) and isinstance(out_dir, RemotePath):
-        raise InputError(f"{output_dir}: --engine ray and --devices write to local folders only so far; "
-                         "score into a local folder, or run one process per machine (--task-index/--num-tasks)")
     if devices and len(devices) == 1:
         cfg.device = devices[0]
     elif devices and not isinstance(model, EduClassifier):
@@ -103,13 +98,13 @@ def score_shards(
             continue
         total_rows += pf.metadata.num_rows
         good.append(s)
-    with lock, tqdm(
+    # No lock on the folder: every shard is written under its own lease (phifilter.leases), so
+    # full runs, tasks of any --num-tasks, --devices workers and Ray actors may share an output;
+    # a shard another live run is writing is left to it, and only a lease holder deletes a
+    # shard's temporaries.
+    with tqdm(
         total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
     ) as bar:
-        if task[1] == 1:
-            remove_stale_temporaries(out_dir)
-        else:  # other tasks may be writing beside us: only the temporaries of our own shards
-            remove_task_temporaries(out_dir, shards, cfg.output_format)
         start = time.perf_counter()
         done = _engine(cfg, devices)(model, clf, good, out_dir, cfg, on_rows=bar.update)
         seconds = time.perf_counter() - start

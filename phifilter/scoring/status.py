@@ -1,7 +1,9 @@
 """`phifilter status OUT [INPUTS]`: which shards of a scoring run are done, partial or missing.
 
-Reads only footers, run records and checkpoint manifests, so it is safe to run beside the
-tasks of a partitioned run (it takes no lock and writes nothing). With the inputs given,
+Reads only footers, run records, checkpoint manifests and shard leases, so it is safe to run
+beside the runs writing the folder (it takes no lock and writes nothing). A shard is "writing"
+while a live run holds its lease (:func:`phifilter.leases.live_holder`); a lease a killed run
+left is dead and not counted. With the inputs given,
 every input shard is accounted for, and an output made from another input is "stale".
 """
 
@@ -14,8 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import provenance
-from ..corpus import LOCK_NAME, completed_rows, find_shards, open_parquet, partial_dir_for
+from ..corpus import completed_rows, find_shards, open_parquet, partial_dir_for
 from ..errors import InputError, OutputError
+from ..leases import LEASE_MARK, describe, live_holder, output_of_lease
 from ..location import as_location
 
 STATES = ("done", "partial", "stale", "missing")
@@ -34,7 +37,7 @@ class ShardStatus:
 class StatusReport:
     output_dir: str
     shards: list[ShardStatus] = field(default_factory=list)
-    running: list[str] = field(default_factory=list)  # lock files present: runs or tasks writing now
+    running: list[str] = field(default_factory=list)  # "shard (pid P on HOST)": shards a live run holds the lease of
 
     def count(self, state: str) -> int:
         return sum(s.state == state for s in self.shards)
@@ -59,6 +62,18 @@ class StatusReport:
         if self.running:
             lines.append("writing now: " + ", ".join(self.running))
         return "\n".join(lines)
+
+
+def live_leases(out_dir) -> list[str]:
+    """The shards under ``out_dir`` whose lease a live run holds, with the holder."""
+    found = []
+    for lease in out_dir.rglob(f".*{LEASE_MARK}"):
+        name = output_of_lease(lease)
+        holder = live_holder(lease) if name else None
+        if holder is not None:
+            rel = (lease.parent / name).relative_to(out_dir)
+            found.append(f"{rel} ({describe(holder)})")
+    return sorted(found)
 
 
 def _checkpointed_rows(out_path: Path) -> int | None:
@@ -95,7 +110,7 @@ def scoring_status(output_dir: str | os.PathLike, inputs: Sequence[str | os.Path
             raise OutputError(f"{output_dir}: no such output folder")
     report = StatusReport(str(output_dir))
     if out_dir.is_dir():
-        report.running = sorted(p.name for p in out_dir.glob(f"{LOCK_NAME}*"))
+        report.running = live_leases(out_dir)
     if inputs:
         for s in find_shards(list(inputs)):
             report.shards.append(shard_status(str(s.name), out_dir / s.name, score_column, s.path))

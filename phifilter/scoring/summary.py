@@ -19,7 +19,8 @@ HISTOGRAM_BINS = SUMMARY_BINS
 
 @dataclass
 class ShardOutcome:
-    """One shard's result. ``status``: "scored", "skipped" (already complete) or "failed"."""
+    """One shard's result. ``status``: "scored", "skipped" (already complete), "leased" (another
+    live run is writing it: left to that run) or "failed"."""
 
     path: str
     name: str
@@ -58,6 +59,7 @@ class ScoreSummary:
     outcomes: list[ShardOutcome] = field(default_factory=list)  # one per shard, in finishing order
     task: tuple[int, int] = (0, 1)  # (task index, number of tasks) of a partitioned run
     shards_elsewhere: int = 0  # shards left to the other tasks of a partitioned run
+    leased: list[tuple[str, str]] = field(default_factory=list)  # (shard, holder): left to another live run
 
     @property
     def rows(self) -> int:
@@ -77,6 +79,9 @@ class ScoreSummary:
         self.outcomes.append(outcome)
         if outcome.status == "failed":
             self.failures.append((outcome.path, outcome.message))
+            return
+        if outcome.status == "leased":
+            self.leased.append((outcome.name, outcome.message))
             return
         if outcome.status == "skipped":
             self.shards_skipped += 1
@@ -105,6 +110,7 @@ class ScoreSummary:
         lines = [
             f"shards: {self.shards_scored} scored, {self.shards_skipped} already complete, "
             f"{len(self.failures)} failed" + (f"; {redone}" if redone else "")
+            + (f", {len(self.leased)} left to another run writing them" if self.leased else "")
             + (f" (task {self.task[0]} of {self.task[1]}; {self.shards_elsewhere} shards are other tasks')"
                if self.task[1] > 1 else ""),
             f"rows: {self.rows:,} ({self.rows_scored:,} scored in {self.seconds:.1f} s, "
@@ -122,6 +128,8 @@ class ScoreSummary:
                 f"above threshold {self.threshold:g}: {self.above_threshold:,} of {total:,} "
                 f"({100 * self.above_threshold / total:.1f}%)"
             )
+        for name, holder in self.leased:
+            lines.append(f"left to another run: {name} ({holder}); rerun or `phifilter status` to see it finish")
         for path, error in self.failures:
             lines.append(f"failed: {path}: {error}")
         return "\n".join(lines)
@@ -133,7 +141,7 @@ class ScoreSummary:
             "command": "score",
             "task": {"index": self.task[0], "count": self.task[1], "shards_elsewhere": self.shards_elsewhere},
             "shards": {"scored": self.shards_scored, "skipped": self.shards_skipped,
-                       "failed": len(self.failures), "redone": len(self.redone)},
+                       "failed": len(self.failures), "redone": len(self.redone), "leased": len(self.leased)},
             "rows": {"total": self.rows, "scored": self.rows_scored, "skipped": self.rows_skipped,
                      "resumed": self.rows_resumed, "above_threshold": self.above_threshold},
             "bytes": sum(o.bytes_in for o in done),

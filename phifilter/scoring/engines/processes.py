@@ -1,11 +1,12 @@
 """Several devices on one machine (``--devices``): one worker process per device over a shared list of shards.
 
-The parent holds the output lock, has already checked every shard's schema and removed stale
-temporaries. It puts shard numbers on a queue; each worker (a fresh ``spawn`` process: CUDA
-cannot be shared across ``fork``) loads the model on its own device, takes whole shards from
-the queue and runs the same flow as the local engine, so a shard's output exists only when
-whole, a killed run resumes exactly like a single-process one, and two workers never write the
-same file. Workers send back written rows and each shard's ShardOutcome; the parent folds them
+The parent has already checked every shard's schema. It puts shard numbers on a queue; each
+worker (a fresh ``spawn`` process: CUDA cannot be shared across ``fork``) loads the model on
+its own device, takes whole shards from the queue and runs the same flow as the local engine:
+every shard under its lease (:mod:`phifilter.leases`), written to a local folder or published
+to a store, so a shard's output exists only when whole, a killed run resumes exactly like a
+single-process one, and no two writers (workers, or other runs on the same output) write the
+same shard. Workers send back written rows and each shard's ShardOutcome; the parent folds them
 into one ScoreSummary and drives the one progress bar.
 """
 
@@ -17,10 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ...errors import InputError, ModelError, OutputError, PhifilterError
+from ...errors import PhifilterError, error_class
 from ..summary import ScoreSummary
-
-ERRORS = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
 
 
 def model_source(model, tmp_dir: Path):
@@ -46,12 +45,14 @@ def threads_per_worker(devices: Sequence[str]) -> int | None:
     return max(1, (os.cpu_count() or 1) // cpu_workers)
 
 
-def worker(rank, device, source, shard_list, out_dir, cfg, tasks, results, threads):
+def worker(rank, device, source, shard_list, out_dir, cfg, tasks, results, threads, storage_options=None):
     """Body of one worker process: score the shards it takes from ``tasks``."""
+    from ...location import as_location, set_storage_options
     from ..flow import score_shard_list
     from ..model import ready_model
 
     try:
+        set_storage_options(storage_options)  # the parent's --storage-options: the same store, the same way
         cfg = replace(cfg, device=device, devices=None, engine="local",
                       num_threads=cfg.num_threads or threads)
         clf = ready_model(source, cfg)
@@ -65,12 +66,12 @@ def worker(rank, device, source, shard_list, out_dir, cfg, tasks, results, threa
 
         # Each worker has its own pipeline over the shards it claims; the claim happens in the
         # read thread, one shard ahead at most, so no shard waits on a busy worker for long.
-        score_shard_list(clf, claimed(), Path(out_dir), cfg,
+        score_shard_list(clf, claimed(), as_location(out_dir), cfg,
                          on_outcome=lambda o: results.put(("outcome", rank, o)),
                          on_rows=lambda n: results.put(("rows", rank, n)))
         results.put(("done", rank))
     except BaseException as e:  # reported to the parent, which stops the others
-        name = type(e).__name__ if type(e).__name__ in ERRORS else "PhifilterError"
+        name = type(e).__name__ if isinstance(e, PhifilterError) else "PhifilterError"
         message = str(e) if isinstance(e, PhifilterError) else f"worker on {device}: {type(e).__name__}: {e}"
         results.put(("error", rank, name, message))
 
@@ -79,6 +80,8 @@ def score_on_devices(model, clf, shards, out_dir: Path, cfg, devices: Sequence[s
     """Score ``shards`` with one worker process per entry of ``devices`` (see module docstring)."""
     import multiprocessing as mp
     import tempfile
+
+    from ...location import current_storage_options
 
     summary = ScoreSummary(threshold=float(clf.threshold))
     ctx = mp.get_context("spawn")
@@ -93,7 +96,8 @@ def score_on_devices(model, clf, shards, out_dir: Path, cfg, devices: Sequence[s
         source = model_source(model, Path(tmp) / "model")
         procs = [
             ctx.Process(target=worker, name=f"phifilter-{devices[r]}-{r}",
-                        args=(r, devices[r], source, list(shards), str(out_dir), cfg, tasks, results, threads),
+                        args=(r, devices[r], source, list(shards), str(out_dir), cfg, tasks, results, threads,
+                              current_storage_options()),
                         daemon=False)  # non-daemonic: joblib may start threads/processes inside
             for r in range(workers)
         ]
@@ -121,7 +125,7 @@ def score_on_devices(model, clf, shards, out_dir: Path, cfg, devices: Sequence[s
                 elif kind == "done":
                     running.discard(rank)
                 elif kind == "error":
-                    raise ERRORS.get(msg[2], PhifilterError)(msg[3])
+                    raise error_class(msg[2])(msg[3])
         finally:
             for p in procs:
                 if p.is_alive():

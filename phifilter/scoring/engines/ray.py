@@ -5,15 +5,17 @@ The driver builds a Ray Dataset with one row per shard still to do and runs ``ma
 over it with a pool of :class:`ShardScorer` actors (``num_gpus=1`` each when the cluster has
 GPUs, else CPU actors). Each actor loads the model once and, per call, runs the flow on its
 shard (read, the model's stages, write through ``corpus.ShardWriter``: hidden temporary,
-fsync, rename). What it returns to the driver is small: the shard's ShardOutcome.
+fsync, rename; on a store, publish), under the shard's lease (:mod:`phifilter.leases`), like
+every engine. What it returns to the driver is small: the shard's ShardOutcome.
 
 Why not ``read_parquet`` -> ``map_batches`` -> ``write_parquet`` row by row? Ray Data's writer
 names files after its own blocks and tasks, not after input shards, and publishes them without
 an atomic rename per shard. Scoring whole shards inside the actors keeps the guarantees of the
 local engine unchanged: the same output file per input file, the same rows in the same order,
 bit-identical scores, an output that exists only when complete, and resume by skipping finished
-shards. Input and output folders must therefore be visible at the same path on every node (a
-shared file system), exactly as for ``write_parquet`` to a path.
+shards. Inputs and outputs must therefore be reachable from every node: object store URLs
+(``s3://``, ``gs://``: outputs are published exactly once, under leases with an owner and an
+expiry), or a shared file system at the same path.
 
 The model folder is shipped through the object store (a few MB), and this package itself via
 ``runtime_env={"py_modules": [...]}``, so workers run the driver's code and model. Workers need
@@ -28,10 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError, ModelError, OutputError, PhifilterError
+from ...errors import InputError, PhifilterError, error_class
 from ..summary import ScoreSummary
-
-ERRORS = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
 
 
 def _import_ray():
@@ -63,9 +63,11 @@ def model_files(model) -> dict[str, bytes]:
 class ShardScorer:
     """Ray actor: loads the model once, then scores whole shards with the flow."""
 
-    def __init__(self, files_ref, cfg, shard_list: list, out_dir: str):
+    def __init__(self, files_ref, cfg, shard_list: list, out_dir: str, storage_options: dict | None = None):
+        from ...location import as_location, set_storage_options
         from ..model import ready_model
 
+        set_storage_options(storage_options)  # the driver's --storage-options: the same store, the same way
         folder = Path(tempfile.mkdtemp(prefix="phifilter-model-"))
         files = files_ref if isinstance(files_ref, dict) else __import__("ray").get(files_ref)
         for name, data in files.items():
@@ -73,7 +75,7 @@ class ShardScorer:
         self.cfg = replace(cfg, engine="local", devices=None)
         self.clf = ready_model(str(folder), self.cfg)
         self.shards = shard_list
-        self.out_dir = Path(out_dir)
+        self.out_dir = as_location(out_dir)  # a shared folder, or a store URL every node can reach
 
     def __call__(self, batch: dict) -> dict:
         from ..flow import score_shard_list
@@ -103,7 +105,8 @@ def _runtime_env() -> dict:
 
 def score_with_ray(model, clf, shards, out_dir: Path, cfg, on_rows=None) -> ScoreSummary:
     """Score ``shards`` on Ray (see the module docstring); returns the run's ScoreSummary."""
-    from ...corpus import Shard, open_parquet
+    from ...corpus import open_parquet, output_path
+    from ...location import current_storage_options
     from ..flow import output_state, skipped_outcome, wanted_record
     from ..model import model_identity
 
@@ -125,13 +128,13 @@ def score_with_ray(model, clf, shards, out_dir: Path, cfg, on_rows=None) -> Scor
             raise PhifilterError(f"--ray-address {cfg.ray_address or '(local)'}: cannot start or join Ray ({e})") from None
         started_here = True
     try:
-        # Absolute paths: Ray workers run in their own working directories.
-        shards = [Shard(path=Path(s.path).resolve(), name=s.name) for s in shards]
-        out_dir = Path(out_dir).resolve()
+        # Absolute paths: Ray workers run in their own working directories (URLs stay as they are).
+        shards = [replace(s, path=s.path.resolve()) for s in shards]
+        out_dir = out_dir.resolve()
         identity, todo = model_identity(clf), []
         for s in shards:  # finished shards are counted here, without starting an actor
             record = wanted_record(clf, s, cfg, identity)
-            out_path = out_dir / s.name
+            out_path = output_path(out_dir, s, cfg.output_format)  # the one naming function
             if output_state(out_path, cfg, open_parquet(s.path).metadata.num_rows, record) is None:
                 outcome = skipped_outcome(s, out_path, cfg, float(clf.threshold), record["input"]["size"])
                 summary.add(outcome)
@@ -162,13 +165,14 @@ def score_with_ray(model, clf, shards, out_dir: Path, cfg, on_rows=None) -> Scor
             ShardScorer,
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs=dict(files_ref=files_ref, cfg=actor_cfg, shard_list=todo, out_dir=str(out_dir)),
+            fn_constructor_kwargs=dict(files_ref=files_ref, cfg=actor_cfg, shard_list=todo, out_dir=str(out_dir),
+                                       storage_options=current_storage_options()),
             **per_actor,
         )
         for row in ds.iter_rows():
             i, outcome = int(row["index"]), row["outcome"]
             if str(row["error_type"]):
-                raise ERRORS.get(str(row["error_type"]), PhifilterError)(str(row["message"]))
+                raise error_class(str(row["error_type"]))(str(row["message"]))
             if outcome.status == "failed" and cfg.on_error == "raise":
                 raise InputError(f"{todo[i].path}: {outcome.message}")
             summary.add(outcome)
