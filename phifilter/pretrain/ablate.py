@@ -398,7 +398,8 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
 
     bundle = DataBundle(folder, tokenizer, manifest, offsets, table, val_mask, train_mask)
     bundle.taus = tuple(config.prune_similar)
-    bundle.similarity = P.corpus_similarity(shards, folder, config.text_column, progress, eval_dir)
+    bundle.similarity = P.corpus_similarity(shards, folder, config.text_column, progress, eval_dir,
+                                            config.similarity_from)
     if len(bundle.similarity) != len(table):
         raise InputError(f"{folder / P.SIMILARITY}: holds {len(bundle.similarity)} documents, the corpus "
                          f"{len(table)}; delete it and rerun")

@@ -124,6 +124,7 @@ class AblateConfig:
     overrides: dict = field(default_factory=dict)  # model/loop fields, e.g. {"lr": 1e-3}
     note: str | None = None  # a sentence for the report (why the budget was cut, where it ran...)
     prune_similar: tuple[float, ...] = ()  # retrain each arm without documents above each max_similarity
+    similarity_from: str | None = None  # a `phifilter contamination` folder of the same inputs
 
     def resolved_preset(self) -> Preset:
         if self.preset not in PRESETS:

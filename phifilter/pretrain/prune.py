@@ -38,23 +38,29 @@ def run_arms(arms, taus) -> list[str]:
     return [*arms, *[arm_name(a, t) for t in sorted(set(taus), reverse=True) for a in arms]]
 
 
-def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, eval_dir=None) -> np.ndarray:
-    """``max_similarity`` of every document in corpus order (cached in ``folder/similarity.npz``)."""
+def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, eval_dir=None,
+                      audit: str | None = None) -> np.ndarray:
+    """``max_similarity`` of every document in corpus order (cached in ``folder/similarity.npz``):
+    measured here, or read from ``audit`` (a `phifilter contamination` folder of the same inputs)."""
     path = folder / SIMILARITY
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             return z["max_similarity"]
     from ..atomic import write_atomic
-    from ..contamination import Matcher, shipped_problems
-    from .ablate import log
 
-    log(progress, "measuring each document's similarity to HumanEval/MBPP (embedding + syntax)")
-    matcher = Matcher(shipped_problems(eval_dir))
-    sims, nearest = [], []
-    for texts, _ in D.iter_texts(shards, text_column):
-        cols = matcher.match(texts)
-        sims += cols["max_similarity"]
-        nearest += [n or "" for n in cols["nearest_problem"]]
+    if audit is not None:
+        sims, nearest = read_audit(audit, shards)
+    else:
+        from ..contamination import Matcher, shipped_problems
+        from .ablate import log
+
+        log(progress, "measuring each document's similarity to HumanEval/MBPP (embedding + syntax)")
+        matcher = Matcher(shipped_problems(eval_dir))
+        sims, nearest = [], []
+        for texts, _ in D.iter_texts(shards, text_column):
+            cols = matcher.match(texts)
+            sims += cols["max_similarity"]
+            nearest += [n or "" for n in cols["nearest_problem"]]
     values = np.asarray(sims, dtype=np.float32)
 
     def save(tmp: Path) -> None:
@@ -63,6 +69,26 @@ def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, ev
 
     write_atomic(path, save)
     return values
+
+
+def read_audit(audit: str, shards) -> tuple[list[float], list[str]]:
+    """(max_similarity, nearest_problem) in corpus order from a contamination audit of these shards."""
+    import pyarrow.parquet as pq
+
+    from ..contamination import RESULT
+    from ..corpus import open_parquet
+    from ..errors import InputError
+
+    path = Path(audit)
+    path = path / RESULT if path.is_dir() else path
+    if not path.is_file():
+        raise InputError(f"{audit}: no {RESULT}; run `phifilter contamination` on the same inputs first")
+    cols = pq.read_table(path, columns=["shard", "row", "max_similarity", "nearest_problem"]).to_pydict()
+    expected = [(str(s.name), r) for s in shards for r in range(open_parquet(s.path).metadata.num_rows)]
+    if list(zip(cols["shard"], cols["row"])) != expected:
+        raise InputError(f"{path}: audits other inputs than these ({len(cols['row'])} rows, the inputs "
+                         f"{len(expected)}); run `phifilter contamination` on the same inputs")
+    return cols["max_similarity"], [n or "" for n in cols["nearest_problem"]]
 
 
 def distribution(values: np.ndarray, taus=()) -> dict:
