@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +38,11 @@ from typing import Sequence
 
 from .errors import InputError, OutputError
 
+from .contamination_report import EMBEDDING_NEAR_COPY, SUMMARY_FILES, SYNTAX_NEAR_COPY  # noqa: F401 (re-exported)
+from .contamination_run import PARTS, RESULT, log
+
 SETTINGS = "contamination.json"
-RESULT = "contamination.parquet"
-PARTS = "parts"
-SUMMARY_FILES = ("contamination.md", "contamination.html")
 FORMAT = 1
-# Documented thresholds (docs/howto/contamination.md): measured on installed library code and
-# on renamed HumanEval solutions (tests/test_contamination.py checks both sides).
-SYNTAX_NEAR_COPY = 0.8
-EMBEDDING_NEAR_COPY = 0.85
 
 
 @dataclass(frozen=True)
@@ -293,8 +288,3 @@ def _embedder(device: str):
     from .embed import Embedder
 
     return Embedder(device=device)
-
-
-def log(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)

@@ -4,10 +4,17 @@ joined into ``contamination.parquet`` and the summary written (see :mod:`phifilt
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
-from .contamination import PARTS, RESULT, log
+RESULT = "contamination.parquet"
+PARTS = "parts"
+
+
+def log(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
 
 
 def part_path(out: Path, shard_index: int, first_row: int) -> Path:

@@ -52,7 +52,7 @@ def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, ev
         sims, nearest = read_audit(audit, shards)
     else:
         from ..contamination import Matcher, shipped_problems
-        from .ablate import log
+        from ..contamination_run import log
 
         log(progress, "measuring each document's similarity to HumanEval/MBPP (embedding + syntax)")
         matcher = Matcher(shipped_problems(eval_dir))
