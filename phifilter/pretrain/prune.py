@@ -98,8 +98,10 @@ def distribution(values: np.ndarray, taus=()) -> dict:
         return {"docs": 0}
     q = np.quantile(v, [0.5, 0.9, 0.99, 1.0])
     above = sorted(set(DIST_THRESHOLDS) | set(taus))
+    v32 = np.asarray(values, dtype=np.float32)  # compared as the pruning compares (float32)
     return {"docs": int(v.size), "mean": float(v.mean()), "median": float(q[0]), "p90": float(q[1]),
-            "p99": float(q[2]), "max": float(q[3]), "above": {f"{t:g}": int((v > t).sum()) for t in above}}
+            "p99": float(q[2]), "max": float(q[3]),
+            "above": {f"{t:g}": int((v32 > np.float32(t)).sum()) for t in above}}
 
 
 def add_pruned_arms(bundle, config, sim: np.ndarray) -> None:
@@ -119,7 +121,7 @@ def add_pruned_arms(bundle, config, sim: np.ndarray) -> None:
             changed = True
     all_tokens = None
     for tau in taus:
-        keep = sim <= tau
+        keep = sim <= np.float32(tau)
         for arm, docs in base_docs.items():
             name = arm_name(arm, tau)
             if name in manifest["arms"] or not (arm in config.arms or (arm == "filtered" and "random" in config.arms)):
@@ -149,5 +151,5 @@ def add_pruned_arms(bundle, config, sim: np.ndarray) -> None:
 def random_pool(bundle, arm: str, sim: np.ndarray | None) -> np.ndarray:
     """The documents the random arm (or its twin) draws from."""
     _, tau = split_arm(arm)
-    pool = bundle.train_mask if tau is None else bundle.train_mask & (sim <= tau)
+    pool = bundle.train_mask if tau is None else bundle.train_mask & (sim <= np.float32(tau))
     return np.flatnonzero(pool)
