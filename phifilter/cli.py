@@ -793,6 +793,9 @@ def contamination(inputs, output, eval_files, no_shipped, methods, max_chunks, b
 @click.option("--similarity-from", type=click.Path(exists=True), default=None, metavar="DIR",
               help="Take max_similarity from this `phifilter contamination` output of the same inputs "
                    "(default: measured here, cached in the data folder).")
+@click.option("--similarity-methods", default="syntax", show_default=True,
+              help="How ablate measures max_similarity itself: syntax, embedding or both, comma-separated "
+                   "(embedding costs ~2 CPU-seconds a document; on a CPU prefer an audit: --similarity-from).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
 @storage_options_option
@@ -800,7 +803,7 @@ def contamination(inputs, output, eval_files, no_shipped, methods, max_chunks, b
 @quiet_option
 def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
            pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, note, prune_similar, similarity_from, overrides, stats_json, quiet):
+           no_compile, note, prune_similar, similarity_from, similarity_methods, overrides, stats_json, quiet):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
@@ -827,6 +830,7 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
         pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
         threads=threads, compile=not no_compile, overrides=parse_overrides(overrides), note=note,
         prune_similar=tuple(prune_similar), similarity_from=similarity_from,
+        similarity_methods=tuple(m.strip() for m in similarity_methods.split(",") if m.strip()),
     )
     results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line(), stats_json=stats_json)
     if not quiet:

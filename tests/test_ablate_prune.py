@@ -34,6 +34,7 @@ def test_prune_similar_retrains_every_arm_without_near_copies_and_reports_it(tmp
     results = json.loads((out / "results.json").read_text())
     arms = results["data"]["arms"]
     assert set(results["arms"]) == {"filtered", "random", "filtered@0.9", "random@0.9"}
+    assert results["data"]["similarity_methods"] == ["syntax"]  # ablate's own measure: the cheap one
     # The planted near copies were kept by the filter and are gone from its pruned twin.
     assert arms["filtered"]["similarity"]["max"] > 0.9 and arms["filtered"]["similarity"]["above"]["0.9"] >= 2
     assert arms["filtered@0.9"]["similarity"]["max"] <= 0.9
@@ -67,3 +68,27 @@ def test_prune_similar_retrains_every_arm_without_near_copies_and_reports_it(tmp
 def test_prune_similar_out_of_range_is_a_usage_error(tmp_path):
     proc = run_cli("ablate", tmp_path, "-o", tmp_path / "o", "--prune-similar", "1.5", check=False)
     assert proc.returncode == 2 and "--prune-similar" in proc.stderr
+
+
+def test_similarity_from_an_audit_of_other_inputs_is_refused(tmp_path):
+    from phifilter.contamination import run_contamination
+    from phifilter.corpus import find_shards
+    from phifilter.errors import InputError
+    from phifilter.pretrain.prune import corpus_similarity
+
+    for name, n in (("a", 3), ("b", 4)):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"text": [f"def f{i}(x):\n    return x + {i}\n" for i in range(n)]}),
+                       tmp_path / name / "s.parquet")
+    run_contamination([tmp_path / "a"], tmp_path / "audit", methods=["syntax"])
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with pytest.raises(InputError, match="audits other inputs"):
+        corpus_similarity(find_shards([tmp_path / "b"]), folder, "text", False, audit=str(tmp_path / "audit"))
+    values, methods = corpus_similarity(find_shards([tmp_path / "a"]), folder, "text", False,
+                                        audit=str(tmp_path / "audit"))
+    assert methods == ["syntax"] and len(values) == 3
+    expected = pq.read_table(tmp_path / "audit" / "contamination.parquet").column("max_similarity").to_pylist()
+    assert values.tolist() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(InputError, match="contamination.json"):
+        corpus_similarity(find_shards([tmp_path / "a"]), tmp_path, "text", False, audit=str(tmp_path / "a"))

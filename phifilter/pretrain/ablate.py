@@ -307,6 +307,7 @@ class DataBundle:
         self.humaneval = []
         self.mbpp = []
         self.similarity = None  # max_similarity per document (prune.py)
+        self.similarity_methods: list[str] = []
         self.taus: tuple[float, ...] = ()  # --prune-similar thresholds
 
     def train_file(self, arm: str, seed: int) -> Path:
@@ -398,8 +399,8 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
 
     bundle = DataBundle(folder, tokenizer, manifest, offsets, table, val_mask, train_mask)
     bundle.taus = tuple(config.prune_similar)
-    bundle.similarity = P.corpus_similarity(shards, folder, config.text_column, progress, eval_dir,
-                                            config.similarity_from)
+    bundle.similarity, bundle.similarity_methods = P.corpus_similarity(
+        shards, folder, config.text_column, progress, eval_dir, config.similarity_from, config.similarity_methods)
     if len(bundle.similarity) != len(table):
         raise InputError(f"{folder / P.SIMILARITY}: holds {len(bundle.similarity)} documents, the corpus "
                          f"{len(table)}; delete it and rerun")
@@ -415,7 +416,7 @@ def random_train_file(bundle: DataBundle, seed: int, data_seed: int, arm: str = 
     ``arm`` may be a pruned twin (``random@0.8``), drawn from the pruned pool."""
     path = bundle.train_file(arm, seed)
     per_seed = bundle.manifest["arms"][arm]["per_seed"]
-    if path.is_file() and str(seed) in per_seed:
+    if path.is_file() and str(seed) in per_seed and (bundle.similarity is None or "similarity" in per_seed[str(seed)]):
         return path
     tokens = np.diff(bundle.offsets)
     docs = D.random_docs(P.random_pool(bundle, arm, bundle.similarity), tokens,

@@ -302,10 +302,9 @@ def similarity_blocks(results: dict) -> list[tuple]:
     cols = sorted({t for a in arms.values() for t in ((a.get("similarity") or {}).get("above") or {})}, key=float)
     out: list[tuple] = [
         ("h", 2, "Similarity of each arm's training documents to HumanEval/MBPP"),
-        ("p", "`max_similarity` per document (`phifilter contamination`: the larger of the embedding cosine of "
-              "the best chunk and the syntax-tree similarity with names, literals and docstrings ignored; "
-              "HumanEval and all 974 MBPP problems). Random arms: means over their per-seed draws. "
-              "Documents already removed for 13-gram overlap are not in any arm."),
+        ("p", f"`max_similarity` per document by {_methods_text(results['data'].get('similarity_methods'))} "
+              "(`phifilter contamination`; HumanEval and all 974 MBPP problems). Random arms: means over "
+              "their per-seed draws. Documents already removed for 13-gram overlap are not in any arm."),
         ("table", ["arm", "docs", "mean", "median", "p90", "p99", "max", *[f"> {t}" for t in cols]],
          [[a, f"{d['docs']:,.0f}", f"{d['mean']:.3f}", f"{d['median']:.3f}", f"{d['p90']:.3f}", f"{d['p99']:.3f}",
            f"{d['max']:.3f}", *[f"{d['above'].get(t, 0):,.0f}" for t in cols]]
@@ -333,6 +332,15 @@ def similarity_blocks(results: dict) -> list[tuple]:
             ("table", ["prune above", "filtered docs", "removed from filtered", "filtered HumanEval loss",
                        "random HumanEval loss", "filtered − random HumanEval", "filtered − random MBPP"], rows)]
     return out
+
+
+def _methods_text(methods) -> str:
+    parts = {"embedding": "the embedding cosine of the best chunk",
+             "syntax": "the syntax-tree similarity (names, literals, comments and docstrings ignored)"}
+    named = [parts[m] for m in sorted(methods or []) if m in parts]
+    if not named:
+        return "an unrecorded method"
+    return named[0] if len(named) == 1 else f"the larger of {named[0]} and {named[1]}"
 
 
 def render_markdown(bl: list[tuple]) -> str:

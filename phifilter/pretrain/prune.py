@@ -39,13 +39,16 @@ def run_arms(arms, taus) -> list[str]:
 
 
 def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, eval_dir=None,
-                      audit: str | None = None) -> np.ndarray:
-    """``max_similarity`` of every document in corpus order (cached in ``folder/similarity.npz``):
-    measured here, or read from ``audit`` (a `phifilter contamination` folder of the same inputs)."""
+                      audit: str | None = None, methods=("syntax",)) -> tuple[np.ndarray, list[str]]:
+    """(``max_similarity`` of every document in corpus order, the methods behind it), cached in
+    ``folder/similarity.npz``: measured here by ``methods``, or read from ``audit`` (a
+    `phifilter contamination` folder of the same inputs). A cache made another way is redone."""
     path = folder / SIMILARITY
+    wanted = audit_methods(audit) if audit is not None else sorted(methods)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
-            return z["max_similarity"]
+            if "methods" in z.files and sorted(map(str, z["methods"])) == wanted:
+                return z["max_similarity"], wanted
     from ..atomic import write_atomic
 
     if audit is not None:
@@ -54,8 +57,8 @@ def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, ev
         from ..contamination import Matcher, shipped_problems
         from ..contamination_run import log
 
-        log(progress, "measuring each document's similarity to HumanEval/MBPP (embedding + syntax)")
-        matcher = Matcher(shipped_problems(eval_dir))
+        log(progress, f"measuring each document's similarity to HumanEval/MBPP ({' + '.join(wanted)})")
+        matcher = Matcher(shipped_problems(eval_dir), methods=wanted)
         sims, nearest = [], []
         for texts, _ in D.iter_texts(shards, text_column):
             cols = matcher.match(texts)
@@ -65,10 +68,27 @@ def corpus_similarity(shards, folder: Path, text_column: str, progress: bool, ev
 
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, max_similarity=values, nearest_problem=np.asarray(nearest, dtype=str))
+            np.savez(f, max_similarity=values, nearest_problem=np.asarray(nearest, dtype=str),
+                     methods=np.asarray(wanted, dtype=str))
 
     write_atomic(path, save)
-    return values
+    return values, wanted
+
+
+def audit_methods(audit: str) -> list[str]:
+    """The methods a `phifilter contamination` folder (or the file in it) was made with."""
+    import json
+
+    from ..contamination import SETTINGS
+
+    path = Path(audit)
+    settings = (path if path.is_dir() else path.parent) / SETTINGS
+    try:
+        return sorted(json.loads(settings.read_text())["methods"])
+    except (OSError, ValueError, KeyError, TypeError):
+        from ..errors import InputError
+
+        raise InputError(f"{audit}: no readable {SETTINGS}; give the folder `phifilter contamination` wrote") from None
 
 
 def read_audit(audit: str, shards) -> tuple[list[float], list[str]]:
@@ -114,6 +134,13 @@ def add_pruned_arms(bundle, config, sim: np.ndarray) -> None:
                                       config.effective_threshold(), config.top_fraction)
     base_docs = {"filtered": fil_train, "unfiltered": np.flatnonzero(bundle.train_mask)}
     changed = False
+    if manifest.get("similarity_methods") != bundle.similarity_methods:
+        manifest["similarity_methods"] = bundle.similarity_methods
+        for entry in manifest["arms"].values():  # distributions of another measure are stale
+            entry.pop("similarity", None)
+            for draw in entry.get("per_seed", {}).values():
+                draw.pop("similarity", None)
+        changed = True
     for arm, docs in base_docs.items():
         entry = manifest["arms"].get(arm)
         if entry is not None and "similarity" not in entry:
@@ -124,11 +151,16 @@ def add_pruned_arms(bundle, config, sim: np.ndarray) -> None:
         keep = sim <= np.float32(tau)
         for arm, docs in base_docs.items():
             name = arm_name(arm, tau)
-            if name in manifest["arms"] or not (arm in config.arms or (arm == "filtered" and "random" in config.arms)):
+            pruned = docs[keep[docs]]
+            if name in manifest["arms"]:
+                if "similarity" not in manifest["arms"][name]:
+                    manifest["arms"][name]["similarity"] = distribution(sim[pruned], taus)
+                    changed = True
+                continue
+            if not (arm in config.arms or (arm == "filtered" and "random" in config.arms)):
                 continue
             if all_tokens is None:
                 all_tokens = D.open_tokens(folder / "all.bin")
-            pruned = docs[keep[docs]]
             val = manifest["arms"][arm]
             manifest["arms"][name] = {
                 "tau": tau, "val_docs": val["val_docs"], "val_tokens": val["val_tokens"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A REDUCED pruned ablation (see README.md here): a 2-layer, 164k-parameter GPT, 250 steps,
+# A REDUCED pruned ablation (see README.md here): a 2-layer, 164k-parameter GPT, 100 steps,
 # a 1,500-document pool, filtered and random only, 3 seeds, pruned at two thresholds of the
 # syntax similarity. Run from the repository root; writes under $SCRATCH, then copies the
 # report files into this folder.
@@ -12,7 +12,7 @@ S=$SCRATCH
 mkdir -p "$S"
 PRUNE=(); for t in $TAUS; do PRUNE+=(--prune-similar "$t"); done
 OPTS=(--preset tiny --set n_layer=2 --set d_model=64 --set n_head=2 --set context=128 --set vocab_size=1024
-      --tokens 512000 --top-fraction 0.3 --arms filtered,random --pass-samples 0 --threads 1
+      --tokens "${TOKENS:-204800}" --top-fraction 0.3 --arms filtered,random --pass-samples 0 --threads 1
       --similarity-from "$S/audit_syntax" "${PRUNE[@]}" -q)
 prep() { mkdir -p "$2"; [ -d "$2/data" ] || cp -al "$1/data" "$2/data"; cp "$1/ablate.json" "$2/ablate.json"; }
 
