@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A REDUCED pruned ablation (see README.md here): a 2-layer, 164k-parameter GPT, 100 steps,
-# a 1,500-document pool, filtered and random only, 3 seeds, pruned at two thresholds of the
-# syntax similarity. Run from the repository root; writes under $SCRATCH, then copies the
+# a 1,500-document pool, filtered and random only, 3 seeds, pruned at one threshold of the
+# syntax similarity (0.2: a third of the filtered arm). Run from the repository root; writes under $SCRATCH, then copies the
 # report files into this folder.
 set -euo pipefail
 SCRATCH=${SCRATCH:-/tmp/i22abl}
 PY=${PY:-.venv/bin/python}
-TAUS=${TAUS:-"0.5 0.4"}
+TAUS=${TAUS:-"0.2"}
 HERE=benchmarks/ablation/2026-12-07-pruned-reduced
 S=$SCRATCH
 mkdir -p "$S"
@@ -21,8 +21,8 @@ prep() { mkdir -p "$2"; [ -d "$2/data" ] || cp -al "$1/data" "$2/data"; cp "$1/a
 [ -f "$S/pool/pool.parquet" ] || $PY -m phifilter sample "$S/code" ../shared/data/corpora/thealgorithms.parquet \
     -n 1500 --max-chars 8000 --seed 0 -o "$S/pool/pool.parquet" -q
 # 2. Score with the bundled default; audit the pool (syntax method only: see README).
-nice -n 10 $PY -m phifilter score "$S/pool" -o "$S/scored" -q --read-batch-rows 256
-nice -n 10 $PY -m phifilter contamination "$S/pool" -o "$S/audit_syntax" --methods syntax -q \
+[ -f "$S/scored/pool.parquet" ] || nice -n 10 $PY -m phifilter score "$S/pool" -o "$S/scored" -q --read-batch-rows 256
+[ -f "$S/audit_syntax/contamination.parquet" ] || nice -n 10 $PY -m phifilter contamination "$S/pool" -o "$S/audit_syntax" --methods syntax -q \
     --stats-json "$S/audit_syntax_stats.json"
 # 3. Seed 0 prepares the data; seeds 1 and 2 run on hard-linked copies once it has.
 nice -n 10 $PY -m phifilter ablate "$S/scored" -o "$S/s0" --seed 0 --seeds 1 "${OPTS[@]}" &
