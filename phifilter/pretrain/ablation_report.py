@@ -142,7 +142,8 @@ def _mean_distribution(parts: list) -> dict | None:
     if not parts:
         return None
     out = {k: float(np.mean([p[k] for p in parts])) for k in ("docs", "mean", "median", "p90", "p99", "max")}
-    out["above"] = {t: float(np.mean([p["above"].get(t, 0) for p in parts])) for t in parts[0]["above"]}
+    common = set.intersection(*(set(p["above"]) for p in parts))  # draws made with other TAUs lack some
+    out["above"] = {t: float(np.mean([p["above"][t] for p in parts])) for t in parts[0]["above"] if t in common}
     return out
 
 
@@ -307,7 +308,7 @@ def similarity_blocks(results: dict) -> list[tuple]:
               "their per-seed draws. Documents already removed for 13-gram overlap are not in any arm."),
         ("table", ["arm", "docs", "mean", "median", "p90", "p99", "max", *[f"> {t}" for t in cols]],
          [[a, f"{d['docs']:,.0f}", f"{d['mean']:.3f}", f"{d['median']:.3f}", f"{d['p90']:.3f}", f"{d['p99']:.3f}",
-           f"{d['max']:.3f}", *[f"{d['above'].get(t, 0):,.0f}" for t in cols]]
+           f"{d['max']:.3f}", *[f"{d['above'][t]:,.0f}" if t in d["above"] else "" for t in cols]]
           for a, e in arms.items() if (d := e.get("similarity")) and d.get("docs")])]
     if not taus or "random" not in arms:
         return out
