@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -92,3 +93,18 @@ def test_similarity_from_an_audit_of_other_inputs_is_refused(tmp_path):
     assert values.tolist() == pytest.approx(expected, abs=1e-6)
     with pytest.raises(InputError, match="contamination.json"):
         corpus_similarity(find_shards([tmp_path / "a"]), tmp_path, "text", False, audit=str(tmp_path / "a"))
+
+
+def test_random_arm_similarity_averages_only_thresholds_every_draw_has():
+    from phifilter.pretrain.ablation_report import _mean_distribution
+    from phifilter.pretrain.prune import distribution
+
+    a = distribution(np.array([0.1, 0.25, 0.35], np.float32), taus=(0.3, 0.2))  # a draw of a run with two TAUs
+    b = distribution(np.array([0.1, 0.2, 0.5], np.float32), taus=(0.2,))
+    mean = _mean_distribution([a, b, None])
+    assert "0.3" in a["above"] and "0.3" not in b["above"]
+    assert "0.3" not in mean["above"] and mean["above"]["0.2"] == pytest.approx(1.5)  # (2 + 1) / 2: 0.2 is not above
+    assert mean["max"] == pytest.approx((0.35 + 0.5) / 2, abs=1e-6)
+    # float32 figures compare as the pruning compares: a document at exactly TAU is not above it
+    assert distribution(np.array([0.2], np.float32))["above"]["0.5"] == 0
+    assert distribution(np.array([0.2], np.float32), taus=(0.2,))["above"]["0.2"] == 0
