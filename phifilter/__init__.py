@@ -28,6 +28,7 @@ _EXPORTS = {
     "EmbeddingCache": "embcache",
     "EmbedSummary": "embcache",
     "embed_shards": "embcache",
+    "run_contamination": "contamination",
     "DEFAULT_EMBEDDER": "embed",
     "Embedder": "embed",
     "InputError": "errors",
@@ -71,6 +72,7 @@ _EXPORTS = {
 if TYPE_CHECKING:  # static tools (IDEs, type checkers, docs) see the plain imports
     from .chunking import DOC_MODES, DocEmbeddings
     from .classifier import EduClassifier, default_model_path
+    from .contamination import run_contamination
     from .corpus import Shard, find_shards, iter_batches
     from .embcache import EmbeddingCache, EmbedSummary, embed_shards
     from .embed import DEFAULT_EMBEDDER, Embedder

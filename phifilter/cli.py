@@ -769,6 +769,54 @@ def info(model):
 
 @main.command()
 @inputs_argument
+@output_option("Output folder: contamination.parquet, contamination.md, contamination.html.")
+@click.option("--eval", "eval_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="More problems as JSON lines (task_id + prompt/canonical_solution, code or solution); repeatable.")
+@click.option("--no-shipped", is_flag=True, help="Leave out the shipped HumanEval and MBPP (then give --eval).")
+@click.option("--methods", default="embedding,syntax", show_default=True,
+              help="Comma-separated: embedding (MiniLM cosine), syntax (names and literals ignored).")
+@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1),
+              help="Chunks of 256 tokens embedded per document (syntax always reads the whole document).")
+@click.option("--batch-rows", default=512, show_default=True, type=click.IntRange(1),
+              help="Documents per part file (the unit a rerun resumes from).")
+@click.option("--id-column", default="id", show_default=True, help="Copied to the output when the input has it.")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(0), help="Top matches shown in the summary.")
+@text_column_option
+@device_option
+@stats_json_option
+@quiet_option
+def contamination(inputs, output, eval_files, no_shipped, methods, max_chunks, batch_rows, id_column, top,
+                  text_column, device, stats_json, quiet):
+    """Measure each document's similarity to HumanEval, MBPP and other evaluation problems.
+
+    Two methods, as phi-1 audited its data: the embedding cosine of the document's best chunk,
+    and a syntax-tree similarity that ignores names, literals, comments and docstrings (a token
+    sequence for code that does not parse). max_similarity is the larger, with the nearest
+    problem and the method. A rerun resumes; `phifilter ablate --prune-similar` uses the figure.
+
+    \b
+    Example:
+      phifilter contamination data/pool/ -o audit/
+      phifilter contamination data/pool/ -o audit/ --eval my_benchmark.jsonl --methods syntax
+    """
+    from .contamination import run_contamination
+
+    summary = run_contamination(
+        list(inputs), output, eval_files=eval_files, shipped=not no_shipped,
+        methods=[m.strip() for m in methods.split(",") if m.strip()], max_chunks=max_chunks,
+        batch_rows=batch_rows, text_column=text_column, id_column=id_column, device=device, top=top,
+        progress=not quiet, stats_json=stats_json)
+    if not quiet:
+        d = summary["max_similarity"]
+        if d.get("n"):
+            click.echo(f"{summary['documents']:,} documents: max_similarity median {d['median']:.3f}, "
+                       f"p99 {d['p99']:.3f}, max {d['max']:.3f}; above 0.8: {d['above']['0.8']:,}, "
+                       f"above 0.9: {d['above']['0.9']:,}")
+        click.echo(f"wrote {output}/contamination.parquet, contamination.md, contamination.html")
+
+
+@main.command()
+@inputs_argument
 @output_option("Report folder (also holds data and checkpoints); a URL (s3://...) gets the report files, "
                "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
@@ -796,6 +844,15 @@ def info(model):
               help="torch CPU threads (default: one per core; 1 is often faster on a busy machine).")
 @click.option("--no-compile", is_flag=True, help="Do not torch.compile on CUDA.")
 @click.option("--note", default=None, help="A sentence to print at the top of the report.")
+@click.option("--prune-similar", "prune_similar", multiple=True, type=click.FloatRange(0, 1, max_open=True),
+              metavar="TAU", help="Also train every arm without the documents whose max_similarity to a HumanEval/MBPP "
+                                  "problem exceeds TAU (phi-1's pruning; see `phifilter contamination`); repeatable.")
+@click.option("--similarity-from", type=click.Path(exists=True), default=None, metavar="DIR",
+              help="Take max_similarity from this `phifilter contamination` output of the same inputs "
+                   "(default: measured here, cached in the data folder).")
+@click.option("--similarity-methods", default="syntax", show_default=True,
+              help="How ablate measures max_similarity itself: syntax, embedding or both, comma-separated "
+                   "(embedding costs ~2 CPU-seconds a document; on a CPU prefer an audit: --similarity-from).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
 @storage_options_option
@@ -803,7 +860,7 @@ def info(model):
 @quiet_option
 def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
            pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, note, overrides, stats_json, quiet):
+           no_compile, note, prune_similar, similarity_from, similarity_methods, overrides, stats_json, quiet):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
@@ -829,6 +886,8 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
         score_column=score_column, eval_dir=eval_dir, val_fraction=val_fraction, pass_samples=pass_samples,
         pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
         threads=threads, compile=not no_compile, overrides=parse_overrides(overrides), note=note,
+        prune_similar=tuple(prune_similar), similarity_from=similarity_from,
+        similarity_methods=tuple(m.strip() for m in similarity_methods.split(",") if m.strip()),
     )
     results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line(), stats_json=stats_json)
     if not quiet:

@@ -45,6 +45,7 @@ from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet, pu
 from ..errors import InputError, OutputError
 from ..exclude import ExclusionSet
 from . import data as D
+from . import prune as P
 from .config import AblateConfig, Preset
 from .evalsets import HUMANEVAL_FILE, MBPP_FILE, contamination_texts, default_eval_dir, load_humaneval, load_mbpp
 
@@ -188,9 +189,11 @@ def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, pr
         began = time.monotonic()
         bundle = prepare_data(shards, out / "data", config, preset, eval_dir, progress)
         seeds = list(range(config.seed, config.seed + config.seeds))
-        if "random" in config.arms:
-            for seed in seeds:  # all data exists before the first run starts
-                random_train_file(bundle, seed, config.data_seed)
+        arms = P.run_arms(config.arms, config.prune_similar)
+        for seed in seeds:  # all data exists before the first run starts
+            for arm in arms:
+                if P.split_arm(arm)[0] == "random":
+                    random_train_file(bundle, seed, config.data_seed, arm)
         stats["stages"]["data_seconds"] = round(time.monotonic() - began, 6)
         manifest = bundle.manifest
         stats["shards"] = {"read": len(shards), "failed": 0}
@@ -201,11 +204,11 @@ def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, pr
         stats["bytes"] = {"in": int(bundle.table.nbytes.sum())}
         stats["tokens"] = dict(manifest["tokens"])
         stats["arms"] = {arm: {k: v for k, v in entry.items() if k != "per_seed"}
-                         for arm, entry in manifest["arms"].items() if arm in config.arms}
+                         for arm, entry in manifest["arms"].items() if arm in arms}
         runs = {}
         began = time.monotonic()
         for seed in seeds:
-            for arm in config.arms:
+            for arm in arms:
                 run_dir = out / "runs" / f"{arm}.s{seed}"
                 skipped = (run_dir / "result.json").is_file()
                 t0 = time.monotonic()
@@ -308,12 +311,17 @@ class DataBundle:
         self.train_mask = train_mask
         self.humaneval = []
         self.mbpp = []
+        self.similarity = None  # max_similarity per document (prune.py)
+        self.similarity_methods: list[str] = []
+        self.taus: tuple[float, ...] = ()  # --prune-similar thresholds
 
     def train_file(self, arm: str, seed: int) -> Path:
-        return self.folder / (f"random.s{seed}.train.bin" if arm == "random" else f"{arm}.train.bin")
+        random = P.split_arm(arm)[0] == "random"
+        return self.folder / (f"{arm}.s{seed}.train.bin" if random else f"{arm}.train.bin")
 
     def val_file(self, arm: str) -> Path:
-        return self.folder / f"{arm}.val.bin"
+        """Pruned twins (``filtered@0.8``) are scored on their arm's validation split."""
+        return self.folder / f"{P.split_arm(arm)[0]}.val.bin"
 
 
 def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eval_dir: Path,
@@ -395,24 +403,34 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
         D.write_json(manifest_path, manifest)
 
     bundle = DataBundle(folder, tokenizer, manifest, offsets, table, val_mask, train_mask)
+    bundle.taus = tuple(config.prune_similar)
+    bundle.similarity, bundle.similarity_methods = P.corpus_similarity(
+        shards, folder, config.text_column, progress, eval_dir, config.similarity_from, config.similarity_methods)
+    if len(bundle.similarity) != len(table):
+        raise InputError(f"{folder / P.SIMILARITY}: holds {len(bundle.similarity)} documents, the corpus "
+                         f"{len(table)}; delete it and rerun")
+    P.add_pruned_arms(bundle, config, bundle.similarity)
     bundle.humaneval = load_humaneval(eval_dir)
     bundle.mbpp = load_mbpp(eval_dir)
     return bundle
 
 
-def random_train_file(bundle: DataBundle, seed: int, data_seed: int) -> Path:
+def random_train_file(bundle: DataBundle, seed: int, data_seed: int, arm: str = "random") -> Path:
     """The random arm's training documents for one seed: a fresh draw per seed, so the spread
-    over seeds includes the luck of the draw as well as the luck of the initialisation."""
-    path = bundle.train_file("random", seed)
-    per_seed = bundle.manifest["arms"]["random"]["per_seed"]
-    if path.is_file() and str(seed) in per_seed:
+    over seeds includes the luck of the draw as well as the luck of the initialisation.
+    ``arm`` may be a pruned twin (``random@0.8``), drawn from the pruned pool."""
+    path = bundle.train_file(arm, seed)
+    per_seed = bundle.manifest["arms"][arm]["per_seed"]
+    if path.is_file() and str(seed) in per_seed and (bundle.similarity is None or "similarity" in per_seed[str(seed)]):
         return path
     tokens = np.diff(bundle.offsets)
-    docs = D.random_docs(np.flatnonzero(bundle.train_mask), tokens,
-                         bundle.manifest["arms"]["random"]["train_target_tokens"],
+    docs = D.random_docs(P.random_pool(bundle, arm, bundle.similarity), tokens,
+                         bundle.manifest["arms"][arm]["train_target_tokens"],
                          np.random.default_rng([data_seed, seed, 0xA11]))
     written = D.write_arm(D.open_tokens(bundle.folder / "all.bin"), bundle.offsets, docs, path)
     per_seed[str(seed)] = {"train_docs": int(docs.size), "train_tokens": written}
+    if bundle.similarity is not None:
+        per_seed[str(seed)]["similarity"] = P.distribution(bundle.similarity[docs], bundle.taus)
     D.write_json(bundle.folder / "manifest.json", bundle.manifest)
     return path
 
@@ -440,10 +458,12 @@ def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: Abla
         # core: OpenMP threads that wait for each other stall when any one is descheduled.
         torch.set_num_threads(config.threads)
     device = torch.device(resolve_device(config.device))
-    train_path = random_train_file(bundle, seed, config.data_seed) if arm == "random" else bundle.train_file(arm, seed)
+    base = P.split_arm(arm)[0]
+    train_path = (random_train_file(bundle, seed, config.data_seed, arm) if base == "random"
+                  else bundle.train_file(arm, seed))
     train_tokens = D.open_tokens(train_path)
     val_sets = {a: D.open_tokens(bundle.val_file(a)) for a in config.arms}
-    model, info = train_gpt(preset.model, preset.loop, train_tokens, val_sets[arm], steps, seed, run_dir,
+    model, info = train_gpt(preset.model, preset.loop, train_tokens, val_sets[base], steps, seed, run_dir,
                             device, compile=config.compile, progress=progress, desc=f"{arm} seed {seed}")
     ctx = preset.model.context
     n_windows = max(1, preset.eval_tokens // ctx)
@@ -469,7 +489,7 @@ def run_one(bundle: DataBundle, arm: str, seed: int, run_dir: Path, config: Abla
                                        preset.model.vocab_size, ctx, n_windows, info["tokens"])
     D.write_json(result_path, result)
     log(progress, f"{arm} seed {seed}: HumanEval loss {result['humaneval_loss']:.4f}, "
-                  f"own validation loss {result['val_loss'][arm]:.4f} ({result['train_seconds']:.0f} s)")
+                  f"own validation loss {result['val_loss'][base]:.4f} ({result['train_seconds']:.0f} s)")
     return result
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from ..htmlpage import data_uri, escape, html_page, html_table, img
 from . import data as D
 from .config import AblateConfig, Preset
+from .prune import arm_name, run_arms, split_arm
 
 PASS_KEYS = ("humaneval_pass", "mbpp_pass")
 ARM_COLOURS = {"filtered": "#1b9e77", "random": "#d95f02", "unfiltered": "#7570b3"}
@@ -71,12 +72,13 @@ def summarise(runs: dict, bundle, config: AblateConfig, preset: Preset, steps: i
               command: str | None = None) -> dict:
     from .sandbox import isolation_summary
 
-    arms = list(config.arms)
+    base_arms = list(config.arms)
+    arms = run_arms(config.arms, config.prune_similar)
     manifest = bundle.manifest
     pass_keys = sorted({f"{p}.{k}" for r in runs.values() for p in PASS_KEYS for k in (r.get(p) or {})
                         if k.startswith("pass@")})
-    metrics = ["humaneval_loss", "mbpp_loss", *[f"val_loss.{a}" for a in arms], *pass_keys,
-               "bigram.humaneval_loss", "bigram.mbpp_loss", *[f"bigram.val_loss.{a}" for a in arms],
+    metrics = ["humaneval_loss", "mbpp_loss", *[f"val_loss.{a}" for a in base_arms], *pass_keys,
+               "bigram.humaneval_loss", "bigram.mbpp_loss", *[f"bigram.val_loss.{a}" for a in base_arms],
                "train_seconds"]
     results = {
         "command": command or "phifilter ablate (called from Python)",
@@ -100,30 +102,49 @@ def summarise(runs: dict, bundle, config: AblateConfig, preset: Preset, steps: i
             if all(v is None for v in values):
                 continue
             _set(entry, m, stats(values))
-        entry["own_val_loss"] = stats([_metric(r, f"val_loss.{arm}") for r in arm_runs])
+        base, tau = split_arm(arm)
+        entry["own_val_loss"] = stats([_metric(r, f"val_loss.{base}") for r in arm_runs])
         info = manifest["arms"][arm]
-        if arm == "random":
+        if base == "random":
             per_seed = [info["per_seed"][str(s)] for s in seeds]
             entry["train_docs"] = float(np.mean([p["train_docs"] for p in per_seed]))
             entry["train_tokens"] = float(np.mean([p["train_tokens"] for p in per_seed]))
+            entry["similarity"] = _mean_distribution([p.get("similarity") for p in per_seed])
         else:
             entry["train_docs"], entry["train_tokens"] = info["train_docs"], info["train_tokens"]
+            entry["similarity"] = info.get("similarity")
+        if tau is not None:
+            entry["tau"] = tau
+            entry["removed_docs"] = info.get("removed_docs")
         entry["val_docs"], entry["val_tokens"] = info["val_docs"], info["val_tokens"]
         entry["epochs"] = results["tokens_per_run"] / entry["train_tokens"] if entry["train_tokens"] else None
         entry["curves"] = {str(s): runs[(arm, s)]["curve"] for s in seeds}
         results["arms"][arm] = entry
-    for other in ("random", "unfiltered"):
-        if "filtered" in arms and other in arms:
-            comp = {}
-            for m in metrics:
-                if m == "train_seconds" or m.startswith("bigram."):
-                    continue
-                a = [_metric(runs[("filtered", s)], m) for s in seeds]
-                b = [_metric(runs[(other, s)], m) for s in seeds]
-                if None not in a and None not in b:
-                    comp[m] = paired_difference(a, b)
-            results["comparisons"][f"filtered_minus_{other}"] = comp
+    for tau in [None, *sorted(set(config.prune_similar), reverse=True)]:
+        fil = arm_name("filtered", tau)
+        for other in ("random", "unfiltered"):
+            if "filtered" in base_arms and other in base_arms:
+                comp = {}
+                for m in metrics:
+                    if m == "train_seconds" or m.startswith("bigram."):
+                        continue
+                    a = [_metric(runs[(fil, s)], m) for s in seeds]
+                    b = [_metric(runs[(arm_name(other, tau), s)], m) for s in seeds]
+                    if None not in a and None not in b:
+                        comp[m] = paired_difference(a, b)
+                results["comparisons"][f"{fil}_minus_{arm_name(other, tau)}"] = comp
     return results
+
+
+def _mean_distribution(parts: list) -> dict | None:
+    """The mean over the random arm's seeds of each figure of its similarity distribution."""
+    parts = [p for p in parts if p and p.get("docs")]
+    if not parts:
+        return None
+    out = {k: float(np.mean([p[k] for p in parts])) for k in ("docs", "mean", "median", "p90", "p99", "max")}
+    common = set.intersection(*(set(p["above"]) for p in parts))  # draws made with other TAUs lack some
+    out["above"] = {t: float(np.mean([p["above"][t] for p in parts])) for t in parts[0]["above"] if t in common}
+    return out
 
 
 def _plain(obj):
@@ -178,6 +199,7 @@ def blocks(results: dict) -> list[tuple]:
     """The report as ('h', level, text) / ('p', text) / ('table', headers, rows) / ('pre', text) /
     ('img', name) blocks, rendered to Markdown and HTML by the functions below."""
     arms = list(results["arms"])
+    base_arms = [a for a in arms if split_arm(a)[1] is None]
     data, preset = results["data"], results["preset"]
     model = preset["model"]
     out: list[tuple] = [("h", 1, "phifilter ablation: filtered vs random vs unfiltered"), ("p", verdict(results))]
@@ -242,12 +264,13 @@ def blocks(results: dict) -> list[tuple]:
               for name, comp in results["comparisons"].items() for m, c in comp.items()
               if m in ("humaneval_loss", "mbpp_loss") or m.startswith("val_loss")])]
 
+    out += similarity_blocks(results)
     out += [("h", 2, "Each model on every arm's validation split"),
             ("p", "Rows: the arm a model trained on; columns: the validation split it is scored on "
                   "(nats per token, mean ± std over seeds). A filtered model may do worse on general code "
                   "than an unfiltered one: that is the price of specialising."),
-            ("table", ["trained on \\ scored on", *arms],
-             [[a, *[fmt(results["arms"][a].get("val_loss", {}).get(b)) for b in arms]] for a in arms])]
+            ("table", ["trained on \\ scored on", *base_arms],
+             [[a, *[fmt(results["arms"][a].get("val_loss", {}).get(b)) for b in base_arms]] for a in arms])]
 
     out += [("h", 2, "Count-based bigram baseline"),
             ("p", "A count-based bigram model with Dirichlet smoothing towards the unigram, fitted on as "
@@ -258,7 +281,7 @@ def blocks(results: dict) -> list[tuple]:
                        "GPT HumanEval loss", "GPT own val loss"],
              [[a, fmt(results["arms"][a].get("bigram", {}).get("humaneval_loss")),
                fmt(results["arms"][a].get("bigram", {}).get("mbpp_loss")),
-               fmt(results["arms"][a].get("bigram", {}).get("val_loss", {}).get(a)),
+               fmt(results["arms"][a].get("bigram", {}).get("val_loss", {}).get(split_arm(a)[0])),
                fmt(results["arms"][a].get("humaneval_loss")), fmt(results["arms"][a].get("own_val_loss"))]
               for a in arms])]
 
@@ -270,6 +293,55 @@ def blocks(results: dict) -> list[tuple]:
             ("h", 2, "Versions"),
             ("table", ["package", "version"], [[k, str(v)] for k, v in results["versions"].items()])]
     return out
+
+
+def similarity_blocks(results: dict) -> list[tuple]:
+    """Each arm's similarity to the benchmarks and, with --prune-similar, phi-1's table:
+    filtered − random after removing the documents above each threshold."""
+    arms = results["arms"]
+    taus = sorted({a["tau"] for a in arms.values() if a.get("tau") is not None}, reverse=True)
+    cols = sorted({t for a in arms.values() for t in ((a.get("similarity") or {}).get("above") or {})}, key=float)
+    out: list[tuple] = [
+        ("h", 2, "Similarity of each arm's training documents to HumanEval/MBPP"),
+        ("p", f"`max_similarity` per document by {_methods_text(results['data'].get('similarity_methods'))} "
+              "(`phifilter contamination`; HumanEval and all 974 MBPP problems). Random arms: means over "
+              "their per-seed draws. Documents already removed for 13-gram overlap are not in any arm."),
+        ("table", ["arm", "docs", "mean", "median", "p90", "p99", "max", *[f"> {t}" for t in cols]],
+         [[a, f"{d['docs']:,.0f}", f"{d['mean']:.3f}", f"{d['median']:.3f}", f"{d['p90']:.3f}", f"{d['p99']:.3f}",
+           f"{d['max']:.3f}", *[f"{d['above'][t]:,.0f}" if t in d["above"] else "" for t in cols]]
+          for a, e in arms.items() if (d := e.get("similarity")) and d.get("docs")])]
+    if not taus or "random" not in arms:
+        return out
+    rows = []
+    for tau in [None, *taus]:
+        fil, rnd = arm_name("filtered", tau), arm_name("random", tau)
+        comp = results["comparisons"].get(f"{fil}_minus_{rnd}", {})
+        row = ["none" if tau is None else f"{tau:g}", f"{arms[fil]['train_docs']:,.0f}",
+               "0" if tau is None else f"{arms[fil].get('removed_docs') or 0:,}",
+               fmt(arms[fil].get("humaneval_loss")), fmt(arms[rnd].get("humaneval_loss"))]
+        for m in ("humaneval_loss", "mbpp_loss"):
+            c = comp.get(m)
+            row.append("n/a" if not c else f"{c['mean']:+.3f}" + (
+                f" ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})" if c["ci95"] else "") + f", lower in {c['lower_in']}/{c['n']}")
+        rows.append(row)
+    out += [("h", 2, "Pruned: filtered − random without the documents most like the benchmarks"),
+            ("p", "As phi-1's §5: for each threshold, every arm loses its training documents with "
+                  "`max_similarity` above it (the random arm draws from the pruned pool, sized by the pruned "
+                  "filtered arm), and the models are trained again. If filtered still beats random once the "
+                  "documents most like HumanEval are gone, its gain is not copied answers. Differences are "
+                  "paired by seed with 95% t-intervals; negative favours filtered."),
+            ("table", ["prune above", "filtered docs", "removed from filtered", "filtered HumanEval loss",
+                       "random HumanEval loss", "filtered − random HumanEval", "filtered − random MBPP"], rows)]
+    return out
+
+
+def _methods_text(methods) -> str:
+    parts = {"embedding": "the embedding cosine of the best chunk",
+             "syntax": "the syntax-tree similarity (names, literals, comments and docstrings ignored)"}
+    named = [parts[m] for m in sorted(methods or []) if m in parts]
+    if not named:
+        return "an unrecorded method"
+    return named[0] if len(named) == 1 else f"the larger of {named[0]} and {named[1]}"
 
 
 def render_markdown(bl: list[tuple]) -> str:

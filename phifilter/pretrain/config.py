@@ -123,6 +123,9 @@ class AblateConfig:
     compile: bool = True  # torch.compile on CUDA (never on CPU, where it costs more than it saves)
     overrides: dict = field(default_factory=dict)  # model/loop fields, e.g. {"lr": 1e-3}
     note: str | None = None  # a sentence for the report (why the budget was cut, where it ran...)
+    prune_similar: tuple[float, ...] = ()  # retrain each arm without documents above each max_similarity
+    similarity_from: str | None = None  # a `phifilter contamination` folder of the same inputs
+    similarity_methods: tuple[str, ...] = ("syntax",)  # how ablate measures it itself (embedding: ~2 CPU-s/doc)
 
     def resolved_preset(self) -> Preset:
         if self.preset not in PRESETS:
@@ -153,6 +156,11 @@ class AblateConfig:
             raise InputError("--arms: the random arm is sized by the filtered arm; include 'filtered'")
         if self.eval_dir is not None and not Path(self.eval_dir).is_dir():
             raise InputError(f"--eval-dir {self.eval_dir}: no such folder")
+        if not self.similarity_methods or set(self.similarity_methods) - {"embedding", "syntax"}:
+            raise InputError(f"--similarity-methods {','.join(self.similarity_methods)}: choose embedding, syntax or both")
+        for tau in self.prune_similar:
+            if not 0.0 <= tau < 1.0:
+                raise InputError(f"--prune-similar {tau}: must be at least 0 and below 1 (max_similarity is in [0, 1])")
         if not 0.0 < self.val_fraction < 0.5:
             raise InputError(f"--val-fraction {self.val_fraction}: must be between 0 and 0.5")
 
