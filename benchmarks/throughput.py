@@ -138,7 +138,7 @@ def arm_naive(a) -> dict:
     from phifilter.classifier import EduClassifier
     from phifilter.embed import bundled_model_path
 
-    forest = EduClassifier.load(FOREST_MODEL, device="cpu").forest_
+    forest = EduClassifier.load(FOREST_MODEL, device="cpu").head_
     pos = list(forest.classes_).index(True)
     st = SentenceTransformer(str(bundled_model_path()), device=a.device, local_files_only=True)
     st.max_seq_length = a.max_length

@@ -32,7 +32,7 @@ def small_labels(tmp_path_factory):
 
 
 def test_train_cli_writes_model_folder_with_metrics(small_labels, tmp_path):
-    proc = run_cli("train", small_labels, "-o", tmp_path / "m", "--n-estimators", "50", "--cv-folds", "3")
+    proc = run_cli("train", small_labels, "-o", tmp_path / "m", "--recipe", "paper", "--n-estimators", "50", "--cv-folds", "3")
     assert "3-fold cross-validated" in proc.stdout and "code" in proc.stdout
     meta = read_model_meta(tmp_path / "m")
     m = meta["metrics"]["overall"]
@@ -50,7 +50,7 @@ def test_train_cli_writes_model_folder_with_metrics(small_labels, tmp_path):
 
 def test_training_is_reproducible(small_labels, tmp_path):
     for name in ("a", "b"):
-        run_cli("train", small_labels, "-o", tmp_path / name, "--n-estimators", "30", "--cv-folds", "2", "-q")
+        run_cli("train", small_labels, "-o", tmp_path / name, "--recipe", "paper", "--n-estimators", "30", "--cv-folds", "2", "-q")
     a, b = (read_model_meta(tmp_path / n) for n in "ab")
     assert a["files"] == b["files"] and a["metrics"] == b["metrics"]
 

@@ -37,6 +37,7 @@ class Batch:
     tokens: int = 0
     scores: np.ndarray | None = None
     int_scores: np.ndarray | None = None  # --int-score-column: set after the model stages
+    embedded: int | None = None  # documents the model sent to its embedder (None: the model does not say)
 
 
 @dataclass

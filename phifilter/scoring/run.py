@@ -8,7 +8,9 @@ options, every shard's footer and text column, and the output folder's lock.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from contextlib import contextmanager
 from typing import Sequence
 
 from ..classifier import EduClassifier
@@ -96,7 +98,7 @@ def score_shards(
         good.append(s)
     with lock, tqdm(
         total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
-    ) as bar:
+    ) as bar, heartbeat(bar, progress):
         if task[1] == 1:
             remove_stale_temporaries(out_dir)
         else:  # other tasks may be writing beside us: only the temporaries of our own shards
@@ -115,6 +117,28 @@ def score_shards(
 
         write_stats(cfg.stats_json, summary.stats())
     return summary
+
+
+@contextmanager
+def heartbeat(bar, on: bool, every: float = 1.0):
+    """Redraw ``bar`` every ``every`` seconds while the block runs: its elapsed time moves even
+    while a batch of slowly embedded documents is still in the model (the count moves per batch)."""
+    if not on:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=beat, name="phifilter-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _engine(cfg: ScoreConfig, devices):
