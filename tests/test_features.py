@@ -123,11 +123,11 @@ def test_train_cli_with_svr_and_features(tmp_path):
     assert bad.returncode != 0 and "needs --doc-mode chunk-mean" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_bundled_default_scores_exactly_what_it_scored_before_the_consolidation(tmp_path):
-    """`phifilter score` with the bundled format-4 default (fastText, the cascade band, MiniLM
-    chunk-mean + svr, the combiner) gives the example shard the very float32 scores that commit
-    750abf4 wrote, before atomic writes, hashes, devices and the CLI were consolidated
-    (tests/data/default-reference.json says how they were made)."""
+def test_bundled_default_scores_what_it_scored_when_it_was_trained(tmp_path):
+    """`phifilter score` with the bundled default (fastText, the cascade band and novelty rule,
+    MiniLM chunk-mean + svr, the combiner) gives the example shard the scores written when the
+    model was trained (tests/data/default-reference.json says how), within 1e-4: other CPUs
+    round the embeddings slightly differently."""
     import hashlib
     import json
 
@@ -139,4 +139,4 @@ def test_bundled_default_scores_exactly_what_it_scored_before_the_consolidation(
     run_cli("score", src.parent, "-o", tmp_path / "out", "--device", "cpu", "-q")
     out = pq.read_table(tmp_path / "out" / src.name)
     assert out.column("id").to_pylist() == ref["ids"]
-    np.testing.assert_array_equal(out.column("edu_score").to_numpy(), np.asarray(ref["edu_score"], np.float32))
+    np.testing.assert_allclose(out.column("edu_score").to_numpy(), np.asarray(ref["edu_score"], np.float32), atol=1e-4)
