@@ -353,8 +353,8 @@ def status(output, inputs, score_column, as_json):
 @click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge", "svr"]), default=None,
               help="The embedding head (default: the recipe's, svr or forest): random forest classifier (the paper's), random forest "
                                       "regressor on the 0-5 score, logistic regression, or ridge / RBF support-vector "
-                                      "regression on the 0-5 score. Nested-CV ROC AUC on the 2,371-row seed set "
-                                      "(MiniLM chunk-mean): svr 0.912, logistic 0.887, ridge 0.886, forest 0.883; all "
+                                      "regression on the 0-5 score. Nested-CV ROC AUC on seed rounds 1-3 (2,371 rows; "
+                                      "MiniLM chunk-mean): svr 0.912, logistic 0.887, ridge 0.886, forest 0.883; all "
                                       "score about 1.4 docs/s on 2 shared CPU cores, the embedder's cost "
                                       "(benchmarks/classifier_quality.md).")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),

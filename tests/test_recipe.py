@@ -278,7 +278,7 @@ def test_the_run_summary_gives_the_share_the_cascade_embedded(fitted, tmp_path):
     assert summary.embedded == len(route.embed) and summary.embedded_of == len(texts) + 1
     assert 0 < summary.embedded < len(texts)  # the cascade embedded some, not all (and never the blank one)
     stats = json.loads((tmp_path / "s.json").read_text())["embedded"]
-    assert stats["documents"] == summary.embedded and stats["share"] == pytest.approx(summary.embedded / (len(texts) + 1))
+    assert stats["documents"] == summary.embedded and stats["share"] == pytest.approx(summary.embedded / (len(texts) + 1), abs=1e-6)
     assert f"embedded: {summary.embedded} of {len(texts) + 1} scored documents" in str(summary)
 
 
