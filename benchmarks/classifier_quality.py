@@ -607,6 +607,45 @@ def part_recipe(arms: list[str]) -> None:
         print(f"{arm}: AUC {auc(y[res['idx']], res['novelty']):.4f} [{time.perf_counter() - start:.0f} s]", flush=True)
 
 
+def part_novelty_lexical(out_path: Path) -> None:
+    """The novelty rule on the lexical scorer alone (no embeddings needed): a fastText model of
+    the shipped settings trained on rounds 1-3, its novelty level learned as the recipe does (the
+    0.95 quantile of 5-fold out-of-fold unseen-token shares), applied to round 4 by kind: how
+    many documents the rule would send to the embedder, and how many of the documents fastText
+    alone would keep (P >= 0.5) it catches."""
+    import pyarrow.parquet as pq
+    from sklearn.model_selection import StratifiedKFold
+
+    data, rounds, y, strata = load_data()
+    t = pq.read_table(REPO / "data/seed/edu_seed.parquet", columns=["source", "path"]).to_pydict()
+    params = dict(labels="binary", positive_threshold=3, random_state=0, thread=1)
+    tr, te = np.where(rounds <= 3)[0], np.where(rounds == 4)[0]
+    T = lambda idx: [data.texts[i] for i in idx]  # noqa: E731
+    unseen_oof = np.zeros(len(tr))
+    for a, b in StratifiedKFold(5, shuffle=True, random_state=0).split(tr, strata[tr]):
+        m = LexicalScorer(**params).fit(T(tr[a]), data.scores[tr[a]])
+        unseen_oof[b] = m.unseen_share(T(tr[b]))
+    level = float(np.quantile(unseen_oof, 0.95))
+    m = LexicalScorer(**params).fit(T(tr), data.scores[tr])
+    p, unseen = m.high_and_unseen(T(te))
+    kinds = np.array([round4_kind(t["source"][i], t["path"][i]) for i in te])
+    flagged = unseen > level
+    lines = [f"Novelty level learned on rounds 1-3 (0.95 quantile of out-of-fold unseen-token shares): "
+             f"{level:.3f}; rounds 1-3 documents above it out of fold: {100 * (unseen_oof > level).mean():.1f}%.",
+             f"fastText (rounds 1-3) on round 4: ROC AUC {auc(y[te], p):.3f}.", "",
+             "| round-4 kind | docs | positives | fastText keeps (P >= 0.5) | flagged by the novelty rule | "
+             "of those kept, flagged | median unseen share |", "|---|---|---|---|---|---|---|"]
+    for k in sorted(set(kinds.tolist())) + ["all"]:
+        sel = np.ones(len(te), bool) if k == "all" else kinds == k
+        keep = sel & (p >= 0.5)
+        lines.append(f"| {k} | {sel.sum()} | {int(y[te][sel].sum())} | {100 * keep.sum() / sel.sum():.1f}% | "
+                     f"{100 * flagged[sel].mean():.1f}% | {f'{100 * flagged[keep].mean():.0f}% of {keep.sum()}' if keep.any() else '-'} | "
+                     f"{np.median(unseen[sel]):.3f} |")
+    text = "\n".join(lines) + "\n"
+    out_path.write_text(text)
+    print(text)
+
+
 def _f1(y, p, t):
     from sklearn.metrics import f1_score
 
@@ -689,7 +728,8 @@ def recipe_report(out_path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", required=True,
-                    choices=["ft-grades", "ft-binary", "heads", "speed", "report", "recipe", "recipe-report"])
+                    choices=["ft-grades", "ft-binary", "heads", "speed", "report", "recipe", "recipe-report",
+                             "novelty-lexical"])
     ap.add_argument("--arms", default="oof15,oof14,transfer",
                     help="--part recipe: which arms (reduced: oof15, oof14, transfer; nested: r14, r14-no5, r15)")
     ap.add_argument("--speed-docs", type=int, default=200)
@@ -703,6 +743,8 @@ def main() -> None:
         part_speed(a.speed_docs)
     elif a.part == "recipe":
         part_recipe(a.arms.split(","))
+    elif a.part == "novelty-lexical":
+        part_novelty_lexical(REPO / "benchmarks/classifier_quality_novelty.md")
     elif a.part == "recipe-report":
         recipe_report(REPO / "benchmarks/classifier_quality_recipe.md")
     else:
