@@ -82,8 +82,9 @@ class FiniteFloatRange(click.FloatRange):
 
 
 def echo_start(what: str, quiet: bool) -> None:
-    """A first line before the slow start (imports, loading the model), unless --quiet."""
-    if not quiet:
+    """A first line before the slow start (imports, loading the model), on a terminal unless
+    --quiet (a script reading stderr still gets one ``Error:`` line for bad input, nothing else)."""
+    if not quiet and sys.stderr.isatty():
         click.echo(f"{what} (loading the model first: this takes a few seconds)", err=True)
 
 

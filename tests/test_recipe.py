@@ -267,14 +267,43 @@ def test_chunk_summary_says_what_was_not_read():
     assert "with text not read" not in line
 
 
+def _stderr_on_a_terminal(*args) -> str:
+    """Run the CLI with stderr on a pseudo-terminal (where progress goes) and return what it printed."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "phifilter", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=child, stdin=subprocess.DEVNULL, env=cli_env(), cwd=REPO)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=300)
+    os.close(main)
+    return out.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
 def test_cli_says_something_before_loading_the_model(tmp_path):
-    """A first line comes before the model is loaded: a missing model folder fails after it."""
+    """On a terminal a first line comes before the model is loaded (a missing model folder fails
+    after it); piped, bad input is still one Error line and nothing else."""
     write_shard(tmp_path / "in" / "part-0.parquet", ["a"])
-    proc = run_cli("score", tmp_path / "in", "-o", tmp_path / "out", "--model", tmp_path / "nope", check=False)
-    lines = proc.stderr.splitlines()
-    assert proc.returncode != 0 and lines[0].startswith("scoring (loading the model first")
-    quiet = run_cli("score", tmp_path / "in", "-o", tmp_path / "out2", "--model", tmp_path / "nope", "-q", check=False)
-    assert "loading the model" not in quiet.stderr
+    lines = _stderr_on_a_terminal("score", tmp_path / "in", "-o", tmp_path / "out", "--model", tmp_path / "nope").splitlines()
+    assert lines[0].startswith("scoring (loading the model first") and lines[-1].startswith("Error: ")
+    piped = run_cli("score", tmp_path / "in", "-o", tmp_path / "out2", "--model", tmp_path / "nope", check=False)
+    assert piped.returncode == 1 and piped.stderr.startswith("Error: ") and "loading the model" not in piped.stderr
+    quiet = _stderr_on_a_terminal("score", tmp_path / "in", "-o", tmp_path / "out3", "--model", tmp_path / "nope", "-q")
+    assert "loading the model" not in quiet and "Error: " in quiet
 
 
 def test_the_run_summary_gives_the_share_the_cascade_embedded(fitted, tmp_path):
