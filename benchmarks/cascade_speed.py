@@ -55,7 +55,7 @@ def main() -> None:
     if getattr(cascade, "cascade_", None) is None:
         sys.exit(f"{a.model or 'the bundled model'} has no cascade")
     full = EduClassifier.load(a.model, device="cpu")
-    full.set_parts(full.lexical_, full.combiner_, None)
+    full.cascade_ = None
     for clf in (cascade, full):  # load the embedder, tokeniser and fastText before timing
         clf.edu_score(texts[:8])
 

@@ -29,7 +29,9 @@ def make_forest(clf):
     """A fresh, unfitted estimator for ``clf``'s head (the default: the random forest); moved
     here from ``EduClassifier._make_forest``, which nothing in the package used."""
     clf.check_options()
-    return clf.make_head().make_estimator()
+    from phifilter.heads import make_head
+
+    return make_head(clf.head, **clf.get_params()).make_estimator()
 
 
 def main() -> None:

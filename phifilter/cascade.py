@@ -10,6 +10,14 @@ the full model for that cost.
 :class:`Cascade` is the model part: it holds the band and the map of the cheap score onto the
 combined score's scale (a one-input logistic combiner fitted on the same out-of-fold scores), so
 outside the band one threshold serves both kinds of documents.
+
+A cheap score can be confident and wrong on a kind of document the cheap scorer never saw
+(licence texts scored by a model trained without any). The novelty rule catches those: a
+document whose share of tokens unseen in the cheap scorer's training vocabulary exceeds
+``novelty_`` is embedded whatever its cheap score. ``novelty_`` is learned at training time as
+the ``1 - novelty_share`` quantile of the out-of-fold unseen shares (each document measured
+against the vocabulary of the folds that did not hold it), so about ``novelty_share`` of
+documents like the training ones are flagged, and far more of the unfamiliar ones.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import numpy as np
 from .combiner import StackedCombiner, logit
 from .errors import ModelError
 from .featurizer import params_of
+
+NOVELTY_MEASURE = "unseen_token_share"  # share of a document's tokens not in the lexical vocabulary
 
 
 def choose_band(cheap: np.ndarray, full: np.ndarray, share: float, cheap_threshold: float,
@@ -83,19 +93,29 @@ class Cascade:
     cheap : name of the cheap scorer.
     """
 
-    def __init__(self, expensive_share: float = 0.2, cheap: str = "lexical"):
+    def __init__(self, expensive_share: float = 0.2, cheap: str = "lexical", novelty_share: float | None = None):
         self.expensive_share = expensive_share
         self.cheap = cheap
+        self.novelty_share = novelty_share
 
     def get_params(self, deep: bool = False) -> dict:
         return params_of(self)
 
-    def fit(self, cheap: np.ndarray, full: np.ndarray, y: np.ndarray, threshold: float) -> "Cascade":
-        """Fit on out-of-fold cheap scores, out-of-fold full-ensemble scores and labels."""
+    def fit(self, cheap: np.ndarray, full: np.ndarray, y: np.ndarray, threshold: float,
+            unseen: np.ndarray | None = None) -> "Cascade":
+        """Fit on out-of-fold cheap scores, out-of-fold full-ensemble scores and labels (and,
+        for the novelty rule, the out-of-fold unseen-token shares)."""
         if not 0.0 <= self.expensive_share <= 1.0:
             raise ModelError(f"--expensive-share {self.expensive_share}: expected a number in [0, 1]")
         self.mapping_ = StackedCombiner(inputs=(self.cheap,)).fit(cheap, y)
         self.band_ = choose_band(cheap, full, self.expensive_share, self._cheap_threshold(threshold), threshold)
+        self.novelty_ = None
+        if self.novelty_share is not None:
+            if not 0.0 < self.novelty_share < 1.0:
+                raise ModelError(f"--novelty-share {self.novelty_share}: expected a number in (0, 1)")
+            if unseen is None or len(unseen) != len(cheap):
+                raise ModelError("the novelty rule needs the out-of-fold unseen-token share of every document")
+            self.novelty_ = round(float(np.quantile(np.asarray(unseen, np.float64), 1.0 - self.novelty_share)), 6)
         return self
 
     def _cheap_threshold(self, threshold: float) -> float:
@@ -106,8 +126,19 @@ class Cascade:
         z = (float(logit(np.array([threshold]))[0]) - b) / w
         return float(1.0 / (1.0 + math.exp(-z)))
 
-    def in_band(self, cheap: np.ndarray) -> np.ndarray:
-        return in_band(cheap, self.band_)
+    @property
+    def uses_novelty(self) -> bool:
+        return getattr(self, "novelty_", None) is not None
+
+    def in_band(self, cheap: np.ndarray, unseen: np.ndarray | None = None) -> np.ndarray:
+        """Documents the embedder must see: cheap score in the band, or (novelty rule) a share
+        of unseen tokens above ``novelty_``."""
+        mask = in_band(cheap, self.band_)
+        if self.uses_novelty:
+            if unseen is None:
+                raise ModelError("this cascade has a novelty rule: give the documents' unseen-token shares")
+            mask |= np.asarray(unseen, np.float64) > self.novelty_
+        return mask
 
     def cheap_decision(self, cheap: np.ndarray) -> np.ndarray:
         """The cheap score on the combined score's scale (float64)."""
@@ -121,7 +152,9 @@ class Cascade:
         lo, hi = self.band_
         return {"cheap": self.cheap, "expensive_share": self.expensive_share,
                 "band": [None if math.isinf(lo) else lo, None if math.isinf(hi) else hi],
-                "cheap_mapping": self.mapping_.to_dict()}
+                "cheap_mapping": self.mapping_.to_dict(),
+                **({"novelty": {"measure": NOVELTY_MEASURE, "share": self.novelty_share,
+                                "threshold": self.novelty_}} if self.uses_novelty else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Cascade":
@@ -130,6 +163,12 @@ class Cascade:
             lo, hi = d["band"]
             c.band_ = (math.inf if lo is None else float(lo), -math.inf if hi is None else float(hi))
             c.mapping_ = StackedCombiner.from_dict(d["cheap_mapping"])
+            c.novelty_ = None
+            if d.get("novelty") is not None:  # absent in models trained before the novelty rule
+                nov = d["novelty"]
+                if nov.get("measure") != NOVELTY_MEASURE:
+                    raise ModelError(f"unknown novelty measure {nov.get('measure')!r} in the cascade; upgrade phifilter")
+                c.novelty_share, c.novelty_ = float(nov["share"]), float(nov["threshold"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"cascade in phifilter.json is incomplete ({e!r})") from None
         return c

@@ -290,7 +290,7 @@ def embed_documents(embedder, texts: Sequence[str], chunking: str = "truncate", 
 
     layout = layout_documents(embedder, texts, chunking, max_chunks, kinds, count)
     chunk_texts = layout[0]
-    step = 256
+    step = 32  # the bar moves every 32 texts: about every second on a CPU, not every 256
     parts = []
     with tqdm(total=len(chunk_texts), unit="chunk" if chunking == "chunk" else "doc", desc="embedding",
               disable=not progress) as bar:

@@ -8,7 +8,9 @@ A model is made of parts, each a small public class:
   a :class:`~phifilter.combiner.StackedCombiner` fitted on the scorers' out-of-fold scores, and a
   :class:`~phifilter.cascade.Cascade` that sends only the lexical scorer's uncertain band to the
   embedder,
-- model-folder I/O in :mod:`phifilter.modelfolder`.
+- model-folder I/O in :mod:`phifilter.modelio` (the folder format: :mod:`phifilter.modelfolder`),
+  the scoring-stage adapter in :mod:`phifilter.modelstages`, the training recipe in
+  :func:`phifilter.train.fit_recipe`.
 
 A scikit-learn style estimator: the constructor only stores its arguments, ``fit`` does the
 work and returns ``self``, learned attributes end in ``_``. Folder formats 1-3 (embedding + head,
@@ -38,8 +40,9 @@ from typing import Sequence
 import numpy as np
 
 from .chunking import DocEmbeddings
-from .embed import DEFAULT_EMBEDDER, Embedder
-from .errors import ModelError
+from .embed import Embedder
+from .errors import InputError, ModelError
+from .recipe import make_calibrator, make_score_map, parse_threshold_rule  # noqa: F401 (re-exported)
 from .featurizer import FEATURE_PARTS, Featurizer, blank_mask, params_of  # noqa: F401 (re-exported)
 from .heads import HEAD_CLASSES, HEADS, REGRESSORS, RIDGE_ALPHAS, Head, make_head  # noqa: F401 (re-exported)
 from .modelfolder import (  # noqa: F401 (re-exported: the names notebooks and tests import from here)
@@ -56,10 +59,7 @@ from .modelfolder import (  # noqa: F401 (re-exported: the names notebooks and t
 )
 from .modelfolder import sha256_file as _sha256_file  # noqa: F401 (older name, used by tests)
 
-# Heads written as format 3 (older phifilter versions do not know them).
-FORMAT_3_HEADS = ("ridge", "svr")
-LEXICAL_NAME = "lexical"  # the lexical scorer's file is lexical.bin
-LEXICAL_FILE = LEXICAL_NAME + ".bin"
+from .modelio import FORMAT_3_HEADS, LEXICAL_FILE, LEXICAL_NAME  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -82,26 +82,39 @@ class Route:
 class EduClassifier:
     """Score documents for "high educational value" (P(score >= positive_threshold)) from parts.
 
+    ``EduClassifier(...).fit(texts, scores)`` learns the whole recipe (:func:`phifilter.train.fit_recipe`):
+    out-of-fold scores of the embedding head (and the lexical scorer), the combiner, the cascade
+    band and its novelty rule, the calibration, the threshold and the 0-5 score map, then every
+    part on all documents. ``phifilter train`` is this plus reading labels and writing the folder.
+
     Parameters
     ----------
     embedder : hub name, local folder, ``mean-pool:FOLDER`` (any transformers model, see
         :mod:`phifilter.hf_embed`), an embedder object, or None for all-MiniLM-L6-v2.
     head : the embedding head, one of :data:`phifilter.heads.HEADS` (see that module's table).
     doc_mode, max_chunks, features : the :class:`~phifilter.featurizer.Featurizer`'s settings.
-    calibrate : fit isotonic calibration of the head on out-of-fold scores (done by ``train``).
+    calibrate : fit isotonic calibration of the head on out-of-fold scores.
     C : inverse regularisation of the logistic head.
     n_estimators, max_depth, min_samples_leaf, max_features, class_weight :
         passed to the random forest (class_weight also sets the logistic head's weights and,
         when 'balanced*', balanced sample weights for the forest regressor).
     positive_threshold : label scores (0-5) at or above this count as positive.
-    threshold : decision threshold on ``edu_score`` for "keep" (used by summaries and filter).
+    threshold : decision threshold on ``edu_score`` for "keep" (used by summaries and filter):
+        a number, or a rule that ``fit`` replaces by the value it chooses on out-of-fold scores:
+        'auto' (max F1), 'precision:P' (the lowest reaching out-of-fold precision P),
+        'share:S' (keeps S of documents), 'token-share:S' (keeps S of tokens).
     max_length, device, batch_size : embedder settings when ``embedder`` is not an Embedder.
     n_jobs, random_state : as in scikit-learn.
     lexical : None (embedding + head only) or 'fasttext': a lexical scorer beside the embedding
         scorer, combined by a stacked logistic regression (format 4).
     lexical_params : parameters of :class:`phifilter.lexical.LexicalScorer` (None: its defaults).
     expensive_share : with ``lexical``, the share of documents the embedding model may see (the
-        cascade's band, chosen by ``train``); None: every document is embedded.
+        cascade's band); None: every document is embedded.
+    novelty_share : with a cascade, the novelty rule (:mod:`phifilter.cascade`): documents whose
+        share of tokens unseen by the lexical scorer exceeds that of this share of the training
+        documents (out of fold) are embedded whatever their lexical score; None: no rule.
+    cv_folds : folds of the out-of-fold scores ``fit`` learns the combiner, cascade, calibration,
+        threshold and score map from (fewer when a domain x label group is smaller).
     """
 
     # Scoring can be cut into route -> embed -> score_routed pipeline stages; a subclass that
@@ -117,7 +130,7 @@ class EduClassifier:
         max_features: str | float | int = "sqrt",
         class_weight: str | None = "balanced_subsample",
         positive_threshold: int = 3,
-        threshold: float = 0.5,
+        threshold: float | str = 0.5,
         max_length: int = 256,
         device: str = "auto",
         batch_size: int = 64,
@@ -132,6 +145,8 @@ class EduClassifier:
         lexical: str | None = None,
         lexical_params: dict | None = None,
         expensive_share: float | None = None,
+        novelty_share: float | None = None,
+        cv_folds: int = 5,
     ):
         self.embedder = embedder
         self.n_estimators = n_estimators
@@ -155,6 +170,8 @@ class EduClassifier:
         self.lexical = lexical
         self.lexical_params = lexical_params
         self.expensive_share = expensive_share
+        self.novelty_share = novelty_share
+        self.cv_folds = cv_folds
 
     # -- parts --------------------------------------------------------------------------------
 
@@ -165,9 +182,14 @@ class EduClassifier:
     def featurizer(self) -> Featurizer:
         return Featurizer(doc_mode=self.doc_mode, max_chunks=self.max_chunks, features=self.features)
 
-    def make_head(self) -> Head:
-        """A fresh, unfitted head of kind ``head`` with this classifier's settings."""
-        return make_head(self.head, **self.get_params())
+    @property
+    def chunking(self) -> str:
+        return self.featurizer.chunking
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether this model has a lexical scorer and a combiner (format 4)."""
+        return getattr(self, "lexical_", None) is not None
 
     def make_embedder(self):
         if self.embedder is not None and not isinstance(self.embedder, (str, os.PathLike)):
@@ -177,16 +199,11 @@ class EduClassifier:
         return make_embedder(self.embedder, device=self.device, max_length=self.max_length,
                              batch_size=self.batch_size)
 
-    def make_lexical(self):
-        """A fresh, unfitted lexical scorer."""
-        from .lexical import LexicalScorer
-
-        return LexicalScorer(**{"positive_threshold": self.positive_threshold, **dict(self.lexical_params or {})})
-
     def check_options(self) -> None:
         if self.head not in HEADS:
             raise ModelError(f"--head {self.head}: expected one of {', '.join(HEADS)}")
         self.featurizer.check()
+        parse_threshold_rule(self.threshold)
         if self.lexical not in (None, "fasttext"):
             raise ModelError(f"lexical={self.lexical!r}: expected None or 'fasttext'")
         if self.lexical is not None and self.calibrate:
@@ -197,143 +214,83 @@ class EduClassifier:
                                  "the cascade sends what the lexical scorer is unsure of to the embedder")
             if not 0.0 <= float(self.expensive_share) <= 1.0:
                 raise ModelError(f"--expensive-share {self.expensive_share}: expected a number in [0, 1]")
-
-    _check_options = check_options  # older private names, kept for callers outside the package
-    _make_embedder = make_embedder
-
-    @property
-    def feature_parts(self) -> list[str]:
-        return self.featurizer.parts
-
-    def head_width(self, dim: int) -> int:
-        """Columns the head sees for ``dim``-dimensional embeddings."""
-        return self.featurizer.width(dim)
-
-    def binarize(self, scores: Sequence[float]) -> np.ndarray:
-        return np.asarray(scores, dtype=np.float64) >= self.positive_threshold
-
-    @property
-    def has_parts(self) -> bool:
-        """Whether this model has a lexical scorer and a combiner (format 4)."""
-        return getattr(self, "lexical_", None) is not None
-
-    # -- features ---------------------------------------------------------------------------
-
-    @property
-    def chunking(self) -> str:
-        return self.featurizer.chunking
-
-    @property
-    def needs_chunk_tokens(self) -> bool:
-        """Whether scoring needs each chunk's token count (token-weighted pooling does)."""
-        return self.featurizer.needs_chunk_tokens
-
-    def embed_documents(self, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
-        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
-        ``count=False`` skips the token statistics truncation does not need."""
-        embedder = getattr(self, "embedder_", None) or self.make_embedder()
-        return self.featurizer.embed(embedder, texts, progress=progress, count=count)
-
-    def as_doc_embeddings(self, X) -> DocEmbeddings:
-        return self.featurizer.as_doc_embeddings(X)
-
-    _as_doc_embeddings = as_doc_embeddings
-
-    def head_input(self, E) -> np.ndarray:
-        """Rows the head sees: one per document, or one per chunk for the chunk-score modes."""
-        return self.featurizer.transform(self.as_doc_embeddings(E))
-
-    _head_input = head_input
+        if self.novelty_share is not None:
+            if self.expensive_share is None:
+                raise ModelError("--novelty-share needs a cascade (--expensive-share): the rule decides what it embeds")
+            if not 0.0 < float(self.novelty_share) < 1.0:
+                raise ModelError(f"--novelty-share {self.novelty_share}: expected a number in (0, 1)")
 
     # -- fitting ----------------------------------------------------------------------------
 
-    def fit_head(self, E, scores: Sequence[float]) -> Head:
-        """Fit a fresh head on document embeddings and 0-5 scores; returns the fitted head."""
+    def fit(self, texts: Sequence[str], scores: Sequence[float], embeddings=None, domains=None, embedder=None):
+        """Learn the whole recipe from documents and their 0-5 scores; returns self.
+
+        ``embeddings`` (a :class:`DocEmbeddings`, or one truncated embedding per document) skip
+        the embedding pass; ``embedder`` is an already built embedder to use (its pins kept);
+        ``domains`` (one label per document) stratify the folds and split the figures in ``metrics_``.
+        """
+        from .recipe import fit_recipe
+
         self.check_options()
-        f = self.featurizer
-        E = f.as_doc_embeddings(E)
+        texts = as_text_list(texts)
+        self.embedder_ = embedder if embedder is not None else self.make_embedder()
+        E = self.embed_documents(texts) if embeddings is None else self.featurizer.as_doc_embeddings(embeddings)
         scores = np.asarray(scores, dtype=np.float64)
-        return self.make_head().fit(f.transform(E), f.row_labels(E, scores), sample_weight=f.row_weights(E))
-
-    def _as_head(self, head) -> Head:
-        if head is None:
-            return self.embedding_head_
-        if isinstance(head, Head):
-            return head
-        return type(self.make_head()).from_estimator(head, **self.make_head().get_params())  # a bare estimator
-
-    def raw_scores(self, E, head=None) -> np.ndarray:
-        """Uncalibrated float64 head score per document from a fitted head (default: this model's)."""
-        f = self.featurizer
-        E = f.as_doc_embeddings(E)
-        head = self._as_head(head)
-        if E.n_docs == 0:
-            return np.zeros(0)
-        return f.reduce(E, head.score(f.transform(E)))
-
-    def fit(self, texts: Sequence[str], scores: Sequence[float], embeddings=None):
-        """Fit the embedding head on documents and their 0-5 scores (precomputed ``embeddings``
-        skip the embedder: a :class:`DocEmbeddings`, or one truncated embedding per document).
-        The lexical scorer, combiner and cascade are fitted by :func:`phifilter.train.train_model`,
-        which has the out-of-fold scores they need."""
-        self.check_options()
-        self.embedder_ = self.make_embedder()
-        E = self.embed_documents(texts) if embeddings is None else self.as_doc_embeddings(embeddings)
-        y = self.binarize(scores)
-        if y.all() or not y.any():
-            raise ModelError(
-                f"all {len(y)} training labels fall on one side of --positive-threshold "
-                f"{self.positive_threshold}; the classifier needs both classes"
-            )
-        self.set_head(self.fit_head(E, scores))
-        self.calibrator_ = None
+        if E.n_docs != len(texts) or len(scores) != len(texts):
+            raise ModelError(f"{len(texts)} texts, {len(scores)} scores and {E.n_docs} embeddings: one each per document")
+        fit_recipe(self, texts, scores, E, None if domains is None else np.asarray(domains, dtype=object))
         self.embedder_info_ = self.embedder_.describe()
         self.n_features_in_ = E.vectors.shape[1]
-        return self
-
-    def set_head(self, head: Head) -> "EduClassifier":
-        self.embedding_head_ = head
-        self.head_ = head.estimator_
-        return self
-
-    @property
-    def forest_(self):
-        """The head's estimator when it is a random forest (or extra trees), else None.
-
-        The name of ``head_`` in format 1, when every head was a forest; kept for code that reads it."""
-        from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
-
-        est = getattr(self, "head_", None)
-        forests = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor)
-        return est if isinstance(est, forests) else None
-
-    def set_parts(self, lexical, combiner, cascade=None, score_map=None) -> "EduClassifier":
-        """Attach a fitted lexical scorer, combiner and cascade (None: no cascade), and the 0-5
-        score map when given (from train); the model keeps its score map otherwise."""
-        self.lexical_, self.combiner_, self.cascade_ = lexical, combiner, cascade
-        if score_map is not None:
-            self.score_map_ = score_map
-        return self
-
-    def fit_calibration(self, raw: np.ndarray, y: np.ndarray):
-        """Isotonic map from raw head scores to P(positive), fitted on out-of-fold scores."""
-        self.calibrator_ = make_calibrator(raw, y)
+        self._embedder_checked = False
         return self
 
     def check_fitted(self) -> None:
         if not hasattr(self, "head_"):
             raise ModelError("this EduClassifier is not fitted; call fit() or EduClassifier.load()")
 
-    _check_fitted = check_fitted
+    def check_embedder(self) -> None:
+        """Refuse an embedder whose dimension or file hashes differ from the ones the head was trained on."""
+        if getattr(self, "_embedder_checked", False):
+            return
+        info = getattr(self, "embedder_info_", {}) or {}
+        dim = self.embedder_.dim
+        if dim != self.n_features_in_:
+            raise ModelError(
+                f"embedder {self.embedder_.name} gives {dim}-dimensional embeddings but the head "
+                f"was trained on {self.n_features_in_}; use the embedder the model was trained with "
+                f"({info.get('name', 'unknown')})"
+            )
+        want = info.get("sha256") or {}
+        got = self.embedder_.hashes
+        for name, digest in want.items():
+            if name in got and got[name] != digest:
+                raise ModelError(
+                    f"embedder {self.embedder_.name}: {name} has SHA-256 {got[name][:16]}… but the model "
+                    f"was trained with {digest[:16]}…; scores would be meaningless"
+                )
+        self._embedder_checked = True
 
     # -- prediction -------------------------------------------------------------------------
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One embedding per text (chunk modes: the mean of its chunks)."""
-        self.check_fitted()
-        self.check_embedder()
-        E = self.embed_documents(texts, count=False)
-        return E.vectors if E.chunking == "truncate" else E.pooled()
+    def embed_documents(self, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
+        """Embed ``texts`` the way ``doc_mode`` needs (truncated, or one row per chunk);
+        ``count=False`` skips the token statistics truncation does not need."""
+        embedder = getattr(self, "embedder_", None) or self.make_embedder()
+        return self.featurizer.embed(embedder, as_text_list(texts), progress=progress, count=count)
+
+    def raw_scores(self, E, head=None) -> np.ndarray:
+        """Uncalibrated float64 head score per document from a fitted head (default: this model's;
+        a :class:`~phifilter.heads.Head` or a bare scikit-learn estimator)."""
+        f = self.featurizer
+        E = f.as_doc_embeddings(E)
+        if head is None:
+            head = self.embedding_head_
+        elif not isinstance(head, Head):
+            fresh = make_head(self.head, **self.get_params())
+            head = type(fresh).from_estimator(head, **fresh.get_params())
+        if E.n_docs == 0:
+            return np.zeros(0)
+        return f.reduce(E, head.score(f.transform(E)))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """[n, 2] probabilities of (low, high) educational value."""
@@ -348,18 +305,25 @@ class EduClassifier:
 
         Without a lexical scorer every text is embedded (blank ones too, as formats 1-3 always
         did, so their scores stay bit-identical); with one, blank texts never are, and with a
-        cascade only the texts whose lexical score falls in the band.
+        cascade only the texts whose lexical score falls in the band, or (novelty rule) whose
+        share of tokens the lexical scorer never saw is too high to trust its score.
         """
         blank = blank_mask(texts)
         if not self.has_parts:
             return Route(blank, None, np.arange(len(texts)))
         cheap = np.zeros(len(texts), np.float64)
+        unseen = np.zeros(len(texts), np.float64)
+        cascade = getattr(self, "cascade_", None)
         live = np.flatnonzero(~blank)
         if len(live):
-            cheap[live] = self.lexical_.predict_proba_high([_utf8(texts[k]) for k in live])
+            live_texts = [_utf8(texts[k]) for k in live]
+            if cascade is not None and cascade.uses_novelty:
+                cheap[live], unseen[live] = self.lexical_.high_and_unseen(live_texts)
+            else:
+                cheap[live] = self.lexical_.predict_proba_high(live_texts)
         wanted = ~blank
-        if getattr(self, "cascade_", None) is not None:
-            wanted &= self.cascade_.in_band(cheap)
+        if cascade is not None:
+            wanted &= cascade.in_band(cheap, unseen)
         return Route(blank, cheap, np.flatnonzero(wanted))
 
     def score_routed(self, route: Route, E) -> np.ndarray:
@@ -367,9 +331,9 @@ class EduClassifier:
         if route.cheap is None:
             return self.score_doc_embeddings(E, route.blank)
         if E is None and len(route.embed) == 0:  # nothing in the band: the embedder never ran
-            E = self.as_doc_embeddings(np.zeros((0, self.n_features_in_), np.float32))
+            E = self.featurizer.as_doc_embeddings(np.zeros((0, self.n_features_in_), np.float32))
         elif E is not None:
-            E = self.as_doc_embeddings(E)
+            E = self.featurizer.as_doc_embeddings(E)
         if E is None or E.n_docs != len(route.embed):
             raise ModelError(f"{0 if E is None else E.n_docs} embedded documents for {len(route.embed)} "
                              "routed to the embedder")
@@ -388,28 +352,30 @@ class EduClassifier:
         p[route.blank] = 0.0
         return p
 
-    def edu_score(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> np.ndarray:
-        """float32 edu_score per text; empty or blank texts score 0.
+    def edu_score(self, texts: Sequence[str], ids: Sequence[str] | None = None, route: Route | None = None) -> np.ndarray:
+        """float32 edu_score per text (a list of texts: one bare string is refused); empty or
+        blank texts score 0.
 
         With an embedding cache attached (:meth:`use_embedding_cache`) and ``ids`` given, texts
-        whose id is in the cache are not embedded again.
+        whose id is in the cache are not embedded again. ``route``: :meth:`route` of these texts,
+        when the caller has it already.
         """
-        texts = list(texts)
+        texts = as_text_list(texts)
         self.check_fitted()
         self.check_embedder()
-        route = self.route(texts)
+        route = self.route(texts) if route is None else route
         sub = [texts[k] for k in route.embed]
         cache = getattr(self, "embedding_cache_", None)
         if cache is not None and ids is not None:
-            E = self.doc_embeddings_from_cache(cache, sub, [ids[k] for k in route.embed])
+            E = cached_doc_embeddings(self, cache, sub, [ids[k] for k in route.embed])
         else:
             E = self.embed_documents(sub, count=False)
         return self.score_routed(route, E)
 
     def score_texts_embedded(self, texts: Sequence[str], E) -> np.ndarray:
         """Scores of ``texts`` whose embeddings ``E`` (all of them, in order) are already at hand."""
-        route = self.route(list(texts))
-        E = self.as_doc_embeddings(E)
+        route = self.route(as_text_list(texts))
+        E = self.featurizer.as_doc_embeddings(E)
         if route.cheap is not None:
             E = E.subset(route.embed)
         return self.score_routed(route, E)
@@ -421,7 +387,7 @@ class EduClassifier:
         if self.has_parts:
             raise ModelError("this model combines a lexical scorer with the embeddings; "
                              "score texts (edu_score or score_texts_embedded), not embeddings alone")
-        E = self.as_doc_embeddings(E)
+        E = self.featurizer.as_doc_embeddings(E)
         if E.n_docs == 0:
             return np.zeros(0, dtype=np.float32)
         p = self.raw_scores(E)
@@ -452,220 +418,34 @@ class EduClassifier:
         E = f.as_doc_embeddings(E)
         return f.reduce(E, self.embedding_head_.disagreement(f.transform(E)), "mean")
 
-    # -- scoring stages (the scoring flow asks the model for them) -----------------------------
-
-    @property
-    def splits_into_stages(self) -> bool:
-        """Can scoring be cut into tokenise / embed / head stages? Not when embeddings come from a
-        cache (it decides per document whether it is embedded at all) or ``staged`` is False."""
-        emb = getattr(self, "embedder_", None)
-        return (getattr(self, "embedding_cache_", None) is None and bool(self.staged)
-                and hasattr(emb, "prepare") and hasattr(emb, "run"))
-
     def scoring_stages(self, tensor_forest: bool | None = None) -> list:
-        """:meth:`edu_score` cut into steps a scoring flow runs in threads of their own.
+        """:meth:`edu_score` cut into steps a scoring flow runs in threads of their own
+        (:func:`phifilter.modelstages.classifier_stages`). ``tensor_forest``: walk a forest head
+        as tensors on the embedder's device (None: on CUDA)."""
+        from .modelstages import classifier_stages
 
-        Returns ``[(name, fn), ...]``, each ``fn(batch) -> batch`` on a batch with ``texts``
-        (and ``records``, ``id_column``), setting ``work`` for the next stage, ``tokens`` and, in
-        the last one, ``scores``. "tokenise" runs :meth:`route` (the lexical score; a cascade's
-        band) and lays out and tokenises only the routed documents, "embed" runs the embedder,
-        "head" pools chunks, scores and combines (:meth:`score_routed`). One "model" stage
-        instead when the model cannot be cut (see :attr:`splits_into_stages`).
-        ``tensor_forest``: walk a forest head as tensors on the embedder's device (None: on CUDA).
-        """
-        if not self.splits_into_stages:
-            return [("model", self.score_batch)]
-        from .chunking import assemble, layout_documents
-
-        emb = self.embedder_
-        tensor = self.tensor_head(tensor_forest)
-
-        def tokenise(batch):
-            route = self.route(batch.texts)
-            texts = batch.texts if len(route.embed) == len(batch.texts) else [batch.texts[k] for k in route.embed]
-            if not texts:  # nothing for the embedder in this batch
-                batch.work = (route, None, None)
-                return batch
-            layout = layout_documents(emb, texts, self.chunking, self.max_chunks, count=False)
-            plan = emb.prepare(layout[0])
-            batch.work, batch.tokens = (route, layout, plan), getattr(plan, "tokens", 0)
-            return batch
-
-        def embed(batch):
-            route, layout, plan = batch.work
-            batch.work = (route, layout, None if plan is None else emb.run(plan))
-            return batch
-
-        def head(batch):
-            (route, layout, X), batch.work = batch.work, None
-            if not batch.texts:
-                batch.scores = np.zeros(0, np.float32)
-                return batch
-            E = None if X is None else assemble(emb, X, layout, self.chunking, chunk_tokens=self.needs_chunk_tokens)
-            if tensor is not None:
-                batch.scores = tensor.predict_positive(self.head_input(E)).astype(np.float32)
-                batch.scores[route.blank] = 0.0
-            else:
-                batch.scores = self.score_routed(route, E)
-            return batch
-
-        return [("tokenise", tokenise), ("embed", embed), ("head", head)]
-
-    def score_batch(self, batch):
-        """The whole model as one stage (embedding cache: texts whose id it holds are not embedded)."""
-        ids = None
-        if getattr(self, "embedding_cache_", None) is not None:
-            from .hashing import document_ids
-
-            ids = document_ids(batch.records, batch.id_column, batch.texts)
-        batch.scores = self.edu_score(batch.texts, ids=ids) if batch.texts else np.zeros(0, np.float32)
-        return batch
-
-    def tensor_head(self, wanted: bool | None):
-        """A TensorForest on the embedder's device when wanted (None: on CUDA only), else None.
-
-        Only for a plain scikit-learn forest classifier head with one row per document, no
-        calibration and no combiner after it.
-        """
-        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-        device = getattr(self.embedder_, "resolved_device", None) or "cpu"
-        use = wanted if wanted is not None else device.startswith("cuda")
-        forest = getattr(self, "head_", None)
-        per_document = self.doc_mode in ("truncate", "chunk-mean", "chunk-weighted")
-        if not (use and self.staged and per_document and getattr(self, "calibrator_", None) is None
-                and not self.has_parts and isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier))
-                and True in list(forest.classes_)):
-            return None
-        from .tensor_forest import TensorForest
-
-        return TensorForest(forest, True, device=device)
-
-    # -- embedding cache --------------------------------------------------------------------
-
-    def embedding_identity(self) -> dict:
-        from .embcache import identity
-
-        return identity(self.embedder_, self.chunking, self.max_chunks)
+        return classifier_stages(self, tensor_forest)
 
     def use_embedding_cache(self, cache) -> "EduClassifier":
         """Read embeddings from an :class:`~phifilter.embcache.EmbeddingCache` (or its folder) by id."""
-        from .embcache import EmbeddingCache
+        from .embcache import EmbeddingCache, identity
 
         self.check_fitted()
         self.check_embedder()
         if not isinstance(cache, EmbeddingCache):
             cache = EmbeddingCache.open(cache)
-        cache.check(self.embedding_identity(), "this model")
+        cache.check(identity(self.embedder_, self.chunking, self.max_chunks), "this model")
         self.embedding_cache_ = cache
         return self
 
-    def doc_embeddings_from_cache(self, cache, texts: Sequence[str], ids: Sequence[str]) -> DocEmbeddings:
-        """Cached embeddings for the ids found; the rest are embedded from their texts."""
-        from .embcache import merge
-
-        found, missing = cache.lookup(list(ids), list(texts))
-        if not missing:
-            return found
-        fresh = self.embed_documents([texts[k] for k in missing], count=False)
-        if found is None:
-            return fresh
-        present = [k for k in range(len(ids)) if k not in set(missing)]
-        return merge(len(ids), [(present, found), (missing, fresh)])
-
-    # -- embedder check ---------------------------------------------------------------------
-
-    def check_embedder(self) -> None:
-        """Refuse an embedder whose dimension or file hashes differ from the ones the head was trained on."""
-        if getattr(self, "_embedder_checked", False):
-            return
-        info = getattr(self, "embedder_info_", {}) or {}
-        dim = self.embedder_.dim
-        if dim != self.n_features_in_:
-            raise ModelError(
-                f"embedder {self.embedder_.name} gives {dim}-dimensional embeddings but the head "
-                f"was trained on {self.n_features_in_}; use the embedder the model was trained with "
-                f"({info.get('name', 'unknown')})"
-            )
-        want = info.get("sha256") or {}
-        got = self.embedder_.hashes
-        for name, digest in want.items():
-            if name in got and got[name] != digest:
-                raise ModelError(
-                    f"embedder {self.embedder_.name}: {name} has SHA-256 {got[name][:16]}… but the model "
-                    f"was trained with {digest[:16]}…; scores would be meaningless"
-                )
-        self._embedder_checked = True
-
-    _check_embedder = check_embedder
-
-    # -- persistence ------------------------------------------------------------------------
+    # -- persistence (phifilter.modelio) ------------------------------------------------------
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None, training_data: dict | None = None,
              card: str | None = None) -> Path:
         """Write the model folder atomically (a temporary folder renamed into place)."""
-        from .modelfolder import dump_skops, now_utc, write_model_folder
+        from .modelio import save_classifier
 
-        self.check_fitted()
-        calibrated = getattr(self, "calibrator_", None) is not None
-
-        def write_parts(tmp: Path) -> None:
-            dump_skops(self.head_, tmp / HEAD_FILE)
-            if calibrated:
-                dump_skops(self.calibrator_, tmp / CALIBRATION_FILE)
-            if self.has_parts:
-                # the scorer's own metadata (file, SHA-256, parameters, classes) goes into
-                # phifilter.json beside the other parts, not into a second JSON file
-                lexical_entry["fasttext"] = self.lexical_.save(tmp, LEXICAL_NAME)
-                (tmp / f"{LEXICAL_NAME}.json").unlink()
-
-        params = {k: v for k, v in self.get_params().items() if k != "embedder"}
-        if not self.has_parts:  # formats 2-3 as they always were (byte-identical rebuilds)
-            for k in ("lexical", "lexical_params", "expensive_share"):
-                params.pop(k)
-        meta = {
-            "format": FORMAT,
-            "format_version": self._format_version(),
-            "head": HEADS[self.head],
-            "doc_mode": self.doc_mode,
-            "calibration": "isotonic" if calibrated else None,
-            "params": params,
-            "embedder": {**self.embedder_info_, "source": _embedder_source(self.embedder)},
-            "positive_threshold": self.positive_threshold,
-            "threshold": self.threshold,
-            "n_features": int(self.n_features_in_),
-        }
-        lexical_entry: dict = {}
-        if self.has_parts:
-            meta.update(self._parts_meta())
-            lexical_entry = meta["scorers"][0]  # filled by write_parts (the saved file's metadata)
-        if getattr(self, "score_map_", None) is not None:
-            meta["int_score_map"] = self.score_map_
-        meta.update({
-            "metrics": metrics or getattr(self, "metrics_", None) or {},
-            "training_data": training_data or getattr(self, "training_data_", None) or {},
-            "files": {HEAD_FILE: None, **({CALIBRATION_FILE: None} if calibrated else {})},
-            "versions": library_versions(),
-            "created": now_utc(),
-        })
-        return write_model_folder(path, write_parts, meta, card)
-
-    def _parts_meta(self) -> dict:
-        scorers = [
-            {"name": "lexical", "kind": "fasttext", "file": LEXICAL_FILE, "output": "P(score >= positive_threshold)"},
-            {"name": "embedding", "kind": "featurizer+head", "head": HEADS[self.head], "file": HEAD_FILE,
-             "featurizer": self.featurizer.get_params()},
-        ]
-        out = {"scorers": scorers, "combiner": self.combiner_.to_dict()}
-        if getattr(self, "cascade_", None) is not None:
-            out["cascade"] = self.cascade_.to_dict()
-        return out
-
-    def _format_version(self) -> int:
-        """The oldest format that describes this model, so older phifilter versions read what they can."""
-        if self.has_parts:
-            return 4
-        return 3 if self.feature_parts != ["mean"] or self.head in FORMAT_3_HEADS else 2
+        return save_classifier(self, path, metrics=metrics, training_data=training_data, card=card)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, embedder: str | os.PathLike | None = None,
@@ -677,102 +457,34 @@ class EduClassifier:
         says otherwise; ``embedder_sha256`` ({file: hex}) pins its files on top of the check
         against the hashes the model was trained with.
         """
-        from .modelfolder import load_skops, models_id
+        from .modelio import load_classifier
 
-        from .remotecopy import local_folder
-
-        path = local_folder(path) if path is not None else default_model_path()  # a URL: a cached copy
-        meta = read_model_meta(path)
-        estimator = load_skops(path, meta, HEAD_FILE)
-        calibrator = load_skops(path, meta, CALIBRATION_FILE) if meta.get("calibration") else None
-        params = dict(meta.get("params") or {})
-        info = meta.get("embedder") or {}
-        params.update(
-            embedder=embedder if embedder is not None else info.get("source"),
-            device=device,
-            batch_size=batch_size,
-            max_length=max_length or info.get("max_length") or params.get("max_length", 256),
-        )
-        head_names = {v: k for k, v in HEADS.items()}
-        if meta.get("head") not in head_names:
-            raise ModelError(f"{path}: unknown head '{meta.get('head')}' in {META_FILE}; upgrade phifilter")
-        params.setdefault("head", head_names[meta["head"]])
-        params.setdefault("doc_mode", meta.get("doc_mode") or "truncate")
-        known = set(cls().get_params())
-        clf = cls(**{k: v for k, v in params.items() if k in known})
-        clf.check_options()
-        head = type(clf.make_head()).from_estimator(estimator, **clf.make_head().get_params())
-        clf.set_head(head)
-        clf.calibrator_ = calibrator
-        clf.n_features_in_ = int(meta.get("n_features") or estimator.n_features_in_)  # the embedding dimension
-        if clf.head_width(clf.n_features_in_) != estimator.n_features_in_:
-            raise ModelError(f"{path}: {META_FILE} says {clf.n_features_in_} features (--features {clf.features}), "
-                             f"the head has {estimator.n_features_in_}")
-        if info.get("dim") is not None and int(info["dim"]) != clf.n_features_in_:
-            raise ModelError(f"{path}: embedder dimension {info['dim']} does not match the head's {clf.n_features_in_} features")
-        if int(meta.get("format_version", 0)) >= 4 and meta.get("scorers"):
-            clf._load_parts(path, meta)
-        clf.score_map_ = meta.get("int_score_map")
-        clf.embedder_ = clf.make_embedder()
-        clf.embedder_.revision = embedder_revision or info.get("revision")
-        clf.embedder_.sha256 = dict(embedder_sha256) if embedder_sha256 else None
-        clf.embedder_info_ = info
-        clf.metrics_ = meta.get("metrics") or {}
-        clf.training_data_ = meta.get("training_data") or {}
-        clf.path_ = path
-        # Identifies the scoring model across processes (checkpoint keys): the hashes of its files.
-        clf.model_sha256_ = models_id(meta)
-        return clf
-
-    def _load_parts(self, path: Path, meta: dict) -> None:
-        from .cascade import Cascade
-        from .combiner import StackedCombiner
-        from .lexical import LexicalScorer
-        from .modelfolder import checked_file
-
-        kinds = {s.get("name"): s for s in meta["scorers"] if isinstance(s, dict)}
-        if set(kinds) != {"lexical", "embedding"} or kinds["lexical"].get("kind") != "fasttext":
-            raise ModelError(f"{path}: unknown scorers {sorted(kinds)} in {META_FILE}; upgrade phifilter")
-        entry = kinds["lexical"]
-        checked_file(path, meta, entry.get("file", LEXICAL_FILE))
-        if not isinstance(entry.get("fasttext"), dict):
-            raise ModelError(f"{path}: {META_FILE} has no metadata for the lexical scorer")
-        lexical = LexicalScorer.load(path, entry["fasttext"])
-        combiner = StackedCombiner.from_dict(meta.get("combiner"))
-        cascade = Cascade.from_dict(meta["cascade"]) if meta.get("cascade") else None
-        self.set_parts(lexical, combiner, cascade)
+        return load_classifier(cls, path, embedder=embedder, device=device, batch_size=batch_size,
+                               max_length=max_length, embedder_revision=embedder_revision,
+                               embedder_sha256=embedder_sha256)
 
 
-def make_calibrator(raw: np.ndarray, y: np.ndarray):
-    """Isotonic regression from raw scores to the observed share of positives, clipped to [0, 1]."""
-    from sklearn.isotonic import IsotonicRegression
+def cached_doc_embeddings(clf: EduClassifier, cache, texts: Sequence[str], ids: Sequence[str]) -> DocEmbeddings:
+    """Embeddings of ``texts`` from ``cache`` for the ids it holds; the rest embedded by ``clf``."""
+    from .embcache import merge
 
-    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
-        np.asarray(raw, np.float64), np.asarray(y, np.float64))
-
-
-def make_score_map(edu_scores: np.ndarray, labels: np.ndarray) -> dict:
-    """The expected 0-5 label given edu_score (isotonic, on out-of-fold scores), as breakpoints
-    for ``np.interp`` (isotonic prediction with clipping is exactly that interpolation)."""
-    from sklearn.isotonic import IsotonicRegression
-
-    iso = IsotonicRegression(y_min=0.0, y_max=5.0, out_of_bounds="clip").fit(
-        np.asarray(edu_scores, np.float64), np.asarray(labels, np.float64))
-    return {"edu_score": [round(float(x), 6) for x in iso.X_thresholds_],
-            "expected_score": [round(float(y), 6) for y in iso.y_thresholds_]}
+    found, missing = cache.lookup(list(ids), list(texts))
+    if not missing:
+        return found
+    fresh = clf.embed_documents([texts[k] for k in missing], count=False)
+    if found is None:
+        return fresh
+    gone = set(missing)
+    present = [k for k in range(len(ids)) if k not in gone]
+    return merge(len(ids), [(present, found), (missing, fresh)])
 
 
-def _embedder_source(embedder) -> str | None:
-    if embedder is None:
-        return None
-    if not isinstance(embedder, (str, os.PathLike)):
-        embedder = getattr(embedder, "source", None) or embedder.model
-    if embedder is None or str(embedder) == DEFAULT_EMBEDDER:
-        return None
-    return str(embedder)
-
-
-_empty_mask = blank_mask  # older private name, kept for callers outside the package
+def as_text_list(texts) -> list:
+    """``texts`` as a list; one bare string (or bytes) is refused, not scored character by character."""
+    if isinstance(texts, (str, bytes)):
+        raise InputError(f"expected a list of texts, got one {type(texts).__name__} of {len(texts)} characters; "
+                         "pass [text] to score a single document")
+    return list(texts)
 
 
 def _utf8(text: str) -> str:

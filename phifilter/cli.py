@@ -81,6 +81,13 @@ class FiniteFloatRange(click.FloatRange):
         return value
 
 
+def echo_start(what: str, quiet: bool) -> None:
+    """A first line before the slow start (imports, loading the model), on a terminal unless
+    --quiet (a script reading stderr still gets one ``Error:`` line for bad input, nothing else)."""
+    if not quiet and sys.stderr.isatty():
+        click.echo(f"{what} (loading the model first: this takes a few seconds)", err=True)
+
+
 def echo_summary(summary, quiet: bool) -> None:
     """What most commands print when they finish: the summary, unless --quiet."""
     if not quiet:
@@ -296,6 +303,7 @@ def score(inputs, output, models, batch_size, quiet, **options):
       phifilter score data/shards/ -o scored/ -m edu_score=my-model/ -m fineweb_edu=fineweb-edu-classifier/ \
           -m dclm=fasttext:openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin#hq
     """
+    echo_start("scoring", quiet)
     from .scoring import ScoreConfig, score_shards
 
     cfg = ScoreConfig(embed_batch_size=batch_size, **options)
@@ -346,11 +354,15 @@ def status(output, inputs, score_column, as_json):
 @embedder_pin_options
 @device_option
 @seed_option("Seed for folds and forest.", "--random-state", "--seed", dest="random_state")
-@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge", "svr"]), default="forest",
-              show_default=True, help="The embedding head: random forest classifier (the paper's), random forest "
+@click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="default: the bundled model's recipe (fastText lexical scorer + MiniLM chunk-mean SVR head, stacked, "
+                   "cascade embedding 20% plus the unfamiliar documents). paper: phi-1's (embedding + random forest, "
+                   "every document embedded). --head, --lexical and --expensive-share override the recipe's choice.")
+@click.option("--head", type=click.Choice(["forest", "forest-regressor", "logistic", "ridge", "svr"]), default=None,
+              help="The embedding head (default: the recipe's, svr or forest): random forest classifier (the paper's), random forest "
                                       "regressor on the 0-5 score, logistic regression, or ridge / RBF support-vector "
-                                      "regression on the 0-5 score. Nested-CV ROC AUC on the 2,371-row seed set "
-                                      "(MiniLM chunk-mean): svr 0.912, logistic 0.887, ridge 0.886, forest 0.883; all "
+                                      "regression on the 0-5 score. Nested-CV ROC AUC on seed rounds 1-3 (2,371 rows; "
+                                      "MiniLM chunk-mean): svr 0.912, logistic 0.887, ridge 0.886, forest 0.883; all "
                                       "score about 1.4 docs/s on 2 shared CPU cores, the embedder's cost "
                                       "(benchmarks/classifier_quality.md).")
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
@@ -361,15 +373,18 @@ def status(output, inputs, score_column, as_json):
               help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
                    "e.g. mean+first.")
 @click.option("--calibrate", is_flag=True, help="Isotonic calibration on out-of-fold scores: edu_score becomes a probability.")
-@click.option("--lexical", type=click.Choice(["none", "fasttext"]), default="none", show_default=True,
-              help="Add a fastText lexical scorer beside the embedding scorer; a logistic combiner fitted on their "
+@click.option("--lexical", type=click.Choice(["none", "fasttext"]), default=None,
+              help="(default: the recipe's) A fastText lexical scorer beside the embedding scorer; a logistic combiner fitted on their "
                    "out-of-fold scores gives edu_score.")
 @click.option("--lexical-labels", type=click.Choice(["binary", "grades"]), default="binary", show_default=True,
               help="What the fastText scorer learns: score >= --positive-threshold (binary, the better stack member on "
                    "the seed set), or the six 0-5 grades.")
 @click.option("--expensive-share", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
-              help="Cascade (needs --lexical): only this share of documents, the lexical scorer's most uncertain, "
-                   "is embedded; the band is chosen on out-of-fold scores.")
+              help="Cascade (needs --lexical; default recipe: 0.2): only this share of documents, the lexical scorer's "
+                   "most uncertain, is embedded; the band is chosen on out-of-fold scores.")
+@click.option("--novelty-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="SHARE",
+              help="Cascade novelty rule (default recipe: 0.05): documents whose share of tokens unseen by the lexical "
+                   "scorer exceeds what this share of the training documents have (out of fold) are embedded too.")
 @click.option("--target-precision", type=click.FloatRange(0, 1), default=None,
               help="Threshold: the lowest whose out-of-fold precision reaches this.")
 @click.option("--target-share", type=click.FloatRange(0, 1, min_open=True), default=None,
@@ -379,25 +394,27 @@ def status(output, inputs, score_column, as_json):
 @embeddings_options("Embedding cache from `phifilter embed` (same --embedder, --max-length and chunking).")
 @quiet_option
 @storage_options_option
-def train(labels, output, lexical, lexical_labels, quiet, **options):
+def train(labels, output, recipe, lexical, lexical_labels, quiet, **options):
     """Train a model folder from labelled Parquet (text + 0-5 score).
 
     Reports stratified cross-validated precision, recall, F1 and ROC AUC and stores them in
     the model folder and its model card (README.md). The threshold is the max out-of-fold F1
     one unless --threshold or one --target-* option says otherwise.
 
+    With no options it trains the bundled model's recipe; --recipe paper trains phi-1's forest.
+
     \b
     Example:
       phifilter train labels.parquet -o my-model/
+      phifilter train labels.parquet -o forest/ --recipe paper
       phifilter embed labels.parquet -o emb/ --chunking chunk
-      phifilter train labels.parquet -o m2/ --embeddings emb/ --doc-mode chunk-mean --head logistic --calibrate
-      phifilter train labels.parquet -o m3/ --lexical fasttext --expensive-share 0.2
+      phifilter train labels.parquet -o m2/ --embeddings emb/ --recipe paper --head logistic --calibrate
     """
+    echo_start("training", quiet)
     from .modelinfo import format_metrics
-    from .train import TrainConfig, train_model
+    from .train import recipe_config, train_model
 
-    cfg = TrainConfig(lexical=None if lexical == "none" else lexical,
-                      lexical_params=None if lexical == "none" else {"labels": lexical_labels}, **options)
+    cfg = recipe_config(recipe, lexical=lexical, lexical_labels=lexical_labels, **options)
     _, metrics = train_model(labels, output, cfg, progress=not quiet)
     echo_summary(f"model written to {output}\n{format_metrics(metrics)}", quiet)
 
@@ -457,6 +474,7 @@ def evaluate(model, labels, output, as_json, quiet, **options):
     Example:
       phifilter evaluate my-model/ heldout-labels.parquet -o eval/
     """
+    echo_start("evaluating", quiet)
     from .evaluate import default_output_dir, evaluate_model
 
     report = evaluate_model(model, labels, output or default_output_dir(labels), progress=not quiet, **options)

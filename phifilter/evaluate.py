@@ -173,7 +173,7 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
                    embeddings: str | None = None, id_column: str = "id", n_bootstrap: int = 1000, seed: int = 0,
                    device: str = "auto", progress: bool = False) -> EvalReport:
     """Score ``labels`` with ``model`` (folder or None for the bundled one) and measure agreement."""
-    from .classifier import EduClassifier
+    from .classifier import EduClassifier, cached_doc_embeddings
     from .train import TrainConfig, read_labels
 
     if output_dir is not None:  # before the model loads: a foreign or read-only folder fails now
@@ -185,11 +185,11 @@ def evaluate_model(model, labels, output_dir=None, text_column: str = "text", sc
     clf.check_embedder()
     if embeddings:
         clf.use_embedding_cache(embeddings)
-        E = clf.doc_embeddings_from_cache(clf.embedding_cache_, data.texts, data.ids)
+        E = cached_doc_embeddings(clf, clf.embedding_cache_, data.texts, data.ids)
     else:
         E = clf.embed_documents(data.texts, progress=progress)
     p = clf.score_texts_embedded(data.texts, E).astype(np.float64)
-    y = clf.binarize(data.scores)
+    y = np.asarray(data.scores, np.float64) >= clf.positive_threshold
     masks = {"all": np.ones(len(y), bool)}
     if data.domains is not None:
         for d in sorted(set(data.domains.tolist())):

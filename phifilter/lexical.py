@@ -286,6 +286,7 @@ class LexicalScorer:
 
     def _set_model(self, model) -> None:
         self.model_ = model
+        self.__dict__.pop("vocabulary_", None)
         self.classes_ = sorted(lab[len(LABEL_PREFIX):] for lab in model.get_labels())
 
     # -- scoring ----------------------------------------------------------------------------
@@ -296,7 +297,9 @@ class LexicalScorer:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities [n, len(classes_)], columns in the order of ``classes_``."""
         self._check_fitted()
-        lines = self._lines(texts)
+        return self._proba_of_lines(self._lines(texts))
+
+    def _proba_of_lines(self, lines: list[str]) -> np.ndarray:
         if not lines:
             return np.zeros((0, len(self.classes_)), dtype=np.float64)
         labels, probs = self.model_.predict(lines, k=-1, threshold=0.0)
@@ -311,7 +314,35 @@ class LexicalScorer:
 
     def predict_proba_high(self, texts: Sequence[str]) -> np.ndarray:
         """P(score >= positive_threshold) for each document."""
-        P = self.predict_proba(texts)
+        return self._high(self.predict_proba(texts))
+
+    def high_and_unseen(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """P(score >= positive_threshold) and the share of each document's tokens that the
+        training documents never held (the scorer's vocabulary), tokenising each text once.
+
+        A high unseen share means the lexical score rests on little evidence: a kind of document
+        the scorer never saw. The cascade's novelty rule sends such documents to the embedder."""
+        self._check_fitted()
+        lines = self._lines(texts)
+        return self._high(self._proba_of_lines(lines)), self._unseen_of_lines(lines)
+
+    def unseen_share(self, texts: Sequence[str]) -> np.ndarray:
+        """Share of each document's tokens not in the training vocabulary (0 for a text with no tokens)."""
+        self._check_fitted()
+        return self._unseen_of_lines(self._lines(texts))
+
+    def _unseen_of_lines(self, lines: list[str]) -> np.ndarray:
+        vocab = self.__dict__.get("vocabulary_")
+        if vocab is None:  # built once per loaded model (~0.1 s for the bundled one)
+            vocab = self.vocabulary_ = frozenset(self.model_.get_words())
+        out = np.zeros(len(lines), dtype=np.float64)
+        for i, line in enumerate(lines):
+            tokens = line.split()
+            if tokens:
+                out[i] = sum(t not in vocab for t in tokens) / len(tokens)
+        return out
+
+    def _high(self, P: np.ndarray) -> np.ndarray:
         if self.labels == "binary":
             return P[:, self.classes_.index("high")] if "high" in self.classes_ else np.zeros(len(P))
         high = [i for i, c in enumerate(self.classes_) if int(c) >= self.positive_threshold]

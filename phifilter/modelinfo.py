@@ -57,9 +57,23 @@ def format_parts(meta: dict) -> list[str]:
                      f"(--expensive-share {cascade.get('expensive_share')}; out of fold: "
                      f"{100 * fig.get('share_embedded', 0):.1f}% embedded, {100 * fig.get('agreement', 0):.1f}% "
                      f"agreement with the full ensemble, AUC {fig.get('roc_auc') or 0:.3f})")
+        novelty = cascade.get("novelty")
+        if novelty:
+            lines.append(f"  novelty rule: documents with more than {100 * novelty['threshold']:.1f}% of tokens unseen "
+                         f"by the lexical scorer are embedded too (--novelty-share {novelty['share']:g}; "
+                         f"{100 * fig.get('share_novel', 0):.1f}% of training documents out of fold)")
     else:
         lines.append("  cascade: none (every document is embedded)")
     return lines
+
+
+def chunk_summary(docs: dict) -> str:
+    """How the training documents fitted the embedder's window, in words."""
+    n, cut = docs.get("docs"), docs["truncated"]
+    of = f" of {n:,}" if isinstance(n, int) else ""
+    return (f"training documents: {docs['chunked']:,}{of} were embedded in several chunks; "
+            f"{cut:,} {'was' if cut == 1 else 'were'} longer than the chunks the embedder reads "
+            f"(their tail was not embedded)")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -76,5 +90,5 @@ def format_metrics(metrics: dict) -> str:
                      f"{m['recall']:>6.3f} {m['f1']:>6.3f} {auc:>6}")
     docs = metrics.get("documents")
     if docs:
-        lines.append(f"documents: {docs['chunked']} embedded in several chunks, {docs['truncated']} with text not read")
+        lines.append(chunk_summary(docs))
     return "\n".join(lines)

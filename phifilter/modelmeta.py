@@ -76,17 +76,32 @@ def _rules():
         "max_length": (lambda v: v is None or (_int(v) and v >= 8), "a whole number >= 8"),
         "sha256": (lambda v: v is None or _sha_map(v), "an object of file name -> SHA-256"),
     }
-    return top, params, embedder
+    novelty = {  # the cascade's novelty rule (phifilter.cascade)
+        "measure": (lambda v: v == "unseen_token_share", "\"unseen_token_share\""),
+        "share": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+        "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    }
+    return top, params, embedder, novelty
 
 
 def check_model_meta(meta: dict, meta_file: Path) -> dict:
     """Raise ModelError naming the first field with a wrong type or range; return ``meta``."""
-    top, params, embedder = _rules()
+    top, params, embedder, novelty = _rules()
     checks = [("", meta, top)]
     if isinstance(meta.get("params"), dict):
         checks.append(("params.", meta["params"], params))
     if isinstance(meta.get("embedder"), dict):
         checks.append(("embedder.", meta["embedder"], embedder))
+    cascade = meta.get("cascade")
+    if isinstance(cascade, dict) and "novelty" in cascade:
+        if not isinstance(cascade["novelty"], dict):
+            raise ModelError(f"{meta_file}: field 'cascade.novelty' is {cascade['novelty']!r}, expected an object; "
+                             "the model folder is damaged or was edited by hand (retrain or restore it)")
+        missing = [k for k in novelty if k not in cascade["novelty"]]
+        if missing:
+            raise ModelError(f"{meta_file}: field 'cascade.novelty' lacks {', '.join(missing)}; "
+                             "the model folder is damaged or was edited by hand (retrain or restore it)")
+        checks.append(("cascade.novelty.", cascade["novelty"], novelty))
     for prefix, obj, rules in checks:
         for key, (ok, expected) in rules.items():
             if key in obj and not ok(obj[key]):

@@ -58,6 +58,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 # streaming statistics
 
 
+IDENT_COLUMNS = ("id", "path")  # shown beside a sample's "shard row N" when the shard has them
+
+
 @dataclass
 class ReportConfig:
     """Options of `phifilter report`."""
@@ -124,13 +127,21 @@ class _Samples:
         self.reservoirs: list[list[Sample]] = [[] for _ in range(RESERVOIR_BINS)]
         self.seen = np.zeros(RESERVOIR_BINS, np.int64)
         self.order = 0
+        self.ident: dict = {}
 
     def _sample(self, texts: pa.Array, i: int, score: float, where: str, by_values) -> Sample:
         text = texts_from_array(texts.slice(i, 1))[0]
         by_value = None if by_values is None else by_values[i]
+        for name, column in self.ident.items():  # the row's id / path, when the shard has them
+            value = column[i].as_py()
+            if value is not None:
+                where += f" · {name} {str(value)[:200]}"
         return Sample(float(score), text[: self.excerpt_chars], len(text), where, by_value)
 
-    def add(self, scores: np.ndarray, texts: pa.Array, shard: str, first_row: int, by_values) -> None:
+    def add(self, scores: np.ndarray, texts: pa.Array, shard: str, first_row: int, by_values,
+            ident: dict | None = None) -> None:
+        """``ident``: columns naming each row (:data:`IDENT_COLUMNS` the shard has), shown with a sample."""
+        self.ident = ident or {}
         k = self.k
         if k == 0 or len(scores) == 0:
             return
@@ -217,14 +228,41 @@ class ReportData:
         return (int(np.searchsorted(cum, self.overall.n / 2)) + 0.5) / FINE_BINS
 
 
-def resolve_threshold(config: ReportConfig) -> tuple[float, str]:
-    """The report threshold and a phrase saying where it came from."""
+def recorded_threshold(paths) -> tuple[float, str] | None:
+    """The decision threshold (and name) of the model that scored these shards, from their run
+    records; None when no shard records one. Shards scored by models with different thresholds
+    are refused: one report, one threshold."""
+    from .provenance import read_record
+
+    found: dict[float, tuple[str, str]] = {}
+    for path in paths:
+        model = (read_record(path) or {}).get("model") or {}
+        value = model.get("threshold")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+            found.setdefault(float(value), (str(model.get("name") or "unnamed model"), str(path)))
+    if len(found) > 1:
+        (a, (_, pa_)), (b, (_, pb)) = list(found.items())[:2]
+        raise InputError(f"{pb}: scored by a model with threshold {b:g}, but {pa_} by one with {a:g}; "
+                         "report them separately or give one --threshold")
+    if not found:
+        return None
+    value, (name, _) = next(iter(found.items()))
+    return value, f"the decision threshold of the model that scored the shards ({name}), from their run record"
+
+
+def resolve_threshold(config: ReportConfig, paths=()) -> tuple[float, str]:
+    """The report threshold and a phrase saying where it came from: --threshold, else --model's,
+    else the scoring model's (the shards' run records), else the bundled model's."""
     from .classifier import default_model_path, read_model_meta
 
     if config.threshold is not None:
         if not 0.0 <= config.threshold <= 1.0:
             raise InputError(f"--threshold {config.threshold}: must be in [0, 1]")
         return float(config.threshold), "given with --threshold"
+    if config.model is None:
+        recorded = recorded_threshold(paths)
+        if recorded is not None:
+            return recorded
     path = Path(config.model) if config.model is not None else default_model_path()
     meta = read_model_meta(path)
     value = meta.get("threshold")
@@ -266,9 +304,9 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     from tqdm import tqdm
 
     cfg = config or ReportConfig()
-    threshold, source = resolve_threshold(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_input_files(specs)
+    threshold, source = resolve_threshold(cfg, [s.path for s in shards])
     files = []
     for s in shards:
         pf = open_parquet(s.path)
@@ -277,13 +315,14 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     data = ReportData(cfg, threshold, source, shards=len(shards))
     log.info("report on %d shard(s), threshold %g (%s)", len(shards), threshold, source)
     data.samples = _Samples(cfg.samples_per_band, cfg.excerpt_chars, cfg.seed)
-    columns = [cfg.score_column, cfg.text_column] + ([cfg.by] if cfg.by and cfg.by not in (cfg.score_column, cfg.text_column) else [])
+    base = [cfg.score_column, cfg.text_column] + ([cfg.by] if cfg.by and cfg.by not in (cfg.score_column, cfg.text_column) else [])
     total = sum(pf.metadata.num_rows for _, pf in files)
     by_counts: dict[str, int] = {}
     with tqdm(total=total, unit="doc", desc="report", disable=not progress) as bar:
         for shard, pf in files:
             row, shard_bytes, shard_began = 0, 0, time.perf_counter()
-            for batch in iter_batches(shard.path, cfg.read_batch_rows, columns=columns, parquet_file=pf):
+            ident = [c for c in IDENT_COLUMNS if c in pf.schema_arrow.names and c not in base]
+            for batch in iter_batches(shard.path, cfg.read_batch_rows, columns=base + ident, parquet_file=pf):
                 score_arr = batch.column(cfg.score_column)
                 nulls = score_arr.null_count
                 scores = score_arr.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -309,7 +348,8 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
                             data.groups[value] = _Group()
                         data.groups[value].add(bins[mask], tokens[mask], scores[mask], threshold)
                         by_counts[value] = by_counts.get(value, 0) + int(mask.sum())
-                data.samples.add(scores, texts, str(shard.name), row, by_values)
+                data.samples.add(scores, texts, str(shard.name), row, by_values,
+                                 {c: batch.column(c) for c in ident})
                 row += batch.num_rows
                 data.rows += batch.num_rows
                 bar.update(batch.num_rows)

@@ -16,6 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import EduClassifier
+from .recipe import (  # noqa: F401 (re-exported: the names benchmarks and tests import from here)
+    best_f1_threshold,
+    choose_threshold,
+    cross_validated_scores,
+    evaluate_oof,
+    fit_head,
+    fit_recipe,
+    folds_for,
+    make_lexical,
+    precision_threshold,
+    share_threshold,
+    strata_of,
+)
 from .corpus import check_text_column, open_parquet, texts_from_array
 from .errors import InputError, OptionError
 
@@ -55,6 +68,7 @@ class TrainConfig:
     lexical: str | None = None  # "fasttext": a lexical scorer beside the embedding scorer, stacked (format 4)
     lexical_params: dict | None = None  # LexicalScorer parameters (None: its defaults)
     expensive_share: float | None = None  # cascade: share of documents sent to the embedder (needs lexical)
+    novelty_share: float | None = None  # cascade: also embed documents whose unseen-token share is in the top this share
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -63,6 +77,35 @@ class TrainConfig:
         if sum(x is not None for x in targets) > 1 or (
                 self.threshold != "auto" and any(x is not None for x in targets)):
             raise OptionError("give at most one of --threshold, --target-precision, --target-share, --target-token-share")
+
+
+RECIPES = {
+    # the bundled default: fastText + MiniLM chunk-mean SVR, stacked, cascade with the novelty rule
+    "default": {"head": "svr", "lexical": "fasttext", "expensive_share": 0.2, "novelty_share": 0.05},
+    # phi-1's: every document embedded, a random forest on the embedding
+    "paper": {"head": "forest", "lexical": None, "expensive_share": None, "novelty_share": None},
+}
+
+
+def recipe_config(recipe: str = "default", lexical: str | None = None, lexical_labels: str = "binary",
+                  **options) -> "TrainConfig":
+    """A TrainConfig from a named recipe (:data:`RECIPES`); options given (not None) override it.
+    ``lexical`` 'none' drops the lexical scorer (and with it the cascade)."""
+    if recipe not in RECIPES:
+        raise OptionError(f"expected one of {', '.join(RECIPES)}", option="--recipe")
+    chosen = dict(RECIPES[recipe])
+    if lexical is not None:
+        chosen["lexical"] = None if lexical == "none" else lexical
+    if chosen["lexical"] is None and lexical is not None:  # --lexical none: no cascade either, unless asked
+        chosen["expensive_share"] = chosen["novelty_share"] = None
+    for key in ("head", "expensive_share", "novelty_share"):
+        if options.get(key) is not None:
+            chosen[key] = options[key]
+        options.pop(key, None)
+    if chosen["expensive_share"] is None:
+        chosen["novelty_share"] = None  # the novelty rule is part of the cascade
+    params = {"labels": lexical_labels} if chosen["lexical"] else None
+    return TrainConfig(lexical_params=params, **chosen, **options)
 
 
 def parse_threshold(value: float | str) -> float | str:
@@ -154,91 +197,15 @@ def check_both_classes(path, scores: np.ndarray, positive_threshold: float) -> N
         )
 
 
-def _binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
-
-    pred = p >= threshold
-    out = {
-        "n": int(len(y)),
-        "positives": int(y.sum()),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-    }
-    out["roc_auc"] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
-    return out
-
-
-def cross_validated_scores(clf: EduClassifier, X, y: np.ndarray, strata: np.ndarray,
-                           folds: int, random_state: int, scores: np.ndarray | None = None) -> np.ndarray:
-    """Out-of-fold raw head scores for every document, stratified by ``strata`` (domain x label).
-
-    ``X`` is a :class:`~phifilter.chunking.DocEmbeddings` or one embedding per document;
-    ``scores`` are the 0-5 labels (needed by the regressor head; else ``y`` stands in).
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    E = clf.as_doc_embeddings(X)
-    scores = np.where(y, 5.0, 0.0) if scores is None else np.asarray(scores, np.float64)
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
-    oof = np.zeros(len(y), dtype=np.float64)
-    for train_idx, test_idx in skf.split(np.zeros(len(y)), strata):
-        head = clf.fit_head(E.subset(train_idx), scores[train_idx])
-        oof[test_idx] = clf.raw_scores(E.subset(test_idx), head)
-    return oof
-
-
-def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
-    """The score cut-off that maximises F1 on out-of-fold predictions (rounded to 0.001)."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(y, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(np.round(thresholds[int(np.argmax(f1[:-1]))], 3))
-
-
-def precision_threshold(y: np.ndarray, scores: np.ndarray, target: float) -> float:
-    """The lowest cut-off whose precision reaches ``target`` (most recall at that precision);
-    the cut-off of the highest precision when no cut-off reaches it."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, _, thresholds = precision_recall_curve(y, scores)
-    ok = np.flatnonzero(precision[:-1] >= target)
-    k = int(ok[0]) if len(ok) else int(np.argmax(precision[:-1]))
-    return float(np.round(thresholds[k], 3))
-
-
-def share_threshold(scores: np.ndarray, share: float, weights: np.ndarray | None = None) -> float:
-    """The cut-off that keeps ``share`` of the documents (or of ``weights``, e.g. tokens), best first."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    w = np.ones(len(order)) if weights is None else np.asarray(weights, np.float64)[order]
-    kept = np.cumsum(w) / max(w.sum(), 1e-12)
-    k = min(int(np.searchsorted(kept, share, side="left")), len(order) - 1)
-    return float(np.round(np.asarray(scores)[order[k]], 4))
-
-
-def choose_threshold(cfg: TrainConfig, y: np.ndarray, p: np.ndarray, doc_tokens: np.ndarray) -> tuple[float, str]:
-    """The decision threshold the config asks for, and how it was chosen (for the model card)."""
+def threshold_rule(cfg: TrainConfig) -> float | str:
+    """The config's threshold options as an :class:`EduClassifier` ``threshold`` (a number or a rule)."""
     if cfg.target_precision is not None:
-        return precision_threshold(y, p, cfg.target_precision), f"out-of-fold precision >= {cfg.target_precision:g}"
+        return f"precision:{cfg.target_precision:g}"
     if cfg.target_share is not None:
-        return share_threshold(p, cfg.target_share), f"keeps {cfg.target_share:g} of documents"
+        return f"share:{cfg.target_share:g}"
     if cfg.target_token_share is not None:
-        return share_threshold(p, cfg.target_token_share, doc_tokens), f"keeps {cfg.target_token_share:g} of tokens"
-    if cfg.threshold == "auto":
-        return best_f1_threshold(y, p), "max out-of-fold F1"
-    return float(cfg.threshold), "user"
-
-
-def evaluate_oof(y: np.ndarray, oof: np.ndarray, domains: np.ndarray | None, threshold: float,
-                 folds: int) -> dict:
-    metrics = {"cv_folds": folds, "threshold": threshold, "overall": _binary_metrics(y, oof, threshold)}
-    if domains is not None:
-        metrics["per_domain"] = {
-            str(d): _binary_metrics(y[domains == d], oof[domains == d], threshold)
-            for d in sorted(set(domains.tolist()))
-        }
-    return metrics
+        return f"token-share:{cfg.target_token_share:g}"
+    return cfg.threshold
 
 
 def make_classifier(cfg: TrainConfig) -> EduClassifier:
@@ -248,7 +215,7 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
         min_samples_leaf=cfg.min_samples_leaf,
         class_weight=cfg.class_weight,
         positive_threshold=cfg.positive_threshold,
-        threshold=0.5 if cfg.threshold == "auto" else float(cfg.threshold),
+        threshold=threshold_rule(cfg),
         max_length=cfg.max_length,
         device=cfg.device,
         batch_size=cfg.batch_size,
@@ -261,6 +228,8 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
         lexical=cfg.lexical,
         lexical_params=cfg.lexical_params,
         expensive_share=cfg.expensive_share,
+        novelty_share=cfg.novelty_share,
+        cv_folds=cfg.cv_folds,
     )
 
 
@@ -288,127 +257,28 @@ def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str |
                                              (missing, fresh)])
 
 
-def lexical_oof(clf: EduClassifier, texts: list[str], scores: np.ndarray, strata: np.ndarray, folds: int,
-                random_state: int) -> np.ndarray:
-    """Out-of-fold lexical P(positive) for every document, on the same folds as the head's."""
-    from sklearn.model_selection import StratifiedKFold
-
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
-    oof = np.zeros(len(texts), dtype=np.float64)
-    for train_idx, test_idx in skf.split(np.zeros(len(texts)), strata):
-        lex = clf.make_lexical().fit([texts[k] for k in train_idx], scores[train_idx])
-        oof[test_idx] = lex.predict_proba_high([texts[k] for k in test_idx])
-    return oof
-
-
-def stacked_oof(S: np.ndarray, y: np.ndarray, strata: np.ndarray, folds: int, random_state: int) -> np.ndarray:
-    """Out-of-fold combiner scores: the combiner is fitted on the other folds' out-of-fold scores,
-    so the combined figures are as honest as the single scorers'."""
-    from sklearn.model_selection import StratifiedKFold
-
-    from .combiner import StackedCombiner
-
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state + 1)
-    out = np.zeros(len(y), dtype=np.float64)
-    for train_idx, test_idx in skf.split(np.zeros(len(y)), strata):
-        out[test_idx] = StackedCombiner().fit(S[train_idx], y[train_idx]).predict(S[test_idx])
-    return out
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
-
-
-def fit_parts(clf: EduClassifier, cfg: TrainConfig, data: LabelledSet, y: np.ndarray, strata: np.ndarray,
-              folds: int, head_oof: np.ndarray, doc_tokens: np.ndarray) -> dict:
-    """Fit the combiner (and the cascade) on out-of-fold scores of the lexical and embedding scorers.
-
-    Returns the combiner, the cascade (or None), the threshold, the model's out-of-fold scores
-    (the cascade's, when there is one) and per-part figures for the card.
-    """
-    from .cascade import Cascade
-    from .combiner import StackedCombiner
-
-    lex = lexical_oof(clf, data.texts, data.scores, strata, folds, cfg.random_state)
-    S = np.column_stack([lex, head_oof])
-    full = stacked_oof(S, y, strata, folds, cfg.random_state)
-    threshold, chosen_by = choose_threshold(cfg, y, full, doc_tokens)
-    combiner = StackedCombiner().fit(S, y)
-    figures = {"lexical": {"roc_auc": _auc(y, lex)}, "embedding": {"roc_auc": _auc(y, head_oof)},
-               "combined": {"roc_auc": _auc(y, full)}}
-    cascade, oof = None, full
-    if cfg.expensive_share is not None:
-        cascade = Cascade(expensive_share=float(cfg.expensive_share)).fit(lex, full, y, threshold)
-        band = cascade.in_band(lex)
-        oof = cascade.combine(lex, full[band], band)
-        figures["cascade"] = {
-            "band": [float(b) for b in cascade.band_] if band.any() else None,
-            "share_embedded": float(band.mean()),
-            "agreement": float(((oof >= threshold) == (full >= threshold)).mean()),
-            "roc_auc": _auc(y, oof),
-        }
-    return {"combiner": combiner, "cascade": cascade, "threshold": threshold, "chosen_by": chosen_by,
-            "oof": oof, "metrics": figures}
-
-
 def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig | None = None,
                 progress: bool = False) -> tuple[EduClassifier, dict]:
-    """Embed (or read the embedding cache), cross-validate, fit on everything, save.
-    Returns (classifier, metrics)."""
-    from .classifier import make_calibrator
-
+    """Read the labels, embed them (or read the embedding cache), fit the recipe
+    (:meth:`EduClassifier.fit`), write the model folder and its card. Returns (classifier, metrics)."""
     from .outputs import claim_folder, is_model_file
 
-    cfg = cfg or TrainConfig()
+    cfg = cfg or recipe_config("default")
     claim_folder(output, is_model_file, "a model folder", inputs=[labels])
     data = read_labels(labels, cfg)
     check_both_classes(labels, data.scores, cfg.positive_threshold)
     clf = make_classifier(cfg)
     clf.check_options()
+    y = data.scores >= cfg.positive_threshold
+    if folds_for(strata_of(y, data.domains), cfg.cv_folds) < 2:
+        if cfg.lexical:
+            raise InputError(f"{labels}: too few labels for cross-validation, so --lexical has no out-of-fold "
+                             "scores to fit the combiner on")
+        if cfg.calibrate:
+            raise InputError(f"{labels}: too few labels for cross-validation, so --calibrate has nothing to fit on")
     embedder, E = labelled_embeddings(clf, data, cfg.embeddings, progress,
                                       revision=cfg.embedder_revision, sha256=cfg.embedder_sha256)
-    y = clf.binarize(data.scores)
-    strata = y.astype(str) if data.domains is None else np.char.add(data.domains.astype(str), y.astype(str))
-    folds = min(cfg.cv_folds, int(min(np.unique(strata, return_counts=True)[1])))
-    metrics: dict = {}
-    calibrator = None
-    parts = None
-    if cfg.lexical and folds < 2:
-        raise InputError(f"{labels}: too few labels for cross-validation, so --lexical has no out-of-fold "
-                         "scores to fit the combiner on")
-    if folds >= 2:
-        oof = cross_validated_scores(clf, E, y, strata, folds, cfg.random_state, data.scores)
-        if cfg.lexical:
-            parts = fit_parts(clf, cfg, data, y, strata, folds, oof, E.doc_tokens)
-            oof = parts["oof"]
-        if cfg.calibrate:
-            calibrator = make_calibrator(oof, y)
-            oof = calibrator.predict(oof)
-        if parts is not None:
-            clf.threshold, chosen_by = parts["threshold"], parts["chosen_by"]
-        else:
-            clf.threshold, chosen_by = choose_threshold(cfg, y, oof, E.doc_tokens)
-        metrics = evaluate_oof(y, oof, data.domains, clf.threshold, folds)
-        metrics["threshold_chosen_by"] = chosen_by
-        if parts is not None:
-            metrics["parts"] = parts["metrics"]
-    elif cfg.calibrate:
-        raise InputError(f"{labels}: too few labels for cross-validation, so --calibrate has nothing to fit on")
-    if metrics:
-        metrics["documents"] = E.stats()  # how many were chunked or truncated
-    clf.embedder = embedder
-    clf.fit(data.texts, data.scores, embeddings=E)
-    clf.calibrator_ = calibrator
-    clf.embedder = cfg.embedder
-    if parts is not None:
-        lexical = clf.make_lexical().fit(data.texts, data.scores)
-        clf.set_parts(lexical, parts["combiner"], parts["cascade"])
-    if metrics:
-        from .classifier import make_score_map
-
-        clf.score_map_ = make_score_map(oof, data.scores)
+    clf.fit(data.texts, data.scores, embeddings=E, domains=data.domains, embedder=embedder)
     training_data = {
         "file": Path(labels).name,
         "sha256": data.sha256,
@@ -417,9 +287,10 @@ def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: Train
         "dropped_unlabelled": data.dropped_unlabelled,
         "score_counts": {str(int(k)): int(v) for k, v in zip(*np.unique(data.scores, return_counts=True))},
     }
-    card = model_card(clf, metrics, training_data, cfg)
-    clf.save(output, metrics=metrics, training_data=training_data, card=card)
-    return clf, metrics
+    clf.training_data_ = training_data
+    card = model_card(clf, clf.metrics_, training_data, cfg)
+    clf.save(output, metrics=clf.metrics_, training_data=training_data, card=card)
+    return clf, clf.metrics_
 
 
 def _fmt(v) -> str:
@@ -427,10 +298,10 @@ def _fmt(v) -> str:
 
 
 def _mode_note(clf: EduClassifier) -> str:
-    if clf.feature_parts != ["mean"]:
+    if clf.featurizer.parts != ["mean"]:
         names = {"mean": "the mean", "first": "the first chunk's", "max": "the elementwise maximum",
                  "length": "3 length figures (log tokens, log chunks, tail cut)"}
-        return (f" (features `{clf.features}`: {', '.join(names[p] for p in clf.feature_parts)} "
+        return (f" (features `{clf.features}`: {', '.join(names[p] for p in clf.featurizer.parts)} "
                 f"over up to {clf.max_chunks} chunks' embeddings, side by side)")
     return {
         "truncate": " (the first tokens only)",
@@ -505,6 +376,14 @@ def _parts_note(clf: EduClassifier, metrics: dict) -> str:
             "(the band was chosen on the same out-of-fold scores, so these two figures are slightly optimistic). "
             "The quality table below is the cascade's, i.e. what `phifilter score` gives; the threshold was "
             "chosen on the full ensemble's out-of-fold scores.")
+        if cascade.uses_novelty:
+            lines.append(
+                f"- **novelty rule**: a document is embedded whatever its lexical score when more than "
+                f"{100 * cascade.novelty_:.1f}% of its tokens are unseen in the lexical scorer's training vocabulary "
+                f"(the level that {100 * cascade.novelty_share:g}% of training documents exceed out of fold: "
+                f"{100 * fig.get('share_novel', 0):.1f}%): a kind of document the lexical scorer never saw is "
+                "judged by the embedding scorer too, not by a confident lexical score resting on few known words. "
+                "The embedded share above includes these documents.")
     return "\n".join(lines)
 
 

@@ -163,7 +163,7 @@ def test_full_tmpfs_filter_sample_label_train_keep_previous_outputs(tmp_path, ti
     assert runner.invoke(main, ["sample", str(tmp_path / "small"), "-o", str(tiny_disk / "seed.parquet"), "-n", "2", "-q"]).exit_code == 0
     labels = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"text": [GOOD_CODE, BOILERPLATE] * 6, "llm_score": pa.array([5, 0] * 6, pa.int8())}), labels)
-    r = runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--n-estimators", "5", "--cv-folds", "0",
+    r = runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--recipe", "paper", "--n-estimators", "5", "--cv-folds", "0",
                              "--device", "cpu", "-q"])
     assert r.exit_code == 0, r.output
     server = StandinServer().start()
@@ -181,8 +181,8 @@ def test_full_tmpfs_filter_sample_label_train_keep_previous_outputs(tmp_path, ti
                                            "-n", "40", "-q"]),
             "label": runner.invoke(main, ["label", str(tmp_path / "scored" / "s.parquet"), "-o", str(tiny_disk / "labels.parquet"),
                                           "--base-url", server.url, "--model", "m", "-q"], env={"OPENAI_API_KEY": "k"}),
-            "train": runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--n-estimators", "50",
-                                          "--cv-folds", "0", "--device", "cpu", "-q"]),
+            "train": runner.invoke(main, ["train", str(labels), "-o", str(tiny_disk / "model"), "--recipe", "paper",
+                                          "--n-estimators", "50", "--cv-folds", "0", "--device", "cpu", "-q"]),
         }
     finally:
         server.stop()

@@ -107,3 +107,68 @@ def test_faq_quotes_real_messages():
     for phrase in FAQ_PHRASES:
         assert phrase in source, f"no longer in the code (update docs/faq.md): {phrase!r}"
         assert phrase.strip() in faq, f"docs/faq.md does not quote: {phrase!r}"
+
+
+def _card_tool():
+    spec = importlib.util.spec_from_file_location("card_figures", DOCS / "card_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_figures_about_the_bundled_model_come_from_its_card():
+    """Every marked figure (README, docs/, notebooks) equals the card's; the pages a new user reads
+    first carry the marked threshold and label count, and no stale figure is left unmarked."""
+    tool = _card_tool()
+    assert tool.differences() == []
+    marked = {p.relative_to(REPO).as_posix(): {k for _, k in tool.MARKED.findall(p.read_text())} for p in tool.files()}
+    for page, keys in {"README.md": {"threshold", "rows", "auc", "f1"}, "docs/index.md": {"threshold", "rows"},
+                       "docs/howto/threshold.md": {"threshold"}, "docs/howto/train.md": {"rows", "auc", "threshold"},
+                       "notebooks/01_quickstart.ipynb": {"rows", "threshold"}}.items():
+        assert keys <= marked.get(page, set()), (page, keys - marked.get(page, set()))
+    # a changed card is caught: the check compares, it does not just parse
+    import json
+
+    meta = json.loads(tool.META.read_text())
+    meta["threshold"] = round(meta["threshold"] + 0.111, 3)
+    assert any("card:threshold" in d for d in tool.differences(meta))
+    # figures of the models before this one must not linger beside the new ones
+    for path in tool.files():
+        text = tool.MARKED.sub("", path.read_text())
+        for stale in ("threshold 0.38", "--threshold 0.38", "trained on 1,018", "ROC AUC of 0.872"):
+            assert stale not in text, (path, stale)
+
+
+def test_model_card_page_and_info_are_the_bundled_card():
+    """docs/model-card.md includes the card itself; `phifilter info` prints phifilter.json's figures."""
+    import json
+
+    from phifilter.modelinfo import describe_model
+
+    meta = json.loads((REPO / "phifilter" / "models" / "default" / "phifilter.json").read_text())
+    assert "<!-- include: phifilter/models/default/README.md -->" in (DOCS / "model-card.md").read_text()
+    info = describe_model()
+    assert f"threshold: {meta['threshold']}" in info
+    assert f"({meta['training_data']['rows']} rows, {meta['training_data']['positives']} positive)" in info
+    assert f"{meta['metrics']['overall']['roc_auc']:.3f}" in info
+
+
+def test_faq_messages_are_the_messages_phifilter_prints(tmp_path):
+    """The FAQ quotes what the code says, word for word, for the input errors a new user meets first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phifilter.corpus import check_text_column, find_input_files
+    from phifilter.errors import InputError
+
+    faq = (DOCS / "faq.md").read_text()
+    (tmp_path / "data").mkdir()
+    with pytest.raises(InputError) as err:
+        find_input_files([str(tmp_path / "data")])
+    said = str(err.value).replace(str(tmp_path / "data"), "data/").replace("data//", "data/")
+    assert f"**`{said}`**" in faq, said
+    schema = pa.schema([("id", pa.string()), ("content", pa.string()), ("lang", pa.string())])
+    pq.write_table(schema.empty_table(), tmp_path / "x.parquet")
+    with pytest.raises(InputError) as err:
+        check_text_column(pq.read_schema(tmp_path / "x.parquet"), "text", "x.parquet")
+    assert f"**`{err.value}`**" in faq, str(err.value)

@@ -7,7 +7,7 @@ import pytest
 
 from phifilter import EduClassifier
 from phifilter.chunking import DocEmbeddings
-from phifilter.classifier import CALIBRATION_FILE, HEAD_FILE, META_FILE, read_model_meta
+from phifilter.classifier import CALIBRATION_FILE, HEAD_FILE, META_FILE, make_calibrator, read_model_meta
 from phifilter.train import precision_threshold, share_threshold
 
 
@@ -55,7 +55,7 @@ def test_calibration_is_stored_and_used(tmp_path, embedder):
     clf = EduClassifier(embedder=embedder, head="forest-regressor", doc_mode="chunk-mean", n_estimators=25)
     clf.fit(["unused"] * E.n_docs, scores, embeddings=E)
     raw = clf.raw_scores(E)
-    clf.fit_calibration(raw, scores >= 3)
+    clf.calibrator_ = make_calibrator(raw, scores >= 3)
     p = clf.score_doc_embeddings(E)
     np.testing.assert_allclose(p, clf.calibrator_.predict(raw).astype(np.float32), atol=1e-6)
     assert not np.allclose(p, raw.astype(np.float32))

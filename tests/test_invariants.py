@@ -213,7 +213,7 @@ def test_model_commands_keep_every_promise(tmp_path_factory, data, kind, out_kin
     args = {
         "score": ["score", *inputs, "-o", out, "--max-length", "32", "--device", "cpu", "--score-column", "q"],
         "embed": ["embed", *inputs, "-o", out, "--max-length", "32", "--device", "cpu"],
-        "train": ["train", labels, "-o", out, "--cv-folds", "0", "--max-length", "32", "--n-estimators", "5",
+        "train": ["train", labels, "-o", out, "--recipe", "paper", "--cv-folds", "0", "--max-length", "32", "--n-estimators", "5",
                   "--doc-mode", "truncate", "--device", "cpu"],
         "evaluate": ["evaluate", MODEL, labels, "-o", out, "--bootstrap", "0", "--device", "cpu"],
         "suggest": ["suggest", MODEL, *inputs, "-n", "2", "-o", out, "--device", "cpu"],

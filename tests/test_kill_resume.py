@@ -290,7 +290,7 @@ def test_train_killed_while_saving_leaves_old_or_new_model_never_a_broken_one(tm
     pq.write_table(pa.table({"text": texts, "llm_score": pa.array(scores, pa.int8())}), labels)
     ref, out = tmp_path / "ref", tmp_path / "out" / "model"
     out.parent.mkdir()
-    options = ["--n-estimators", "400", "--cv-folds", "2", "--device", "cpu", "-q"]
+    options = ["--recipe", "paper", "--n-estimators", "400", "--cv-folds", "2", "--device", "cpu", "-q"]
     run_cli("train", labels, "-o", ref, *options)
 
     def progress():  # 1 once the model folder is being written

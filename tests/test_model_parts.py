@@ -87,7 +87,7 @@ def test_cascade_embeds_only_the_band_and_matches_the_full_ensemble_there(models
     full = EduClassifier.load(full_dir, device="cpu")
     # the same parts without the band: the full ensemble of the cascade model itself
     everything = EduClassifier.load(cascade_dir, device="cpu")
-    everything.set_parts(everything.lexical_, everything.combiner_, None)
+    everything.cascade_ = None
     seen = count_embedded(monkeypatch)
     p_full = everything.edu_score(texts)
     assert sum(seen) == len(texts) - 2  # every non-blank text is embedded without a cascade
@@ -155,7 +155,7 @@ def test_a_tampered_lexical_file_is_refused(models, tmp_path):
 
 
 def test_cascade_options_are_checked(tmp_path):
-    proc = run_cli("train", SEED, "-o", tmp_path / "m", "--expensive-share", "0.2", check=False)
+    proc = run_cli("train", SEED, "-o", tmp_path / "m", "--lexical", "none", "--expensive-share", "0.2", check=False)
     assert proc.returncode == 1 and proc.stderr.startswith("Error: ") and "--lexical" in proc.stderr
     with pytest.raises(ModelError, match="expensive-share"):
         EduClassifier(lexical="fasttext", expensive_share=1.5).check_options()

@@ -56,12 +56,12 @@ def test_train_refuses_a_folder_holding_its_own_labels(tmp_path):
     """Item 1: `train labels/lab.parquet -o labels` emptied labels/ and exited 0."""
     lab = labels_file(tmp_path / "labels" / "lab.parquet", [5, 0] * 6)
     before = tree_digest(tmp_path / "labels")
-    err = one_error(run_cli("train", lab, "-o", tmp_path / "labels", "--cv-folds", "0", check=False))
+    err = one_error(run_cli("train", lab, "-o", tmp_path / "labels", "--recipe", "paper", "--cv-folds", "0", check=False))
     assert "labels" in err
     assert tree_digest(tmp_path / "labels") == before
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
-    err = one_error(run_cli("train", lab, "-o", tmp_path / "notes", "--cv-folds", "0", check=False))
+    err = one_error(run_cli("train", lab, "-o", tmp_path / "notes", "--recipe", "paper", "--cv-folds", "0", check=False))
     assert "did not write" in err and "todo.txt" in err
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
 

@@ -164,7 +164,7 @@ def test_embedder_sha256_mismatch_is_refused_by_score_and_train(tmp_path):
     wrong = "config.json=" + "0" * 64
     runner = CliRunner()
     result = runner.invoke(main, ["score", str(src), "-o", str(tmp_path / "out"), "--device", "cpu", "-q",
-                                  "--embedder-sha256", wrong])
+                                  "--recipe", "paper", "--embedder-sha256", wrong])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and "config.json: SHA-256" in result.output
     assert not list((tmp_path / "out").glob("*.parquet"))

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from phifilter import InputError, ModelError, score_shards
-from phifilter.classifier import EduClassifier
+from phifilter.classifier import EduClassifier, make_calibrator
 from phifilter.embed import Embedder, _int8_linear_layers
 from phifilter.pipeline import background, stage
 from phifilter.scoring.model import splits_into_stages
@@ -155,7 +155,7 @@ def test_int8_is_cpu_only_and_close_to_float32(bundled_model):
     q = EduClassifier.load(device="cpu")
     q.embedder_.quantize = "int8"
     texts = [GOOD_CODE, BOILERPLATE, MIXED[8]]
-    a, b = bundled_model.embed(texts), q.embed(texts)
+    a, b = (m.embed_documents(texts, count=False).pooled() for m in (bundled_model, q))
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     # measured 0.91-0.95: int8 moves embeddings noticeably (hence opt-in), but not far
     assert np.all(cos > 0.85) and not np.allclose(a, b, atol=1e-6)
@@ -190,7 +190,7 @@ def test_bfloat16_on_cpu_is_close_to_float32_through_score_shards(tmp_path, bund
     _shards(tmp_path / "in", n=1, rows=6)
     fp32, bf16 = EduClassifier.load(device="cpu"), EduClassifier.load(device="cpu")
     for clf in (fp32, bf16):  # every document through the embedder: without the bundled model's cascade
-        clf.set_parts(clf.lexical_, clf.combiner_, None)
+        clf.cascade_ = None
     score_shards(tmp_path / "in", tmp_path / "fp32", model=fp32)
     score_shards(tmp_path / "in", tmp_path / "bf16", model=bf16, dtype="bfloat16")
     assert bf16.embedder_.dtype == "bfloat16"
@@ -212,7 +212,7 @@ def test_chunked_models_run_split_stages_with_edu_score_results(tmp_path, doc_mo
     clf = EduClassifier(embedder=Embedder(device="cpu", max_length=32), doc_mode=doc_mode, features=features,
                         head=head, n_estimators=20, random_state=0).fit(texts, labels)
     if calibrate:
-        clf.fit_calibration(clf.raw_scores(clf.embed_documents(texts)), labels >= 3)
+        clf.calibrator_ = make_calibrator(clf.raw_scores(clf.embed_documents(texts)), labels >= 3)
     assert clf.embed_documents(texts).chunked >= 4  # the short window really cuts documents
     assert splits_into_stages(clf)
     _shards(tmp_path / "in", n=2, rows=7)

@@ -82,7 +82,7 @@ def test_train_and_evaluate_write_to_a_url(labels, tmp_path, monkeypatch):
     from phifilter.modelfolder import read_model_meta
 
     runner = CliRunner()
-    result = runner.invoke(main, ["train", str(labels), "-o", "memory:///i13b-train/model", "--n-estimators", "20",
+    result = runner.invoke(main, ["train", str(labels), "-o", "memory:///i13b-train/model", "--n-estimators", "20", "--recipe", "paper",
                                   "--cv-folds", "2", "--device", "cpu", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     meta = read_model_meta("memory:///i13b-train/model")
@@ -94,7 +94,7 @@ def test_train_and_evaluate_write_to_a_url(labels, tmp_path, monkeypatch):
     assert json.loads(fs.cat_file("/i13b-train/eval/metrics.json"))["groups"]["all"]["n"] == 30
     assert fs.cat_file("/i13b-train/eval/pr_curve.png")[:4] == b"\x89PNG"
     # a rerun replaces the folders it wrote (they are ours)
-    result = runner.invoke(main, ["train", str(labels), "-o", "memory:///i13b-train/model", "--n-estimators", "20",
+    result = runner.invoke(main, ["train", str(labels), "-o", "memory:///i13b-train/model", "--n-estimators", "20", "--recipe", "paper",
                                   "--cv-folds", "2", "--device", "cpu", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
 

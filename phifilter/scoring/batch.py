@@ -38,6 +38,7 @@ class Batch:
     scores: np.ndarray | None = None
     int_scores: np.ndarray | None = None  # --int-score-column: set after the model stages
     columns: dict | None = None  # a ScorerSet's other columns: {name: array}, in its extra_columns order
+    embedded: int | None = None  # documents the model sent to its embedder (None: the model does not say)
 
 
 @dataclass

@@ -213,6 +213,7 @@ class _OpenShard:
         self.scores: list[np.ndarray] = []
         self.tokens = 0
         self.resumed = 0
+        self.embedded = self.embedded_of = 0  # documents embedded, of documents whose count the model gave
         if isinstance(self.writer, ShardWriter):
             self.writer.__enter__()
         if self.writer.rows:  # checkpointed rows of an interrupted run
@@ -250,6 +251,9 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
                 current.writer.write_batch(out)
                 current.scores.append(item.scores)
                 current.tokens += item.tokens
+                if item.embedded is not None:
+                    current.embedded += int(item.embedded)
+                    current.embedded_of += out.num_rows
                 on_rows and on_rows(out.num_rows)
             elif isinstance(item, ShardStart):
                 current = _OpenShard(item, cfg)
@@ -270,7 +274,8 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
                 scores = np.concatenate(done.scores) if done.scores else np.zeros(0, np.float32)
                 on_outcome(ShardOutcome.of_scores(
                     shard, "scored", scores, threshold, resumed=done.resumed, redone=start.redone,
-                    seconds=time.perf_counter() - done.began, bytes_in=start.bytes_in, tokens=done.tokens))
+                    seconds=time.perf_counter() - done.began, bytes_in=start.bytes_in, tokens=done.tokens,
+                    embedded=done.embedded, embedded_of=done.embedded_of))
             elif isinstance(item, ShardSkipped):
                 outcome = skipped_outcome(item.shard, item.out_path, cfg, threshold, item.bytes_in)
                 on_outcome(outcome)

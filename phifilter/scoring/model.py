@@ -141,8 +141,30 @@ def model_identity(clf) -> dict:
     key = model_key(clf)
     emb = getattr(clf, "embedder_", None)
     if emb is None or "forest_sha256" not in key:
-        return identity(None, **key)
-    files = {"forest": key["forest_sha256"], **{f"embedder/{k}": v for k, v in key["embedder_sha256"].items()}}
-    return identity(files, max_length=key["max_length"], doc_mode=getattr(clf, "doc_mode", None),
-                    max_chunks=getattr(clf, "max_chunks", None), dtype=getattr(emb, "dtype", None),
-                    quantize=getattr(emb, "quantize", None))
+        out = identity(None, **key)
+    else:
+        files = {"forest": key["forest_sha256"], **{f"embedder/{k}": v for k, v in key["embedder_sha256"].items()}}
+        out = identity(files, max_length=key["max_length"], doc_mode=getattr(clf, "doc_mode", None),
+                       max_chunks=getattr(clf, "max_chunks", None), dtype=getattr(emb, "dtype", None),
+                       quantize=getattr(emb, "quantize", None))
+    # what `report` reads to apply the scoring model's own threshold (issue 23)
+    threshold = getattr(clf, "threshold", None)
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        out["threshold"] = float(threshold)
+    out["name"] = model_name(clf)
+    return out
+
+
+def model_name(clf) -> str:
+    """How a run record names the scoring model, from its content (so moving the folder changes
+    nothing): the bundled default, else the first hex digits of its files' hash, else its class."""
+    own = getattr(clf, "model_sha256_", None)
+    if not own:
+        return type(clf).__name__
+    from ..modelfolder import default_model_path, models_id, read_model_meta
+
+    try:
+        bundled = models_id(read_model_meta(default_model_path())) == own
+    except Exception:  # a damaged install must not stop scoring with another model
+        bundled = False
+    return "the bundled default model" if bundled else f"model {str(own)[:12]}"

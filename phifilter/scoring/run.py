@@ -10,7 +10,9 @@ file (:mod:`phifilter.outputs`). Shards are written under per-shard leases
 from __future__ import annotations
 
 import os
+import threading
 import time
+from contextlib import contextmanager
 from typing import Sequence
 
 from ..classifier import EduClassifier
@@ -104,7 +106,7 @@ def score_shards(
     # shard's temporaries.
     with tqdm(
         total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
-    ) as bar:
+    ) as bar, heartbeat(bar, progress):
         start = time.perf_counter()
         done = _engine(cfg, devices)(model, clf, good, out_dir, cfg, on_rows=bar.update)
         seconds = time.perf_counter() - start
@@ -119,6 +121,28 @@ def score_shards(
 
         write_stats(cfg.stats_json, summary.stats())
     return summary
+
+
+@contextmanager
+def heartbeat(bar, on: bool, every: float = 1.0):
+    """Redraw ``bar`` every ``every`` seconds while the block runs: its elapsed time moves even
+    while a batch of slowly embedded documents is still in the model (the count moves per batch)."""
+    if not on:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=beat, name="phifilter-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _engine(cfg: ScoreConfig, devices):

@@ -34,6 +34,8 @@ class ShardOutcome:
     seconds: float = 0.0
     bytes_in: int = 0  # size of the input file
     tokens: int = 0  # tokens the model read (0 when the model does not count them)
+    embedded: int = 0  # documents the model sent to its embedder (a cascade: only the uncertain ones)...
+    embedded_of: int = 0  # ...of this many scored in this run (0: the model does not say)
 
     @classmethod
     def of_scores(cls, shard, status: str, scores: np.ndarray, threshold: float, **fields) -> "ShardOutcome":
@@ -60,6 +62,8 @@ class ScoreSummary:
     task: tuple[int, int] = (0, 1)  # (task index, number of tasks) of a partitioned run
     shards_elsewhere: int = 0  # shards left to the other tasks of a partitioned run
     leased: list[tuple[str, str]] = field(default_factory=list)  # (shard, holder): left to another live run
+    embedded: int = 0  # documents sent to the embedder, of embedded_of scored documents whose model says
+    embedded_of: int = 0
 
     @property
     def rows(self) -> int:
@@ -90,6 +94,8 @@ class ScoreSummary:
             self.shards_scored += 1
             self.rows_scored += outcome.rows - outcome.resumed
             self.rows_resumed += outcome.resumed
+            self.embedded += outcome.embedded
+            self.embedded_of += outcome.embedded_of
         self.histogram += outcome.histogram
         self.above_threshold += outcome.above
 
@@ -117,6 +123,10 @@ class ScoreSummary:
             f"{self.docs_per_second:,.1f} docs/s"
             + (f", {self.rows_resumed:,} resumed from checkpoints" if self.rows_resumed else "") + ")",
         ]
+        if self.embedded_of:
+            lines.append(f"embedded: {self.embedded:,} of {self.embedded_of:,} scored documents "
+                         f"({100 * self.embedded / self.embedded_of:.1f}%; the others were scored by the lexical "
+                         "scorer alone or were blank)")
         total = int(self.histogram.sum())
         if total:
             lines.append("edu_score histogram:")
@@ -149,6 +159,10 @@ class ScoreSummary:
             "seconds": round(self.seconds, 6),
             "docs_per_second": round(self.docs_per_second, 3),
             "threshold": self.threshold,
+            # documents the model sent to its embedder (a cascade sends only the ones its lexical
+            # scorer is unsure of or has not seen the like of); share: null when the model does not say
+            "embedded": {"documents": self.embedded, "of": self.embedded_of,
+                         "share": round(self.embedded / self.embedded_of, 6) if self.embedded_of else None},
             "histogram": {"bins": HISTOGRAM_BINS, "edges": [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)],
                           "counts": [int(c) for c in self.histogram]},
             "per_shard": [
