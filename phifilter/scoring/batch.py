@@ -39,6 +39,22 @@ class Batch:
     int_scores: np.ndarray | None = None  # --int-score-column: set after the model stages
 
 
+def check_scores(batch: Batch) -> None:
+    """Refuse a scored batch holding a score that is not a finite number in [0, 1] (a damaged or
+    crafted model): ModelError, raised before the batch reaches the writer, so nothing non-finite
+    is ever published."""
+    from ..errors import ModelError
+
+    scores = np.asarray(batch.scores, dtype=np.float64)
+    bad = ~(np.isfinite(scores) & (scores >= 0) & (scores <= 1))
+    if len(scores) != batch.records.num_rows or bad.any():
+        first = int(np.argmax(bad)) if bad.any() else len(scores)
+        what = (f"{int(bad.sum())} scores that are not finite numbers in [0, 1] (the first: {scores[first]!r})"
+                if bad.any() else f"{len(scores)} scores for {batch.records.num_rows} rows")
+        raise ModelError(f"{batch.shard.path}: the model gave {what}; this shard was not written. The model "
+                         "folder is damaged or was crafted: retrain or restore it")
+
+
 @dataclass
 class ShardStart:
     shard: Shard

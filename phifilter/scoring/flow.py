@@ -35,7 +35,7 @@ from ..corpus import (
 from ..errors import InputError, PhifilterError
 from ..location import as_location
 from ..pipeline import background, stage
-from .batch import Batch, ShardEnd, ShardFailed, ShardSkipped, ShardStart
+from .batch import Batch, ShardEnd, ShardFailed, ShardSkipped, ShardStart, check_scores
 from .config import ScoreConfig
 from .model import checkpoint_key, model_identity, model_stages
 from .summary import ShardOutcome
@@ -181,6 +181,7 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
     try:
         for item in items:
             if isinstance(item, Batch):
+                check_scores(item)  # nothing non-finite or out of [0, 1] is ever written
                 ints = [] if item.int_scores is None else [pa.array(item.int_scores, pa.int8())]
                 out = pa.RecordBatch.from_arrays([*item.records.columns, pa.array(item.scores, pa.float32()), *ints],
                                                  schema=current.start.schema)
