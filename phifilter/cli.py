@@ -95,7 +95,7 @@ def load_failure(e: BaseException) -> str:
 
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     hint = (f"the process may use at most {limit >> 20} MiB of address space (ulimit -v); raise the limit "
-            "(torch alone maps about 2 GiB) and rerun" if limit != resource.RLIM_INFINITY
+            "(torch and the embedding model map a few GiB) and rerun" if limit != resource.RLIM_INFINITY
             else "free memory or reinstall phifilter (pip install -e .), then rerun")
     what = f"cannot import {e.name}" if isinstance(e, ImportError) and e.name else (
         "out of memory" if isinstance(e, MemoryError) else "cannot load a module")

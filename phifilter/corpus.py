@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import InputError, OutputError
-from .location import RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of
+from .location import (RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of,
+                       store_error)
 from .atomic import commit, output_error, temp_path_for, write_json, write_remote_atomically
 from .objstore import LOCK_NAME, RemoteLock, publish
 
@@ -85,8 +86,12 @@ def _expand_remote(spec: str) -> tuple[RemotePath, list[RemotePath]]:
     except (OSError, ValueError) as e:
         if isinstance(e, InputError):
             raise
-        raise InputError(f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials "
-                         f"({credentials_hint(spec)})") from None
+        raise store_error(e, spec) or InputError(
+            f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials ({credentials_hint(spec)})") from e
+    bucket = RemotePath(f"{loc.protocol}://{loc.path.split('/', 1)[0]}")
+    if protocol_of(spec) in ("s3", "s3a", "gs", "gcs") and bucket.path and not bucket.exists():
+        raise InputError(f"{spec}: no such bucket {bucket} (or one these credentials may not see); create it or "
+                         f"fix the URL ({credentials_hint(spec)})")
     if protocol_of(spec) == "hf":  # the Hub answers a private or gated repository as missing
         raise InputError(f"{spec}: no such repository, file or folder (or a private or gated one: "
                          f"give a token that may read it: {credentials_hint(spec)})")

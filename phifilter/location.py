@@ -266,8 +266,10 @@ def store_error(e: BaseException, url=None):
             return StoreError(f"{where} refused the credentials ({text}); check {creds}")
         if code == "NoSuchBucket" or "bucket does not exist" in text.lower() or "NoSuchBucket" in text:
             return StoreError(f"{where} has no such bucket ({text}); create the bucket or fix the URL")
+        status = ((getattr(err, "response", None) or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode")
         if name in ("ResponseParserError", "ContentTypeError", "InvalidURL", "ClientResponseError") \
-                or "Unable to parse" in text:
+                or "Unable to parse" in text or (name == "ClientError" and not code):
+            text = f"HTTP {status}" if status and name == "ClientError" else text
             return StoreError(f"{where} did not answer as a {protocol_of(url)}:// store ({text}); is the endpoint "
                                f"an S3-compatible store? ({creds})")
     return None

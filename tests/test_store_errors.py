@@ -137,18 +137,18 @@ def test_refused_credentials_are_one_line(tmp_path, s3):
 
     src = write_shard(tmp_path / "in" / "a.parquet", ["x = 1"])
     s3.fs.put(str(src), f"{s3.bucket}/in/a.parquet")
-    requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b'{"value": 0}', timeout=10).raise_for_status()
+    requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     try:
         proc = _run(["sample", s3.url("in"), "-o", tmp_path / "s.parquet", "-n", "1"], s3.endpoint,
                     AWS_ACCESS_KEY_ID="AKIAWRONGWRONGWRONG1", AWS_SECRET_ACCESS_KEY="wrong")
     finally:
-        requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b'{"value": 1000000000}', timeout=10)
+        requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
     _one_error(proc, s3.url("in"), "credentials", "AWS_")
 
 
 def test_missing_bucket_is_one_line(tmp_path, s3):
     proc = _run(["sample", "s3://no-such-bucket-here/in", "-o", tmp_path / "s.parquet", "-n", "1"], s3.endpoint)
-    _one_error(proc, "s3://no-such-bucket-here/in")
+    _one_error(proc, "s3://no-such-bucket-here/in", "no such bucket s3://no-such-bucket-here", "create it")
 
 
 def test_store_errors_keep_their_cause(tmp_path, monkeypatch):
