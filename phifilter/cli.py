@@ -47,10 +47,11 @@ class PhifilterCommand(click.Command):
         except PhifilterError as e:
             raise click_error(e, ctx) from None
         except KeyboardInterrupt as e:
-            terminated = isinstance(e, Terminated)
-            click.echo(f"{'Terminated' if terminated else 'Interrupted'}: finished shards are kept; "
-                       "rerun the same command to resume.", err=True)
-            sys.exit(143 if terminated else 130)
+            message = "Interrupted: finished shards are kept; rerun the same command to resume."
+            if isinstance(e, Terminated):
+                message = "Terminated" + message.removeprefix("Interrupted")
+            click.echo(message, err=True)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
         except (ImportError, MemoryError) as e:  # a module that cannot load (a memory limit, a broken install)
             raise click.ClickException(load_failure(e)) from None
         except Exception as e:  # a store failure that surfaced outside a RemotePath call (an open file's read)

@@ -103,6 +103,11 @@ def temporaries(paths: Sequence[Path]) -> list[Path]:
     return sorted(set(found))
 
 
+def locks(paths: Sequence[Path]) -> list[Path]:
+    """Lock files (``.phifilter.lock``, ``<cache>.lock``) under or beside ``paths``."""
+    return [p for p in temporaries(paths) if p.name.endswith(".lock") or ".phifilter.lock" in p.name]
+
+
 def _popen(case: KillResumeCase) -> subprocess.Popen:
     env = cli_env()
     env.update(case.env or {})
@@ -159,8 +164,10 @@ def run_kill_resume(case: KillResumeCase, seed: int, kills: int = 3, sig: int = 
         assert "Traceback" not in err, err
         if killed and sig == signal.SIGINT:
             assert proc.returncode in (130, 0), (proc.returncode, err)  # 0: it finished as the signal came
-        if killed and sig == signal.SIGTERM:
-            assert proc.returncode in (143, -signal.SIGTERM, 0), (proc.returncode, err)
+        if killed and sig == signal.SIGTERM:  # stopped as on Ctrl-C, not killed by the signal
+            assert proc.returncode in (143, 0), (proc.returncode, err)
+        if killed and sig != signal.SIGKILL:  # a run that stopped by itself released its locks
+            assert not locks(case.outputs), f"locks left after {signal.Signals(sig).name}: {locks(case.outputs)}"
         result.records.append(KillRecord(seed, attempt, target, case.progress() if case.progress else None,
                                          killed, proc.returncode))
         if case.after_kill:
