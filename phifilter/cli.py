@@ -66,6 +66,7 @@ class PhifilterCommand(click.Command):
                 import signal
 
                 signal.signal(signal.SIGTERM, previous)
+                sys.unraisablehook = _hooks.pop() if _hooks else sys.__unraisablehook__
 
 
 class Terminated(KeyboardInterrupt):
@@ -79,15 +80,38 @@ def stop_on_sigterm():
     import signal
 
     def on_sigterm(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
         raise Terminated()
 
     try:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return None
-        return signal.signal(signal.SIGTERM, on_sigterm)
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread
         return None
+    if sys.unraisablehook is not _redeliver_interrupt:
+        _hooks.append(sys.unraisablehook)
+        sys.unraisablehook = _redeliver_interrupt
+    return previous
+
+
+_hooks: list = []
+
+
+def _redeliver_interrupt(unraisable) -> None:
+    """A Ctrl-C or SIGTERM that lands inside a finalizer (``__del__``: a progress bar, a file) cannot
+    propagate there; Python would print "Exception ignored ... Traceback" and go on as if nothing
+    happened. Send the signal again instead, so it stops the command at the next instruction."""
+    import os
+    import signal
+    import threading
+
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):  # sent from a thread a moment later: outside the finalizer
+        sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        timer = threading.Timer(0.02, os.kill, (os.getpid(), sig))
+        timer.daemon = True
+        timer.start()
+        return
+    (_hooks[-1] if _hooks else sys.__unraisablehook__)(unraisable)
 
 
 def load_failure(e: BaseException) -> str:
