@@ -41,13 +41,91 @@ class PhifilterCommand(click.Command):
             raise click_error(e, ctx) from None
 
     def invoke(self, ctx):
+        previous = stop_on_sigterm()
         try:
             return super().invoke(ctx)
         except PhifilterError as e:
             raise click_error(e, ctx) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted: finished shards are kept; rerun the same command to resume.", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            message = "Interrupted: finished shards are kept; rerun the same command to resume."
+            if isinstance(e, Terminated):
+                message = "Terminated" + message.removeprefix("Interrupted")
+            click.echo(message, err=True)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
+        except (ImportError, MemoryError) as e:  # a module that cannot load (a memory limit, a broken install)
+            raise click.ClickException(load_failure(e)) from None
+        except Exception as e:  # a store failure that surfaced outside a RemotePath call (an open file's read)
+            from .location import store_error
+
+            err = store_error(e)
+            if err is None:
+                raise
+            raise click_error(err, ctx) from None
+        finally:
+            if previous is not None:
+                import signal
+
+                signal.signal(signal.SIGTERM, previous)
+                sys.unraisablehook = _hooks.pop() if _hooks else sys.__unraisablehook__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so it stops as on Ctrl-C: temporaries removed, locks
+    released (on a store too, where a lock left behind blocks other machines until it expires)."""
+
+
+def stop_on_sigterm():
+    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler, or None
+    when the handler was not changed (not the main thread, or SIGTERM already handled)."""
+    import signal
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
+        return None
+    if sys.unraisablehook is not _redeliver_interrupt:
+        _hooks.append(sys.unraisablehook)
+        sys.unraisablehook = _redeliver_interrupt
+    return previous
+
+
+_hooks: list = []
+
+
+def _redeliver_interrupt(unraisable) -> None:
+    """A Ctrl-C or SIGTERM that lands inside a finalizer (``__del__``: a progress bar, a file) cannot
+    propagate there; Python would print "Exception ignored ... Traceback" and go on as if nothing
+    happened. Send the signal again instead, so it stops the command at the next instruction."""
+    import os
+    import signal
+    import threading
+
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):  # sent from a thread a moment later: outside the finalizer
+        sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        timer = threading.Timer(0.02, os.kill, (os.getpid(), sig))
+        timer.daemon = True
+        timer.start()
+        return
+    (_hooks[-1] if _hooks else sys.__unraisablehook__)(unraisable)
+
+
+def load_failure(e: BaseException) -> str:
+    """The one line for a module that could not be imported or memory that could not be had."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    hint = (f"the process may use at most {limit >> 20} MiB of address space (ulimit -v); raise the limit "
+            "(torch and the embedding model map a few GiB) and rerun" if limit != resource.RLIM_INFINITY
+            else "free memory or reinstall phifilter (pip install -e .), then rerun")
+    what = f"cannot import {e.name}" if isinstance(e, ImportError) and e.name else (
+        "out of memory" if isinstance(e, MemoryError) else "cannot load a module")
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return f"{what} ({text}); {hint}"
 
 
 class PhifilterGroup(click.Group):

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import InputError, OutputError
-from .location import RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of
+from .location import (RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of,
+                       store_error)
 from .atomic import commit, output_error, temp_path_for, write_json, write_remote_atomically
 from .objstore import LOCK_NAME, RemoteLock, publish
 
@@ -85,12 +86,46 @@ def _expand_remote(spec: str) -> tuple[RemotePath, list[RemotePath]]:
     except (OSError, ValueError) as e:
         if isinstance(e, InputError):
             raise
-        raise InputError(f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials "
-                         f"({credentials_hint(spec)})") from None
+        raise store_error(e, spec) or InputError(
+            f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials ({credentials_hint(spec)})") from e
+    bucket = RemotePath(f"{loc.protocol}://{loc.path.split('/', 1)[0]}")
+    if protocol_of(spec) in ("s3", "s3a", "gs", "gcs") and bucket.path and not bucket.exists():
+        raise InputError(f"{spec}: no such bucket {bucket} (or one these credentials may not see); create it or "
+                         f"fix the URL ({credentials_hint(spec)})")
     if protocol_of(spec) == "hf":  # the Hub answers a private or gated repository as missing
         raise InputError(f"{spec}: no such repository, file or folder (or a private or gated one: "
                          f"give a token that may read it: {credentials_hint(spec)})")
     raise InputError(f"{spec}: no such file or folder")
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every file below ``root``, following symbolic links to folders (``Path.rglob`` skips them
+    silently). A link that leads back to a folder it lies in is a loop: one InputError naming it."""
+    found: list[Path] = []
+    stack = [(root, frozenset())]
+    while stack:
+        folder, ancestors = stack.pop()
+        try:
+            st = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            raise InputError(f"{folder}: cannot read the folder ({e.strerror or e}); fix its permissions "
+                             "or leave it out of the inputs") from None
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            raise InputError(f"{folder}: a symbolic link loop (it leads to {folder.resolve()}, a folder it lies in); "
+                             "remove the link or give the folders as separate inputs")
+        for entry in entries:
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir()  # follows a symbolic link
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((path, ancestors | {key}))
+            else:
+                found.append(path)
+    return found
 
 
 def _expand(spec: str) -> tuple[Path, list[Path]]:
@@ -107,7 +142,7 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
         return root, sorted(files)
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if _is_folder_shard(p, path) and p.is_file())
+        files = sorted(p for p in walk_files(path) if _is_folder_shard(p, path) and p.is_file())
         if not files:
             raise InputError(f"{path}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
         return path, files
@@ -116,9 +151,11 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
     raise InputError(f"{path}: no such file or folder")
 
 
-def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
+def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike], check_types: bool = True) -> list[Shard]:
     """Resolve files, folders (recursive: ``*.parquet``, ``*.jsonl`` and its compressed forms,
-    ``save_to_disk`` Arrow files) and globs, local or URLs, into a sorted shard list.
+    ``save_to_disk`` Arrow files; symbolic links to folders followed, a loop refused) and globs,
+    local or URLs, into a sorted shard list; a column whose type differs between them is one
+    InputError (:func:`check_column_types`).
 
     Output names are relative to the folder (or the fixed prefix of the glob) they were found
     in, so ``score in/ -o out/`` writes ``out/a/b.parquet`` for ``in/a/b.parquet``.
@@ -143,7 +180,36 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
                 )
             by_name[name] = f
             shards[absolute] = Shard(path=f, name=name)
-    return sorted(shards.values(), key=lambda s: str(s.name))
+    found = sorted(shards.values(), key=lambda s: str(s.name))
+    if check_types:
+        check_column_types(found)
+    return found
+
+
+def check_column_types(shards: Sequence[Shard]) -> None:
+    """One InputError, before any command writes anything, when a column changes type between
+    shards (a text column that is text in one shard and numbers in another, an id that is a
+    string here and an integer there). Numbers that widen (int64 then double, as JSON Lines
+    inference gives) and all-null columns are not drift. A shard that cannot be opened is left
+    to the command (``--on-error skip`` skips it; otherwise it is refused when opened)."""
+    seen: dict[str, tuple] = {}  # column -> (type, the shard it was first seen in)
+    for shard in shards:
+        try:
+            schema = open_parquet(shard.path).schema_arrow
+        except InputError:
+            continue
+        for field in schema:
+            if field.name not in seen:
+                seen[field.name] = (field.type, shard.path)
+                continue
+            first, where = seen[field.name]
+            try:
+                merged = pa.unify_schemas([pa.schema([pa.field(field.name, first)]), pa.schema([field])],
+                                          promote_options="permissive").field(field.name).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                raise InputError(f"{shard.path}: column '{field.name}' has type {field.type}, but {first} in {where}; "
+                                 "give the column one type in every shard (or leave the odd shard out)") from None
+            seen[field.name] = (merged, where)
 
 
 def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:
@@ -155,9 +221,11 @@ def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) ->
         raise InputError("no input shards given")
     found: dict[Path, Shard] = {}
     for spec in inputs:
-        for shard in find_shards(spec):
+        for shard in find_shards(spec, check_types=False):
             found.setdefault(shard.path.resolve(), shard)
-    return sorted(found.values(), key=lambda s: (str(s.name), str(s.path)))
+    shards = sorted(found.values(), key=lambda s: (str(s.name), str(s.path)))
+    check_column_types(shards)
+    return shards
 
 
 def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:

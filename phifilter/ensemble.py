@@ -112,6 +112,7 @@ class EnsembleScorer:
 
     kind = "ensemble"
     threshold = BINS / 2  # bucket 10 and above: the better half of the reference sample
+    unit_interval = False  # scores on [0, BINS), not probabilities
 
     def __init__(self, folder: Path, meta: dict, members: list):
         self.folder, self.meta, self.members = Path(folder), meta, members

@@ -22,6 +22,11 @@ class OutputError(PhifilterError):
     """The output location is unusable: same as the input, locked, or not writable."""
 
 
+class StoreError(PhifilterError):
+    """An object store cannot be reached, does not answer in time, refuses the credentials or has
+    no such bucket (``location.store_error`` names the URL and the fix; the cause is kept)."""
+
+
 class OptionError(InputError):
     """Options that cannot go together, or an option value that cannot be read.
 

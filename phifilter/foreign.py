@@ -173,6 +173,11 @@ class HFScorer:
     def regression(self) -> bool:
         return self.index is None
 
+    @property
+    def unit_interval(self) -> bool:
+        """A classifier's probability lies in [0, 1]; a regression's raw output need not."""
+        return not self.regression
+
     def load(self) -> "HFScorer":
         """Load the tokenizer and the safetensors weights (on the device, in the dtype)."""
         if self.model_ is not None:

@@ -29,6 +29,9 @@ PARQUET, JSONL, ARROW = "parquet", "jsonl", "arrow"
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 BLOCK_BYTES = 1 << 22  # decompressed bytes parsed at once by the JSON reader
+# The longest JSON Lines line (one document with its other fields) phifilter reads: a longer one
+# is one Error line naming the file (a document that size belongs in Parquet or split up).
+MAX_LINE_BYTES = 256 << 20
 HF_STATE = "state.json"
 
 
@@ -92,22 +95,54 @@ def input_stream(location, compression: str | None):
     return pa.input_stream(str(location), compression=compression)
 
 
-def iter_line_blocks(stream, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """Blocks of whole lines (a line longer than a block makes a longer block)."""
-    rest = b""
+class LineTooLong(ValueError):
+    """A JSON Lines line longer than :data:`MAX_LINE_BYTES`."""
+
+
+def iter_line_blocks(stream, block_bytes: int | None = None, max_line: int | None = None) -> Iterator[bytes]:
+    """Blocks of whole lines, each about ``block_bytes`` long; a line longer than a block makes
+    a longer block. A line over ``max_line`` bytes raises :class:`LineTooLong` as soon as that
+    many bytes of it are read (memory stays bounded by the cap, not by the file)."""
+    block_bytes = block_bytes or BLOCK_BYTES
+    max_line = max_line or MAX_LINE_BYTES
+    pending: list[bytes] = []  # an unfinished line, in the pieces it was read in (joined once)
+    pending_bytes = 0
     while True:
         chunk = stream.read(block_bytes)
         if not chunk:
             break
-        data = rest + chunk
-        cut = data.rfind(b"\n")
+        first, cut = chunk.find(b"\n"), chunk.rfind(b"\n")
         if cut < 0:
-            rest = data
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes > max_line:
+                raise LineTooLong(pending_bytes)
             continue
-        rest = data[cut + 1:]
-        yield data[: cut + 1]
+        if pending_bytes + first > max_line:
+            raise LineTooLong(pending_bytes + first)
+        pending.append(chunk[: cut + 1])
+        yield b"".join(pending)
+        rest = chunk[cut + 1:]
+        pending, pending_bytes = ([rest], len(rest)) if rest else ([], 0)
+    rest = b"".join(pending)
     if rest.strip():
         yield rest + b"\n"
+
+
+def parse_json_block(block: bytes, parse_options=None):
+    """A block of whole JSON Lines as an Arrow table. pyarrow parses in blocks of 1 MiB by
+    default and refuses a line that straddles two of them, so a block holding a longer line is
+    parsed as one block of its own size."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    kwargs = {"parse_options": parse_options} if parse_options is not None else {}
+    try:
+        return pj.read_json(io.BytesIO(block), **kwargs)
+    except pa.ArrowInvalid as e:
+        if "straddl" not in str(e):
+            raise
+    return pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1), **kwargs)
 
 
 def _strings_not_timestamps(t):
@@ -162,6 +197,10 @@ class JsonlFile:
         stream = self._open()
         try:
             yield from iter_line_blocks(stream)
+        except LineTooLong as e:
+            raise InputError(f"{self.location}: a line is longer than {MAX_LINE_BYTES >> 20} MiB (at least {e} bytes), "
+                             "the longest JSON Lines line phifilter reads; split that document or store the corpus "
+                             "as Parquet") from None
         except (OSError, EOFError) as e:  # a truncated or corrupt .gz/.zst/.bz2
             raise InputError(f"{self.location}: corrupt {self.compression or 'file'} data ({e})") from None
         finally:
@@ -169,12 +208,11 @@ class JsonlFile:
 
     def _scan(self):
         import pyarrow as pa
-        import pyarrow.json as pj
 
         schema, rows = None, 0
         for block in self._blocks():
             try:
-                table = pj.read_json(io.BytesIO(block))
+                table = parse_json_block(block)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise _json_error(self.location, rows, e) from None
             rows += table.num_rows
@@ -196,7 +234,7 @@ class JsonlFile:
         row = 0
         for block in self._blocks():
             try:
-                table = pj.read_json(io.BytesIO(block), parse_options=options)
+                table = parse_json_block(block, options)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise _json_error(self.location, row, e) from None
             start, row = row, row + table.num_rows

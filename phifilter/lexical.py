@@ -398,6 +398,7 @@ class LexicalScorer:
         import fasttext
 
         folder = Path(folder)
+        meta_path = None
         if isinstance(meta, str):
             meta_path = folder / f"{meta}.json"
             try:
@@ -406,18 +407,26 @@ class LexicalScorer:
                 raise ModelError(f"{meta_path}: no lexical model metadata here; is {folder} a lexical model folder?") from None
             except json.JSONDecodeError as exc:
                 raise ModelError(f"{meta_path}: not valid JSON ({exc}); retrain or restore the file") from None
-        if meta.get("format") != FORMAT:
-            raise ModelError(f"{folder}: lexical metadata has format {meta.get('format')!r}, expected {FORMAT!r}")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelError(f"{folder}: lexical metadata is not a {FORMAT!r} object; retrain or restore the model")
+        from .modelmeta import check_lexical_meta
+
+        check_lexical_meta(meta, meta_path if meta_path else folder / "phifilter.json")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ModelError(f"{folder}: lexical model format {meta['format_version']} is newer than this "
                              f"phifilter reads ({FORMAT_VERSION}); upgrade phifilter")
-        path = folder / meta["file"]
+        from .modelfolder import part_path
+
+        path = part_path(folder, meta.get("file"))  # a plain name inside the folder, before anything opens it
         if not path.is_file():
             raise ModelError(f"{path}: lexical model file missing; restore it or retrain the model")
         digest = sha256_file(path)
         if digest != meta["sha256"]:
             raise ModelError(f"{path}: SHA-256 {digest[:12]}... differs from the recorded {meta['sha256'][:12]}...; "
                              "the file was modified or belongs to another model: retrain or restore it")
+        from .fasttext_file import check_fasttext_file
+
+        check_fasttext_file(path)  # sizes consistent with the file's length, before fastText's loader trusts them
         known = set(cls().get_params())
         scorer = cls(**{k: v for k, v in meta["params"].items() if k in known})
         scorer._set_model(fasttext.load_model(str(path)))

@@ -85,9 +85,29 @@ def read_model_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
+def part_path(folder: Path, name) -> Path:
+    """``folder / name`` for a part file named in ``phifilter.json``, checked before anything opens
+    it: a plain file name (no folder, no ``..``), and, symbolic links resolved, inside the folder."""
+    folder = Path(folder)
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+            or name != name.strip()):
+        raise ModelError(f"{folder / META_FILE}: part file name {name!r} is not a plain file name inside the "
+                         "model folder; the folder was edited by hand or crafted (retrain or restore it)")
+    file = folder / name
+    try:
+        inside = file.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop
+        inside = False
+    if not inside:
+        raise ModelError(f"{file}: the part file leads outside the model folder {folder}; refusing to read it "
+                         "(copy the real file into the folder)")
+    return file
+
+
 def checked_file(folder: Path, meta: dict, name: str) -> Path:
-    """The path of part file ``name`` after checking it exists and matches its recorded SHA-256."""
-    file = Path(folder) / name
+    """The path of part file ``name`` after checking it exists and matches its recorded SHA-256
+    (its name is checked before the file is opened: :func:`part_path`)."""
+    file = part_path(folder, name)
     if not file.is_file():
         raise ModelError(f"{folder}: model folder has no {name}")
     recorded = (meta.get("files") or {}).get(name)

@@ -247,9 +247,14 @@ class RemoteLock:
         if self._thread is not None:
             self._thread.join()
         _held.pop(str(self.location), None)
-        if self._tag is not None and not self._lost:
-            _Store(self.location).delete(self._tag)
-        self._tag = None
+        tag, self._tag = self._tag, None
+        if tag is not None and not self._lost:
+            try:
+                _Store(self.location).delete(tag)
+            except Exception:
+                if exc and exc[0] is not None:
+                    return  # the error that ended the run is the one to report, not the release's
+                raise  # a finished run that cannot release its lock says so (it expires after the TTL)
 
 
 def publish(tmp, final) -> None:

@@ -31,6 +31,7 @@ from .corpus import (
     OutputLock,
     ShardWriter,
     check_output_dir,
+    check_text_column,
     find_shards,
     iter_batches,
     open_parquet,
@@ -122,8 +123,7 @@ def _check_score_column(path: Path, score_column: str, text_column: str) -> None
     if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
         raise InputError(f"{path}: score column '{score_column}' has type {t}, expected numbers "
                          "(choose the score column with --score-column)")
-    if text_column not in names:
-        raise InputError(f"{path}: no column '{text_column}'; columns are: {', '.join(names)}")
+    check_text_column(schema, text_column, path)  # present and text: filter measures its bytes
 
 
 def check_unit_scores(paths: Sequence[Path], score_column: str, option: str) -> None:

@@ -51,7 +51,10 @@ import pyarrow.parquet as pq
 
 from conftest import REPO, cli_env
 
-TEMPORARY_MARKS = (".tmp-", ".partial", ".old-", ".repack", ".lease")
+# ".lock": an output lock (``.phifilter.lock``, ``<cache>.lock``) is deleted by the run that ends;
+# ".lease": a shard's lease file (phifilter.leases) goes when its shard is done
+TEMPORARY_MARKS = (".tmp-", ".partial", ".old-", ".repack", ".lock", ".lease")
+STOP_GRACE_S = 120.0  # how long a run may take to stop cleanly after SIGTERM or SIGINT
 
 
 @dataclass
@@ -101,6 +104,11 @@ def temporaries(paths: Sequence[Path]) -> list[Path]:
     return sorted(set(found))
 
 
+def locks(paths: Sequence[Path]) -> list[Path]:
+    """Lock files (``.phifilter.lock``, ``<cache>.lock``) under or beside ``paths``."""
+    return [p for p in temporaries(paths) if p.name.endswith(".lock") or ".phifilter.lock" in p.name]
+
+
 def _popen(case: KillResumeCase) -> subprocess.Popen:
     env = cli_env()
     env.update(case.env or {})
@@ -108,8 +116,25 @@ def _popen(case: KillResumeCase) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def run_kill_resume(case: KillResumeCase, seed: int, kills: int = 3) -> ChainResult:
-    """Kill the command ``kills`` times at random points, then finish it and check the result."""
+def _stop(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig``; a run told to stop (SIGTERM, SIGINT) must end by itself within the grace time."""
+    proc.send_signal(sig)
+    if sig == signal.SIGKILL:
+        proc.wait()
+        return
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"still running {STOP_GRACE_S:g} s after {signal.Signals(sig).name}") from None
+
+
+def run_kill_resume(case: KillResumeCase, seed: int, kills: int = 3, sig: int = signal.SIGKILL) -> ChainResult:
+    """Stop the command with ``sig`` (SIGKILL, SIGTERM or SIGINT) ``kills`` times at random points,
+    then finish it and check the result. A run stopped by SIGTERM or SIGINT must end within
+    :data:`STOP_GRACE_S` without a traceback (exit 130 for SIGINT, 143 or killed by the signal
+    for SIGTERM)."""
     rng = random.Random(seed)
     result = ChainResult()
     for attempt in range(kills):
@@ -130,13 +155,20 @@ def run_kill_resume(case: KillResumeCase, seed: int, kills: int = 3) -> ChainRes
                 pass
         killed = proc.poll() is None
         if killed:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
+            _stop(proc, sig)
+        else:
+            proc.wait()
         err = proc.stderr.read().decode(errors="replace")
         proc.stderr.close()
         if not killed and proc.returncode != 0:
             raise AssertionError(f"phifilter {' '.join(map(str, case.argv))} failed before the kill:\n{err}")
         assert "Traceback" not in err, err
+        if killed and sig == signal.SIGINT:
+            assert proc.returncode in (130, 0), (proc.returncode, err)  # 0: it finished as the signal came
+        if killed and sig == signal.SIGTERM:  # stopped as on Ctrl-C, not killed by the signal
+            assert proc.returncode in (143, 0), (proc.returncode, err)
+        if killed and sig != signal.SIGKILL:  # a run that stopped by itself released its locks
+            assert not locks(case.outputs), f"locks left after {signal.Signals(sig).name}: {locks(case.outputs)}"
         result.records.append(KillRecord(seed, attempt, target, case.progress() if case.progress else None,
                                          killed, proc.returncode))
         if case.after_kill:

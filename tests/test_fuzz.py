@@ -344,3 +344,44 @@ def test_train_options(fuzz_files, tmp_path_factory, opts, src):
 def test_agreement_and_info_options(fuzz_files, opts, a):
     _check(_invoke(["agreement", str(fuzz_files / a), str(fuzz_files / "in.parquet"), *opts], fuzz_files))
     _check(_invoke(["info", str(fuzz_files / a)], fuzz_files))
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Lines shards whose column types drift between rows and shards (issue 20, item 5)
+
+SCALARS = {"str": st.text(string.ascii_letters + " \n", max_size=12), "int": st.integers(-5, 5),
+           "float": st.floats(0, 1, allow_nan=False), "bool": st.booleans(), "null": st.none()}
+KIND_OF = {"str": "str", "int": "number", "float": "number", "bool": "bool", "null": None}
+drifting_shards = st.lists(  # shards, each a list of rows, each row {column: (type, value)}
+    st.lists(st.fixed_dictionaries({c: st.sampled_from(sorted(SCALARS)) for c in ("text", "edu_score", "meta")}),
+             min_size=1, max_size=4),
+    min_size=1, max_size=3)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(shards=drifting_shards, data=st.data(),
+       command=st.sampled_from(["filter", "sample", "report"]))
+def test_jsonl_shards_with_drifting_types_are_read_or_one_error_line(tmp_path_factory, shards, data, command):
+    """Any mix of types per row and shard: the command succeeds only when no column drifts
+    (numbers may widen, nulls fit anything), and otherwise ends with one Error line and no output."""
+    root = tmp_path_factory.mktemp("drift")
+    kinds: dict[str, set] = {}
+    (root / "in").mkdir()
+    for k, rows in enumerate(shards):
+        with open(root / "in" / f"s{k}.jsonl", "w") as f:
+            for types in rows:
+                row = {c: data.draw(SCALARS[t]) for c, t in types.items()}
+                for c, t in types.items():
+                    if KIND_OF[t]:
+                        kinds.setdefault(c, set()).add(KIND_OF[t])
+                f.write(json.dumps(row) + "\n")
+    drift = any(len(v) > 1 for v in kinds.values())
+    out = root / "out"
+    args = {"filter": ["filter", str(root / "in"), "-o", str(out / "f"), "--threshold", "0.5", "-q"],
+            "sample": ["sample", str(root / "in"), "-o", str(out / "s.parquet"), "-n", "2", "-q"],
+            "report": ["report", str(root / "in"), "-o", str(out / "r.html"), "--threshold", "0.5", "-q"]}[command]
+    result = _invoke(args, None)
+    _check(result)
+    if drift:
+        assert result.exit_code == 1 and result.output.count("Error: ") == 1, result.output
+        assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()], result.output

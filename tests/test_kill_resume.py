@@ -369,3 +369,181 @@ def test_ablate_killed_at_random_points_equals_uninterrupted_run(tmp_path):
                           progress=lambda: len(list(out.glob("runs/*/result.json"))), total=3,
                           compare=compare, outputs=[out])
     run_kill_resume(case, seed=0, kills=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# the signal matrix (issue 20, item 6): SIGTERM, SIGINT and SIGKILL at one seeded random point
+# per signal and command, then a rerun: the clean run's result, nothing left behind (no
+# temporary, no lock). The SIGKILL chains of several kills above stay; SIGKILL here covers the
+# commands they do not (report) and one more point for the rest.
+
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}
+
+
+def _timed_cli(*args) -> float:
+    began = time.monotonic()
+    run_cli(*args)
+    return time.monotonic() - began
+
+
+def _window(seconds: float) -> tuple[float, float]:
+    """Kill points drawn over a clean run's duration, past the interpreter's start."""
+    return (min(1.0, 0.3 * seconds), max(1.2, 0.95 * seconds))
+
+
+def _filter_case(tmp_path, **_):
+    from phifilter.select import MANIFEST, filter_shards
+
+    src = _scored_corpus(tmp_path / "in", shards=40, rows=50)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    filter_shards(src, ref, top_fraction=0.3)
+
+    def progress():
+        try:
+            return len(json.loads((out / MANIFEST).read_text())["shards"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def compare():
+        assert sorted(x.name for x in out.glob("*.parquet")) == sorted(x.name for x in ref.glob("*.parquet"))
+        for p in sorted(ref.glob("*.parquet")):
+            assert pq.read_table(p).equals(pq.read_table(out / p.name)), p.name
+        assert json.loads((out / MANIFEST).read_text()) == json.loads((ref / MANIFEST).read_text())
+
+    return KillResumeCase(argv=["filter", src, "-o", out, "--top-fraction", "0.3", "-q"], progress=progress, total=40,
+                          jitter=0.01, after_kill=lambda: published_files_are_whole(out), compare=compare,
+                          outputs=[out])
+
+
+def _label_case(tmp_path, chat_server, **_):
+    from phifilter.label.annotate import LabelConfig, label_file
+    from phifilter.label.backends import OpenAIChatBackend
+    from phifilter.label.standin import Canned
+
+    docs = [f"def step_{i}(n):\n    return n + {i}\n" for i in range(60)]
+    src, out, ref = tmp_path / "seed.parquet", tmp_path / "out" / "labels.parquet", tmp_path / "ref.parquet"
+    out.parent.mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(60)], "text": docs}), src)
+    label_file(src, ref, OpenAIChatBackend(chat_server.url, "m", concurrency=4), LabelConfig(), progress=False)
+    chat_server.reset()
+    chat_server.script = lambda doc, body: Canned(delay=0.02)
+
+    def progress():
+        try:
+            with sqlite3.connect(f"file:{out.with_name('labels.cache.sqlite')}?mode=ro", uri=True, timeout=1) as db:
+                return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    return KillResumeCase(argv=["label", src, "-o", out, "--base-url", chat_server.url, "--model", "m",
+                                "--concurrency", "4", "-q"],
+                          progress=progress, total=60, jitter=0.02, outputs=[out.parent],
+                          compare=lambda: pq.read_table(ref).equals(pq.read_table(out)) or pytest.fail("labels differ"),
+                          after_kill=lambda: (not out.exists()) or pq.read_table(out).equals(pq.read_table(ref))
+                          or pytest.fail("a labels file that differs from the reference was published"),
+                          env={"OPENAI_API_KEY": "sk-test"})
+
+
+def _train_case(tmp_path, **_):
+    from phifilter.classifier import HEAD_FILE, META_FILE, EduClassifier
+
+    rng = np.random.default_rng(0)
+    texts = [GOOD_CODE + f"\n# v{i}" if i % 2 else BOILERPLATE + f"\n# v{i}" for i in range(24)]
+    scores = [4 if i % 2 else int(rng.integers(0, 2)) for i in range(24)]
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"text": texts, "llm_score": pa.array(scores, pa.int8())}), labels)
+    ref, out = tmp_path / "ref", tmp_path / "out" / "model"
+    out.parent.mkdir()
+    options = ["--n-estimators", "400", "--cv-folds", "2", "--device", "cpu", "-q"]
+    seconds = _timed_cli("train", labels, "-o", ref, *options)
+
+    def compare():
+        assert (out / HEAD_FILE).read_bytes() == (ref / HEAD_FILE).read_bytes()
+        a, b = json.loads((ref / META_FILE).read_text()), json.loads((out / META_FILE).read_text())
+        for meta in (a, b):
+            meta.pop("created")
+            meta["training_data"].pop("file", None)
+        assert a == b
+
+    return KillResumeCase(argv=["train", labels, "-o", out, *options], kill_window=_window(seconds),
+                          after_kill=lambda: (not out.exists()) or EduClassifier.load(out),
+                          compare=compare, outputs=[out.parent])
+
+
+def _embed_case(tmp_path, **_):
+    src = _corpus(tmp_path / "in", shards=4, rows=24)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run_cli("embed", src, "-o", ref, "--device", "cpu", "-q")
+    names = sorted(p.name for p in ref.glob("*.parquet"))
+
+    def compare():
+        assert sorted(p.name for p in out.glob("*.parquet")) == names
+        for name in names:
+            a, b = pq.read_table(ref / name), pq.read_table(out / name)
+            assert a.schema.names == b.schema.names and a.num_rows == b.num_rows == 24, name
+            for col in a.schema.names:
+                if col == "embedding":
+                    np.testing.assert_allclose(np.array(a.column(col).to_pylist(), dtype=np.float32),
+                                               np.array(b.column(col).to_pylist(), dtype=np.float32), atol=1e-4)
+                else:
+                    assert a.column(col).equals(b.column(col)), (name, col)
+
+    return KillResumeCase(argv=["embed", src, "-o", out, "--device", "cpu", "-q"],
+                          progress=lambda: parquet_rows(out), total=96,
+                          after_kill=lambda: published_files_are_whole(out), compare=compare, outputs=[out])
+
+
+def _report_case(tmp_path, **_):
+    src = _scored_corpus(tmp_path / "in", shards=20, rows=400)
+    ref, out = tmp_path / "ref" / "r.html", tmp_path / "out" / "r.html"
+    out.parent.mkdir()
+    args = ["--threshold", "0.4", "--samples", "2", "-q"]
+    seconds = _timed_cli("report", src, "-o", ref, *args)
+
+    def page(path):  # the page names the minute it was generated
+        import re
+
+        return re.sub(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "Generated", path.read_text())
+
+    def after_kill():  # the page is whole or absent
+        if out.exists():
+            assert page(out) == page(ref)
+
+    return KillResumeCase(argv=["report", src, "-o", out, *args], kill_window=_window(seconds), after_kill=after_kill,
+                          compare=lambda: page(out) == page(ref) or pytest.fail("the report differs"),
+                          outputs=[out.parent])
+
+
+def _ablate_case(tmp_path, **_):
+    from ablate_corpus import make_corpus
+    from phifilter.pretrain.evalsets import default_eval_dir
+
+    scored = tmp_path / "scored"
+    make_corpus(scored, default_eval_dir(), n_docs=160)
+    args = ["--preset", "micro", "--seeds", "1", "--val-fraction", "0.1", "--pass-samples", "1",
+            "--pass-problems", "1", "--max-new-tokens", "8", "--threads", "1"]
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    seconds = _timed_cli("ablate", scored, "-o", ref, *args)
+
+    def compare():
+        a = json.loads((ref / "results.json").read_text())["arms"]
+        b = json.loads((out / "results.json").read_text())["arms"]
+        assert sorted(a) == sorted(b)
+        for arm in a:
+            np.testing.assert_allclose(a[arm]["humaneval_loss"]["seeds"], b[arm]["humaneval_loss"]["seeds"], atol=1e-4)
+
+    return KillResumeCase(argv=["ablate", scored, "-o", out, *args], kill_window=_window(seconds),
+                          compare=compare, outputs=[out])
+
+
+MATRIX = {"filter": _filter_case, "label": _label_case, "train": _train_case, "embed": _embed_case,
+          "report": _report_case, "ablate": _ablate_case}
+
+
+@pytest.mark.parametrize("sig", sorted(SIGNALS))
+@pytest.mark.parametrize("command", sorted(MATRIX))
+def test_signal_matrix_rerun_equals_clean_run_and_leaves_nothing(tmp_path, chat_server, command, sig):
+    case = MATRIX[command](tmp_path, chat_server=chat_server)
+    seed = sorted(MATRIX).index(command) * 10 + sorted(SIGNALS).index(sig)  # one seeded point per cell
+    result = run_kill_resume(case, seed=seed, kills=1, sig=SIGNALS[sig])
+    assert len(result.records) == 1

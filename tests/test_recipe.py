@@ -130,7 +130,7 @@ def test_folder_records_only_the_parameters_of_its_parts(fitted, small_embedder,
     (lambda n: n.update(threshold="abc"), "cascade.novelty.threshold"),
     (lambda n: n.update(share=1.5), "cascade.novelty.share"),
     (lambda n: n.update(measure="perplexity"), "cascade.novelty.measure"),
-    (lambda n: n.pop("threshold"), "lacks threshold"),
+    (lambda n: n.pop("threshold"), r"cascade.novelty.threshold.*the field is missing"),
 ])
 def test_novelty_fields_are_checked_on_load(fitted, tmp_path, edit, message):
     folder = tmp_path / "m"

@@ -41,6 +41,36 @@ class Batch:
     embedded: int | None = None  # documents the model sent to its embedder (None: the model does not say)
 
 
+def check_scores(batch: Batch, unit_interval: bool = True) -> None:
+    """Refuse a scored batch holding a score that is not a finite number (in [0, 1] when the
+    model's scores are probabilities, ``unit_interval``; a foreign regression or an ensemble's
+    0-20 scale is checked for finiteness only), in its score column or any other scorer's
+    column: a damaged or crafted model. ModelError, raised before the batch reaches the writer,
+    so nothing non-finite is ever published."""
+    from ..errors import ModelError
+
+    columns = {"score": batch.scores, **(batch.columns or {})}
+    for name, values in columns.items():
+        scores = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(scores)
+        if unit_interval and name == "score":
+            bad |= (scores < 0) | (scores > 1)
+        if len(scores) != batch.records.num_rows or bad.any():
+            first = int(np.argmax(bad)) if bad.any() else len(scores)
+            span = "finite numbers in [0, 1]" if unit_interval and name == "score" else "finite numbers"
+            what = (f"{int(bad.sum())} scores that are not {span} (the first: {scores[first]!r})"
+                    if bad.any() else f"{len(scores)} scores for {batch.records.num_rows} rows")
+            where = "" if name == "score" else f" in column '{name}'"
+            raise ModelError(f"{batch.shard.path}: the model gave {what}{where}; this shard was not written. "
+                             "The model folder is damaged or was crafted: retrain or restore it")
+
+
+def gives_probabilities(model) -> bool:
+    """Whether a model's (or a scorer set's first member's) scores are probabilities in [0, 1]:
+    ours and classifiers are; a regression or an ensemble says otherwise with ``unit_interval``."""
+    return bool(getattr(getattr(model, "primary", model), "unit_interval", True))
+
+
 @dataclass
 class ShardStart:
     shard: Shard

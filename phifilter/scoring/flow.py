@@ -37,7 +37,7 @@ from ..errors import InputError, PhifilterError
 from ..leases import Leased, LeaseSet, describe, lease_path_for
 from ..location import as_location
 from ..pipeline import background, stage
-from .batch import Batch, ShardEnd, ShardFailed, ShardLeased, ShardSkipped, ShardStart
+from .batch import Batch, ShardEnd, ShardFailed, ShardLeased, ShardSkipped, ShardStart, check_scores, gives_probabilities
 from .config import ScoreConfig
 from .model import checkpoint_key, model_identity, model_stages
 from .summary import ShardOutcome
@@ -222,7 +222,7 @@ class _OpenShard:
 
 
 def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome: OnOutcome,
-                on_rows: Callable[[int], None] | None = None) -> None:
+                on_rows: Callable[[int], None] | None = None, unit_interval: bool = True) -> None:
     """Write stage: appends the score column, writes each shard atomically, reports each shard's
     :class:`ShardOutcome` through ``on_outcome`` and written rows through ``on_rows``."""
     current: _OpenShard | None = None
@@ -242,6 +242,7 @@ def write_items(items: Iterable, cfg: ScoreConfig, threshold: float, on_outcome:
     try:
         for item in items:
             if isinstance(item, Batch):
+                check_scores(item, unit_interval)  # nothing non-finite (or out of [0, 1]) is ever written
                 ints = [] if item.int_scores is None else [pa.array(item.int_scores, pa.int8())]
                 fields = list(current.start.schema)[item.records.num_columns + 1 + len(ints):]
                 extra = [pa.array(item.columns[f.name], f.type) for f in fields]
@@ -310,7 +311,7 @@ def score_shard_list(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConf
     leases = LeaseSet()  # every shard is written under its lease (phifilter.leases)
     items = scored_items(clf, shards, as_location(out_dir), cfg, leases)
     try:
-        write_items(items, cfg, float(clf.threshold), on_outcome, on_rows)
+        write_items(items, cfg, float(clf.threshold), on_outcome, on_rows, gives_probabilities(clf))
     finally:
         items.close()
         leases.close()  # whatever the read stage took for shards it never started
