@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from . import __version__
+from . import __version__, defaults
 from .errors import OptionError, PhifilterError
 
 
@@ -246,7 +246,7 @@ def main(ctx, verbose, quiet):
 @text_column_option
 @score_column_option("Name of the added score column.")
 @device_option
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Documents per embedder forward pass.")
+@click.option("--batch-size", default=defaults.EMBED_BATCH_SIZE, show_default=True, type=click.IntRange(1), help="Documents per embedder forward pass.")
 @click.option("--read-batch-rows", default=None, type=click.IntRange(1),
               help="Rows per Arrow batch read (and output row group). Default: 2048; 2048 / max chunks for a chunking model.")
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
@@ -335,7 +335,7 @@ def status(output, inputs, score_column, as_json):
 @click.option("--min-samples-leaf", default=3, show_default=True, type=click.IntRange(1), help="Smallest leaf of each tree.")
 @click.option("--cv-folds", default=5, show_default=True, type=click.IntRange(0), help="Cross-validation folds (0: none).")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
-@click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
+@click.option("--max-length", default=defaults.MAX_LENGTH, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
 @embedder_pin_options
 @device_option
 @seed_option("Seed for folds and forest.", "--random-state", "--seed", dest="random_state")
@@ -349,7 +349,7 @@ def status(output, inputs, score_column, as_json):
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
-@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
+@click.option("--max-chunks", default=defaults.MAX_CHUNKS, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
 @click.option("--features", default="mean", show_default=True, metavar="PARTS",
               help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
                    "e.g. mean+first.")
@@ -399,14 +399,14 @@ def train(labels, output, lexical, lexical_labels, quiet, **options):
 @inputs_argument
 @output_option("Embeddings folder to write.")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder, or mean-pool:FOLDER (default: all-MiniLM-L6-v2).")
-@click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens per document or chunk.")
+@click.option("--max-length", default=defaults.MAX_LENGTH, show_default=True, type=click.IntRange(8), help="Tokens per document or chunk.")
 @click.option("--chunking", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
               help="One embedding per document (truncated), or one per chunk (for the chunk-* --doc-mode).")
-@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks kept per document.")
+@click.option("--max-chunks", default=defaults.MAX_CHUNKS, show_default=True, type=click.IntRange(1), help="Chunks kept per document.")
 @text_column_option
 @click.option("--id-column", default="id", show_default=True, help="Document id column (absent: SHA-1 of the text).")
 @device_option
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
+@click.option("--batch-size", default=defaults.EMBED_BATCH_SIZE, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
 @storage_options_option
 @stats_json_option

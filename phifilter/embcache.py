@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from .atomic import remove_stale_temporaries
+from .defaults import EMBED_BATCH_SIZE, MAX_CHUNKS, MAX_LENGTH
 from .hashing import document_ids, text_hash
 from .chunking import DocEmbeddings, embed_documents
 from .corpus import (
@@ -180,7 +181,7 @@ def check_embed_inputs(inputs, output_dir, text_column: str = "text"):
     return shards, out_dir
 
 
-def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = 8,
+def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = MAX_CHUNKS,
                  text_column: str = "text", id_column: str | None = "id", read_batch_rows: int = 2048,
                  progress: bool = False, stats_json: str | os.PathLike | None = None) -> EmbedSummary:
     """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept).
@@ -239,8 +240,8 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     return summary
 
 
-def embed_corpus(inputs, output_dir, embedder: str | None = None, device: str = "auto", max_length: int = 256,
-                 batch_size: int = 64, id_column: str | None = "id", text_column: str = "text",
+def embed_corpus(inputs, output_dir, embedder: str | None = None, device: str = "auto", max_length: int = MAX_LENGTH,
+                 batch_size: int = EMBED_BATCH_SIZE, id_column: str | None = "id", text_column: str = "text",
                  **options) -> EmbedSummary:
     """`phifilter embed`: check the inputs, load ``embedder`` (a name or folder, see
     :func:`~phifilter.hf_embed.make_embedder`) and write the sidecars (:func:`embed_shards`

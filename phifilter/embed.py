@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .defaults import EMBED_BATCH_SIZE, MAX_LENGTH
 from .devices import resolve_device
 from .errors import ModelError, OptionError
 from .hashing import sha256_file
@@ -160,8 +161,8 @@ class Embedder:
         self,
         model: str | os.PathLike | None = None,
         device: str = "auto",
-        max_length: int = 256,
-        batch_size: int = 64,
+        max_length: int = MAX_LENGTH,
+        batch_size: int = EMBED_BATCH_SIZE,
         dtype: str = "auto",
         revision: str | None = None,
         sha256: dict[str, str] | None = None,

@@ -33,3 +33,8 @@ class OptionError(InputError):
     def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         self.option = option
+
+
+# What crosses a process boundary (a --devices worker, a Ray task) is an error's class name and
+# message; the parent raises the same class again from this table (any other name: PhifilterError).
+ERROR_CLASSES = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}

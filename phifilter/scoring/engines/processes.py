@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ...errors import InputError, ModelError, OutputError, PhifilterError
+from ...errors import ERROR_CLASSES as ERRORS
+from ...errors import PhifilterError
 from ..summary import ScoreSummary
 
-ERRORS = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
 
 
 def model_source(model, tmp_dir: Path):

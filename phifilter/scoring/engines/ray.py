@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError, ModelError, OutputError, PhifilterError
+from ...errors import ERROR_CLASSES as ERRORS
+from ...errors import InputError, PhifilterError
 from ..summary import ScoreSummary
 
-ERRORS = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
 
 
 def _import_ray():
