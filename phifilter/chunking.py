@@ -35,9 +35,9 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 def chunking_of(mode: str) -> str:
     """'truncate' or 'chunk': what the embedding pass must produce for ``mode``."""
     if mode not in DOC_MODES:
-        from .errors import InputError
+        from .errors import OptionError
 
-        raise InputError(f"--doc-mode {mode}: expected one of {', '.join(DOC_MODES)}")
+        raise OptionError(f"--doc-mode {mode}: expected one of {', '.join(DOC_MODES)}")
     return "truncate" if mode == "truncate" else "chunk"
 
 

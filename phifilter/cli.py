@@ -113,6 +113,42 @@ def _sha256_pins(ctx, param, values):
     return parse_sha256_pins(values)
 
 
+def _price(ctx, param, value):
+    """--price-per-mtok PRICE or PROMPT,COMPLETION -> (prompt, completion) dollars, or None."""
+    from .label.annotate import parse_price
+
+    return parse_price(value)
+
+
+def _tokens(ctx, param, value):
+    """ablate --tokens 2.8M -> 2_800_000, or None (the preset's)."""
+    from .pretrain.config import parse_tokens
+
+    return parse_tokens(value) if value else None
+
+
+def _arms(ctx, param, value):
+    """ablate --arms 'filtered,random' -> ('filtered', 'random')."""
+    return tuple(a.strip() for a in value.split(",") if a.strip())
+
+
+def _overrides(ctx, param, values):
+    """ablate --set KEY=VALUE (repeatable) -> {key: value}."""
+    from .pretrain.config import parse_overrides
+
+    return parse_overrides(values)
+
+
+def _eval_output(ctx, param, value):
+    """evaluate -o, by default eval-LABELS_STEM/ in the working folder (LABELS is read first:
+    click reads the arguments given before the options left at their defaults)."""
+    if value is not None:
+        return value
+    from .evaluate import default_output_dir
+
+    return default_output_dir(ctx.params["labels"])
+
+
 def _storage_options(ctx, param, value):
     """--storage-options JSON -> handed to every fsspec filesystem this command opens."""
     from .location import parse_storage_options
@@ -410,7 +446,7 @@ def train(labels, output, lexical, lexical_labels, quiet, **options):
 @quiet_option
 @storage_options_option
 @stats_json_option
-def embed(inputs, output, quiet, **options):
+def embed(inputs, output, quiet, stats_json, **options):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
     train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
@@ -421,15 +457,16 @@ def embed(inputs, output, quiet, **options):
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
     """
-    from .embcache import embed_corpus
+    from .embcache import EmbedConfig, embed_corpus
 
-    echo_summary(embed_corpus(list(inputs), output, progress=not quiet, **options), quiet)
+    cfg = EmbedConfig(**options)
+    echo_summary(embed_corpus(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json), quiet)
 
 
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("labels", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default=None, type=OutputPath(file_okay=False),
+@click.option("-o", "--output", default=None, type=OutputPath(file_okay=False), callback=_eval_output,
               help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
 @text_column_option
 @label_column_option
@@ -450,9 +487,10 @@ def evaluate(model, labels, output, as_json, quiet, **options):
     Example:
       phifilter evaluate my-model/ heldout-labels.parquet -o eval/
     """
-    from .evaluate import default_output_dir, evaluate_model
+    from .evaluate import EvalConfig, evaluate_model
 
-    report = evaluate_model(model, labels, output or default_output_dir(labels), progress=not quiet, **options)
+    cfg = EvalConfig(**options)
+    report = evaluate_model(model, labels, output, cfg, progress=not quiet)
     echo_json_or_text(report.to_dict, report, as_json, quiet=quiet)
 
 
@@ -478,9 +516,10 @@ def suggest(model, inputs, output, quiet, **options):
       phifilter suggest my-model/ data/shards/ -n 500 -o next.parquet
       phifilter label next.parquet -o next-labels.parquet --model gpt-4o-mini
     """
-    from .suggest import suggest as run_suggest
+    from .suggest import SuggestConfig, suggest as run_suggest
 
-    echo_summary(run_suggest(model, list(inputs), output, progress=not quiet, **options), quiet)
+    cfg = SuggestConfig(**options)
+    echo_summary(run_suggest(model, list(inputs), output, cfg, progress=not quiet), quiet)
 
 
 @main.command(name="filter")
@@ -594,13 +633,12 @@ def sample(inputs, output, exclude, stats_json, quiet, **options):
               help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite). On a store (s3://...) a local "
                    "copy is used, locked and published back.")
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
-@click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
+@click.option("--price-per-mtok", default=None, callback=_price,
+              help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
 @storage_options_option
 @stats_json_option
-def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, prompt_style, max_chars,
-          concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, repair, batch_size, seed,
-          threads, max_context, device, cache, dry_run, price_per_mtok, quiet, stats_json):
+def label(input, output, quiet, stats_json, **options):
     """Rate each document's educational value 0-5 with an LLM (resumable, cached).
 
     Every answer is cached as it arrives (keyed by document, rubric and model), so a rerun
@@ -617,20 +655,12 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
       phifilter label seed.parquet -o labels.parquet --backend transformers --model ./my-llm/ --device cuda
       phifilter label seed.parquet -o labels.parquet --backend transformers --model SmolLM2-135M-Instruct.Q4_1.gguf --repair
     """
-    from .label.annotate import LabelConfig, label_file, parse_price
-    from .label.backends import backend_factory, prompt_style_for
+    from .label.annotate import LabelConfig, label_file
 
-    cfg = LabelConfig(text_column=text_column, rubric=rubric, domain_column=domain_column, max_chars=max_chars,
-                      cache=cache, max_requests=max_requests, retries=retries, retry_delay=retry_delay,
-                      dry_run=dry_run, price_per_mtok=parse_price(price_per_mtok), repair=repair,
-                      prompt_style=prompt_style_for(backend, prompt_style))
-    make, model_id = backend_factory(backend, model, base_url=base_url, api_key_env=api_key_env, dry_run=dry_run,
-                                     timeout=timeout, concurrency=concurrency, temperature=temperature,
-                                     max_tokens=max_tokens, device=device, batch_size=batch_size, seed=seed,
-                                     threads=threads, max_context=max_context)
-    summary = label_file(input, output, make, cfg, model_id=model_id, progress=not quiet,
-                         echo=lambda line: click.echo(line, err=True), stats_json=stats_json)
-    if dry_run or not quiet:
+    cfg = LabelConfig.from_options(**options)
+    summary = label_file(input, output, config=cfg, progress=not quiet, echo=lambda line: click.echo(line, err=True),
+                         stats_json=stats_json)
+    if cfg.dry_run or not quiet:
         click.echo(str(summary))
 
 
@@ -652,9 +682,9 @@ def agreement(a, b, as_json, **options):
       phifilter agreement labels-gpt4o.parquet labels-qwen.parquet
       phifilter agreement data/seed/edu_seed.parquet labels.parquet --score-column-a score
     """
-    from .label.agreement import compare_labels
+    from .label.agreement import AgreementConfig, compare_labels
 
-    result = compare_labels(a, b, **options)
+    result = compare_labels(a, b, AgreementConfig(**options))
     echo_json_or_text(result.to_dict, result, as_json)
 
 
@@ -716,14 +746,16 @@ def info(model):
                "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
               help="Model size: micro (seconds), tiny (minutes on a CPU), small, base (~100M, GPU).")
-@click.option("--tokens", default=None, help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
+@click.option("--tokens", default=None, callback=_tokens,
+              help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Runs per arm.")
 @seed_option("First seed.", "--seed", "--random-state")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Filtered arm: edu_score at or above this [default: 0.5].")
 @click.option("--top-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Filtered arm: the best documents holding this share of the tokens.")
-@click.option("--arms", default="filtered,random,unfiltered", show_default=True, help="Comma-separated arms to run.")
+@click.option("--arms", default="filtered,random,unfiltered", show_default=True, callback=_arms,
+              help="Comma-separated arms to run.")
 @click.option("--eval-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with HumanEval.jsonl.gz and mbpp.jsonl (default: the copies shipped with phifilter).")
 @click.option("--val-fraction", default=0.02, show_default=True, type=float, help="Documents held out for validation.")
@@ -737,16 +769,14 @@ def info(model):
 @device_option
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="torch CPU threads (default: one per core; 1 is often faster on a busy machine).")
-@click.option("--no-compile", is_flag=True, help="Do not torch.compile on CUDA.")
+@click.option("--no-compile", "compile", is_flag=True, flag_value=False, default=True, help="Do not torch.compile on CUDA.")
 @click.option("--note", default=None, help="A sentence to print at the top of the report.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=_overrides,
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
 @storage_options_option
 @stats_json_option
 @quiet_option
-def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
-           pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, note, overrides, stats_json, quiet):
+def ablate(inputs, output, stats_json, quiet, **options):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
@@ -762,17 +792,10 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
       phifilter ablate data/scored/ -o reports/gpu/ --preset small --tokens 200M --top-fraction 0.3
     """
     from .pretrain.ablate import run_ablation
-    from .pretrain.config import AblateConfig, parse_overrides, parse_tokens
     from .pretrain.ablation_report import command_line, verdict
+    from .pretrain.config import AblateConfig
 
-    cfg = AblateConfig(
-        preset=preset, tokens=parse_tokens(tokens) if tokens else None, seeds=seeds, seed=seed,
-        threshold=threshold, top_fraction=top_fraction,
-        arms=tuple(a.strip() for a in arms.split(",") if a.strip()), text_column=text_column,
-        score_column=score_column, eval_dir=eval_dir, val_fraction=val_fraction, pass_samples=pass_samples,
-        pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
-        threads=threads, compile=not no_compile, overrides=parse_overrides(overrides), note=note,
-    )
+    cfg = AblateConfig(**options)
     results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line(), stats_json=stats_json)
     if not quiet:
         click.echo(verdict(results).replace("**", ""))

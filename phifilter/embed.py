@@ -464,9 +464,9 @@ def _int8_linear_layers(st, mode: str, device: str):
     import torch
 
     if mode != "int8":
-        raise ModelError(f"--quantize {mode}: expected int8")
+        raise OptionError(f"--quantize {mode}: expected int8")
     if device != "cpu":
-        raise ModelError(f"--quantize int8 runs on the CPU only, not on {device}; use --device cpu or drop --quantize")
+        raise OptionError(f"--quantize int8 runs on the CPU only, not on {device}; use --device cpu or drop --quantize")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao

@@ -37,4 +37,4 @@ class OptionError(InputError):
 
 # What crosses a process boundary (a --devices worker, a Ray task) is an error's class name and
 # message; the parent raises the same class again from this table (any other name: PhifilterError).
-ERROR_CLASSES = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
+ERROR_CLASSES = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError, OptionError)}

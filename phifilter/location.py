@@ -79,7 +79,7 @@ def set_storage_options(options: dict | None) -> None:
     """
     global _STORAGE_OPTIONS
     if options is not None and not isinstance(options, dict):
-        raise InputError("--storage-options: expected a JSON object, e.g. '{\"anon\": true}'")
+        raise OptionError("--storage-options: expected a JSON object, e.g. '{\"anon\": true}'")
     _STORAGE_OPTIONS = dict(options or {})
     _filesystem_cache.clear()
 

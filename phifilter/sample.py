@@ -46,7 +46,7 @@ from .corpus import (
     rows_from_batch,
     texts_from_array,
 )
-from .errors import InputError, OutputError
+from .errors import InputError, OptionError, OutputError
 from .hashing import document_id
 from .location import as_location, is_url
 
@@ -308,11 +308,11 @@ def sample_shards(
 
 def _check_config(cfg: SampleConfig) -> None:
     if cfg.n < 1:
-        raise InputError("-n must be at least 1")
+        raise OptionError("-n must be at least 1")
     if cfg.allocation not in ("proportional", "equal"):
-        raise InputError(f"allocation must be 'proportional' or 'equal', not '{cfg.allocation}'")
+        raise OptionError(f"--allocation must be 'proportional' or 'equal', not '{cfg.allocation}'")
     if cfg.max_chars is not None and cfg.max_chars < 1:
-        raise InputError("--max-chars must be at least 1")
+        raise OptionError("--max-chars must be at least 1")
 
 
 def _read_shards(shards, cfg: SampleConfig, exclusions, summary: SampleSummary, progress: bool) -> dict:

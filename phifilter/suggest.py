@@ -10,6 +10,7 @@ inputs and ``seed`` give the same file.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 from dataclasses import dataclass
@@ -20,7 +21,19 @@ import pyarrow as pa
 
 from .corpus import check_text_column, find_input_files, iter_batches, open_parquet, rows_from_batch, texts_from_array
 from .location import as_location
-from .errors import InputError
+from .errors import InputError, OptionError
+
+
+@dataclass
+class SuggestConfig:
+    """Options of `phifilter suggest`."""
+
+    n: int = 500  # documents to pick
+    random_share: float = 0.1  # share of n drawn at random instead of by disagreement
+    seed: int = 0  # of the random share
+    text_column: str = "text"
+    read_batch_rows: int = 2048
+    device: str = "auto"
 
 
 @dataclass
@@ -35,29 +48,31 @@ class SuggestSummary:
                 f"{self.output} ({self.picked_disagreement:,} most disputed, {self.picked_random:,} random)")
 
 
-def suggest(model, inputs, output, n: int = 500, random_share: float = 0.1, seed: int = 0,
-            text_column: str = "text", read_batch_rows: int = 2048, device: str = "auto",
-            progress: bool = False) -> SuggestSummary:
+def suggest(model, inputs, output, config: SuggestConfig | None = None, progress: bool = False,
+            **options) -> SuggestSummary:
     """Write ``output`` (Parquet): the chosen rows with every input column plus ``edu_score``,
-    ``disagreement``, ``suggest_reason`` ('disagreement' or 'random'), ``source_shard`` and ``source_row``."""
+    ``disagreement``, ``suggest_reason`` ('disagreement' or 'random'), ``source_shard`` and ``source_row``.
+    ``options`` (n=..., seed=...) override fields of ``config``."""
     from tqdm import tqdm
 
     from .classifier import EduClassifier
     from .featurizer import blank_mask
 
-    if not 0 <= random_share <= 1:
-        raise InputError(f"--random-share {random_share}: expected a number in [0, 1]")
+    cfg = dataclasses.replace(config or SuggestConfig(), **options)
+    if not 0 <= cfg.random_share <= 1:
+        raise OptionError(f"--random-share {cfg.random_share}: expected a number in [0, 1]")
+    text_column = cfg.text_column
     out, shards = _check_paths(inputs, output, text_column)
-    clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=device)
+    clf = model if isinstance(model, EduClassifier) else EduClassifier.load(model, device=cfg.device)
     clf.check_embedder()
-    n_random = int(round(n * random_share))
-    picks = _Picks(n, n - n_random)
-    rng = np.random.default_rng(seed)
+    n_random = int(round(cfg.n * cfg.random_share))
+    picks = _Picks(cfg.n, cfg.n - n_random)
+    rng = np.random.default_rng(cfg.seed)
     summary = SuggestSummary(output=str(out))
     schema = None
     with tqdm(unit="doc", desc="suggesting", disable=not progress) as bar:
         for shard in shards:
-            for batch in iter_batches(shard.path, read_batch_rows):
+            for batch in iter_batches(shard.path, cfg.read_batch_rows):
                 texts = texts_from_array(batch.column(batch.schema.get_field_index(text_column)))
                 E = clf.embed_documents(texts)
                 score = clf.score_texts_embedded(texts, E)

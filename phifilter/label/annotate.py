@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import random
 import sys
@@ -45,7 +46,7 @@ import pyarrow as pa
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
 from ..location import RemotePath, as_location
 from ..errors import InputError, OptionError, OutputError, PhifilterError
-from .backends import BackendError, Reply, RetryableError
+from .backends import BackendConfig, BackendError, Reply, RetryableError, prompt_style_for
 from .cache import LabelCache
 from .parse import NONE, PARSE_KINDS, STRICT, ParsedReply, read_reply
 from .prompt import (
@@ -70,7 +71,8 @@ class LabelError(PhifilterError):
 
 @dataclass
 class LabelConfig:
-    """Options of `phifilter label` besides the backend (:func:`~phifilter.label.backends.backend_factory`)."""
+    """Options of `phifilter label`; ``backend`` says which model answers, unless :func:`label_file`
+    is given a backend object."""
 
     text_column: str = "text"
     rubric: str = "auto"  # code, web, a file path, or auto: per row from domain_column
@@ -86,7 +88,18 @@ class LabelConfig:
     price_per_mtok: tuple[float, float] | None = None  # (prompt, completion) dollars per 1M tokens
     seed: int = 0  # for the jitter only
     repair: bool = False  # ask once more, briefly, when an answer has no readable score
-    prompt_style: str = "standard"  # standard, or compact (document first, question last: small local models)
+    prompt_style: str = "standard"  # standard, compact (document first, question last: small local models), or
+    # auto: compact for a local model (backend.kind transformers), else standard
+    backend: BackendConfig | None = None  # what label_file builds the backend from when given none
+
+    @classmethod
+    def from_options(cls, **options) -> "LabelConfig":
+        """`phifilter label`'s options in one config: the backend's (``backend`` names its kind,
+        ``seed`` is its sampling seed) go into :attr:`backend`, the others into the config."""
+        names = {f.name for f in dataclasses.fields(BackendConfig)} - {"kind"}
+        backend = BackendConfig(kind=options.pop("backend", "openai"),
+                                **{k: options[k] for k in names if k in options})
+        return cls(backend=backend, **{k: v for k, v in options.items() if k not in names})
 
 
 def parse_price(value: str | None) -> tuple[float, float] | None:
@@ -246,7 +259,8 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     ``backend`` is an :class:`~phifilter.label.backends.OpenAIChatBackend` or
     :class:`~phifilter.label.backends.TransformersBackend`, or a zero-argument callable that
     builds one (so a dry run never loads a model or needs a key); ``model_id`` names the model
-    in the cache when ``backend`` is such a callable. ``echo`` receives lines for the user
+    in the cache when ``backend`` is such a callable. Without one, the backend is built from
+    ``config.backend`` (a :class:`~phifilter.label.backends.BackendConfig`). ``echo`` receives lines for the user
     (default: print to stderr).
 
     ``input``, ``output`` and ``config.cache`` may be local paths or URLs (``s3://...``). A cache
@@ -256,6 +270,10 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     run's statistics there (:meth:`LabelSummary.stats`), a local path or a URL.
     """
     cfg = config or LabelConfig()
+    if backend is None and cfg.backend is not None:  # nothing is loaded or sent yet (see backend_factory)
+        backend, model_id = cfg.backend.factory(dry_run=cfg.dry_run)
+    if cfg.prompt_style == "auto":
+        cfg = dataclasses.replace(cfg, prompt_style=prompt_style_for(cfg.backend.kind if cfg.backend else "openai"))
     echo = echo or (lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
     input, output = as_location(input), as_location(output)
@@ -263,7 +281,7 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     if model_id is None:
         model_id = getattr(backend, "model_id", None)
     if not model_id:
-        raise InputError("no model given (--model)")
+        raise OptionError("no model given (--model)")
     table = _read_input(input, cfg)
     summary, row_keys, jobs = _plan(table, input, output, cache_path, model_id, cfg, echo)
     failure = None
