@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .corpus import iter_batches, texts_from_array
-from .errors import InputError, OptionError
+from .errors import InputError
 from .histogram import bin_index
 
 READ_ROWS = 4096
@@ -65,8 +65,8 @@ def token_counter(name: str | None = None) -> TokenCounter:
 
         hf = AutoTokenizer.from_pretrained(str(name))
     except Exception as e:
-        raise OptionError(f"--tokenizer {name}: cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                         "give a folder with tokenizer.json or a hub id in the local cache") from None
+        raise InputError(f"{name}: cannot load this tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         "give --tokenizer a folder with tokenizer.json or a hub id in the local cache") from None
 
     def count_hf(texts):
         ids = hf([tokenizable(t, len(t)) for t in texts], add_special_tokens=False, truncation=False)["input_ids"]
