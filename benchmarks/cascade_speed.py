@@ -41,7 +41,7 @@ def main() -> None:
 
     import phifilter.chunking
     from phifilter import EduClassifier
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     if a.threads:
         torch.set_num_threads(a.threads)

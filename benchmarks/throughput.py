@@ -186,7 +186,8 @@ def arm_naive(a) -> dict:
 def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shipped: bool = False) -> dict:
     from phifilter import score_shards
     from phifilter.classifier import EduClassifier
-    from phifilter.score import ScoreConfig, apply_throughput_options
+    from phifilter.scoring import ScoreConfig
+    from phifilter.scoring.model import apply_throughput_options
 
     cfg = ScoreConfig(device=a.device, max_length=a.max_length, quantize=quantize, dtype=dtype,
                       tokens_per_batch=a.tokens_per_batch, read_batch_rows=a.read_batch_rows)

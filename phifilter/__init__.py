@@ -25,6 +25,7 @@ _EXPORTS = {
     "Shard": "corpus",
     "find_shards": "corpus",
     "iter_batches": "corpus",
+    "EmbedConfig": "embcache",
     "EmbeddingCache": "embcache",
     "EmbedSummary": "embcache",
     "embed_shards": "embcache",
@@ -34,7 +35,9 @@ _EXPORTS = {
     "InputError": "errors",
     "ModelError": "errors",
     "OutputError": "errors",
+    "OptionError": "errors",
     "PhifilterError": "errors",
+    "EvalConfig": "evaluate",
     "EvalReport": "evaluate",
     "evaluate_model": "evaluate",
     "EnsembleScorer": "ensemble",
@@ -44,6 +47,8 @@ _EXPORTS = {
     "HFScorer": "foreign",
     "MeanPoolEmbedder": "hf_embed",
     "make_embedder": "hf_embed",
+    "AgreementConfig": "label",
+    "BackendConfig": "label",
     "LabelConfig": "label",
     "LabelSummary": "label",
     "compare_labels": "label",
@@ -63,6 +68,7 @@ _EXPORTS = {
     "score_shards": "scoring",
     "FilterSummary": "select",
     "filter_shards": "select",
+    "SuggestConfig": "suggest",
     "SuggestSummary": "suggest",
     "suggest": "suggest",
     "TrainConfig": "train",
@@ -74,22 +80,22 @@ if TYPE_CHECKING:  # static tools (IDEs, type checkers, docs) see the plain impo
     from .classifier import EduClassifier, default_model_path
     from .contamination import run_contamination
     from .corpus import Shard, find_shards, iter_batches
-    from .embcache import EmbeddingCache, EmbedSummary, embed_shards
+    from .embcache import EmbedConfig, EmbeddingCache, EmbedSummary, embed_shards
     from .embed import DEFAULT_EMBEDDER, Embedder
-    from .errors import InputError, ModelError, OutputError, PhifilterError
-    from .evaluate import EvalReport, evaluate_model
+    from .errors import InputError, ModelError, OptionError, OutputError, PhifilterError
+    from .evaluate import EvalConfig, EvalReport, evaluate_model
     from .ensemble import EnsembleScorer
     from .exclude import ExclusionSet, load_exclusions
     from .foreign import FastTextScorer, HFScorer
     from .hf_embed import MeanPoolEmbedder, make_embedder
-    from .label import LabelConfig, LabelSummary, compare_labels, label_file
+    from .label import AgreementConfig, BackendConfig, LabelConfig, LabelSummary, compare_labels, label_file
     from .pretrain import AblateConfig, run_ablation
     from .report import ReportConfig, ReportSummary, build_report
     from .sample import SampleConfig, SampleSummary, sample_shards
     from .scorerset import ScorerSet, build_ensemble
     from .scoring import ScoreConfig, ScoreSummary, score_shards
     from .select import FilterSummary, filter_shards
-    from .suggest import SuggestSummary, suggest
+    from .suggest import SuggestConfig, SuggestSummary, suggest
     from .train import TrainConfig, train_model
 
 

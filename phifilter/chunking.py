@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .defaults import MAX_CHUNKS
 from .embed import CHARS_PER_TOKEN_CAP, tokenizable
 
 # How an EduClassifier turns a document into what its head sees.
@@ -34,9 +35,9 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 def chunking_of(mode: str) -> str:
     """'truncate' or 'chunk': what the embedding pass must produce for ``mode``."""
     if mode not in DOC_MODES:
-        from .errors import InputError
+        from .errors import OptionError
 
-        raise InputError(f"--doc-mode {mode}: expected one of {', '.join(DOC_MODES)}")
+        raise OptionError(f"--doc-mode {mode}: expected one of {', '.join(DOC_MODES)}")
     return "truncate" if mode == "truncate" else "chunk"
 
 
@@ -238,7 +239,7 @@ def round_to_float16(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
-def layout_documents(embedder, texts: Sequence[str], chunking: str = "truncate", max_chunks: int = 8,
+def layout_documents(embedder, texts: Sequence[str], chunking: str = "truncate", max_chunks: int = MAX_CHUNKS,
                      kinds: Sequence[str] | None = None, count: bool = True):
     """What the embedder must read for ``texts``: (texts to embed, owning document per text,
     tokens per document before cutting, bool per document: text left unread).
@@ -277,7 +278,7 @@ def assemble(embedder, vectors: np.ndarray, layout, chunking: str, chunk_tokens:
     return DocEmbeddings(vectors, owner, tokens, np.asarray(doc_tokens, np.int64), chunking, np.asarray(cut, bool))
 
 
-def embed_documents(embedder, texts: Sequence[str], chunking: str = "truncate", max_chunks: int = 8,
+def embed_documents(embedder, texts: Sequence[str], chunking: str = "truncate", max_chunks: int = MAX_CHUNKS,
                     kinds: Sequence[str] | None = None, progress: bool = False,
                     count: bool = True, chunk_tokens: bool | None = None) -> DocEmbeddings:
     """Embed ``texts`` by ``chunking`` ('truncate' or 'chunk') with any embedder that has

@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from .chunking import DocEmbeddings
+from .defaults import EMBED_BATCH_SIZE, MAX_CHUNKS, MAX_LENGTH
 from .embed import Embedder
 from .errors import InputError, ModelError
 from .recipe import make_calibrator, make_score_map, parse_threshold_rule  # noqa: F401 (re-exported)
@@ -131,14 +132,14 @@ class EduClassifier:
         class_weight: str | None = "balanced_subsample",
         positive_threshold: int = 3,
         threshold: float | str = 0.5,
-        max_length: int = 256,
+        max_length: int = MAX_LENGTH,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = EMBED_BATCH_SIZE,
         n_jobs: int | None = -1,
         random_state: int | None = 0,
         head: str = "forest",
         doc_mode: str = "truncate",
-        max_chunks: int = 8,
+        max_chunks: int = MAX_CHUNKS,
         calibrate: bool = False,
         C: float = 0.005,
         features: str = "mean",
@@ -449,7 +450,7 @@ class EduClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, embedder: str | os.PathLike | None = None,
-             device: str = "auto", batch_size: int = 64, max_length: int | None = None,
+             device: str = "auto", batch_size: int = EMBED_BATCH_SIZE, max_length: int | None = None,
              embedder_revision: str | None = None, embedder_sha256: dict[str, str] | None = None) -> "EduClassifier":
         """Load a model folder (None: the bundled default). Refuses foreign or tampered folders.
 

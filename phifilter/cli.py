@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from . import __version__
+from . import __version__, defaults
 from .errors import OptionError, PhifilterError
 
 
@@ -198,6 +198,43 @@ def _sha256_pins(ctx, param, values):
     return parse_sha256_pins(values)
 
 
+def _price(ctx, param, value):
+    """--price-per-mtok PRICE or PROMPT,COMPLETION -> (prompt, completion) dollars, or None."""
+    from .label.annotate import parse_price
+
+    return parse_price(value)
+
+
+def _tokens(ctx, param, value):
+    """ablate --tokens 2.8M -> 2_800_000, or None (the preset's)."""
+    from .pretrain.config import parse_tokens
+
+    return parse_tokens(value) if value else None
+
+
+def _arms(ctx, param, value):
+    """A comma-separated list -> a tuple: ablate --arms 'filtered,random' -> ('filtered', 'random')
+    (also --similarity-methods)."""
+    return tuple(a.strip() for a in value.split(",") if a.strip())
+
+
+def _overrides(ctx, param, values):
+    """ablate --set KEY=VALUE (repeatable) -> {key: value}."""
+    from .pretrain.config import parse_overrides
+
+    return parse_overrides(values)
+
+
+def _eval_output(ctx, param, value):
+    """evaluate -o, by default eval-LABELS_STEM/ in the working folder (LABELS is read first:
+    click reads the arguments given before the options left at their defaults)."""
+    if value is not None:
+        return value
+    from .evaluate import default_output_dir
+
+    return default_output_dir(ctx.params["labels"])
+
+
 def _storage_options(ctx, param, value):
     """--storage-options JSON -> handed to every fsspec filesystem this command opens."""
     from .location import parse_storage_options
@@ -334,7 +371,7 @@ def main(ctx, verbose, quiet):
 @text_column_option
 @score_column_option("Name of the added score column.")
 @device_option
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Documents per embedder forward pass.")
+@click.option("--batch-size", default=defaults.EMBED_BATCH_SIZE, show_default=True, type=click.IntRange(1), help="Documents per embedder forward pass.")
 @click.option("--read-batch-rows", default=None, type=click.IntRange(1),
               help="Rows per Arrow batch read (and output row group). Default: 2048; 2048 / max chunks for a chunking model.")
 @click.option("--max-length", default=None, type=click.IntRange(8), help="Tokens read per document (default: the model's).")
@@ -428,7 +465,7 @@ def status(output, inputs, score_column, as_json):
 @click.option("--min-samples-leaf", default=3, show_default=True, type=click.IntRange(1), help="Smallest leaf of each tree.")
 @click.option("--cv-folds", default=5, show_default=True, type=click.IntRange(0), help="Cross-validation folds (0: none).")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2).")
-@click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
+@click.option("--max-length", default=defaults.MAX_LENGTH, show_default=True, type=click.IntRange(8), help="Tokens read per document.")
 @embedder_pin_options
 @device_option
 @seed_option("Seed for folds and forest.", "--random-state", "--seed", dest="random_state")
@@ -446,7 +483,7 @@ def status(output, inputs, score_column, as_json):
 @click.option("--doc-mode", type=click.Choice(["truncate", "chunk-mean", "chunk-weighted", "chunk-score-mean", "chunk-score-max"]),
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
-@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
+@click.option("--max-chunks", default=defaults.MAX_CHUNKS, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
 @click.option("--features", default="mean", show_default=True, metavar="PARTS",
               help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
                    "e.g. mean+first.")
@@ -501,18 +538,18 @@ def train(labels, output, recipe, lexical, lexical_labels, quiet, **options):
 @inputs_argument
 @output_option("Embeddings folder to write.")
 @click.option("--embedder", default=None, help="sentence-transformers name or folder, or mean-pool:FOLDER (default: all-MiniLM-L6-v2).")
-@click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens per document or chunk.")
+@click.option("--max-length", default=defaults.MAX_LENGTH, show_default=True, type=click.IntRange(8), help="Tokens per document or chunk.")
 @click.option("--chunking", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
               help="One embedding per document (truncated), or one per chunk (for the chunk-* --doc-mode).")
-@click.option("--max-chunks", default=8, show_default=True, type=click.IntRange(1), help="Chunks kept per document.")
+@click.option("--max-chunks", default=defaults.MAX_CHUNKS, show_default=True, type=click.IntRange(1), help="Chunks kept per document.")
 @text_column_option
 @click.option("--id-column", default="id", show_default=True, help="Document id column (absent: SHA-1 of the text).")
 @device_option
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
+@click.option("--batch-size", default=defaults.EMBED_BATCH_SIZE, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
 @storage_options_option
 @stats_json_option
-def embed(inputs, output, quiet, **options):
+def embed(inputs, output, quiet, stats_json, **options):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
     train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
@@ -523,15 +560,16 @@ def embed(inputs, output, quiet, **options):
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
     """
-    from .embcache import embed_corpus
+    from .embcache import EmbedConfig, embed_corpus
 
-    echo_summary(embed_corpus(list(inputs), output, progress=not quiet, **options), quiet)
+    cfg = EmbedConfig(**options)
+    echo_summary(embed_corpus(list(inputs), output, cfg, progress=not quiet, stats_json=stats_json), quiet)
 
 
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("labels", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default=None, type=OutputPath(file_okay=False),
+@click.option("-o", "--output", default=None, type=OutputPath(file_okay=False), callback=_eval_output,
               help="Folder for metrics.json, pr_curve.png and calibration.png (default: eval-LABELS_STEM/).")
 @text_column_option
 @label_column_option
@@ -553,9 +591,10 @@ def evaluate(model, labels, output, as_json, quiet, **options):
       phifilter evaluate my-model/ heldout-labels.parquet -o eval/
     """
     echo_start("evaluating", quiet)
-    from .evaluate import default_output_dir, evaluate_model
+    from .evaluate import EvalConfig, evaluate_model
 
-    report = evaluate_model(model, labels, output or default_output_dir(labels), progress=not quiet, **options)
+    cfg = EvalConfig(**options)
+    report = evaluate_model(model, labels, output, cfg, progress=not quiet)
     echo_json_or_text(report.to_dict, report, as_json, quiet=quiet)
 
 
@@ -581,9 +620,10 @@ def suggest(model, inputs, output, quiet, **options):
       phifilter suggest my-model/ data/shards/ -n 500 -o next.parquet
       phifilter label next.parquet -o next-labels.parquet --model gpt-4o-mini
     """
-    from .suggest import suggest as run_suggest
+    from .suggest import SuggestConfig, suggest as run_suggest
 
-    echo_summary(run_suggest(model, list(inputs), output, progress=not quiet, **options), quiet)
+    cfg = SuggestConfig(**options)
+    echo_summary(run_suggest(model, list(inputs), output, cfg, progress=not quiet), quiet)
 
 
 @main.command(name="filter")
@@ -747,13 +787,12 @@ def sample(inputs, output, exclude, stats_json, quiet, **options):
               help="Answer cache (SQLite; default: OUTPUT stem + .cache.sqlite). On a store (s3://...) a local "
                    "copy is used, locked and published back.")
 @click.option("--dry-run", is_flag=True, help="Print requests, estimated tokens and cost; send nothing.")
-@click.option("--price-per-mtok", default=None, help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
+@click.option("--price-per-mtok", default=None, callback=_price,
+              help="Dollars per million tokens for --dry-run: PRICE or PROMPT,COMPLETION.")
 @quiet_option
 @storage_options_option
 @stats_json_option
-def label(input, output, backend, base_url, model, api_key_env, rubric, text_column, domain_column, prompt_style, max_chars,
-          concurrency, timeout, retries, retry_delay, max_requests, temperature, max_tokens, repair, batch_size, seed,
-          threads, max_context, device, cache, dry_run, price_per_mtok, quiet, stats_json):
+def label(input, output, quiet, stats_json, **options):
     """Rate each document's educational value 0-5 with an LLM (resumable, cached).
 
     Every answer is cached as it arrives (keyed by document, rubric and model), so a rerun
@@ -770,20 +809,12 @@ def label(input, output, backend, base_url, model, api_key_env, rubric, text_col
       phifilter label seed.parquet -o labels.parquet --backend transformers --model ./my-llm/ --device cuda
       phifilter label seed.parquet -o labels.parquet --backend transformers --model SmolLM2-135M-Instruct.Q4_1.gguf --repair
     """
-    from .label.annotate import LabelConfig, label_file, parse_price
-    from .label.backends import backend_factory, prompt_style_for
+    from .label.annotate import LabelConfig, label_file
 
-    cfg = LabelConfig(text_column=text_column, rubric=rubric, domain_column=domain_column, max_chars=max_chars,
-                      cache=cache, max_requests=max_requests, retries=retries, retry_delay=retry_delay,
-                      dry_run=dry_run, price_per_mtok=parse_price(price_per_mtok), repair=repair,
-                      prompt_style=prompt_style_for(backend, prompt_style))
-    make, model_id = backend_factory(backend, model, base_url=base_url, api_key_env=api_key_env, dry_run=dry_run,
-                                     timeout=timeout, concurrency=concurrency, temperature=temperature,
-                                     max_tokens=max_tokens, device=device, batch_size=batch_size, seed=seed,
-                                     threads=threads, max_context=max_context)
-    summary = label_file(input, output, make, cfg, model_id=model_id, progress=not quiet,
-                         echo=lambda line: click.echo(line, err=True), stats_json=stats_json)
-    if dry_run or not quiet:
+    cfg = LabelConfig.from_options(**options)
+    summary = label_file(input, output, config=cfg, progress=not quiet, echo=lambda line: click.echo(line, err=True),
+                         stats_json=stats_json)
+    if cfg.dry_run or not quiet:
         click.echo(str(summary))
 
 
@@ -805,9 +836,9 @@ def agreement(a, b, as_json, **options):
       phifilter agreement labels-gpt4o.parquet labels-qwen.parquet
       phifilter agreement data/seed/edu_seed.parquet labels.parquet --score-column-a score
     """
-    from .label.agreement import compare_labels
+    from .label.agreement import AgreementConfig, compare_labels
 
-    result = compare_labels(a, b, **options)
+    result = compare_labels(a, b, AgreementConfig(**options))
     echo_json_or_text(result.to_dict, result, as_json)
 
 
@@ -917,14 +948,16 @@ def contamination(inputs, output, eval_files, no_shipped, methods, max_chunks, b
                "data and checkpoints stay in a local folder in phifilter's cache.")
 @click.option("--preset", type=click.Choice(["micro", "tiny", "small", "base"]), default="tiny", show_default=True,
               help="Model size: micro (seconds), tiny (minutes on a CPU), small, base (~100M, GPU).")
-@click.option("--tokens", default=None, help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
+@click.option("--tokens", default=None, callback=_tokens,
+              help="Training tokens per run, e.g. 2.8M or 50M (default: the preset's).")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Runs per arm.")
 @seed_option("First seed.", "--seed", "--random-state")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Filtered arm: edu_score at or above this [default: 0.5].")
 @click.option("--top-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Filtered arm: the best documents holding this share of the tokens.")
-@click.option("--arms", default="filtered,random,unfiltered", show_default=True, help="Comma-separated arms to run.")
+@click.option("--arms", default="filtered,random,unfiltered", show_default=True, callback=_arms,
+              help="Comma-separated arms to run.")
 @click.option("--eval-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with HumanEval.jsonl.gz and mbpp.jsonl (default: the copies shipped with phifilter).")
 @click.option("--val-fraction", default=0.02, show_default=True, type=float, help="Documents held out for validation.")
@@ -938,7 +971,7 @@ def contamination(inputs, output, eval_files, no_shipped, methods, max_chunks, b
 @device_option
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="torch CPU threads (default: one per core; 1 is often faster on a busy machine).")
-@click.option("--no-compile", is_flag=True, help="Do not torch.compile on CUDA.")
+@click.option("--no-compile", "compile", is_flag=True, flag_value=False, default=True, help="Do not torch.compile on CUDA.")
 @click.option("--note", default=None, help="A sentence to print at the top of the report.")
 @click.option("--prune-similar", "prune_similar", multiple=True, type=click.FloatRange(0, 1, max_open=True),
               metavar="TAU", help="Also train every arm without the documents whose max_similarity to a HumanEval/MBPP "
@@ -946,17 +979,15 @@ def contamination(inputs, output, eval_files, no_shipped, methods, max_chunks, b
 @click.option("--similarity-from", type=click.Path(exists=True), default=None, metavar="DIR",
               help="Take max_similarity from this `phifilter contamination` output of the same inputs "
                    "(default: measured here, cached in the data folder).")
-@click.option("--similarity-methods", default="syntax", show_default=True,
+@click.option("--similarity-methods", default="syntax", show_default=True, callback=_arms,
               help="How ablate measures max_similarity itself: syntax, embedding or both, comma-separated "
                    "(embedding costs ~2 CPU-seconds a document; on a CPU prefer an audit: --similarity-from).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=_overrides,
               help="Override a model or loop setting of the preset, e.g. --set lr=1e-3 --set n_layer=2.")
 @storage_options_option
 @stats_json_option
 @quiet_option
-def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction, arms, eval_dir, val_fraction,
-           pass_samples, pass_problems, max_new_tokens, temperature, text_column, score_column, device, threads,
-           no_compile, note, prune_similar, similarity_from, similarity_methods, overrides, stats_json, quiet):
+def ablate(inputs, output, stats_json, quiet, **options):
     """Train small GPTs on filtered, random and unfiltered data and report which is better.
 
     INPUTS are scored shards (from `phifilter score`). The filtered arm keeps documents above
@@ -972,19 +1003,10 @@ def ablate(inputs, output, preset, tokens, seeds, seed, threshold, top_fraction,
       phifilter ablate data/scored/ -o reports/gpu/ --preset small --tokens 200M --top-fraction 0.3
     """
     from .pretrain.ablate import run_ablation
-    from .pretrain.config import AblateConfig, parse_overrides, parse_tokens
     from .pretrain.ablation_report import command_line, verdict
+    from .pretrain.config import AblateConfig
 
-    cfg = AblateConfig(
-        preset=preset, tokens=parse_tokens(tokens) if tokens else None, seeds=seeds, seed=seed,
-        threshold=threshold, top_fraction=top_fraction,
-        arms=tuple(a.strip() for a in arms.split(",") if a.strip()), text_column=text_column,
-        score_column=score_column, eval_dir=eval_dir, val_fraction=val_fraction, pass_samples=pass_samples,
-        pass_problems=pass_problems, max_new_tokens=max_new_tokens, temperature=temperature, device=device,
-        threads=threads, compile=not no_compile, overrides=parse_overrides(overrides), note=note,
-        prune_similar=tuple(prune_similar), similarity_from=similarity_from,
-        similarity_methods=tuple(m.strip() for m in similarity_methods.split(",") if m.strip()),
-    )
+    cfg = AblateConfig(**options)
     results = run_ablation(list(inputs), output, cfg, progress=not quiet, command=command_line(), stats_json=stats_json)
     if not quiet:
         click.echo(verdict(results).replace("**", ""))

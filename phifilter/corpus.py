@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -26,15 +25,13 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import InputError, OutputError
-from .location import (RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_url, protocol_of,
-                       store_error)
+from .location import (RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_glob, is_url,
+                       protocol_of, store_error)
 from .atomic import commit, output_error, temp_path_for, write_json, write_remote_atomically
 from .objstore import LOCK_NAME, RemoteLock, publish
 
-GLOB_CHARS = set("*?[")
 PARTIAL_MARK = ".partial"
 PARTIAL_FORMAT = "phifilter-partial-1"
-FINGERPRINT_TAIL_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def _is_folder_shard(path, folder) -> bool:
 def _expand_remote(spec: str) -> tuple[RemotePath, list[RemotePath]]:
     loc = RemotePath(spec)
     try:
-        if any(c in GLOB_CHARS for c in spec):
+        if is_glob(spec):
             root = RemotePath(glob_root(spec))
             files = root.glob(loc.path[len(root.path):].lstrip("/"))
             files = [f for f in files if f.is_file() and not _is_hidden(f.relative_to(root))]
@@ -133,8 +130,8 @@ def _expand(spec: str) -> tuple[Path, list[Path]]:
     if is_url(spec) and not spec.startswith("file://"):
         return _expand_remote(spec)
     spec = os.fspath(as_location(spec))
-    if any(c in GLOB_CHARS for c in spec):
-        root = Path(glob_root(spec) or ".")  # the one glob root (location.glob_root)
+    if is_glob(spec):
+        root = Path(glob_root(spec))
         files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
         files = [f for f in files if not _is_hidden(f.relative_to(root))]
         if not files:
@@ -234,7 +231,7 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
     for spec in inputs:
         spec = str(spec) if isinstance(spec, RemotePath) else os.fspath(spec)
         if is_url(spec) and not spec.startswith("file://"):
-            if any(c in GLOB_CHARS for c in spec):
+            if is_glob(spec):
                 roots.append((RemotePath(glob_root(spec)), "**" in spec))
             else:
                 loc = RemotePath(spec)
@@ -242,8 +239,8 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
             continue
         spec = os.fspath(as_location(spec))
         path = Path(spec)
-        if any(c in GLOB_CHARS for c in spec):
-            roots.append((Path(glob_root(spec) or "."), "**" in spec))
+        if is_glob(spec):
+            roots.append((Path(glob_root(spec)), "**" in spec))
         elif path.is_dir():
             roots.append((path, True))
         else:
@@ -612,26 +609,6 @@ class OutputLock:
                 os.unlink(self.folder / self.name)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
-
-
-def input_fingerprint(path: str | os.PathLike) -> dict:
-    """Size, mtime and a hash of the last 64 KiB (the Parquet footer) of an input file.
-
-    Cheap to compute for any file size, and any rewrite of a Parquet file changes its footer
-    (row group offsets, statistics), so checkpoints of a changed input are never reused.
-    """
-    path = as_location(path)
-    if isinstance(path, RemotePath):
-        info = path.info()
-        size = int(info["size"])
-        tail = hashlib.sha256(path.fs.cat_file(path.path, start=max(0, size - FINGERPRINT_TAIL_BYTES), end=size))
-        stamp = str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "")
-        return {"size": size, "mtime_ns": stamp, "tail_sha256": tail.hexdigest()}
-    st = path.stat()
-    with open(path, "rb") as f:
-        f.seek(max(0, st.st_size - FINGERPRINT_TAIL_BYTES))
-        tail = hashlib.sha256(f.read()).hexdigest()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "tail_sha256": tail}
 
 
 def partial_dir_for(path: str | os.PathLike) -> Path:

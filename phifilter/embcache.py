@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from .atomic import remove_stale_temporaries
+from .defaults import EMBED_BATCH_SIZE, MAX_CHUNKS, MAX_LENGTH
 from .hashing import document_ids, text_hash
 from .chunking import DocEmbeddings, embed_documents
 from .corpus import (
@@ -180,7 +181,7 @@ def check_embed_inputs(inputs, output_dir, text_column: str = "text"):
     return shards, out_dir
 
 
-def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = 8,
+def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = MAX_CHUNKS,
                  text_column: str = "text", id_column: str | None = "id", read_batch_rows: int = 2048,
                  progress: bool = False, stats_json: str | os.PathLike | None = None) -> EmbedSummary:
     """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept).
@@ -242,17 +243,35 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
     return summary
 
 
-def embed_corpus(inputs, output_dir, embedder: str | None = None, device: str = "auto", max_length: int = 256,
-                 batch_size: int = 64, id_column: str | None = "id", text_column: str = "text",
-                 **options) -> EmbedSummary:
-    """`phifilter embed`: check the inputs, load ``embedder`` (a name or folder, see
-    :func:`~phifilter.hf_embed.make_embedder`) and write the sidecars (:func:`embed_shards`
-    takes the other ``options``). An empty ``id_column`` means ids are hashes of the text."""
+@dataclass
+class EmbedConfig:
+    """Options of `phifilter embed`."""
+
+    embedder: str | None = None  # a name or folder (see hf_embed.make_embedder); None: the default
+    device: str = "auto"
+    max_length: int = MAX_LENGTH
+    batch_size: int = EMBED_BATCH_SIZE
+    chunking: str = "truncate"  # or "chunk": one embedding per chunk
+    max_chunks: int = MAX_CHUNKS
+    text_column: str = "text"
+    id_column: str | None = "id"  # empty or None: ids are hashes of the text
+    read_batch_rows: int = 2048
+
+
+def embed_corpus(inputs, output_dir, config: EmbedConfig | None = None, progress: bool = False,
+                 stats_json: str | os.PathLike | None = None, **options) -> EmbedSummary:
+    """`phifilter embed`: check the inputs, load the embedder and write the sidecars
+    (:func:`embed_shards`). ``options`` (device=..., chunking=...) override fields of ``config``."""
+    import dataclasses
+
     from .hf_embed import make_embedder
 
-    check_embed_inputs(inputs, output_dir, text_column)  # in its first second, not after loading the model
-    emb = make_embedder(embedder, device=device, max_length=max_length, batch_size=batch_size)
-    return embed_shards(inputs, output_dir, emb, text_column=text_column, id_column=id_column or None, **options)
+    cfg = dataclasses.replace(config or EmbedConfig(), **options)
+    check_embed_inputs(inputs, output_dir, cfg.text_column)  # in its first second, not after loading the model
+    emb = make_embedder(cfg.embedder, device=cfg.device, max_length=cfg.max_length, batch_size=cfg.batch_size)
+    return embed_shards(inputs, output_dir, emb, chunking=cfg.chunking, max_chunks=cfg.max_chunks,
+                        text_column=cfg.text_column, id_column=cfg.id_column or None,
+                        read_batch_rows=cfg.read_batch_rows, progress=progress, stats_json=stats_json)
 
 
 @dataclass

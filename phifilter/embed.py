@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .defaults import EMBED_BATCH_SIZE, MAX_LENGTH
 from .devices import resolve_device
 from .errors import ModelError, OptionError
 from .hashing import sha256_file
@@ -160,8 +161,8 @@ class Embedder:
         self,
         model: str | os.PathLike | None = None,
         device: str = "auto",
-        max_length: int = 256,
-        batch_size: int = 64,
+        max_length: int = MAX_LENGTH,
+        batch_size: int = EMBED_BATCH_SIZE,
         dtype: str = "auto",
         revision: str | None = None,
         sha256: dict[str, str] | None = None,
@@ -227,11 +228,6 @@ class Embedder:
         }
 
     # -- loading ----------------------------------------------------------------------------
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the model weights are in memory (options like dtype can no longer change)."""
-        return self._st is not None
 
     def _local_folder(self) -> Path | None:
         if self.model is None or str(self.model) == DEFAULT_EMBEDDER:
@@ -463,9 +459,9 @@ def _int8_linear_layers(st, mode: str, device: str):
     import torch
 
     if mode != "int8":
-        raise ModelError(f"--quantize {mode}: expected int8")
+        raise OptionError(f"--quantize {mode}: expected int8")
     if device != "cpu":
-        raise ModelError(f"--quantize int8 runs on the CPU only, not on {device}; use --device cpu or drop --quantize")
+        raise OptionError(f"--quantize int8 runs on the CPU only, not on {device}; use --device cpu or drop --quantize")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao

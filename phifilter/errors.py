@@ -41,7 +41,8 @@ class OptionError(InputError):
 
 
 def error_class(name: str) -> type[PhifilterError]:
-    """The error class named ``name`` (how a worker process's error crosses back to the parent:
-    by name, since exceptions of every kind do not pickle), PhifilterError when unknown."""
-    known = {cls.__name__: cls for cls in (PhifilterError, InputError, ModelError, OutputError)}
-    return known.get(name, PhifilterError)
+    """The error class named ``name``: what crosses a process boundary (a --devices worker, a
+    Ray task) is an error's class name and message, since exceptions of every kind do not
+    pickle; the parent raises the same class again (an unknown name: PhifilterError)."""
+    known = (PhifilterError, InputError, ModelError, OutputError, StoreError, OptionError)
+    return {cls.__name__: cls for cls in known}.get(name, PhifilterError)

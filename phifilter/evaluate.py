@@ -169,12 +169,32 @@ def default_output_dir(labels) -> str:
     return f"eval-{Path(labels).stem}"
 
 
-def evaluate_model(model, labels, output_dir=None, text_column: str = "text", score_column: str | None = None,
-                   embeddings: str | None = None, id_column: str = "id", n_bootstrap: int = 1000, seed: int = 0,
-                   device: str = "auto", progress: bool = False) -> EvalReport:
-    """Score ``labels`` with ``model`` (folder or None for the bundled one) and measure agreement."""
+@dataclass
+class EvalConfig:
+    """Options of `phifilter evaluate`."""
+
+    text_column: str = "text"
+    score_column: str | None = None  # None: llm_score, else score
+    embeddings: str | None = None  # an embedding cache from `phifilter embed`
+    id_column: str = "id"  # what the embedding cache is keyed by
+    n_bootstrap: int = 1000  # resamples for the 95% confidence intervals (0: none)
+    seed: int = 0  # of the bootstrap
+    device: str = "auto"
+
+
+def evaluate_model(model, labels, output_dir=None, config: EvalConfig | None = None, progress: bool = False,
+                   **options) -> EvalReport:
+    """Score ``labels`` with ``model`` (folder or None for the bundled one) and measure agreement;
+    with ``output_dir``, write the metrics and plots there. ``options`` (n_bootstrap=..., seed=...)
+    override fields of ``config``."""
+    import dataclasses
+
     from .classifier import EduClassifier, cached_doc_embeddings
     from .train import TrainConfig, read_labels
+
+    cfg = dataclasses.replace(config or EvalConfig(), **options)
+    text_column, score_column, embeddings, id_column = cfg.text_column, cfg.score_column, cfg.embeddings, cfg.id_column
+    n_bootstrap, seed, device = cfg.n_bootstrap, cfg.seed, cfg.device
 
     if output_dir is not None:  # before the model loads: a foreign or read-only folder fails now
         from .outputs import claim_folder, named

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .chunking import DocEmbeddings, chunking_of, embed_documents, round_to_float16
+from .defaults import MAX_CHUNKS
 from .errors import ModelError
 
 # Parts of a document's feature vector (``features="mean+first"``); all but "mean" need a
@@ -39,7 +40,7 @@ def blank_mask(texts: Sequence[str]) -> np.ndarray:
 class Featurizer:
     """Embedder output -> one feature row per document (or per chunk for the chunk-score modes)."""
 
-    def __init__(self, doc_mode: str = "truncate", max_chunks: int = 8, features: str = "mean"):
+    def __init__(self, doc_mode: str = "truncate", max_chunks: int = MAX_CHUNKS, features: str = "mean"):
         self.doc_mode = doc_mode
         self.max_chunks = max_chunks
         self.features = features

@@ -8,10 +8,11 @@
   hex digits of its SHA-256).
 * :func:`document_ids`: the ids that embeddings are stored under: the id column where there is
   one, else ``sha1:`` and the text's SHA-1.
-* :func:`sha256_file`: the SHA-256 of a file (model parts, embedder files).
+* :func:`sha256_file`: the SHA-256 of a file or of a byte range of it, local or on a store
+  (model parts, embedder files, eval sets, input fingerprints).
 
-Fingerprints of whole inputs (:func:`phifilter.corpus.input_fingerprint`) and of a labelled set
-are hashes of many things at once and live with what they describe.
+The fingerprint of a whole input (:func:`phifilter.provenance.fingerprint`) and of a labelled
+set are hashes of many things at once and live with what they describe.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import os
 from typing import Sequence
+
+_BLOCK = 1 << 20
 
 
 def text_hash(text: str, algorithm: str = "sha256") -> str:
@@ -41,10 +44,20 @@ def document_ids(table_or_batch, id_column: str | None, texts: Sequence[str]) ->
     return ["sha1:" + text_hash(t, "sha1") for t in texts]
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
+def sha256_file(path: str | os.PathLike, start: int = 0, length: int | None = None) -> str:
+    """SHA-256 of a file (a path, or a ``RemotePath`` read through its store), read in 1 MiB
+    blocks; with ``start``/``length``, of that byte range only."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+    opener = getattr(path, "open", None)  # a Path or RemotePath; a str is opened here
+    with (opener("rb") if opener is not None else open(path, "rb")) as f:
+        if start:
+            f.seek(start)
+        left = length
+        while left is None or left > 0:
+            block = f.read(_BLOCK if left is None else min(_BLOCK, left))
+            if not block:
+                break
             h.update(block)
+            if left is not None:
+                left -= len(block)
     return h.hexdigest()

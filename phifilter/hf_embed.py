@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .defaults import EMBED_BATCH_SIZE, MAX_LENGTH
 from .devices import resolve_device
 from .embed import Embedder, file_hashes, verify_hashes
 from .errors import ModelError
@@ -25,7 +26,7 @@ from .errors import ModelError
 PREFIX = "mean-pool:"
 
 
-def make_embedder(spec, device: str = "auto", max_length: int = 256, batch_size: int = 64):
+def make_embedder(spec, device: str = "auto", max_length: int = MAX_LENGTH, batch_size: int = EMBED_BATCH_SIZE):
     """``mean-pool:FOLDER`` -> :class:`MeanPoolEmbedder`; anything else -> a sentence-transformers
     :class:`~phifilter.embed.Embedder`."""
     if spec is not None and str(spec).startswith(PREFIX):
@@ -43,8 +44,8 @@ class MeanPoolEmbedder:
     sha256 : optional pinned hashes ({file: hex}) checked before loading.
     """
 
-    def __init__(self, model: str | os.PathLike, device: str = "auto", max_length: int = 256,
-                 batch_size: int = 64, sha256: dict[str, str] | None = None):
+    def __init__(self, model: str | os.PathLike, device: str = "auto", max_length: int = MAX_LENGTH,
+                 batch_size: int = EMBED_BATCH_SIZE, sha256: dict[str, str] | None = None):
         self.model = model
         self.device = device
         self.max_length = max_length

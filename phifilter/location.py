@@ -79,7 +79,7 @@ def set_storage_options(options: dict | None) -> None:
     """
     global _STORAGE_OPTIONS
     if options is not None and not isinstance(options, dict):
-        raise InputError("--storage-options: expected a JSON object, e.g. '{\"anon\": true}'")
+        raise OptionError("--storage-options: expected a JSON object, e.g. '{\"anon\": true}'")
     _STORAGE_OPTIONS = dict(options or {})
     _filesystem_cache.clear()
 
@@ -487,20 +487,42 @@ class RemotePath:
         self.fs.invalidate_cache(dest.parent.path)
 
 
+GLOB_CHARS = frozenset("*?[")
+
+
+def is_glob(spec: str) -> bool:
+    """Whether an input spec (a path or URL) holds a wildcard."""
+    return any(c in GLOB_CHARS for c in str(spec))
+
+
 def glob_root(spec: str) -> str:
-    """The part of a glob before its first wildcard component (the folder names are relative to)."""
+    """The part of a glob (a path or URL) before its first wildcard component: the folder its
+    matches' output names are relative to (``"."`` for a relative glob with none)."""
     head, parts = ("", spec)
     if is_url(spec):
         protocol, _, parts = spec.partition("://")
         head = protocol + "://"
     fixed = []
     for part in parts.split("/"):
-        if any(c in "*?[" for c in part):
+        if is_glob(part):
             break
         fixed.append(part)
-    return head + "/".join(fixed)
+    root = "/".join(fixed)
+    if not head and not root:
+        root = "/" if spec.startswith("/") else "."
+    return head + root
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("PHIFILTER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or
                                                                 Path.home() / ".cache") / "phifilter")
+
+
+def cache_folder(kind: str, url, version: str | None = None) -> Path:
+    """The local folder phifilter keeps for the URL ``url`` (a label cache's working copy, an
+    ablation's working folder, a downloaded model): ``<cache>/<kind>/<16 hex of the URL's
+    SHA-256>``, with ``-<version>`` appended when given (a copy made per version of the files)."""
+    from .hashing import text_hash
+
+    key = text_hash(str(url))[:16]
+    return cache_root() / kind / (f"{key}-{version}" if version else key)

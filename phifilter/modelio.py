@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .defaults import MAX_LENGTH
 from .embed import DEFAULT_EMBEDDER
 from .errors import ModelError
 from .heads import HEADS, make_head
@@ -125,7 +126,7 @@ def load_classifier(cls, path: str | os.PathLike | None = None, embedder: str | 
         embedder=embedder if embedder is not None else info.get("source"),
         device=device,
         batch_size=batch_size,
-        max_length=max_length or info.get("max_length") or params.get("max_length", 256),
+        max_length=max_length or info.get("max_length") or params.get("max_length", MAX_LENGTH),
     )
     head_names = {v: k for k, v in HEADS.items()}
     if meta.get("head") not in head_names:

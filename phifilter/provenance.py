@@ -37,33 +37,18 @@ Stable API (other modules build on it; add, do not change):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .hashing import sha256_file
+
 RECORD_KEY = b"phifilter.run"
 RECORD_FORMAT = "phifilter-run-1"
 FULL_HASH_BYTES = 64 << 20  # hashing 64 MiB costs ~0.1 s, negligible next to scoring it
 _PARQUET_MAGIC = b"PAR1"
-_CHUNK = 1 << 20
-
-
-def _sha256_of(path: Path, start: int = 0, length: int | None = None) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:  # a Path or a RemotePath
-        f.seek(start)
-        left = length
-        while left is None or left > 0:
-            block = f.read(_CHUNK if left is None else min(_CHUNK, left))
-            if not block:
-                break
-            h.update(block)
-            if left is not None:
-                left -= len(block)
-    return h.hexdigest()
 
 
 def fingerprint(path: str | os.PathLike) -> dict:
@@ -87,8 +72,8 @@ def fingerprint(path: str | os.PathLike) -> dict:
             tail = f.read(8)
         footer_len = int.from_bytes(tail[:4], "little")
         if tail[4:] == _PARQUET_MAGIC and 0 < footer_len <= size - 12:
-            return {"size": size, "footer_sha256": _sha256_of(path, size - 8 - footer_len, footer_len + 8)}
-    return {"size": size, "sha256": _sha256_of(path)}
+            return {"size": size, "footer_sha256": sha256_file(path, size - 8 - footer_len, footer_len + 8)}
+    return {"size": size, "sha256": sha256_file(path)}
 
 
 def file_hashes(source: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str, str]:
@@ -97,7 +82,7 @@ def file_hashes(source: str | os.PathLike | Iterable[str | os.PathLike]) -> dict
         files = sorted(p for p in Path(source).iterdir() if p.is_file() and not p.name.startswith("."))
     else:
         files = [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(p) for p in source]
-    return {p.name: _sha256_of(p) for p in files}
+    return {p.name: sha256_file(p) for p in files}
 
 
 def model_identity(hashes: Mapping[str, str] | None = None, **options) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .atomic import temp_path_for
 from .errors import InputError
-from .location import RemotePath, as_location, cache_root
+from .location import RemotePath, as_location, cache_folder
 
 
 def local_folder(spec) -> Path:
@@ -38,7 +38,7 @@ def local_folder(spec) -> Path:
     for name in sorted(listing):
         info = listing[name]
         version.update(f"{name}\0{info.get('size')}\0{info.get('ETag') or info.get('blob_id') or info.get('mtime') or info.get('LastModified')}\n".encode())
-    target = cache_root() / "remote" / f"{hashlib.sha256(str(loc).encode()).hexdigest()[:16]}-{version.hexdigest()[:16]}"
+    target = cache_folder("remote", loc, version.hexdigest()[:16])
     single = len(listing) == 1 and next(iter(listing)).rstrip("/") == loc.path.rstrip("/")
     result = target / posixpath.basename(loc.path) if single else target  # one file: its copy
     if target.is_dir():

@@ -46,7 +46,7 @@ from .corpus import (
     rows_from_batch,
     texts_from_array,
 )
-from .errors import InputError, OutputError
+from .errors import InputError, OptionError, OutputError
 from .hashing import document_id
 from .location import as_location, is_url
 
@@ -277,17 +277,10 @@ def sample_shards(
     """
     import time
 
-    from tqdm.auto import tqdm
-
     from .exclude import load_exclusions
 
     cfg = config or SampleConfig()
-    if cfg.n < 1:
-        raise InputError("-n must be at least 1")
-    if cfg.allocation not in ("proportional", "equal"):
-        raise InputError(f"allocation must be 'proportional' or 'equal', not '{cfg.allocation}'")
-    if cfg.max_chars is not None and cfg.max_chars < 1:
-        raise InputError("--max-chars must be at least 1")
+    _check_config(cfg)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [os.fspath(i) for i in inputs]
@@ -304,40 +297,11 @@ def sample_shards(
     summary = SampleSummary(output=str(output), shards=len(shards))
     began = time.perf_counter()
     summary.exclusion_items = len(exclusions) if exclusions else 0
-    reservoirs: dict[str, _Reservoir] = {}
-    total_rows = sum(open_parquet(s.path).metadata.num_rows for s in shards)
-    bar = tqdm(total=total_rows, unit="doc", desc="sampling", disable=not progress)
+    reservoirs = _read_shards(shards, cfg, exclusions, summary, progress)
+    chosen = _draw(reservoirs, cfg, summary)
+    rows = [e[1] for e in chosen]
     # Rows without an id (no such column, or a null) get a hash of their excerpt.
     fill_id = pa.types.is_string(schema.field("id").type) or pa.types.is_large_string(schema.field("id").type)
-    try:
-        for shard in shards:
-            shard_began, rows_before, bytes_before = time.perf_counter(), summary.rows_read, summary.text_bytes
-            for batch in iter_batches(shard.path, batch_size=cfg.read_batch_rows):
-                _sample_batch(batch, cfg, reservoirs, exclusions, summary)
-                bar.update(batch.num_rows)
-            summary.per_shard.append({"name": str(shard.name), "rows": summary.rows_read - rows_before,
-                                      "bytes": summary.text_bytes - bytes_before,
-                                      "seconds": round(time.perf_counter() - shard_began, 6)})
-    finally:
-        bar.close()
-
-    available = {s: len(r.heap) for s, r in reservoirs.items()}
-    weights = {s: (float(r.seen) if cfg.allocation == "proportional" else 1.0) for s, r in reservoirs.items()}
-    shares = allocate(cfg.n, available, weights)
-    chosen = []
-    for s, r in reservoirs.items():
-        chosen.extend(r.smallest(shares[s]))
-        if cfg.stratify_by:
-            summary.strata[s] = (r.seen, shares[s])
-    chosen.sort(key=lambda e: -e[0])
-    unique = []
-    for e in chosen:  # the same text in two strata: keep it once
-        if unique and unique[-1][0] == e[0]:
-            summary.duplicates += 1
-        else:
-            unique.append(e)
-    chosen = unique
-    rows = [e[1] for e in chosen]
     for row in rows:
         if fill_id and row.get("id") is None:
             row["id"] = document_id(row[cfg.text_column])
@@ -356,6 +320,58 @@ def sample_shards(
 
         write_stats(stats_json, summary.stats())
     return summary
+
+
+def _check_config(cfg: SampleConfig) -> None:
+    if cfg.n < 1:
+        raise OptionError("-n must be at least 1")
+    if cfg.allocation not in ("proportional", "equal"):
+        raise OptionError(f"--allocation must be 'proportional' or 'equal', not '{cfg.allocation}'")
+    if cfg.max_chars is not None and cfg.max_chars < 1:
+        raise OptionError("--max-chars must be at least 1")
+
+
+def _read_shards(shards, cfg: SampleConfig, exclusions, summary: SampleSummary, progress: bool) -> dict:
+    """One pass over every shard: {stratum: reservoir of the documents with the smallest keys}."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    reservoirs: dict[str, _Reservoir] = {}
+    total_rows = sum(open_parquet(s.path).metadata.num_rows for s in shards)
+    bar = tqdm(total=total_rows, unit="doc", desc="sampling", disable=not progress)
+    try:
+        for shard in shards:
+            shard_began, rows_before, bytes_before = time.perf_counter(), summary.rows_read, summary.text_bytes
+            for batch in iter_batches(shard.path, batch_size=cfg.read_batch_rows):
+                _sample_batch(batch, cfg, reservoirs, exclusions, summary)
+                bar.update(batch.num_rows)
+            summary.per_shard.append({"name": str(shard.name), "rows": summary.rows_read - rows_before,
+                                      "bytes": summary.text_bytes - bytes_before,
+                                      "seconds": round(time.perf_counter() - shard_began, 6)})
+    finally:
+        bar.close()
+    return reservoirs
+
+
+def _draw(reservoirs: dict, cfg: SampleConfig, summary: SampleSummary) -> list[list]:
+    """Each stratum's share of ``cfg.n`` from its reservoir, in key order, a text in two strata once."""
+    available = {s: len(r.heap) for s, r in reservoirs.items()}
+    weights = {s: (float(r.seen) if cfg.allocation == "proportional" else 1.0) for s, r in reservoirs.items()}
+    shares = allocate(cfg.n, available, weights)
+    chosen = []
+    for s, r in reservoirs.items():
+        chosen.extend(r.smallest(shares[s]))
+        if cfg.stratify_by:
+            summary.strata[s] = (r.seen, shares[s])
+    chosen.sort(key=lambda e: -e[0])
+    unique = []
+    for e in chosen:  # the same text in two strata: keep it once
+        if unique and unique[-1][0] == e[0]:
+            summary.duplicates += 1
+        else:
+            unique.append(e)
+    return unique
 
 
 def _sample_batch(batch: pa.RecordBatch, cfg: SampleConfig, reservoirs: dict, exclusions, summary: SampleSummary) -> None:

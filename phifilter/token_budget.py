@@ -65,8 +65,8 @@ def token_counter(name: str | None = None) -> TokenCounter:
 
         hf = AutoTokenizer.from_pretrained(str(name))
     except Exception as e:
-        raise InputError(f"--tokenizer {name}: cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                         "give a folder with tokenizer.json or a hub id in the local cache") from None
+        raise InputError(f"{name}: cannot load this tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         "give --tokenizer a folder with tokenizer.json or a hub id in the local cache") from None
 
     def count_hf(texts):
         ids = hf([tokenizable(t, len(t)) for t in texts], add_special_tokens=False, truncation=False)["input_ids"]

@@ -30,6 +30,7 @@ from .recipe import (  # noqa: F401 (re-exported: the names benchmarks and tests
     strata_of,
 )
 from .corpus import check_text_column, open_parquet, texts_from_array
+from .defaults import EMBED_BATCH_SIZE, MAX_CHUNKS, MAX_LENGTH
 from .errors import InputError, OptionError
 
 SCORE_COLUMNS = ("llm_score", "score")  # fresh LLM labels win over an older score column
@@ -51,13 +52,13 @@ class TrainConfig:
     embedder: str | None = None
     embedder_revision: str | None = None  # hub revision (commit) to load the embedder at
     embedder_sha256: dict | None = None  # {file: sha256} the embedder's files must match
-    max_length: int = 256
+    max_length: int = MAX_LENGTH
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int = EMBED_BATCH_SIZE
     random_state: int = 0
     head: str = "forest"  # forest | forest-regressor | logistic | ridge | svr
     doc_mode: str = "chunk-mean"  # see phifilter.chunking.DOC_MODES; chosen in benchmarks/classifier_quality.md
-    max_chunks: int = 8
+    max_chunks: int = MAX_CHUNKS
     features: str = "mean"  # chunk-mean/-weighted: parts of the head's input, e.g. "mean+first"
     calibrate: bool = False  # isotonic calibration fitted on the out-of-fold scores
     target_precision: float | None = None  # threshold: the lowest reaching this out-of-fold precision

@@ -41,7 +41,6 @@ def test_library_errors_are_one_clean_line(tmp_path):
         ("score", tmp_path / "in", "-o", tmp_path / "in"),
         ("score", tmp_path / "in", "-o", tmp_path / "o", "--text-column", "body"),
         ("score", tmp_path / "in", "-o", tmp_path / "o", "--model", tmp_path),
-        ("score", tmp_path / "in", "-o", tmp_path / "o", "--device", "cuda:7"),
         ("info", tmp_path),
     ]
     for args in cases:
@@ -49,6 +48,11 @@ def test_library_errors_are_one_clean_line(tmp_path):
         err = proc.stderr.strip()
         assert proc.returncode == 1, (args, proc.stderr)
         assert err.startswith("Error: ") and "\n" not in err and "Traceback" not in err, (args, err)
+    # a bad option value is a usage error, as click shows its own: the usage line, then one Error line
+    proc = run_cli("score", tmp_path / "in", "-o", tmp_path / "o", "--device", "cuda:7", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines[0].startswith("Usage: ") and "Traceback" not in proc.stderr, proc.stderr
+    assert [l for l in lines if l.startswith("Error: ")] == [lines[-1]] and lines[-1].startswith("Error: --device cuda:7: ")
 
 
 def test_info_shows_bundled_model():

@@ -45,7 +45,7 @@ def _one_error_line(result) -> str:
 
 
 def test_injected_enospc_mid_shard_keeps_outputs_and_checkpoints(tmp_path, bundled_model, monkeypatch):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     texts = [GOOD_CODE + f"# {i}" if i % 2 else BOILERPLATE + f"# {i}" for i in range(32)]
     write_shard(tmp_path / "in" / "a.parquet", texts[:8])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from phifilter import Embedder, ModelError
+from phifilter.errors import OptionError
 from phifilter.devices import resolve_device
 from phifilter.embed import DEFAULT_EMBEDDER_SHA256, bundled_model_path, file_hashes, verify_hashes
 
@@ -55,7 +56,7 @@ def test_modified_embedder_folder_is_refused(tmp_path):
 def test_device_choice():
     assert resolve_device("auto") in ("cpu", "cuda", "mps")
     assert resolve_device("CPU") == "cpu"
-    with pytest.raises(ModelError, match="expected auto, cpu"):
+    with pytest.raises(OptionError, match="expected auto, cpu"):  # names --device: a usage error, exit 2
         resolve_device("tpu")
 
 
@@ -75,5 +76,5 @@ def test_one_device_rule_for_every_command():
                 if any(isinstance(n, ast.FunctionDef) and n.name.lstrip("_") == "resolve_device"
                        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))))]
     assert defining == ["devices.py"]
-    with pytest.raises(ModelError, match="expected auto, cpu, cuda, cuda:N or mps"):
+    with pytest.raises(OptionError, match="expected auto, cpu, cuda, cuda:N or mps"):
         resolve_device("gpu0")

@@ -62,7 +62,7 @@ NAMES = {"plain.jsonl": None, "plain.json": None, "g.jsonl.gz": "gzip", "z.jsonl
 
 
 def test_jsonl_in_every_compression_round_trips_exactly_with_parquet_scores(tmp_path, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = tmp_path / "in"
     for name, compression in NAMES.items():
@@ -84,7 +84,7 @@ def test_jsonl_in_every_compression_round_trips_exactly_with_parquet_scores(tmp_
 
 
 def test_output_format_converts_both_ways(tmp_path, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     write_jsonl(tmp_path / "in" / "z.jsonl.zst", ROWS, "zstd")
     score_shards(tmp_path / "in", tmp_path / "pq", model=bundled_model, output_format="parquet")
@@ -156,7 +156,7 @@ def save_to_disk_layout(folder, parts):
 
 
 def test_save_to_disk_folder_is_scored_to_parquet(tmp_path, bundled_model, monkeypatch):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     import datasets  # the dev extra installs it
@@ -186,7 +186,7 @@ def test_cli_bad_jsonl_is_one_error_line(tmp_path):
 def test_jsonl_score_killed_mid_shard_then_rerun_equals_uninterrupted(tmp_path, bundled_model):
     from killresume import KillResumeCase, run_kill_resume
 
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     pieces = [GOOD_CODE, BOILERPLATE, "import os\n", "x = 1\n"]
     rows = [{"id": i, "text": pieces[i % 4] + f"# {i} ü", "meta": {"n": [i, i + 1]}} for i in range(48)]

@@ -75,7 +75,7 @@ def test_scores_of_any_text_are_finite_probabilities(short_clf, texts):
 
 
 def test_ten_megabyte_document_with_nul_and_invalid_utf8(short_clf, tmp_path):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     big = (b"def f(x):\n    return x\x00 * 2\n" * 400_000)[: 10 * 1024 * 1024] + b"\xed\xa0\x80\xff"
     one_line = b"y" * (3 * 1024 * 1024)  # a very long line
@@ -135,7 +135,7 @@ def _text_array(texts, text_type):
 @given(text_type=text_types, extras=extra_kinds, n=st.integers(0, 5),
        texts=st.lists(st.one_of(st.none(), st.text(max_size=40)), min_size=5, max_size=5), seed=st.integers(0, 99))
 def test_score_keeps_any_schema_and_every_row(short_clf, tmp_path_factory, text_type, extras, n, texts, seed):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     tmp = tmp_path_factory.mktemp("schema")
     rng = np.random.default_rng(seed)
@@ -155,7 +155,7 @@ def test_score_keeps_any_schema_and_every_row(short_clf, tmp_path_factory, text_
 @pytest.mark.parametrize("bad", [pa.array([1, 2]), pa.array([b"a", b"b"]), pa.array([["a"], ["b"]]),
                                  pa.array([{"t": "a"}, {"t": "b"}])])
 def test_non_text_column_is_a_clean_input_error(short_clf, tmp_path, bad):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     pq.write_table(pa.table({"text": bad}), tmp_path / "in.parquet")
     with pytest.raises(InputError, match="column 'text' has type"):

@@ -26,7 +26,7 @@ def _keys(gcs, prefix: str) -> list[str]:
 
 
 def test_gcs_score_equals_local_and_rerun_skips(tmp_path, gcs, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     texts = [GOOD_CODE, BOILERPLATE, "import os\n", "for i in range(3):\n    print(i)\n"]
     for k in range(2):

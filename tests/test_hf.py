@@ -66,7 +66,7 @@ def _files(folder: Path) -> list[str]:
 
 def test_hf_score_parquet_and_jsonl_gz_equal_the_local_files(tmp_path, bundled_model):
     """...with the model folder read from the Hub as well (a copy of the bundled one)."""
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     repo = _repo(tmp_path / "hub")
     shutil.copytree(REPO / "phifilter" / "models" / "default", tmp_path / "hub" / "test" / "model")
@@ -162,7 +162,7 @@ def test_hf_private_repository_needs_a_token(tmp_path):
 def test_outputs_to_hf_are_refused_before_any_work(tmp_path):
     from phifilter.errors import OutputError
     from phifilter.location import RemotePath
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     repo = _repo(tmp_path / "hub")
     with HubServer(tmp_path / "hub") as hub:

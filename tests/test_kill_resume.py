@@ -58,7 +58,7 @@ def assert_scored_equal(ref, out, names):
 
 
 def test_score_killed_three_times_equals_uninterrupted_run(tmp_path, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = _corpus(tmp_path / "in", shards=3, rows=40)
     ref, out = tmp_path / "ref", tmp_path / "out"
@@ -76,7 +76,7 @@ def test_score_killed_three_times_equals_uninterrupted_run(tmp_path, bundled_mod
 
 
 def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_path, bundled_model, monkeypatch):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     # 512 rows, so the kill lands mid-shard however fast the scorer is: with the cascade default
     # most of these short documents skip the embedder, and 64 rows were once all checkpointed
@@ -115,7 +115,9 @@ def test_score_kill_mid_shard_resumes_without_rescoring_checkpointed_rows(tmp_pa
 def test_checkpoints_of_a_changed_input_are_not_reused(tmp_path, bundled_model):
     """A partial shard whose input was rewritten since the kill is discarded, not mixed in."""
     from phifilter.corpus import PartialShard
-    from phifilter.score import ScoreConfig, checkpoint_key, output_schema, score_shards
+    from phifilter.scoring import ScoreConfig, score_shards
+    from phifilter.scoring.flow import output_schema
+    from phifilter.scoring.model import checkpoint_key
     from phifilter.corpus import find_shards
 
     src = _corpus(tmp_path / "in", shards=1, rows=24)
@@ -139,7 +141,7 @@ def test_checkpoints_of_a_changed_input_are_not_reused(tmp_path, bundled_model):
 def test_second_score_process_on_the_same_output_leaves_it_the_shard_it_writes(tmp_path, bundled_model):
     """Issue 24: no run-wide lock; the second run scores what nobody is writing, leaves the
     shard whose lease the first (paused) run holds, says so, and exits 0."""
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = _corpus(tmp_path / "in", shards=2, rows=32)
     ref, out = tmp_path / "ref", tmp_path / "out"

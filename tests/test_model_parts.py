@@ -114,7 +114,7 @@ def test_pipeline_sends_only_band_documents_through_the_embedder(models, tmp_pat
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"text": texts, "id": list(range(len(texts)))}), tmp_path / "in" / "s.parquet")
     seen = count_embedded(monkeypatch)
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     score_shards(tmp_path / "in", tmp_path / "out", model=cascade_dir, device="cpu", read_batch_rows=7,
                  int_score_column="int_score")

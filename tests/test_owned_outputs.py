@@ -532,13 +532,19 @@ def test_matplotlib_is_a_core_dependency_and_report_checks_it_first(tmp_path, mo
 
 def test_score_checks_inputs_before_loading_the_model(tmp_path, monkeypatch):
     """Item 10: score found a missing text column 10-20 s later, after loading the model."""
-    from phifilter import score
     from phifilter.errors import InputError
+    from phifilter.scoring import model as scoring_model
+    from phifilter.scoring import score_shards
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(score, "load_model", no_model)
+    # load_model where the scoring code looks it up (patching the old re-export module's name
+    # changed nothing the run calls, so this test could not fail)
+    monkeypatch.setattr(scoring_model, "load_model", no_model)
     write_shard(tmp_path / "in" / "a.parquet", ["x"])
     with pytest.raises(InputError, match="no column 'body'"):
-        score.score_shards(tmp_path / "in", tmp_path / "out", text_column="body")
+        score_shards(tmp_path / "in", tmp_path / "out", text_column="body")
+    write_shard(tmp_path / "ok" / "a.parquet", ["x"])  # the patch bites: a good input reaches the model
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        score_shards(tmp_path / "ok", tmp_path / "out2", device="cpu")

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phifilter.corpus import PartialShard, input_fingerprint, iter_batches, partial_dir_for
+from phifilter.corpus import PartialShard, iter_batches, partial_dir_for
+from phifilter.provenance import fingerprint as input_fingerprint
 from phifilter.errors import InputError
 
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string())])

@@ -183,7 +183,7 @@ def test_malformed_embedder_sha256_is_a_usage_error(tmp_path, value):
 
 
 def test_matching_pins_and_revision_are_accepted_and_recorded(tmp_path, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = write_shard(tmp_path / "in" / "a.parquet", ["def f():\n    return 1\n", "x = 2"])
     summary = score_shards(src, tmp_path / "out", model=None, device="cpu", embedder_sha256=dict(DEFAULT_EMBEDDER_SHA256),

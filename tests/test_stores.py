@@ -39,7 +39,7 @@ def _s3_keys(s3, prefix):
 def test_memory_store_scores_and_reruns(tmp_path, bundled_model):
     import fsspec
 
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = _corpus(tmp_path / "in", shards=1, rows=6)
     mem = fsspec.filesystem("memory")
@@ -55,7 +55,7 @@ def test_memory_store_scores_and_reruns(tmp_path, bundled_model):
 
 
 def test_s3_score_equals_local_and_rerun_skips(tmp_path, s3, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = _corpus(tmp_path / "in")
     s3.fs.put(str(src / "s0.parquet"), f"{s3.bucket}/corpus/s0.parquet")
@@ -131,7 +131,7 @@ def _s3_progress(s3, prefix):
 @pytest.mark.slow
 def test_s3_score_killed_mid_run_then_rerun_equals_uninterrupted(tmp_path, s3, bundled_model):
     from killresume import KillResumeCase, run_kill_resume
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = _corpus(tmp_path / "in", shards=2, rows=32)
     for k in range(2):
@@ -293,7 +293,7 @@ def test_missing_driver_and_bad_storage_options_are_one_line_errors(tmp_path):
 
 
 def test_s3_partitioned_tasks_together_equal_one_run(tmp_path, s3, bundled_model):
-    from phifilter.score import score_shards
+    from phifilter.scoring import score_shards
 
     src = _corpus(tmp_path / "in", shards=3, rows=4)
     for k in range(3):

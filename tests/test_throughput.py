@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from phifilter import InputError, ModelError, score_shards
+from phifilter.errors import OptionError
 from phifilter.classifier import EduClassifier, make_calibrator
 from phifilter.embed import Embedder, _int8_linear_layers
 from phifilter.pipeline import background, stage
@@ -136,21 +137,21 @@ def test_two_cpu_workers_equal_one_process_and_resume(tmp_path, bundled_model):
 
 def test_devices_are_checked(tmp_path, bundled_model):
     _shards(tmp_path / "in", n=1)
-    with pytest.raises(ModelError, match="expected auto, cpu"):
+    with pytest.raises(OptionError, match="expected auto, cpu"):
         score_shards(tmp_path / "in", tmp_path / "o", model=bundled_model, devices="cpu,tpu")
     import torch
 
     if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="--devices all: no CUDA device"):
+        with pytest.raises(OptionError, match="--devices all: no CUDA device"):
             score_shards(tmp_path / "in", tmp_path / "o", model=bundled_model, devices="all")
-        with pytest.raises(ModelError, match="no CUDA device"):
+        with pytest.raises(OptionError, match="no CUDA device"):
             score_shards(tmp_path / "in", tmp_path / "o", model=bundled_model, devices="cuda:0,cuda:1")
 
 
 def test_int8_is_cpu_only_and_close_to_float32(bundled_model):
-    with pytest.raises(ModelError, match="CPU only"):
+    with pytest.raises(OptionError, match="CPU only"):
         _int8_linear_layers(None, "int8", "cuda:0")
-    with pytest.raises(ModelError, match="expected int8"):
+    with pytest.raises(OptionError, match="expected int8"):
         _int8_linear_layers(None, "int4", "cpu")
     q = EduClassifier.load(device="cpu")
     q.embedder_.quantize = "int8"

@@ -139,10 +139,26 @@ def _read(path: str | os.PathLike, column: str | None, id_column: str) -> tuple[
     return col, scores, ids
 
 
-def compare_labels(a: str | os.PathLike, b: str | os.PathLike, column_a: str | None = None,
-                   column_b: str | None = None, id_column: str = "id", binary_threshold: int = 3) -> Agreement:
-    """Agreement between the score columns of two Parquet files; see the module docstring."""
+@dataclass
+class AgreementConfig:
+    """Options of `phifilter agreement`."""
+
+    column_a: str | None = None  # score column of A (None: llm_score, else score)
+    column_b: str | None = None
+    id_column: str = "id"  # pairs the rows ('' or absent: row order)
+    binary_threshold: int = 3  # scores at or above count as positive
+
+
+def compare_labels(a: str | os.PathLike, b: str | os.PathLike, config: AgreementConfig | None = None,
+                   **options) -> Agreement:
+    """Agreement between the score columns of two Parquet files; see the module docstring.
+    ``options`` (column_a=..., id_column=...) override fields of ``config``."""
+    import dataclasses
+
     from sklearn.metrics import cohen_kappa_score, confusion_matrix
+
+    cfg = dataclasses.replace(config or AgreementConfig(), **options)
+    column_a, column_b, id_column, binary_threshold = cfg.column_a, cfg.column_b, cfg.id_column, cfg.binary_threshold
 
     col_a, sa, ids_a = _read(a, column_a, id_column)
     col_b, sb, ids_b = _read(b, column_b, id_column)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import random
 import sys
@@ -45,7 +46,7 @@ import pyarrow as pa
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
 from ..location import RemotePath, as_location
 from ..errors import InputError, OptionError, OutputError, PhifilterError
-from .backends import BackendError, Reply, RetryableError
+from .backends import BackendConfig, BackendError, Reply, RetryableError, prompt_style_for
 from .cache import LabelCache
 from .parse import NONE, PARSE_KINDS, STRICT, ParsedReply, read_reply
 from .prompt import (
@@ -70,7 +71,8 @@ class LabelError(PhifilterError):
 
 @dataclass
 class LabelConfig:
-    """Options of `phifilter label` besides the backend (:func:`~phifilter.label.backends.backend_factory`)."""
+    """Options of `phifilter label`; ``backend`` says which model answers, unless :func:`label_file`
+    is given a backend object."""
 
     text_column: str = "text"
     rubric: str = "auto"  # code, web, a file path, or auto: per row from domain_column
@@ -86,7 +88,18 @@ class LabelConfig:
     price_per_mtok: tuple[float, float] | None = None  # (prompt, completion) dollars per 1M tokens
     seed: int = 0  # for the jitter only
     repair: bool = False  # ask once more, briefly, when an answer has no readable score
-    prompt_style: str = "standard"  # standard, or compact (document first, question last: small local models)
+    prompt_style: str = "standard"  # standard, compact (document first, question last: small local models), or
+    # auto: compact for a local model (backend.kind transformers), else standard
+    backend: BackendConfig | None = None  # what label_file builds the backend from when given none
+
+    @classmethod
+    def from_options(cls, **options) -> "LabelConfig":
+        """`phifilter label`'s options in one config: the backend's (``backend`` names its kind,
+        ``seed`` is its sampling seed) go into :attr:`backend`, the others into the config."""
+        names = {f.name for f in dataclasses.fields(BackendConfig)} - {"kind"}
+        backend = BackendConfig(kind=options.pop("backend", "openai"),
+                                **{k: options[k] for k in names if k in options})
+        return cls(backend=backend, **{k: v for k, v in options.items() if k not in names})
 
 
 def parse_price(value: str | None) -> tuple[float, float] | None:
@@ -246,7 +259,8 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     ``backend`` is an :class:`~phifilter.label.backends.OpenAIChatBackend` or
     :class:`~phifilter.label.backends.TransformersBackend`, or a zero-argument callable that
     builds one (so a dry run never loads a model or needs a key); ``model_id`` names the model
-    in the cache when ``backend`` is such a callable. ``echo`` receives lines for the user
+    in the cache when ``backend`` is such a callable. Without one, the backend is built from
+    ``config.backend`` (a :class:`~phifilter.label.backends.BackendConfig`). ``echo`` receives lines for the user
     (default: print to stderr).
 
     ``input``, ``output`` and ``config.cache`` may be local paths or URLs (``s3://...``). A cache
@@ -256,9 +270,43 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     run's statistics there (:meth:`LabelSummary.stats`), a local path or a URL.
     """
     cfg = config or LabelConfig()
+    if backend is None and cfg.backend is not None:  # nothing is loaded or sent yet (see backend_factory)
+        backend, model_id = cfg.backend.factory(dry_run=cfg.dry_run)
+    if cfg.prompt_style == "auto":
+        cfg = dataclasses.replace(cfg, prompt_style=prompt_style_for(cfg.backend.kind if cfg.backend else "openai"))
     echo = echo or (lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
     input, output = as_location(input), as_location(output)
+    cache_path = _check_paths(input, output, cfg)
+    from ..outputs import claim_file, claim_stats, has_column
+
+    # an existing labels file is replaced only if label wrote it (it has label's rubric_sha column)
+    claim_file(output, "labels", inputs=[input], is_ours=has_column("rubric_sha"), others=[cache_path])
+    claim_stats(stats_json, [input], others=[output, cache_path])  # never the paid answers nor an input
+    if model_id is None:
+        model_id = getattr(backend, "model_id", None)
+    if not model_id:
+        raise OptionError("no model given (--model)")
+    table = _read_input(input, cfg)
+    summary, row_keys, jobs = _plan(table, input, output, cache_path, model_id, cfg, echo)
+    failure = None
+    try:
+        _label_and_write(table, output, cache_path, backend, model_id, cfg, summary, row_keys, jobs, progress, echo)
+    except LabelError as e:
+        failure = str(e)
+        raise
+    finally:
+        summary.seconds = time.monotonic() - started
+        if stats_json is not None and not cfg.dry_run and (failure is not None or summary.written):
+            from ..stats import write_stats
+
+            write_stats(stats_json, summary.stats(failure))
+    return summary
+
+
+def _check_paths(input, output, cfg: LabelConfig):
+    """The cache's location, once the output and the cache are known to be neither the input
+    nor each other, and the output a Parquet file in a folder that exists."""
     if output.suffix != ".parquet":
         raise OutputError(f"{output}: the labels are one Parquet file; give a name ending in .parquet")
     if output.resolve() == input.resolve():
@@ -268,17 +316,11 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     cache_path = as_location(cfg.cache) if cfg.cache else default_cache_path(output)
     if cache_path.resolve() in (input.resolve(), output.resolve()):
         raise OutputError(f"{cache_path}: the cache may not be the input or output file")
-    from ..outputs import claim_file, claim_stats, has_column
+    return cache_path
 
-    # an existing labels file is replaced only if label wrote it (it has label's rubric_sha column)
-    claim_file(output, "labels", inputs=[input], is_ours=has_column("rubric_sha"), others=[cache_path])
-    claim_stats(stats_json, [input], others=[output, cache_path])  # never the paid answers nor an input
-    if model_id is None:
-        model_id = getattr(backend, "model_id", None)
-    if not model_id:
-        raise InputError("no model given (--model)")
 
-    table = _read_input(input, cfg)
+def _plan(table: pa.Table, input, output, cache_path, model_id: str, cfg: LabelConfig, echo):
+    """(summary, each row's (document, rubric) key or None for a blank row, one job per key)."""
     replaced = [c for c in OUTPUT_COLUMNS if c in table.column_names]
     if replaced:
         echo(f"note: {input} already has {', '.join(replaced)}; the output replaces them (the input is unchanged)")
@@ -305,7 +347,13 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
         if key not in jobs:
             jobs[key] = _Job(key[0], rubric, build_messages(text, rubric), text)
     summary.unique = len(jobs)
+    return summary, row_keys, jobs
 
+
+def _label_and_write(table: pa.Table, output, cache_path, backend, model_id: str, cfg: LabelConfig,
+                     summary: LabelSummary, row_keys: list, jobs: dict, progress: bool, echo) -> None:
+    """Under the store locks: answer every job from the cache or the backend, publish a stored
+    cache, and write the output (not for a dry run)."""
     stored = None
     if isinstance(cache_path, RemotePath):
         from .stored import StoredCache
@@ -313,43 +361,31 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
         stored = StoredCache(cache_path, notice=echo)
         stored.prepare()
     locks = _store_locks(cache_path, output) if not cfg.dry_run else []
-    failure = None
-    try:
-        with contextlib.ExitStack() as held:
-            for lock in locks:
-                held.enter_context(lock)
-            if locks:  # under the lock: what a killed run left of the outputs it guards
-                from .stored import remove_killed_temporaries
+    with contextlib.ExitStack() as held:
+        for lock in locks:
+            held.enter_context(lock)
+        if locks:  # under the lock: what a killed run left of the outputs it guards
+            from .stored import remove_killed_temporaries
 
-                for path in (cache_path, output):
-                    if isinstance(path, RemotePath):
-                        remove_killed_temporaries(path)
-            local_existed = stored is not None and stored.local.exists()
-            with LabelCache(stored.local if stored else cache_path, notice=echo) as cache:
-                if stored is not None:
-                    merged = stored.fetch(cache)
-                    if merged and local_existed:
-                        echo(f"note: {merged:,} answers from {cache_path} merged into the local copy {stored.local}")
-                try:
-                    written = _label_with_cache(cache, jobs, backend, model_id, cfg, summary, progress, stored)
-                finally:
-                    if stored is not None and not cfg.dry_run:
-                        stored.publish(cache)  # every answer paid for, on success, error or Ctrl-C
-            if stored is not None and (not cfg.dry_run or not local_existed):
-                stored.discard_local()  # published (or, for a dry run, only a copy of what is published)
-            if written is not None:
-                answers, repaired = written
-                _write_output(table, output, cfg, row_keys, answers, model_id, summary, jobs, repaired)
-    except LabelError as e:
-        failure = str(e)
-        raise
-    finally:
-        summary.seconds = time.monotonic() - started
-        if stats_json is not None and not cfg.dry_run and (failure is not None or summary.written):
-            from ..stats import write_stats
-
-            write_stats(stats_json, summary.stats(failure))
-    return summary
+            for path in (cache_path, output):
+                if isinstance(path, RemotePath):
+                    remove_killed_temporaries(path)
+        local_existed = stored is not None and stored.local.exists()
+        with LabelCache(stored.local if stored else cache_path, notice=echo) as cache:
+            if stored is not None:
+                merged = stored.fetch(cache)
+                if merged and local_existed:
+                    echo(f"note: {merged:,} answers from {cache_path} merged into the local copy {stored.local}")
+            try:
+                written = _label_with_cache(cache, jobs, backend, model_id, cfg, summary, progress, stored)
+            finally:
+                if stored is not None and not cfg.dry_run:
+                    stored.publish(cache)  # every answer paid for, on success, error or Ctrl-C
+        if stored is not None and (not cfg.dry_run or not local_existed):
+            stored.discard_local()  # published (or, for a dry run, only a copy of what is published)
+        if written is not None:
+            answers, repaired = written
+            _write_output(table, output, cfg, row_keys, answers, model_id, summary, jobs, repaired)
 
 
 def _label_with_cache(cache: LabelCache, jobs: dict, backend, model_id: str, cfg: LabelConfig,
@@ -454,138 +490,163 @@ def _run_jobs(jobs: list[_Job], backend, cache: LabelCache, model_id: str, cfg: 
               summary: LabelSummary, progress: bool, repairs: list[_Job] = (), tick=None) -> None:
     """Send ``jobs`` (and the owed ``repairs``), caching each answer as it arrives; ``tick()`` is
     called on this thread after each round of answers (a cache on a store publishes from it)."""
-    from tqdm.auto import tqdm
-
     if cfg.max_requests is not None and len(jobs) > cfg.max_requests:
         jobs = jobs[: cfg.max_requests]
         summary.stopped = f"--max-requests {cfg.max_requests} reached"
-    batch_size = max(1, int(getattr(backend, "batch_size", 1)))
-    # Repairs owed from an earlier run go first; new ones are sent next as answers arrive.
-    owed = list(repairs)
-    batches = collections.deque(owed[i : i + batch_size] for i in range(0, len(owed), batch_size))
-    batches.extend(jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size))
-    concurrency = max(1, int(getattr(backend, "concurrency", 1)))
-    stop = threading.Event()
-    rng = random.Random(cfg.seed)
-    rng_lock = threading.Lock()
-    waits_lock = threading.Lock()
+    _Sender(backend, cache, model_id, cfg, summary).run(jobs, list(repairs), progress, tick)
 
-    fit = getattr(backend, "fit", None)
 
-    def ask(batch: list[_Job]) -> list[Reply]:
+class _Sender:
+    """Sends batches of jobs to a backend from a thread pool (``concurrency`` batches in flight),
+    retries what may be retried, and caches each answer on the calling thread as it arrives."""
+
+    def __init__(self, backend, cache: LabelCache, model_id: str, cfg: LabelConfig, summary: LabelSummary):
+        self.backend, self.cache, self.model_id, self.cfg, self.summary = backend, cache, model_id, cfg, summary
+        self.batch_size = max(1, int(getattr(backend, "batch_size", 1)))
+        self.concurrency = max(1, int(getattr(backend, "concurrency", 1)))
+        self.fit = getattr(backend, "fit", None)
+        self.stop = threading.Event()
+        self.rng = random.Random(cfg.seed)
+        self.rng_lock = threading.Lock()
+        self.waits_lock = threading.Lock()
+        self.batches: collections.deque[list[_Job]] = collections.deque()
+        self.in_flight: dict[Future, list[_Job]] = {}
+        self.error: BaseException | None = None
+        self.pool = self.bar = None
+
+    def ask(self, batch: list[_Job]) -> list[Reply]:
+        """One batch's replies (on a pool thread), retried with backoff as ``cfg`` says."""
         # A local model cuts each document to fit its context; the cut is kept with the answer.
-        if fit is not None:
-            prepared = [fit(job.text, job.build) for job in batch]
+        if self.fit is not None:
+            prepared = [self.fit(job.text, job.build) for job in batch]
         else:
             prepared = [(job.messages, None) for job in batch]
         attempt = 0
         while True:
-            if stop.is_set():
+            if self.stop.is_set():
                 raise _Stopped()
             try:
-                replies = backend.complete([messages for messages, _ in prepared])
+                replies = self.backend.complete([messages for messages, _ in prepared])
                 if len(replies) != len(batch):
                     raise BackendError(f"backend returned {len(replies)} replies for {len(batch)} prompts")
                 for reply, (_, cut_at) in zip(replies, prepared):
                     reply.cut_at = cut_at
                 return replies
             except RetryableError as e:
-                if attempt >= cfg.retries:
-                    raise LabelError(f"{e} (gave up after {attempt + 1} attempts)") from None
-                if e.retry_after is not None and e.retry_after > cfg.max_retry_after:
-                    raise LabelError(f"{e}; the server asks to wait {e.retry_after:,.0f}s (a spent quota?): "
-                                     "rerun later") from None
-                with rng_lock:
-                    jitter = rng.uniform(0.5, 1.0)
-                delay = min(cfg.max_retry_delay, cfg.retry_delay * 2**attempt) * jitter
-                if e.retry_after is not None:
-                    delay = max(delay, e.retry_after)
-                with waits_lock:
-                    summary.retries += 1
-                    summary.retry_waits.append(delay)
+                self._wait_before_retry(e, attempt)
                 attempt += 1
-                if stop.wait(delay):
-                    raise _Stopped() from None
 
-    bar = tqdm(total=len(jobs) + len(owed), unit="doc", desc="labelling", disable=not progress)
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="phifilter-label")
-    in_flight: dict[Future, list[_Job]] = {}
-    error: BaseException | None = None
+    def _wait_before_retry(self, e: RetryableError, attempt: int) -> None:
+        cfg = self.cfg
+        if attempt >= cfg.retries:
+            raise LabelError(f"{e} (gave up after {attempt + 1} attempts)") from None
+        if e.retry_after is not None and e.retry_after > cfg.max_retry_after:
+            raise LabelError(f"{e}; the server asks to wait {e.retry_after:,.0f}s (a spent quota?): "
+                             "rerun later") from None
+        with self.rng_lock:
+            jitter = self.rng.uniform(0.5, 1.0)
+        delay = min(cfg.max_retry_delay, cfg.retry_delay * 2**attempt) * jitter
+        if e.retry_after is not None:
+            delay = max(delay, e.retry_after)
+        with self.waits_lock:
+            self.summary.retries += 1
+            self.summary.retry_waits.append(delay)
+        if self.stop.wait(delay):
+            raise _Stopped() from None
 
-    def fill() -> None:
-        while not stop.is_set() and len(in_flight) < concurrency and batches:
-            batch = batches.popleft()
+    def fill(self) -> None:
+        """Submit batches until ``concurrency`` are in flight (or --max-requests is reached)."""
+        cfg, summary = self.cfg, self.summary
+        while not self.stop.is_set() and len(self.in_flight) < self.concurrency and self.batches:
+            batch = self.batches.popleft()
             if cfg.max_requests is not None:
                 room = cfg.max_requests - summary.sent - summary.repairs_sent
                 if room < len(batch):
                     summary.stopped = f"--max-requests {cfg.max_requests} reached"
                     batch = batch[: max(0, room)]
-                    batches.clear()
+                    self.batches.clear()
                     if not batch:
                         return
-            in_flight[pool.submit(ask, batch)] = batch
+            self.in_flight[self.pool.submit(self.ask, batch)] = batch
             n_repairs = sum(job.repair for job in batch)
             summary.sent += len(batch) - n_repairs
             summary.repairs_sent += n_repairs
 
-    def collect(done) -> None:
-        nonlocal error
+    def collect(self, done) -> None:
+        """Cache the answers of the finished batches ``done``; queue the repairs they call for."""
         for fut in done:
-            batch = in_flight.pop(fut)
+            batch = self.in_flight.pop(fut)
             try:
                 replies = fut.result()
             except _Stopped:
                 continue
             except Exception as e:  # noqa: BLE001 - any failure stops the run, first one reported
-                if error is None:
-                    error = e
-                stop.set()
+                if self.error is None:
+                    self.error = e
+                self.stop.set()
                 continue
             follow_ups = []
             for job, reply in zip(batch, replies):
-                parsed = _store(job, reply, cache, model_id, summary)
-                if cfg.repair and not job.repair and _needs_repair(parsed, reply.text):
+                parsed = _store(job, reply, self.cache, self.model_id, self.summary)
+                if self.cfg.repair and not job.repair and _needs_repair(parsed, reply.text):
                     follow_ups.append(job.repair_job(reply.text))
             if follow_ups:
                 # Next in line: a document is done when its repair is, so a stop or a kill leaves
                 # whole labels behind rather than many answers waiting for their repair.
-                batches.appendleft(follow_ups)
-                bar.total += len(follow_ups)
-            bar.update(len(batch))
-            if summary.retries:
-                bar.set_postfix_str(f"{summary.retries} retries", refresh=False)
+                self.batches.appendleft(follow_ups)
+                self.bar.total += len(follow_ups)
+            self.bar.update(len(batch))
+            if self.summary.retries:
+                self.bar.set_postfix_str(f"{self.summary.retries} retries", refresh=False)
 
-    # The first Ctrl-C only sets a flag: requests already sent will be paid for, so the loop
-    # stops sending, waits for them and caches their answers. A second Ctrl-C abandons them.
-    interrupted = threading.Event()
-    previous_handler = _install_sigint(interrupted, stop)
-    try:
-        fill()
+    def run(self, jobs: list[_Job], owed: list[_Job], progress: bool, tick) -> None:
+        """Send every batch and wait for every answer; then raise what stopped the run, if anything."""
+        from tqdm.auto import tqdm
+
+        # Repairs owed from an earlier run go first; new ones are sent next as answers arrive.
+        size = self.batch_size
+        self.batches.extend(owed[i : i + size] for i in range(0, len(owed), size))
+        self.batches.extend(jobs[i : i + size] for i in range(0, len(jobs), size))
+        self.bar = tqdm(total=len(jobs) + len(owed), unit="doc", desc="labelling", disable=not progress)
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="phifilter-label")
+        # The first Ctrl-C only sets a flag: requests already sent will be paid for, so the loop
+        # stops sending, waits for them and caches their answers. A second Ctrl-C abandons them.
+        interrupted = threading.Event()
+        previous_handler = _install_sigint(interrupted, self.stop)
+        try:
+            self._loop(interrupted, tick)
+        finally:
+            _restore_sigint(previous_handler)
+            self.bar.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self._raise_outcome(interrupted)
+
+    def _loop(self, interrupted: threading.Event, tick) -> None:
+        self.fill()
         told = False
-        while in_flight:
-            done, _ = wait(list(in_flight), timeout=0.2, return_when=FIRST_COMPLETED)
-            collect(done)
-            fill()
+        while self.in_flight:
+            done, _ = wait(list(self.in_flight), timeout=0.2, return_when=FIRST_COMPLETED)
+            self.collect(done)
+            self.fill()
             if tick is not None and done:
                 tick()
-            if interrupted.is_set() and not told and in_flight:
+            if interrupted.is_set() and not told and self.in_flight:
                 told = True
-                print(f"\nInterrupted: waiting for {len(in_flight)} request(s) in flight so their answers are "
+                print(f"\nInterrupted: waiting for {len(self.in_flight)} request(s) in flight so their answers are "
                       "kept (Ctrl-C again to abandon them)", file=sys.stderr)
-    finally:
-        _restore_sigint(previous_handler)
-        bar.close()
-        pool.shutdown(wait=False, cancel_futures=True)
-    if interrupted.is_set():
-        print(f"Interrupted: {summary.cached + summary.answered:,} of {summary.unique:,} documents are labelled "
-              f"and kept in {cache.path}", file=sys.stderr)
-        raise KeyboardInterrupt
-    if error is not None:
-        labelled = summary.cached + summary.answered
-        if isinstance(error, PhifilterError):
-            raise type(error)(f"{error}\n{labelled:,} of {summary.unique:,} documents are labelled and kept in "
-                              f"{cache.path}; rerun the same command to continue") from None
-        raise error
+
+    def _raise_outcome(self, interrupted: threading.Event) -> None:
+        summary, cache, error = self.summary, self.cache, self.error
+        if interrupted.is_set():
+            print(f"Interrupted: {summary.cached + summary.answered:,} of {summary.unique:,} documents are labelled "
+                  f"and kept in {cache.path}", file=sys.stderr)
+            raise KeyboardInterrupt
+        if error is not None:
+            labelled = summary.cached + summary.answered
+            if isinstance(error, PhifilterError):
+                raise type(error)(f"{error}\n{labelled:,} of {summary.unique:,} documents are labelled and kept in "
+                                  f"{cache.path}; rerun the same command to continue") from None
+            raise error
 
 
 def _install_sigint(interrupted: threading.Event, stop: threading.Event):

@@ -70,9 +70,9 @@ class OpenAIChatBackend:
                  concurrency: int = 16, temperature: float | None = 0.0, max_tokens: int | None = None):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BackendError(f"--base-url {base_url!r}: expected http(s)://host[:port]/path, e.g. https://api.openai.com/v1")
+            raise OptionError(f"--base-url {base_url!r}: expected http(s)://host[:port]/path, e.g. https://api.openai.com/v1")
         if not model:
-            raise BackendError("--model is required (the model name the endpoint serves)")
+            raise OptionError("--model is required (the model name the endpoint serves)")
         self.base_url = base_url
         self.model = model
         self.model_id = model
@@ -391,6 +391,32 @@ class TransformersBackend:
             gen.do_sample = False
             gen.temperature, gen.top_p, gen.top_k = None, None, None
         return gen
+
+
+@dataclass
+class BackendConfig:
+    """Which model answers `phifilter label`, and how it is reached (:func:`backend_factory`)."""
+
+    kind: str = "openai"  # openai (an OpenAI-compatible endpoint) or transformers (a local model)
+    model: str = ""
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    concurrency: int = 16
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    seed: int = 0
+    threads: int | None = None
+    max_context: int | None = None
+
+    def factory(self, dry_run: bool = False):
+        """(a zero-argument callable that builds the backend, the model's id in the cache)."""
+        import dataclasses
+
+        options = dataclasses.asdict(self)
+        return backend_factory(options.pop("kind"), options.pop("model"), dry_run=dry_run, **options)
 
 
 def backend_factory(kind: str, model: str, *, base_url: str = "https://api.openai.com/v1",

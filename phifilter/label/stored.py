@@ -25,13 +25,12 @@ A run SIGKILLed on another machine loses at most the answers of its last
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..location import RemotePath, cache_root
+from ..location import RemotePath, cache_folder
 from .cache import LabelCache
 
 DEFAULT_PUBLISH_S = 60.0
@@ -47,8 +46,7 @@ def publish_interval() -> float:
 
 def working_copy(url: RemotePath) -> Path:
     """Where the local copy of the cache at ``url`` is kept (one per URL)."""
-    key = hashlib.sha256(str(url).encode()).hexdigest()[:16]
-    return cache_root() / "label" / key / url.name
+    return cache_folder("label", url) / url.name
 
 
 def remove_killed_temporaries(path: RemotePath) -> int:

@@ -27,7 +27,6 @@ to the same settings. Inputs may be URLs too (streamed, as ``score`` reads them)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from ..atomic import OLD_MARK, TMP_MARK, remove_stale_temporaries
 from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet, publish_folder
 from ..errors import InputError, OutputError
 from ..exclude import ExclusionSet
+from ..hashing import sha256_file
 from . import data as D
 from . import prune as P
 from .config import AblateConfig, Preset
@@ -118,9 +118,9 @@ def run_ablation(
 
 def working_folder(dest) -> Path:
     """The local folder where an ablation whose output is the URL ``dest`` is run (one per URL)."""
-    from ..location import cache_root
+    from ..location import cache_folder
 
-    return cache_root() / "ablate" / hashlib.sha256(str(dest).encode()).hexdigest()[:16]
+    return cache_folder("ablate", dest)
 
 
 def _adopt_published_settings(dest, out: Path) -> None:
@@ -245,7 +245,7 @@ def _fingerprint(eval_dir: Path) -> dict:
         path = eval_dir / name
         if not path.is_file():
             raise InputError(f"{path}: no such file; --eval-dir must hold {HUMANEVAL_FILE} and {MBPP_FILE}")
-        out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        out[name] = sha256_file(path)
     return out
 
 

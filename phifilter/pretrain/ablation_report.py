@@ -198,19 +198,22 @@ def verdict(results: dict) -> str:
 def blocks(results: dict) -> list[tuple]:
     """The report as ('h', level, text) / ('p', text) / ('table', headers, rows) / ('pre', text) /
     ('img', name) blocks, rendered to Markdown and HTML by the functions below."""
-    arms = list(results["arms"])
-    base_arms = [a for a in arms if split_arm(a)[1] is None]
-    data, preset = results["data"], results["preset"]
-    model = preset["model"]
     out: list[tuple] = [("h", 1, "phifilter ablation: filtered vs random vs unfiltered"), ("p", verdict(results))]
     if results["config"].get("note"):
         out.append(("p", f"Note: {results['config']['note']}"))
+    return out + _setup_blocks(results) + _result_blocks(results) + _comparison_blocks(results) + _closing_blocks(results)
 
+
+def _setup_blocks(results: dict) -> list[tuple]:
+    """The model, the arms, the corpus and each arm's data."""
+    arms = list(results["arms"])
+    data, preset = results["data"], results["preset"]
+    model = preset["model"]
     sel = data["selection"]
     rule = (f"top {100 * sel['top_fraction']:.0f}% of training tokens by edu_score (cut-off {data['score_cutoff']:.4f})"
             if "top_fraction" in sel else f"edu_score >= {sel['threshold']:g}")
     params = preset["parameters"]
-    out += [
+    out = [
         ("h", 2, "Setup"),
         ("p", f"Model: preset `{preset['name']}`, {params:,} parameters ({model['n_layer']} layer{'s' if model['n_layer'] != 1 else ''}, d_model "
               f"{model['d_model']}, {model['n_head']} heads, context {model['context']}, {model['positions']} "
@@ -234,7 +237,12 @@ def blocks(results: dict) -> list[tuple]:
     ]
     if "random" in arms:
         out.append(("p", "Random arm documents and tokens are means over its per-seed draws."))
+    return out
 
+
+def _result_blocks(results: dict) -> list[tuple]:
+    """Each arm's losses and pass@k, mean and std over seeds."""
+    arms = list(results["arms"])
     n = len(results["seeds"])
     pass_cols = sorted({k for a in arms for p in PASS_KEYS for k in results["arms"][a].get(p, {})})
     headers = ["arm", "HumanEval loss", "MBPP loss", "own val loss"]
@@ -249,20 +257,25 @@ def blocks(results: dict) -> list[tuple]:
                 if any(k in results["arms"][x].get(p, {}) for x in arms):
                     row.append(fmt(r.get(p, {}).get(k), 4))
         rows.append(row)
-    out += [("h", 2, f"Results (mean ± sample std over {n} seed{'s' if n != 1 else ''})"),
+    return [("h", 2, f"Results (mean ± sample std over {n} seed{'s' if n != 1 else ''})"),
             ("table", headers, rows),
             ("p", "Losses are nats per token on prompt + reference solution (HumanEval: all 164 problems; "
                   "MBPP: test split, task ids 11-510). pass@k by sampling completions and running the "
                   "problems' tests in the sandbox; at tiny scale it is expected to be near zero and the "
                   "loss is the signal.")]
 
-    out += [("h", 2, "Filtered − other arms (paired by seed; negative losses favour filtered)"),
-            ("table", ["comparison", "metric", "mean difference", "95% CI", "per seed", "filtered lower in"],
-             [[name.replace("_", " "), m, f"{c['mean']:+.4f}",
-               f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}" if c["ci95"] else "n/a (one seed)",
-               ", ".join(f"{x:+.3f}" for x in c["per_seed"]), f"{c['lower_in']} of {c['n']}"]
-              for name, comp in results["comparisons"].items() for m, c in comp.items()
-              if m in ("humaneval_loss", "mbpp_loss") or m.startswith("val_loss")])]
+
+def _comparison_blocks(results: dict) -> list[tuple]:
+    """Paired differences, similarity to the benchmarks, each model on every split, and the bigram baseline."""
+    arms = list(results["arms"])
+    base_arms = [a for a in arms if split_arm(a)[1] is None]
+    out = [("h", 2, "Filtered − other arms (paired by seed; negative losses favour filtered)"),
+           ("table", ["comparison", "metric", "mean difference", "95% CI", "per seed", "filtered lower in"],
+            [[name.replace("_", " "), m, f"{c['mean']:+.4f}",
+              f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}" if c["ci95"] else "n/a (one seed)",
+              ", ".join(f"{x:+.3f}" for x in c["per_seed"]), f"{c['lower_in']} of {c['n']}"]
+             for name, comp in results["comparisons"].items() for m, c in comp.items()
+             if m in ("humaneval_loss", "mbpp_loss") or m.startswith("val_loss")])]
 
     out += similarity_blocks(results)
     out += [("h", 2, "Each model on every arm's validation split"),
@@ -285,14 +298,19 @@ def blocks(results: dict) -> list[tuple]:
                fmt(results["arms"][a].get("humaneval_loss")), fmt(results["arms"][a].get("own_val_loss"))]
               for a in arms])]
 
-    out += [("h", 2, "Loss curves"), ("img", "loss_curves.png"),
+    return out
+
+
+def _closing_blocks(results: dict) -> list[tuple]:
+    """Loss curves, training time, the command that reproduces the run, package versions."""
+    arms = list(results["arms"])
+    return [("h", 2, "Loss curves"), ("img", "loss_curves.png"),
             ("p", "Validation loss on each arm's own split during training (thin lines: seeds; thick: mean)."),
             ("h", 2, "Training time"),
             ("table", ["arm", "seconds per run"], [[a, fmt(results["arms"][a].get("train_seconds"), 1)] for a in arms]),
             ("h", 2, "Reproduce"), ("pre", results["command"]),
             ("h", 2, "Versions"),
             ("table", ["package", "version"], [[k, str(v)] for k, v in results["versions"].items()])]
-    return out
 
 
 def similarity_blocks(results: dict) -> list[tuple]:

@@ -129,7 +129,7 @@ class AblateConfig:
 
     def resolved_preset(self) -> Preset:
         if self.preset not in PRESETS:
-            raise InputError(f"--preset {self.preset}: unknown; choose one of {', '.join(PRESETS)}")
+            raise OptionError(f"--preset {self.preset}: unknown; choose one of {', '.join(PRESETS)}")
         p = PRESETS[self.preset]
         model, loop = p.model, p.loop
         for key, value in self.overrides.items():
@@ -144,25 +144,25 @@ class AblateConfig:
     def check(self) -> None:
         self.resolved_preset()
         if self.threshold is not None and self.top_fraction is not None:
-            raise InputError("give --threshold or --top-fraction, not both")
+            raise OptionError("give --threshold or --top-fraction, not both")
         if self.top_fraction is not None and not 0.0 < self.top_fraction < 1.0:
-            raise InputError(f"--top-fraction {self.top_fraction}: must be between 0 and 1")
+            raise OptionError(f"--top-fraction {self.top_fraction}: must be between 0 and 1")
         if self.seeds < 1:
-            raise InputError("--seeds must be at least 1")
+            raise OptionError("--seeds must be at least 1")
         unknown = set(self.arms) - {"filtered", "random", "unfiltered"}
         if unknown or not self.arms:
-            raise InputError(f"--arms: unknown arm(s) {', '.join(sorted(unknown)) or '(none)'}")
+            raise OptionError(f"--arms: unknown arm(s) {', '.join(sorted(unknown)) or '(none)'}")
         if "random" in self.arms and "filtered" not in self.arms:
-            raise InputError("--arms: the random arm is sized by the filtered arm; include 'filtered'")
+            raise OptionError("--arms: the random arm is sized by the filtered arm; include 'filtered'")
         if self.eval_dir is not None and not Path(self.eval_dir).is_dir():
-            raise InputError(f"--eval-dir {self.eval_dir}: no such folder")
+            raise OptionError(f"--eval-dir {self.eval_dir}: no such folder")
         if not self.similarity_methods or set(self.similarity_methods) - {"embedding", "syntax"}:
-            raise InputError(f"--similarity-methods {','.join(self.similarity_methods)}: choose embedding, syntax or both")
+            raise OptionError(f"--similarity-methods {','.join(self.similarity_methods)}: choose embedding, syntax or both")
         for tau in self.prune_similar:
             if not 0.0 <= tau < 1.0:
-                raise InputError(f"--prune-similar {tau}: must be at least 0 and below 1 (max_similarity is in [0, 1])")
+                raise OptionError(f"--prune-similar {tau}: must be at least 0 and below 1 (max_similarity is in [0, 1])")
         if not 0.0 < self.val_fraction < 0.5:
-            raise InputError(f"--val-fraction {self.val_fraction}: must be between 0 and 0.5")
+            raise OptionError(f"--val-fraction {self.val_fraction}: must be between 0 and 0.5")
 
     def effective_threshold(self) -> float | None:
         """The filtered arm's cut-off: --threshold, else 0.5 (the bundled model's "keep"
@@ -199,8 +199,8 @@ def parse_tokens(text: str) -> int:
     """'50M' -> 50_000_000; '2.5k' -> 2500; plain integers as they are."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgG]?)\s*", str(text))
     if not m:
-        raise InputError(f"--tokens {text}: expected a number with an optional K, M or B suffix")
+        raise OptionError(f"--tokens {text}: expected a number with an optional K, M or B suffix")
     value = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
     if value <= 0:
-        raise InputError(f"--tokens {text}: must be positive")
+        raise OptionError(f"--tokens {text}: must be positive")
     return value

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..defaults import EMBED_BATCH_SIZE
 from ..errors import InputError
 
 ENGINES = ("local", "ray")
@@ -23,7 +24,7 @@ class ScoreConfig:
     # rows per Arrow batch read (and per output row group); None: 2048, or 2048 / max_chunks
     # for a chunking model, so a batch holds about as many texts to embed either way
     read_batch_rows: int | None = None
-    embed_batch_size: int = 64  # documents per forward pass of the embedder
+    embed_batch_size: int = EMBED_BATCH_SIZE  # documents per forward pass of the embedder
     max_length: int | None = None  # None: the model's own
     device: str = "auto"
     on_error: str = "raise"  # or "skip": report a bad shard and go on with the rest

@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from ..classifier import EduClassifier
-from ..corpus import Shard, input_fingerprint
+from ..corpus import Shard
+from ..provenance import fingerprint
 from ..errors import PhifilterError
 from .config import ScoreConfig
 
@@ -123,7 +124,7 @@ def model_key(clf) -> dict:
 def checkpoint_key(clf, shard: Shard, cfg: ScoreConfig) -> dict:
     """What must be unchanged for a rerun to reuse an interrupted run's checkpointed rows."""
     return {
-        "input": input_fingerprint(shard.path),
+        "input": fingerprint(shard.path),
         "text_column": cfg.text_column,
         "score_column": cfg.score_column,
         **({"int_score_column": cfg.int_score_column} if cfg.int_score_column else {}),
