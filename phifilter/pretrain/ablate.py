@@ -152,18 +152,9 @@ def _publish_report(out: Path, dest) -> None:
                        ours=lambda p: len(p.relative_to(dest).parts) == 1 and p.name in TOP_FILES)
 
 
-def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, progress: bool, command: str | None,
-         stats: dict) -> dict:
-    """The ablation in the local folder ``out``; fills ``stats``."""
-    from ..outputs import claim_folder
-    from ..provenance import fingerprint
-
-    claim_folder(out, lambda p: _is_ablation_file(out, p), "an ablation")
-    eval_dir = Path(config.eval_dir) if config.eval_dir else default_eval_dir()
-    fingerprints = [fingerprint(s.path) for s in shards]
-    rows = [open_parquet(s.path).metadata.num_rows for s in shards]
-
-    settings = {
+def _settings(shards, fingerprints, rows, config: AblateConfig, preset: Preset, steps: int, eval_dir: Path) -> dict:
+    """What decides the prepared data and the runs: a rerun with other settings is refused."""
+    return {
         "data": {
             "inputs": [[str(s.path.resolve()), f["size"], n] for s, f, n in zip(shards, fingerprints, rows)],
             "text_column": config.text_column, "score_column": config.score_column,
@@ -181,6 +172,20 @@ def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, pr
             "temperature": config.temperature, "exec_timeout": config.exec_timeout,
         },
     }
+
+
+def _run(shards, out: Path, config: AblateConfig, preset: Preset, steps: int, progress: bool, command: str | None,
+         stats: dict) -> dict:
+    """The ablation in the local folder ``out``; fills ``stats``."""
+    from ..outputs import claim_folder
+    from ..provenance import fingerprint
+
+    claim_folder(out, lambda p: _is_ablation_file(out, p), "an ablation")
+    eval_dir = Path(config.eval_dir) if config.eval_dir else default_eval_dir()
+    fingerprints = [fingerprint(s.path) for s in shards]
+    rows = [open_parquet(s.path).metadata.num_rows for s in shards]
+
+    settings = _settings(shards, fingerprints, rows, config, preset, steps, eval_dir)
     stats["per_shard"] = [{"path": str(s.path), "name": str(s.name), "rows": n, "file_bytes": f["size"]}
                           for s, f, n in zip(shards, fingerprints, rows)]
     with OutputLock(out):
