@@ -527,9 +527,9 @@ def train(labels, output, recipe, lexical, lexical_labels, quiet, **options):
     """
     echo_start("training", quiet)
     from .modelinfo import format_metrics
-    from .train import recipe_config, train_model
+    from .train import TrainConfig, train_model
 
-    cfg = recipe_config(recipe, lexical=lexical, lexical_labels=lexical_labels, **options)
+    cfg = TrainConfig.from_recipe(recipe, lexical=lexical, lexical_labels=lexical_labels, **options)
     _, metrics = train_model(labels, output, cfg, progress=not quiet)
     echo_summary(f"model written to {output}\n{format_metrics(metrics)}", quiet)
 

@@ -72,6 +72,11 @@ class TrainConfig:
     novelty_share: float | None = None  # cascade: also embed documents whose unseen-token share is in the top this share
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_recipe(cls, recipe: str = "default", **options) -> "TrainConfig":
+        """The config of a named recipe with ``options`` over it: :func:`recipe_config`."""
+        return recipe_config(recipe, **options)
+
     def __post_init__(self):
         self.threshold = parse_threshold(self.threshold)
         targets = (self.target_precision, self.target_share, self.target_token_share)
