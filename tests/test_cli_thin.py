@@ -180,6 +180,7 @@ NO_CONFIG_YET = {
     "filter_": "issue 24 item 2 (select.filter_shards becomes a shard job with its config)",
     "status": "issue 24 item 3 (status reads leases; its only option is the score column)",
     "info": "takes no option besides the model folder",
+    "ensemble": "issue 21 (build_ensemble takes its options as keywords; an EnsembleConfig is to come)",
 }
 EXTRA_CALLS = {  # what a command may call besides its one library call: formatting what it prints
     "train": {"format_metrics"},
@@ -235,6 +236,9 @@ def test_errors_that_name_an_option_are_option_errors():
         "phifilter/report.py": "issue 23", "phifilter/formats.py": "issue 20",
         "phifilter/classifier.py": "issue 23", "phifilter/cascade.py": "issue 23",
         "phifilter/featurizer.py": "issue 23", "phifilter/heads.py": "issue 23",
+        # merged beside this test: their option errors exit 1 today, and their tests say so
+        "phifilter/contamination.py": "issue 22", "phifilter/ensemble.py": "issue 21",
+        "phifilter/foreign.py": "issue 21", "phifilter/scorerset.py": "issue 21",
     }
     found = []
     for path in sorted((REPO / "phifilter").rglob("*.py")):
