@@ -181,6 +181,7 @@ NO_CONFIG_YET = {
     "status": "issue 24 item 3 (status reads leases; its only option is the score column)",
     "info": "takes no option besides the model folder",
     "ensemble": "issue 21 (build_ensemble takes its options as keywords; an EnsembleConfig is to come)",
+    "contamination": "issue 22 (run_contamination takes its options as keywords; a config is to come)",
 }
 EXTRA_CALLS = {  # what a command may call besides its one library call: formatting what it prints
     "train": {"format_metrics"},
