@@ -67,6 +67,8 @@ def parse_spec(spec) -> Spec:
         if not sep or not path or not label:
             raise ModelError(f"--model {text}: expected fasttext:PATH#LABEL (the label to score, e.g. __label__hq)")
         return Spec("fasttext", path, label)
+    if "://" in text:  # a URL (s3://, gs://, hf://...): one of our model folders on a store
+        return Spec("ours", text)
     forced = text.startswith(HF_PREFIX)
     body = text[len(HF_PREFIX):] if forced else text
     path, label = body, None

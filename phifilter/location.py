@@ -257,7 +257,9 @@ def store_error(e: BaseException, url=None):
     for err in _chain(e):
         name = type(err).__name__
         text = _first_line(err)
-        code = str(((getattr(err, "response", None) or {}).get("Error") or {}).get("Code", ""))
+        response = getattr(err, "response", None)  # botocore's is a dict; httpx's (the Hub) an object
+        response = response if isinstance(response, dict) else {}
+        code = str((response.get("Error") or {}).get("Code", ""))
         if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectionRefusedError", "ServerDisconnectedError") \
                 or "Could not connect" in text or "Connection refused" in text:
             return StoreError(f"{where} cannot be reached ({text}); check the endpoint ({creds}) and that the "
@@ -271,7 +273,7 @@ def store_error(e: BaseException, url=None):
             return StoreError(f"{where} refused the credentials ({text}); check {creds}")
         if code == "NoSuchBucket" or "bucket does not exist" in text.lower() or "NoSuchBucket" in text:
             return StoreError(f"{where} has no such bucket ({text}); create the bucket or fix the URL")
-        status = ((getattr(err, "response", None) or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
         if name in ("ResponseParserError", "ContentTypeError", "InvalidURL", "ClientResponseError") \
                 or "Unable to parse" in text or (name == "ClientError" and not code):
             text = f"HTTP {status}" if status and name == "ClientError" else text
