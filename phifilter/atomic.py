@@ -252,12 +252,15 @@ def remove_shard_temporaries(path) -> int:
     manifest stay (a rerun resumes from them).
     """
     path = as_location(path)
-    if not isinstance(path, RemotePath) and not path.parent.is_dir():
-        return 0
-    heads = {path.name, f".{path.name}.metadata.json"}
-    removed = 0
-    for p in path.parent.glob(f".*{path.name}*"):
-        owner = temporary_owner(p.name, (TMP_MARK,))
-        if owner is not None and owner[0] in heads and _remove(p):
-            removed += 1
+    removed = sum(1 for p in shard_temporaries(path) if _remove(p))
     return removed + remove_stale_temporaries(path.parent / f".{path.name}.partial")
+
+
+def shard_temporaries(path) -> list:
+    """The temporaries beside the output ``path`` (its own and its metadata sidecar's)."""
+    path = as_location(path)
+    if not isinstance(path, RemotePath) and not path.parent.is_dir():
+        return []
+    heads = {path.name, f".{path.name}.metadata.json"}
+    return [p for p in path.parent.glob(f".*{path.name}*")
+            if (owner := temporary_owner(p.name, (TMP_MARK,))) is not None and owner[0] in heads]

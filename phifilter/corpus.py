@@ -196,6 +196,7 @@ def check_column_types(shards: Sequence[Shard]) -> None:
         except InputError:
             continue
         for field in schema:
+            field = pa.field(field.name, _plain_type(field.type))
             if field.name not in seen:
                 seen[field.name] = (field.type, shard.path)
                 continue
@@ -207,6 +208,16 @@ def check_column_types(shards: Sequence[Shard]) -> None:
                 raise InputError(f"{shard.path}: column '{field.name}' has type {field.type}, but {first} in {where}; "
                                  "give the column one type in every shard (or leave the odd shard out)") from None
             seen[field.name] = (merged, where)
+
+
+def _plain_type(t):
+    """The type a column's values have, whatever their encoding: dictionary-encoded and large
+    strings are strings (Parquet writers differ in these), so they are no drift."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_large_string(t):
+        return pa.string()
+    return pa.binary() if pa.types.is_large_binary(t) else t
 
 
 def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Shard]:

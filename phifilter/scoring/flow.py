@@ -33,6 +33,7 @@ from ..corpus import (
     output_path,
     texts_from_array,
 )
+from ..atomic import shard_temporaries
 from ..errors import InputError, PhifilterError
 from ..leases import Leased, LeaseSet, describe, lease_path_for
 from ..location import as_location
@@ -153,9 +154,10 @@ def check_input_schema(pf, shard: Shard, cfg: ScoreConfig, extra=()) -> pa.Schem
 
 
 def discard_leftover_checkpoint(out_path, leases: LeaseSet) -> None:
-    """A finished output's checkpoint folder or dead lease (a kill after the rename left them)
-    go, but only under the shard's lease: a live run's files are never touched."""
-    if not partial_dir_for(out_path).is_dir() and not lease_path_for(out_path).exists():
+    """A finished output's checkpoint folder, dead lease or dead writer's temporaries (a kill
+    after the rename left them) go, but only under the shard's lease (taking it deletes the dead
+    temporaries): a live run's files are never touched."""
+    if not (partial_dir_for(out_path).is_dir() or lease_path_for(out_path).exists() or shard_temporaries(out_path)):
         return
     try:
         lease = leases.take(out_path)
