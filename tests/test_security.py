@@ -164,14 +164,14 @@ def test_embedder_sha256_mismatch_is_refused_by_score_and_train(tmp_path):
     wrong = "config.json=" + "0" * 64
     runner = CliRunner()
     result = runner.invoke(main, ["score", str(src), "-o", str(tmp_path / "out"), "--device", "cpu", "-q",
-                                  "--recipe", "paper", "--embedder-sha256", wrong])
+                                  "--embedder-sha256", wrong])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and "config.json: SHA-256" in result.output
     assert not list((tmp_path / "out").glob("*.parquet"))
     labels = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"text": ["a", "b", "c", "d"], "llm_score": [0, 5, 1, 4]}), labels)
     result = runner.invoke(main, ["train", str(labels), "-o", str(tmp_path / "m"), "--device", "cpu", "-q",
-                                  "--embedder-sha256", wrong])
+                                  "--recipe", "paper", "--embedder-sha256", wrong])
     assert result.exit_code == 1 and "config.json: SHA-256" in result.output, result.output
     assert not (tmp_path / "m").exists()
 
