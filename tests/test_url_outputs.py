@@ -175,7 +175,10 @@ def test_model_folder_and_stats_json_on_s3(s3, tmp_path, monkeypatch):
     assert read_model_meta(url)["files"] == {"forest.skops": hashlib.sha256(b"head").hexdigest()}
     claim_folder(url, is_model_file, "a model folder")  # ours: a rerun may replace it
     write_stats(s3.url("stats/run.json"), {"rows": 3})
-    assert json.loads(s3.fs.cat_file(f"{s3.bucket}/stats/run.json")) == {"rows": 3}
+    from phifilter.outputs import STATS_MARK
+
+    # the mark is how a rerun knows the file is ours to replace (docs/reliability.md)
+    assert json.loads(s3.fs.cat_file(f"{s3.bucket}/stats/run.json")) == {STATS_MARK: 1, "rows": 3}
 
 
 from s3server import s3  # noqa: E402,F401  (fixture)
