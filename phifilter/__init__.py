@@ -61,6 +61,7 @@ _EXPORTS = {
     "SampleConfig": "sample",
     "SampleSummary": "sample",
     "sample_shards": "sample",
+    "EnsembleConfig": "scorerset",
     "ScorerSet": "scorerset",
     "build_ensemble": "scorerset",
     "ScoreConfig": "scoring",
@@ -92,7 +93,7 @@ if TYPE_CHECKING:  # static tools (IDEs, type checkers, docs) see the plain impo
     from .pretrain import AblateConfig, run_ablation
     from .report import ReportConfig, ReportSummary, build_report
     from .sample import SampleConfig, SampleSummary, sample_shards
-    from .scorerset import ScorerSet, build_ensemble
+    from .scorerset import EnsembleConfig, ScorerSet, build_ensemble
     from .scoring import ScoreConfig, ScoreSummary, score_shards
     from .select import FilterSummary, filter_shards
     from .suggest import SuggestConfig, SuggestSummary, suggest

@@ -698,9 +698,9 @@ def ensemble(inputs, output, members, quiet, **options):
       phifilter score data/shards/ -o scored/ --model ens=ens/
       phifilter filter scored/ -o kept/ --score-column ens --min-bucket 15
     """
-    from .scorerset import build_ensemble
+    from .scorerset import EnsembleConfig, build_ensemble
 
-    meta = build_ensemble(list(inputs), output, list(members), **options)
+    meta = build_ensemble(list(inputs), output, EnsembleConfig(members=tuple(members), **options))
     if not quiet:
         click.echo(f"ensemble of {len(meta['members'])} ({meta['combine']}) fitted on "
                    f"{meta['reference']['documents']} documents -> {output}")
@@ -848,8 +848,9 @@ def agreement(a, b, as_json, **options):
 @click.option("--by", default=None, help="Column whose values get their own histogram and row (e.g. source).")
 @text_column_option
 @score_column_option()
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Threshold to report on (default: the --model's decision threshold).")
+@click.option("--threshold", type=FiniteFloatRange(), default=None,
+              help="Threshold to report on, within the column's range (its run record's: [0, 1] for a "
+                   "probability, 0-5 for a regression); default: the decision threshold its run record gives.")
 @model_option("Model folder whose threshold to use (default: the bundled model).")
 @click.option("--samples", "samples_per_band", default=5, show_default=True, type=click.IntRange(0),
               help="Sample documents per score band.")

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, OptionError
 
 FORMAT = "phifilter-ensemble"
 FORMAT_VERSION = 1
@@ -113,6 +113,7 @@ class EnsembleScorer:
     kind = "ensemble"
     threshold = BINS / 2  # bucket 10 and above: the better half of the reference sample
     unit_interval = False  # scores on [0, BINS), not probabilities
+    scale = (0.0, float(BINS))
 
     def __init__(self, folder: Path, meta: dict, members: list):
         self.folder, self.meta, self.members = Path(folder), meta, members
@@ -194,7 +195,7 @@ def fit_ensemble(inputs, output_dir: str | os.PathLike, members: Sequence[tuple]
     from .scorer import member_identity
 
     if combine_rule not in COMBINE:
-        raise InputError(f"--combine {combine_rule}: expected one of {', '.join(COMBINE)}")
+        raise OptionError(f"--combine {combine_rule}: expected one of {', '.join(COMBINE)}", "--combine")
     out = Path(output_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META).is_file())):
         raise InputError(f"{out}: exists and is not an ensemble folder; choose a new or empty folder")

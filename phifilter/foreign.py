@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, OptionError
 
 FASTTEXT_PREFIX = "fasttext:"
 HF_PREFIX = "hf:"
@@ -65,7 +65,8 @@ def parse_spec(spec) -> Spec:
     if text.startswith(FASTTEXT_PREFIX):
         path, sep, label = text[len(FASTTEXT_PREFIX):].rpartition("#")
         if not sep or not path or not label:
-            raise ModelError(f"--model {text}: expected fasttext:PATH#LABEL (the label to score, e.g. __label__hq)")
+            raise OptionError(f"--model {text}: expected fasttext:PATH#LABEL (the label to score, e.g. __label__hq)",
+                              "--model")
         return Spec("fasttext", path, label)
     if "://" in text:  # a URL (s3://, gs://, hf://...): one of our model folders on a store
         return Spec("ours", text)
@@ -81,8 +82,8 @@ def parse_spec(spec) -> Spec:
     if forced or ((folder / "config.json").is_file() and not (folder / "phifilter.json").is_file()):
         return Spec("hf", path, label)
     if label is not None:
-        raise ModelError(f"--model {text}: a #LABEL is for a Hugging Face folder or fasttext:PATH#LABEL; "
-                         f"{path} is not one")
+        raise OptionError(f"--model {text}: a #LABEL is for a Hugging Face folder or fasttext:PATH#LABEL; "
+                          f"{path} is not one", "--model")
     return Spec("ours", text)
 
 
@@ -180,6 +181,17 @@ class HFScorer:
         """A classifier's probability lies in [0, 1]; a regression's raw output need not."""
         return not self.regression
 
+    @property
+    def writes_int_score(self) -> bool:
+        """A regression scorer ``NAME`` also writes ``NAME_int_score`` (FineWeb-Edu's companion)."""
+        return self.regression
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """The nominal range of its scores: FineWeb-Edu's 0-5 for a regression (raw outputs may
+        stray past it), [0, 1] for a label's probability."""
+        return (0.0, 5.0) if self.regression else (0.0, 1.0)
+
     def load(self) -> "HFScorer":
         """Load the tokenizer and the safetensors weights (on the device, in the dtype)."""
         if self.model_ is not None:
@@ -228,10 +240,10 @@ class HFScorer:
     def int_scores(self, scores: np.ndarray) -> np.ndarray:
         """FineWeb-Edu's ``int_score``: round(clip(score, 0, 5)) (regression models only)."""
         if not self.regression:
-            from .errors import InputError
+            from .errors import OptionError
 
-            raise InputError(f"--int-score-column: {self.folder} is a classifier (label {self.label!r}); "
-                             "the 0-5 int score is for one-output regression models")
+            raise OptionError(f"--int-score-column: {self.folder} is a classifier (label {self.label!r}); "
+                              "the 0-5 int score is for one-output regression models", "--int-score-column")
         clipped = np.clip(np.nan_to_num(np.asarray(scores, np.float64), nan=0.0), 0, 5)
         return np.rint(clipped).astype(np.int8)
 

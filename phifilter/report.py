@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import pyarrow as pa
 
 from .corpus import find_input_files, is_text_type, iter_batches, open_parquet, texts_from_array
 from .errors import InputError, OutputError
-from .histogram import SUMMARY_BINS, bin_index, histogram
+from .histogram import SUMMARY_BINS, UNIT, bin_edges, bin_index, histogram
 from .htmlpage import escape, figure_img, html_page, html_table, new_figure
 
 FINE_BINS = 1000  # resolution of kept-share and budget curves (score steps of 0.001)
@@ -118,8 +119,8 @@ class _Group:
 class _Samples:
     """Top-k and bottom-k heaps plus one reservoir (Algorithm R) per coarse score bin."""
 
-    def __init__(self, k: int, excerpt_chars: int, seed: int):
-        self.k = k
+    def __init__(self, k: int, excerpt_chars: int, seed: int, span: tuple[float, float] = UNIT):
+        self.k, self.span = k, span
         self.excerpt_chars = excerpt_chars
         self.rng = np.random.default_rng(seed)
         self.top: list = []  # min-heap of (score, -order, Sample): the k largest scores
@@ -159,7 +160,7 @@ class _Samples:
                 else:
                     heapq.heapreplace(heap, entry)
         # Reservoirs: row i is the n-th of its bin; it replaces a random slot with probability k/n.
-        coarse = bin_index(scores, RESERVOIR_BINS)
+        coarse = bin_index(scores, RESERVOIR_BINS, self.span)
         for b in np.unique(coarse):
             rows = np.flatnonzero(coarse == b)
             nth = self.seen[b] + np.arange(1, len(rows) + 1)
@@ -202,9 +203,11 @@ class ReportData:
     text_bytes: int = 0  # UTF-8 bytes of the texts read
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(SUMMARY_BINS, np.int64))  # --stats-json's bins
     per_shard: list = field(default_factory=list)  # {"name", "rows", "bytes", "seconds"} per shard (--stats-json)
+    span: tuple = UNIT  # (lo, hi) of the score column: the bins cover it (scorerset.column_span)
+    span_source: str = ""
 
     def fine_edges(self) -> np.ndarray:
-        return np.arange(FINE_BINS) / FINE_BINS
+        return bin_edges(FINE_BINS, self.span)[:-1]
 
     def kept_curve(self, group: _Group | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(threshold, share of docs kept, share of tokens kept) with threshold at each fine bin edge."""
@@ -222,13 +225,14 @@ class ReportData:
         return float(thresholds[i]), float(docs[i])
 
     def median_score(self) -> float:
+        lo, hi = self.span
         if self.overall.n == 0:
-            return 0.5
+            return (lo + hi) / 2
         cum = np.cumsum(self.overall.docs)
-        return (int(np.searchsorted(cum, self.overall.n / 2)) + 0.5) / FINE_BINS
+        return lo + (int(np.searchsorted(cum, self.overall.n / 2)) + 0.5) / FINE_BINS * (hi - lo)
 
 
-def recorded_threshold(paths) -> tuple[float, str] | None:
+def recorded_threshold(paths, column: str | None = None) -> tuple[float, str] | None:
     """The decision threshold (and name) of the model that scored these shards, from their run
     records; None when no shard records one. Shards scored by models with different thresholds
     are refused: one report, one threshold."""
@@ -237,9 +241,12 @@ def recorded_threshold(paths) -> tuple[float, str] | None:
     found: dict[float, tuple[str, str]] = {}
     for path in paths:
         model = (read_record(path) or {}).get("model") or {}
-        value = model.get("threshold")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
-            found.setdefault(float(value), (str(model.get("name") or "unnamed model"), str(path)))
+        value, name = model.get("threshold"), model.get("name")
+        scorer = ((model.get("options") or {}).get("scorers") or {}).get(column)
+        if isinstance(scorer, dict):  # one of several (or a foreign) scorers: the column's own
+            value, name = scorer.get("threshold"), f"{scorer.get('kind', 'scorer')} of column {column}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            found.setdefault(float(value), (str(name or "unnamed model"), str(path)))
     if len(found) > 1:
         (a, (_, pa_)), (b, (_, pb)) = list(found.items())[:2]
         raise InputError(f"{pb}: scored by a model with threshold {b:g}, but {pa_} by one with {a:g}; "
@@ -250,17 +257,22 @@ def recorded_threshold(paths) -> tuple[float, str] | None:
     return value, f"the decision threshold of the model that scored the shards ({name}), from their run record"
 
 
-def resolve_threshold(config: ReportConfig, paths=()) -> tuple[float, str]:
-    """The report threshold and a phrase saying where it came from: --threshold, else --model's,
-    else the scoring model's (the shards' run records), else the bundled model's."""
+def resolve_threshold(config: ReportConfig, paths=(), span: tuple[float, float, str] = (*UNIT, "[0, 1]")
+                      ) -> tuple[float, str]:
+    """The report threshold and a phrase saying where it came from: --threshold (in ``span``, the
+    range of the score column: :func:`phifilter.scorerset.column_span`), else --model's, else the
+    scoring model's (the shards' run records), else the bundled model's."""
     from .classifier import default_model_path, read_model_meta
+    from .errors import OptionError
 
     if config.threshold is not None:
-        if not 0.0 <= config.threshold <= 1.0:
-            raise InputError(f"--threshold {config.threshold}: must be in [0, 1]")
+        lo, hi, where = span
+        if not lo <= config.threshold <= hi:
+            raise OptionError(f"--threshold {config.threshold:g}: column '{config.score_column}' holds scores in "
+                              f"[{lo:g}, {hi:g}] ({where}); give a threshold in that range", "--threshold")
         return float(config.threshold), "given with --threshold"
     if config.model is None:
-        recorded = recorded_threshold(paths)
+        recorded = recorded_threshold(paths, config.score_column)
         if recorded is not None:
             return recorded
     path = Path(config.model) if config.model is not None else default_model_path()
@@ -306,15 +318,19 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
     cfg = config or ReportConfig()
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_input_files(specs)
-    threshold, source = resolve_threshold(cfg, [s.path for s in shards])
     files = []
     for s in shards:
         pf = open_parquet(s.path)
         _check_schema(s.path, pf.schema_arrow, cfg)
         files.append((s, pf))
-    data = ReportData(cfg, threshold, source, shards=len(shards))
+    from .scorerset import column_span
+
+    *span, span_source = column_span([s.path for s in shards], cfg.score_column)
+    span = tuple(span)
+    threshold, source = resolve_threshold(cfg, [s.path for s in shards], (*span, span_source))
+    data = ReportData(cfg, threshold, source, shards=len(shards), span=span, span_source=span_source)
     log.info("report on %d shard(s), threshold %g (%s)", len(shards), threshold, source)
-    data.samples = _Samples(cfg.samples_per_band, cfg.excerpt_chars, cfg.seed)
+    data.samples = _Samples(cfg.samples_per_band, cfg.excerpt_chars, cfg.seed, span)
     base = [cfg.score_column, cfg.text_column] + ([cfg.by] if cfg.by and cfg.by not in (cfg.score_column, cfg.text_column) else [])
     total = sum(pf.metadata.num_rows for _, pf in files)
     by_counts: dict[str, int] = {}
@@ -327,15 +343,15 @@ def collect(inputs, config: ReportConfig | None = None, progress: bool = False) 
                 nulls = score_arr.null_count
                 scores = score_arr.to_numpy(zero_copy_only=False).astype(np.float64)
                 # A null or NaN score (a failed row) counts as 0, as `phifilter filter` treats it.
-                scores = np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
+                scores = np.clip(np.nan_to_num(scores, nan=0.0), *span)
                 texts = batch.column(cfg.text_column)
                 if pa.types.is_dictionary(texts.type):
                     texts = texts.dictionary_decode()
                 tokens = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
                 shard_bytes += int(tokens.sum())
                 tokens = (tokens + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
-                data.histogram += histogram(scores)
-                bins = bin_index(scores, FINE_BINS)
+                data.histogram += histogram(scores, span=span)
+                bins = bin_index(scores, FINE_BINS, span)
                 data.overall.add(bins, tokens, scores, threshold)
                 data.overall.nulls += nulls
                 by_values = None
@@ -385,11 +401,11 @@ def _coarse(counts: np.ndarray) -> np.ndarray:
 def histogram_figure(data: ReportData):
     fig = new_figure()
     ax = fig.add_subplot()
-    edges = np.linspace(0, 1, PLOT_BINS + 1)
-    ax.bar(edges[:-1], _coarse(data.overall.docs), width=1 / PLOT_BINS, align="edge", color="#4c72b0",
+    edges = bin_edges(PLOT_BINS, data.span)
+    ax.bar(edges[:-1], _coarse(data.overall.docs), width=edges[1] - edges[0], align="edge", color="#4c72b0",
            edgecolor="white")
     ax.axvline(data.threshold, color="#c44e52", linestyle="--", label=f"threshold {data.threshold:g}")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(*data.span)
     ax.set_xlabel(data.config.score_column)
     ax.set_ylabel("documents")
     ax.set_title("Score distribution, all documents")
@@ -402,12 +418,13 @@ def by_histograms_figure(data: ReportData):
     cols = min(3, len(groups))
     rows = (len(groups) + cols - 1) // cols
     fig = new_figure(3.4 * cols, 2.4 * rows + 0.3)
-    edges = np.linspace(0, 1, PLOT_BINS + 1)
+    edges = bin_edges(PLOT_BINS, data.span)
     for i, (value, g) in enumerate(groups):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.bar(edges[:-1], _coarse(g.docs), width=1 / PLOT_BINS, align="edge", color="#55a868", edgecolor="white")
+        ax.bar(edges[:-1], _coarse(g.docs), width=edges[1] - edges[0], align="edge", color="#55a868",
+               edgecolor="white")
         ax.axvline(data.threshold, color="#c44e52", linestyle="--")
-        ax.set_xlim(0, 1)
+        ax.set_xlim(*data.span)
         label = value if len(value) <= 32 else value[:31] + "…"
         ax.set_title(f"{label} ({g.n:,})", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -422,7 +439,7 @@ def kept_share_figure(data: ReportData):
     ax.plot(thresholds, 100 * docs, label="documents kept", color="#4c72b0")
     ax.plot(thresholds, 100 * tokens, label="tokens kept (est.)", color="#dd8452")
     ax.axvline(data.threshold, color="#c44e52", linestyle="--", label=f"threshold {data.threshold:g}")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(*data.span)
     ax.set_ylim(0, 101)
     ax.set_xlabel(f"threshold on {data.config.score_column} (keep score >= threshold)")
     ax.set_ylabel("% kept")
@@ -443,7 +460,7 @@ def budget_figure(data: ReportData):
     ax.set_xlabel("keep the best X% of tokens")
     ax.set_ylabel(f"{data.config.score_column} cut-off")
     ax.set_xlim(0, 100)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(*data.span)
     ax.grid(alpha=0.3)
     ax2 = ax.twinx()
     ax2.step(x, 100 * docs[order], where="post", color="#64b5cd", linestyle=":", label="% of documents kept")
@@ -523,12 +540,14 @@ def render_html(data: ReportData) -> str:
     out.append(figure_img(kept_share_figure(data), "kept share of documents and tokens against the threshold"))
     thresholds, docs, tokens = data.kept_curve()
     rows = []
-    for cut in sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, round(t, 3)}):
-        i = min(int(round(cut * FINE_BINS)), FINE_BINS - 1)
+    lo, hi = data.span
+    for cut in sorted({round(lo + k * (hi - lo) / 10, 3) for k in range(1, 10)} | {round(t, 3)}):
+        i = min(max(int(round((cut - lo) / (hi - lo) * FINE_BINS)), 0), FINE_BINS - 1)
         rows.append([f"{cut:g}" + (" (report threshold)" if abs(cut - t) < 1e-9 else ""),
                      f"{100 * docs[i]:.1f}%", f"{100 * tokens[i]:.1f}%"])
     out.append(html_table(["score >=", "documents kept", "tokens kept (est.)"], rows))
-    out.append(f"<p class=\"note\">Read from histograms with {FINE_BINS} bins (exact to 1/{FINE_BINS} in the score).</p>")
+    out.append(f"<p class=\"note\">Read from histograms with {FINE_BINS} bins over [{lo:g}, {hi:g}] "
+               f"({escape(data.span_source)}; exact to 1/{FINE_BINS} of that range).</p>")
 
     out.append("<h2>Token budget</h2>")
     out.append("<p>To train on the best X% of the tokens, cut at the score below; "
@@ -579,6 +598,7 @@ class ReportSummary:
     text_bytes: int = 0
     histogram: list = field(default_factory=list)  # SUMMARY_BINS counts
     per_shard: list = field(default_factory=list)
+    span: tuple = UNIT  # the range the histogram's bins cover
 
     def stats(self) -> dict:
         """Machine-readable statistics (``--stats-json``)."""
@@ -591,7 +611,7 @@ class ReportSummary:
             "tokens": {"estimated": self.total_tokens, "kept_estimated": self.kept_tokens,
                        "bytes_per_token": BYTES_PER_TOKEN},
             "threshold": self.threshold, "docs_per_second": rate(self.rows, self.seconds),
-            "histogram": {"bins": SUMMARY_BINS, "edges": [i / SUMMARY_BINS for i in range(SUMMARY_BINS + 1)],
+            "histogram": {"bins": SUMMARY_BINS, "edges": [round(float(e), 9) for e in bin_edges(SUMMARY_BINS, self.span)],
                           "counts": [int(c) for c in self.histogram]},
             "per_shard": list(self.per_shard), "failures": [],
         }
@@ -645,7 +665,7 @@ def build_report(
     o = data.overall
     summary = ReportSummary(output, data.rows, data.shards, data.threshold, o.kept_docs, o.kept_tokens, o.total_tokens,
                             seconds=time.perf_counter() - began, text_bytes=data.text_bytes,
-                            histogram=[int(c) for c in data.histogram], per_shard=data.per_shard)
+                            histogram=[int(c) for c in data.histogram], per_shard=data.per_shard, span=data.span)
     if stats_json is not None:
         from .stats import write_stats
 

@@ -326,6 +326,10 @@ def filter_shards(
         bin_hi = cutoff + 1.0 / BINS
         settings = {"top_fraction": top_fraction, "score_column": score_column}
     else:
+        if min_int_score is None and min_bucket is None:  # against the range the run record gives the column
+            from .scorerset import check_threshold
+
+            check_threshold([s.path for s in shards], score_column, threshold)
         cutoff, bin_hi = float(threshold), float(threshold)
         settings = {"threshold": threshold, "score_column": score_column}
 

@@ -88,7 +88,7 @@ def test_three_scorers_one_pass_and_provenance(models, shards, tmp_path, bundled
             "-m", f"fw={models['reg']}", "-m", f"dclm=fasttext:{models['ft']}#__label__hq"]
     first = run_cli(*args)
     table = pq.read_table(out / "a.parquet")
-    assert table.column_names == ["text", "id", "edu_score", "fw", "dclm"]
+    assert table.column_names == ["text", "id", "edu_score", "fw", "dclm", "fw_int_score"]
     texts = as_texts(TEXTS)
     assert np.abs(column(out / "a.parquet", "edu_score") - bundled_model.edu_score(texts)).max() < TOL
     assert np.abs(column(out / "a.parquet", "fw") - bert_reference(models["reg"], texts)).max() < TOL
@@ -100,8 +100,13 @@ def test_three_scorers_one_pass_and_provenance(models, shards, tmp_path, bundled
     assert files["dclm/ft.bin"] == sha256_file(models["ft"])
     assert files["fw/model.safetensors"] == sha256_file(models["reg"] / "model.safetensors")
     assert any(k.startswith("edu_score/") for k in files)
-    assert set(record["model"]["options"]["scorers"]) == {"edu_score", "fw", "dclm"}
-    assert record["columns"]["scores"] == ["fw", "dclm"]
+    scorers = record["model"]["options"]["scorers"]
+    assert set(scorers) == {"edu_score", "fw", "dclm"}
+    assert record["columns"]["scores"] == ["fw", "dclm", "fw_int_score"]
+    # each column's range, threshold and int score column, as report and filter read them
+    assert scorers["fw"]["scale"] == [0.0, 5.0] and scorers["fw"]["int_column"] == "fw_int_score"
+    assert scorers["fw"]["threshold"] == 3.0 and scorers["dclm"]["scale"] == [0.0, 1.0]
+    assert "int_column" not in scorers["dclm"] and "int_column" not in scorers["edu_score"]
     assert "1 scored" in first.stdout or "scored" in first.stdout
     again = run_cli(*args)
     assert "1 already complete" in again.stdout or "skipped" in again.stdout.lower()
@@ -181,18 +186,21 @@ def _edit_config(folder, **fields):
     (folder / "config.json").write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("x=fasttext:{ft}#nope", "no label '__label__nope'"),
-    ("x=fasttext:{ft}", "fasttext:PATH#LABEL"),
-    ("x={cls}", "needs the label to score"),
-    ("x={cls}#absent", "no label 'absent'"),
-    ("x={reg}#high", "regression"),
+@pytest.mark.parametrize("spec, message, code", [
+    ("x=fasttext:{ft}#nope", "no label '__label__nope'", 1),
+    ("x=fasttext:{ft}", "fasttext:PATH#LABEL", 2),  # the option's value cannot be read: a usage error
+    ("x={cls}", "needs the label to score", 1),
+    ("x={cls}#absent", "no label 'absent'", 1),
+    ("x={reg}#high", "regression", 1),
 ])
-def test_bad_specs_are_one_error_line(models, shards, tmp_path, spec, message):
+def test_bad_specs_are_one_error_line(models, shards, tmp_path, spec, message, code):
     spec = spec.format(ft=models["ft"], cls=models["cls"], reg=models["reg"])
     proc = run_cli("score", shards, "-o", tmp_path / "out", "-m", spec, check=False)
-    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
-    assert proc.stderr.count("\n") == 1
+    assert proc.returncode == code and message in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and (code == 2 or proc.stderr.count("\n") == 1)
+    if code == 2:
+        assert "--model" in errors[0]
 
 
 def test_several_models_need_names_and_distinct_columns(models, shards, tmp_path):

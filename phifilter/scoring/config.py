@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..defaults import EMBED_BATCH_SIZE
-from ..errors import InputError
+from ..errors import InputError, OptionError
 
 ENGINES = ("local", "ray")
 ON_ERROR = ("raise", "skip")
@@ -59,11 +59,11 @@ class ScoreConfig:
     def check(self) -> None:
         """Refuse impossible option values before any work."""
         if self.on_error not in ON_ERROR:
-            raise InputError(f"--on-error {self.on_error}: expected 'raise' or 'skip'")
+            raise OptionError(f"--on-error {self.on_error}: expected 'raise' or 'skip'", "--on-error")
         if self.engine not in ENGINES:
-            raise InputError(f"--engine {self.engine}: expected 'local' or 'ray'")
+            raise OptionError(f"--engine {self.engine}: expected 'local' or 'ray'", "--engine")
         if self.output_format not in (None, "parquet", "jsonl"):
-            raise InputError(f"--output-format {self.output_format}: expected 'parquet' or 'jsonl'")
+            raise OptionError(f"--output-format {self.output_format}: expected 'parquet' or 'jsonl'", "--output-format")
 
 
 def partition_of(cfg: ScoreConfig, environ=os.environ) -> tuple[int, int]:
@@ -78,9 +78,9 @@ def partition_of(cfg: ScoreConfig, environ=os.environ) -> tuple[int, int]:
     index = 0 if index is None else int(index)
     count = 1 if count is None else int(count)
     if count < 1:
-        raise InputError(f"--num-tasks {count}: must be at least 1")
+        raise OptionError(f"--num-tasks {count}: must be at least 1", "--num-tasks")
     if not 0 <= index < count:
-        raise InputError(f"--task-index {index}: must be in 0..{count - 1} for --num-tasks {count}")
+        raise OptionError(f"--task-index {index}: must be in 0..{count - 1} for --num-tasks {count}", "--task-index")
     return index, count
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..classifier import EduClassifier
 from ..corpus import Shard
 from ..provenance import fingerprint
-from ..errors import PhifilterError
+from ..errors import OptionError
 from .config import ScoreConfig
 
 Stage = tuple[str, Callable]
@@ -63,7 +63,7 @@ def apply_throughput_options(clf: EduClassifier, cfg: ScoreConfig) -> None:
         wanted["quantize"] = cfg.quantize
     if wanted and loaded:
         name, value = next(iter(wanted.items()))
-        raise PhifilterError(f"--{name} {value}: the embedder is already loaded; pass the model folder instead")
+        raise OptionError(f"--{name} {value}: the embedder is already loaded; pass the model folder instead", f"--{name}")
     for name, value in wanted.items():
         setattr(emb, name, value)
     if cfg.tokens_per_batch:

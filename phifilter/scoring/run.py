@@ -23,7 +23,7 @@ from ..corpus import (
     open_parquet,
 )
 from ..devices import parse_devices
-from ..errors import InputError, PhifilterError
+from ..errors import InputError, OptionError, PhifilterError
 from ..outputs import claim_folder, claim_stats, has_column, parquet_record_of
 from ..scorerset import ScorerPlan, plan_models
 from .config import ScoreConfig, partition_of
@@ -56,8 +56,9 @@ def score_shards(
     if isinstance(model, ScorerPlan):  # foreign or several scorers: the first one's column is the primary
         cfg.score_column = model.columns[0]
         if cfg.engine == "ray" or cfg.embeddings:
-            raise InputError(f"--{'engine ray' if cfg.engine == 'ray' else 'embeddings'}: not yet with foreign or "
-                             "several scorers; use --devices, or --task-index/--num-tasks for several machines")
+            flag = "--engine" if cfg.engine == "ray" else "--embeddings"
+            raise OptionError(f"{flag}: not yet with foreign or several scorers (--model NAME=SPEC); use "
+                              "--devices, or --task-index/--num-tasks for several machines", flag)
     task = partition_of(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     every_shard = find_shards(specs)
