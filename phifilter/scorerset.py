@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError, OptionError
+from .errors import OptionError
 from .foreign import Spec, parse_spec
 from .scorer import NAME, check_member, member_identity
 

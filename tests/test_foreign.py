@@ -210,3 +210,140 @@ def test_several_models_need_names_and_distinct_columns(models, shards, tmp_path
     proc = run_cli("score", shards, "-o", tmp_path / "o", "-m", f"id={models['reg']}", "-m", f"b={models['reg']}",
                    check=False)
     assert proc.returncode == 1 and "already has a column 'id'" in proc.stderr
+
+
+# -- each regression scorer's int score; ranges in the run record; engines (issue 21's gaps) ------
+
+def varied_texts(n: int, seed: int = 0) -> list[str]:
+    """n texts of 5-40 words drawn from the tiny models' vocabulary (their scores spread out)."""
+    import random
+
+    from tinymodels import WORDS
+
+    rng = random.Random(seed)
+    spam = "buy now free offer click here subscribe login".split()
+    return [" ".join(rng.choice(WORDS + spam * (i % 3)) for _ in range(rng.randint(5, 40))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def regression_run(models, tmp_path_factory):
+    """60 varied documents scored by a regression, a classifier and a fastText model in one pass."""
+    root = tmp_path_factory.mktemp("ranges")
+    write_shard(root / "in" / "a.parquet", varied_texts(60), id=list(range(60)))
+    run_cli("score", root / "in", "-o", root / "out", "--device", "cpu", "-m", f"fw={models['reg']}",
+            "-m", f"cls={models['cls']}#high", "-m", f"dclm=fasttext:{models['ft']}#hq")
+    return root
+
+
+def test_each_regression_scorer_writes_its_int_score(models, shards, tmp_path):
+    reg2 = build_bert(tmp_path / "reg2", seed=2)
+    out = tmp_path / "out"
+    run_cli("score", shards, "-o", out, "--device", "cpu", "-m", f"a={models['reg']}", "-m", f"b={reg2}",
+            "-m", f"c={models['cls']}#high", "-m", f"d=fasttext:{models['ft']}#hq")
+    table = pq.read_table(out / "a.parquet")
+    assert table.column_names == ["text", "id", "a", "b", "c", "d", "a_int_score", "b_int_score"]
+    texts = as_texts(TEXTS)
+    for name, folder in (("a", models["reg"]), ("b", reg2)):
+        scores = column(out / "a.parquet", name)
+        assert np.abs(scores - bert_reference(folder, texts)).max() < TOL
+        ints = table.column(f"{name}_int_score")
+        assert str(ints.type) == "int8"
+        assert (np.asarray(ints.to_pylist()) == np.rint(np.clip(scores, 0, 5))).all()
+    assert len(set(table.column("a_int_score").to_pylist()) | set(table.column("b_int_score").to_pylist())) >= 2
+    scorers = json.loads(pq.read_metadata(out / "a.parquet").metadata[b"phifilter.run"])["model"]["options"]["scorers"]
+    assert scorers["a"]["int_column"] == "a_int_score" and scorers["b"]["int_column"] == "b_int_score"
+    assert "int_column" not in scorers["c"] and "int_column" not in scorers["d"]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["-m", "fw={reg}", "-m", "fw_int_score=fasttext:{ft}#hq"], "--model"),
+    (["-m", "fw={reg}", "-m", "b=fasttext:{ft}#hq", "--int-score-column", "fw_int_score"], "--int-score-column"),
+])
+def test_an_int_score_column_written_twice_is_refused(models, shards, tmp_path, args, flag):
+    args = [a.format(reg=models["reg"], ft=models["ft"]) for a in args]
+    proc = run_cli("score", shards, "-o", tmp_path / "out", "--device", "cpu", *args, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and flag in errors[0] and "fw_int_score" in errors[0], proc.stderr
+    assert not (tmp_path / "out" / "a.parquet").exists()
+
+
+def test_report_bins_a_regression_column_over_its_range(regression_run, tmp_path):
+    scored = regression_run / "out"
+    fw = column(scored / "a.parquet", "fw")
+    run_cli("report", scored, "-o", tmp_path / "fw.html", "--score-column", "fw", "--stats-json", tmp_path / "fw.json")
+    stats = json.loads((tmp_path / "fw.json").read_text())
+    lo, hi = min(0.0, float(fw.min())), max(5.0, float(fw.max()))  # the recorded 0-5, widened to the scores
+    edges = np.asarray(stats["histogram"]["edges"])
+    assert np.abs(edges - np.linspace(lo, hi, 11)).max() < 1e-6
+    want = np.bincount(np.clip(((fw - lo) / (hi - lo) * 10).astype(np.int64), 0, 9), minlength=10)
+    assert stats["histogram"]["counts"] == want.tolist()
+    assert (want > 0).sum() >= 3  # spread over the bars, not piled into the top one as on [0, 1]
+    assert stats["threshold"] == 3.0  # the regression scorer's own, from the run record
+    assert stats["rows"]["kept"] == int((fw >= 3.0).sum())
+    assert f"over [{lo:g}, {hi:g}]" in (tmp_path / "fw.html").read_text()
+    # a probability column keeps [0, 1]; another threshold in range is taken
+    run_cli("report", scored, "-o", tmp_path / "c.html", "--score-column", "cls", "--stats-json", tmp_path / "c.json",
+            "--threshold", "0.4")
+    stats = json.loads((tmp_path / "c.json").read_text())
+    assert stats["histogram"]["edges"] == [i / 10 for i in range(11)]
+    assert stats["rows"]["kept"] == int((column(scored / "a.parquet", "cls") >= 0.4).sum())
+
+
+@pytest.mark.parametrize("command", ["report", "filter"])
+@pytest.mark.parametrize("score_column, threshold", [("fw", "above"), ("fw", "below"), ("cls", "1.5"), ("dclm", "-0.1")])
+def test_threshold_outside_the_recorded_range_is_refused(regression_run, tmp_path, command, score_column, threshold):
+    fw = column(regression_run / "out" / "a.parquet", "fw")
+    lo, hi = (min(0.0, float(fw.min())), max(5.0, float(fw.max()))) if score_column == "fw" else (0.0, 1.0)
+    threshold = {"above": f"{hi + 0.5:g}", "below": f"{lo - 0.5:g}"}.get(threshold, threshold)
+    target = tmp_path / ("r.html" if command == "report" else "kept")
+    proc = run_cli(command, regression_run / "out", "-o", target, "--score-column", score_column,
+                   "--threshold", threshold, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "--threshold" in errors[0] and f"[{lo:g}, {hi:g}]" in errors[0] and "run record" in errors[0]
+    assert not target.exists() or not any(target.iterdir())
+
+
+def test_filter_keeps_a_regression_column_at_a_threshold_in_its_range(regression_run, tmp_path):
+    scored = regression_run / "out" / "a.parquet"
+    fw, ints = column(scored, "fw"), column(scored, "fw_int_score")
+    run_cli("filter", regression_run / "out", "-o", tmp_path / "k", "--score-column", "fw", "--threshold", "3.5")
+    assert len(pq.read_table(tmp_path / "k" / "a.parquet")) == int((fw >= 3.5).sum())
+    run_cli("filter", regression_run / "out", "-o", tmp_path / "i", "--min-int-score", "3",
+            "--int-score-column", "fw_int_score")
+    assert len(pq.read_table(tmp_path / "i" / "a.parquet")) == int((ints >= 3).sum())
+
+
+@pytest.mark.parametrize("flag", ["--engine", "--embeddings"])
+@pytest.mark.parametrize("several", [True, False])
+def test_ray_and_embeddings_refuse_foreign_scorers(models, shards, tmp_path, flag, several):
+    (tmp_path / "emb").mkdir()
+    value = "ray" if flag == "--engine" else tmp_path / "emb"
+    spec = ["-m", f"fw={models['reg']}", "-m", f"dclm=fasttext:{models['ft']}#hq"] if several else ["-m", models["reg"]]
+    proc = run_cli("score", shards, "-o", tmp_path / "out", flag, value, *spec, "--device", "cpu", check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and flag in errors[0], proc.stderr
+    assert "not yet with foreign or several scorers" in errors[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_devices_cpu_cpu_with_several_scorers_equals_one_process(models, tmp_path):
+    """Two worker processes, three scorers: every column as the one-process run writes it (1e-4)."""
+    for k in range(3):
+        write_shard(tmp_path / "in" / f"s{k}.parquet", varied_texts(25, seed=k), id=list(range(25)))
+    spec = ["-m", f"fw={models['reg']}", "-m", f"cls={models['cls']}#high", "-m", f"dclm=fasttext:{models['ft']}#hq"]
+    run_cli("score", tmp_path / "in", "-o", tmp_path / "one", "--device", "cpu", *spec)
+    two = run_cli("score", tmp_path / "in", "-o", tmp_path / "two", "--devices", "cpu,cpu", *spec)
+    assert "3 scored" in two.stdout or "scored" in two.stdout
+    for k in range(3):
+        a, b = pq.read_table(tmp_path / "one" / f"s{k}.parquet"), pq.read_table(tmp_path / "two" / f"s{k}.parquet")
+        assert a.column_names == b.column_names == ["text", "id", "fw", "cls", "dclm", "fw_int_score"]
+        assert a.column("id").to_pylist() == b.column("id").to_pylist()
+        for name in ("fw", "cls", "dclm"):
+            got, want = np.asarray(b.column(name).to_pylist()), np.asarray(a.column(name).to_pylist())
+            assert np.abs(got - want).max() < TOL
+        # the int score is rint of the score: equal except where a score sits within 1e-4 of a .5
+        fw = np.asarray(a.column("fw").to_pylist())
+        clear = np.abs(np.clip(fw, 0, 5) - np.floor(np.clip(fw, 0, 5)) - 0.5) > TOL
+        assert (np.asarray(a.column("fw_int_score").to_pylist())[clear]
+                == np.asarray(b.column("fw_int_score").to_pylist())[clear]).all()
