@@ -52,7 +52,9 @@ def test_ensemble_fit_score_and_min_bucket(members, tmp_path):
     out = tmp_path / "out"
     run_cli("score", tmp_path / "in", "-o", out, "-m", f"ens={ens}", "-m", specs[0], "-m", specs[1], "--device", "cpu")
     table = pq.read_table(out / "a.parquet")
-    assert table.column_names == ["text", "ens", "fw", "dclm", "ens_bucket"]
+    assert table.column_names == ["text", "ens", "fw", "dclm", "fw_int_score", "ens_bucket"]
+    scorers = json.loads(pq.read_metadata(out / "a.parquet").metadata[b"phifilter.run"])["model"]["options"]["scorers"]
+    assert scorers["ens"]["scale"] == [0.0, 20.0] and scorers["ens"]["bucket_column"] == "ens_bucket"
     ens_scores = np.asarray(table.column("ens").to_pylist())
     bucket = np.asarray(table.column("ens_bucket").to_pylist())
     # recomputed here from the definition in docs/howto/ensembles.md
@@ -72,6 +74,13 @@ def test_ensemble_fit_score_and_min_bucket(members, tmp_path):
     run_cli("filter", out, "-o", kept, "--score-column", "ens", "--min-bucket", "12")
     k = pq.read_table(kept / "a.parquet")
     assert len(k) == int((bucket >= 12).sum()) and min(k.column("ens_bucket").to_pylist()) >= 12
+    # the ensemble's score lies on [0, 20]: a threshold past it is refused, the report bins over it
+    proc = run_cli("filter", out, "-o", tmp_path / "k2", "--score-column", "ens", "--threshold", "21", check=False)
+    assert proc.returncode == 2 and "[0, 20]" in proc.stderr
+    run_cli("report", out, "-o", tmp_path / "r.html", "--score-column", "ens", "--stats-json", tmp_path / "r.json")
+    stats = json.loads((tmp_path / "r.json").read_text())
+    assert stats["histogram"]["edges"] == [2.0 * i for i in range(11)] and stats["threshold"] == 10.0
+    assert stats["histogram"]["counts"] == np.bincount(np.minimum(ens_scores // 2, 9).astype(int), minlength=10).tolist()
 
 
 @pytest.mark.parametrize("edit, message", [
