@@ -123,14 +123,12 @@ class EnsembleScorer:
     def from_folder(cls, folder: str | os.PathLike, cfg, load_member) -> "EnsembleScorer":
         """Read and check ``ensemble.json``, then ``load_member(spec, cfg)`` each member (their
         files are checked by :meth:`load`)."""
+        from .foreign import read_json_object
+
         folder = Path(folder)
         path = folder / META
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelError(f"{path}: missing; is {folder} an ensemble folder (phifilter ensemble)?") from None
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ModelError(f"{path}: not valid JSON ({e}); refit the ensemble or restore the file") from None
+        meta = read_json_object(path, f"is {folder} an ensemble folder (phifilter ensemble)?",
+                                "refit the ensemble or restore the file")
         check_meta(meta, path)
         members = [load_member(m["spec"], cfg) for m in meta["members"]]
         return cls(folder, meta, members)

@@ -93,19 +93,26 @@ def _finite(value, name: str, where: Path) -> float:
     return float(value)
 
 
+def read_json_object(path: Path, missing: str, fix: str) -> dict:
+    """A model file's JSON object; a ModelError naming ``path`` when it is missing (``missing``
+    says why it is needed), not JSON or not an object (``fix`` says what to do)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing; {missing}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object; {fix}")
+    return value
+
+
 def check_hf_folder(folder: Path) -> dict:
     """The folder's config.json, checked: safetensors weights, no remote code, sane labels."""
     config_path = folder / "config.json"
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{config_path}: missing; a Hugging Face model folder needs config.json") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelError(f"{config_path}: not valid JSON ({e}); restore the file") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_path}: expected a JSON object")
+    config = read_json_object(config_path, "a Hugging Face model folder needs config.json", "restore the file")
     if "auto_map" in config:
         raise ModelError(f"{config_path}: asks for custom code (auto_map); phifilter runs no code from a model "
                          "folder: use a model of a standard transformers architecture")
