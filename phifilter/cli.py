@@ -364,7 +364,8 @@ def main(ctx, verbose, quiet):
 @click.option("-m", "--model", "models", multiple=True, metavar="[NAME=]SPEC",
               help="Scorer (repeatable: one column NAME each, one pass). SPEC: a model folder (default, or 'bundled': the "
                    "bundled model), an ensemble folder, a Hugging Face folder [hf:]DIR[#LABEL] or fasttext:PATH#LABEL. "
-                   "A bare SPEC writes --score-column.")
+                   "A bare SPEC writes --score-column. A Hugging Face regression scorer NAME also writes "
+                   "NAME_int_score (round(clip(score, 0, 5)), int8).")
 @click.option("--output-format", type=click.Choice(["parquet", "jsonl"]), default=None,
               help="Write every output shard in this format (default: the input's format and compression).")
 @storage_options_option

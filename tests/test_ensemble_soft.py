@@ -150,3 +150,42 @@ def test_unit_interval_rules_refuse_other_scales(tmp_path, rule):
     assert not (tmp_path / "kept" / "a.parquet").exists()
     run_cli("filter", tmp_path / "in", "-o", tmp_path / "kept", "--score-column", "fw", "--threshold", "3")
     assert pq.read_table(tmp_path / "kept" / "a.parquet").column("text").to_pylist() == ["b", "c"]
+
+
+@pytest.mark.parametrize("fields, flag, message", [
+    ({"members": ()}, "--member", "NAME=SPEC"),
+    ({"members": ("bundled",)}, "--member", "NAME=SPEC"),
+    ({"members": ("a=bundled", "a=x")}, "--member", "its own NAME"),
+    ({"members": ("a=bundled",), "combine_rule": "median"}, "--combine", "max, mean"),
+    ({"members": ("a=bundled",), "sample": 5}, "--sample", "at least 20"),
+])
+def test_ensemble_options_are_option_errors(tmp_path, fields, flag, message):
+    """EnsembleConfig refuses a bad value when it is built (nothing loaded, nothing written);
+    the command shows it as a usage error naming the flag."""
+    from phifilter import EnsembleConfig
+    from phifilter.errors import OptionError
+
+    with pytest.raises(OptionError, match=message) as e:
+        EnsembleConfig(**fields)
+    assert e.value.option == flag
+
+
+def test_ensemble_cli_usage_errors_name_the_flag(tmp_path):
+    write_shard(tmp_path / "in" / "a.parquet", corpus(30))
+    for args, flag in ((["--member", "a=bundled", "--member", "a=bundled"], "--member"),
+                       (["--member", "bundled"], "--member")):
+        proc = run_cli("ensemble", tmp_path / "in", "-o", tmp_path / "ens", *args, check=False)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and flag in errors[0], proc.stderr
+        assert not (tmp_path / "ens").exists()
+
+
+def test_min_bucket_out_of_range_is_an_option_error(tmp_path):
+    from phifilter.errors import OptionError
+    from phifilter.select import filter_shards
+
+    write_shard(tmp_path / "in" / "a.parquet", ["a"], ens=np.array([3.5], np.float32),
+                ens_bucket=np.array([3], np.int8))
+    with pytest.raises(OptionError, match="a bucket is in 0..19") as e:
+        filter_shards(tmp_path / "in", tmp_path / "kept", score_column="ens", min_bucket=20)
+    assert e.value.option == "--min-bucket" and not (tmp_path / "kept").exists()
