@@ -314,17 +314,37 @@ def test_filter_keeps_a_regression_column_at_a_threshold_in_its_range(regression
     assert len(pq.read_table(tmp_path / "i" / "a.parquet")) == int((ints >= 3).sum())
 
 
-@pytest.mark.parametrize("flag", ["--engine", "--embeddings"])
 @pytest.mark.parametrize("several", [True, False])
-def test_ray_and_embeddings_refuse_foreign_scorers(models, shards, tmp_path, flag, several):
+def test_embeddings_refuse_foreign_scorers(models, shards, tmp_path, several):
     (tmp_path / "emb").mkdir()
-    value = "ray" if flag == "--engine" else tmp_path / "emb"
     spec = ["-m", f"fw={models['reg']}", "-m", f"dclm=fasttext:{models['ft']}#hq"] if several else ["-m", models["reg"]]
-    proc = run_cli("score", shards, "-o", tmp_path / "out", flag, value, *spec, "--device", "cpu", check=False)
+    proc = run_cli("score", shards, "-o", tmp_path / "out", "--embeddings", tmp_path / "emb", *spec, "--device", "cpu",
+                   check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and flag in errors[0], proc.stderr
-    assert "not yet with foreign or several scorers" in errors[0]
+    assert proc.returncode == 2 and len(errors) == 1 and "--embeddings" in errors[0], proc.stderr
+    assert "not foreign or several scorers" in errors[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_ray_with_several_foreign_scorers_equals_one_process_and_reruns_skip(models, tmp_path):
+    """Ray actors get each member's files through the object store (not the driver's paths): the
+    columns equal the local run's (1e-4), and a rerun finds the same run record and skips."""
+    pytest.importorskip("ray")
+    for k in range(2):
+        write_shard(tmp_path / "in" / f"s{k}.parquet", varied_texts(20, seed=k), id=list(range(20)))
+    spec = ["-m", f"fw={models['reg']}", "-m", f"cls={models['cls']}#high", "-m", f"dclm=fasttext:{models['ft']}#hq"]
+    run_cli("score", tmp_path / "in", "-o", tmp_path / "one", "--device", "cpu", *spec)
+    run_cli("score", tmp_path / "in", "-o", tmp_path / "ray", "--engine", "ray", "--num-threads", "1", *spec)
+    for k in range(2):
+        a, b = pq.read_table(tmp_path / "one" / f"s{k}.parquet"), pq.read_table(tmp_path / "ray" / f"s{k}.parquet")
+        assert a.column_names == b.column_names == ["text", "id", "fw", "cls", "dclm", "fw_int_score"]
+        assert a.column("id").to_pylist() == b.column("id").to_pylist()
+        for name in ("fw", "cls", "dclm"):
+            got, want = np.asarray(b.column(name).to_pylist()), np.asarray(a.column(name).to_pylist())
+            assert np.abs(got - want).max() < TOL
+    again = run_cli("score", tmp_path / "in", "-o", tmp_path / "ray", "--engine", "ray", "--num-threads", "1", *spec)
+    assert "shards: 0 scored, 2 already complete" in again.stdout, again.stdout
 
 
 def test_devices_cpu_cpu_with_several_scorers_equals_one_process(models, tmp_path):

