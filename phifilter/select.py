@@ -405,11 +405,11 @@ def _rule_of(threshold, top_fraction, token_budget, min_int_score, int_score_col
 
         curve = parse_curve(sample_by_score)
     elif sum(x is not None for x in (threshold, top_fraction, token_budget)) != 1:
-        raise InputError("give exactly one of --threshold or --top-fraction or --token-budget")
+        raise OptionError("give exactly one of --threshold or --top-fraction or --token-budget")
     if token_budget is not None and int(token_budget) < 1:
-        raise InputError(f"--token-budget {token_budget}: must be at least 1")
+        raise OptionError(f"{token_budget}: must be at least 1", "--token-budget")
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
-        raise InputError(f"--top-fraction {top_fraction}: must be in (0, 1]")
+        raise OptionError(f"{top_fraction}: must be in (0, 1]", "--top-fraction")
     return threshold, score_column, curve
 
 
