@@ -189,18 +189,16 @@ def check_embed_inputs(inputs, output_dir, text_column: str = "text", stats_json
 class EmbedJob(ShardJob):
     """Embed one shard (:mod:`phifilter.shardjob`): its sidecar, with the embedder in its record."""
 
-    command, what, desc = "embed", "an embedding cache", "shards"
+    command, desc = "embed", "shards"
 
-    def __init__(self, embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress, summary):
+    def __init__(self, embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress):
         from .provenance import model_identity
 
-        self.embedder, self.chunking, self.max_chunks = embedder, chunking, max_chunks
+        self.embedder, self.chunking, self.max_chunks, self.progress = embedder, chunking, max_chunks, progress
         self.text_column, self.id_column, self.read_batch_rows = text_column, id_column, read_batch_rows
-        self.progress, self.summary = progress, summary
-        self.ident = identity(embedder, chunking, max_chunks)
-        self.schema = sidecar_schema(self.ident["dim"], self.ident)
-        self.model = model_identity(self.ident["sha256"],
-                                    **{k: v for k, v in self.ident.items() if k not in ("sha256", "key")})
+        ident = identity(embedder, chunking, max_chunks)
+        self.schema, self.summary = sidecar_schema(ident["dim"], ident), EmbedSummary(key=ident["key"])
+        self.model = model_identity(ident["sha256"], **{k: v for k, v in ident.items() if k not in ("sha256", "key")})
 
     owns = staticmethod(is_sidecar)
 
@@ -250,9 +248,7 @@ def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_c
 
     began = time.perf_counter()
     claimed = check_embed_inputs(inputs, output_dir, text_column, stats_json)
-    job = EmbedJob(embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress,
-                   EmbedSummary(key=""))
-    job.summary.key = job.ident["key"]
+    job = EmbedJob(embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress)
     shardjob.run_shards(job, claimed, progress and len(claimed.shards) >= 2)
     return shardjob.finish(job.summary, stats_json, began)
 

@@ -1,7 +1,8 @@
 """Keep the best documents of scored shards: above a score threshold, or the top fraction.
 
-Filtering runs shard by shard with polars' streaming engine, so memory does not grow with the
-corpus. ``top_fraction`` is turned into a cut-off with one pass over the score column that
+Filtering streams shard by shard (:func:`phifilter.corpus.iter_batches` in, the shard's own
+format out through :class:`phifilter.corpus.ShardWriter`, locally or on a store), so memory does
+not grow with the corpus. ``top_fraction`` is turned into a cut-off with one pass over the score column that
 only keeps a fine histogram (2**20 bins), so it is exact to one part in a million; rows that
 fall in the boundary bin are kept in corpus order until the requested count is reached, which
 makes the kept count exact and the result deterministic.
@@ -10,28 +11,23 @@ Each shard is one job of :mod:`phifilter.shardjob`: written under its lease, wit
 record (``phifilter.provenance``: the input's fingerprint, the columns, the rule and the
 cut-off) and its counts in its footer, so a rerun with the same settings skips what is done
 and redoes, saying why, a shard whose input changed. (Folders filtered before this kept one
-``_phifilter_filter.json`` for the folder instead; they are refused, with the fix.) Rows whose score is NaN or null are never kept; they
-are counted and reported, and left out of the ``top_fraction`` base.
-
-Local Parquet goes through polars; JSON Lines, save_to_disk shards and shards in an object
-store are streamed through :func:`phifilter.corpus.iter_batches` and written in their own format
-by :class:`phifilter.corpus.ShardWriter`, with the same cut-off and the same kept rows.
+``_phifilter_filter.json`` for the folder instead; they are refused, with the fix.) Rows
+whose score is NaN or null are never kept; they are counted and reported, and left out of the
+``top_fraction`` base. A shard is read twice: its score and text columns to count and decide,
+then every column to write the kept rows with the counts in the footer.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .atomic import output_error, write_atomic
 from .corpus import ShardWriter, check_text_column, iter_batches, open_parquet
 from .errors import InputError, OptionError, OutputError
-from .formats import PARQUET, detect
-from .location import RemotePath, as_location
+from .location import as_location
 from .shardjob import ShardJob, leased_lines
 
 MANIFEST = "_phifilter_filter.json"
@@ -161,25 +157,13 @@ def check_unit_scores(paths: Sequence[Path], score_column: str, option: str) -> 
 def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: str) -> tuple[float, int, int]:
     """(lower edge of the boundary bin, rows to keep from that bin, total rows to keep)."""
     import numpy as np
-    import polars as pl
 
     counts = np.zeros(BINS, dtype=np.int64)
     for p in paths:
-        if not _polars_reads(p):
-            for batch in iter_batches(p, 1 << 16, columns=[score_column]):
-                s = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
-                s = np.clip(s[~np.isnan(s)], 0.0, 1.0)  # null (nan here) and NaN are not in the base
-                np.add.at(counts, np.clip(np.floor(s * BINS).astype(np.int64), 0, BINS - 1), 1)
-            continue
-        vc = (
-            pl.scan_parquet(p)
-            .filter(_scored(score_column))
-            .select((pl.col(score_column).cast(pl.Float64).clip(0.0, 1.0) * BINS)
-                    .floor().cast(pl.Int64).clip(0, BINS - 1).alias("bin"))
-            .group_by("bin").len()
-            .collect()
-        )
-        np.add.at(counts, vc["bin"].to_numpy(), vc["len"].to_numpy())
+        for batch in iter_batches(p, 1 << 16, columns=[score_column]):
+            s = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
+            s = np.clip(s[~np.isnan(s)], 0.0, 1.0)  # null (nan here) and NaN are not in the base
+            counts += np.bincount(np.clip(np.floor(s * BINS).astype(np.int64), 0, BINS - 1), minlength=BINS)
     total = int(counts.sum())
     keep = int(math.floor(fraction * total + 1e-9))
     if keep == 0:
@@ -189,20 +173,6 @@ def top_fraction_cutoff(paths: Sequence[Path], fraction: float, score_column: st
     boundary = BINS - 1 - k
     above = int(from_top[k - 1]) if k > 0 else 0
     return boundary / BINS, keep - above, keep
-
-
-def _scored(score_column: str):
-    """Rows with a real score (polars orders NaN above every number, so NaN must be excluded)."""
-    import polars as pl
-
-    col = pl.col(score_column).cast(pl.Float64)
-    return col.is_not_null() & col.is_not_nan()
-
-
-def _polars_reads(path) -> bool:
-    """Local Parquet: read with polars' streaming engine (the original, fastest path)."""
-    fmt = detect(getattr(path, "name", str(path)))
-    return not isinstance(path, RemotePath) and (fmt is None or fmt.kind == PARQUET)
 
 
 class FilterJob(ShardJob):
@@ -217,8 +187,8 @@ class FilterJob(ShardJob):
         self.__dict__.update(rule)  # score_column, text_column, cutoff, bin_hi, quota, top, cut, counter, curve
         self.summary, self.remaining = summary, self.quota
         if self.top or self.cut is not None:
-            self.ordered = (f"{'--top-fraction' if self.top else '--token-budget'} keeps the boundary documents "
-                            "in corpus order across shards")
+            rule = "--top-fraction" if self.top else "--token-budget"
+            self.ordered = f"{rule} keeps the boundary documents in corpus order across shards"
 
     def record(self, shard) -> dict:
         from .provenance import fingerprint, run_record
@@ -228,8 +198,7 @@ class FilterJob(ShardJob):
 
     def write(self, shard, out, record: dict) -> dict:
         mask, extra, take = self._given_mask(shard)
-        write = _filter_polars if _polars_reads(shard.path) and _polars_reads(out) else _filter_streaming
-        return write(shard, out, self, record, mask, take, extra)
+        return _filter_shard(shard, out, self, record, mask, take, extra)
 
     def _given_mask(self, shard):
         """(keep mask, extra counts, boundary quota taken) of --sample-by-score and --token-budget."""
@@ -251,7 +220,7 @@ class FilterJob(ShardJob):
         self.summary.add(done)
 
 
-def _filter_streaming(shard, out_path, job: FilterJob, record: dict, mask, take, extra: dict) -> dict:
+def _filter_shard(shard, out_path, job: FilterJob, record: dict, mask, take, extra: dict) -> dict:
     """Keep rows with score >= bin_hi, plus (top fraction) the first ``remaining`` rows of the
     boundary bin [cutoff, bin_hi) in corpus order; or (threshold) rows with score >= cutoff;
     or (token budget, sample) the rows of ``mask``. Counted first, then written with the counts."""
@@ -291,42 +260,6 @@ def _filter_streaming(shard, out_path, job: FilterJob, record: dict, mask, take,
         for batch in iter_batches(shard.path, 1 << 14, parquet_file=pf):
             writer.write_batch(batch.filter(keep[done:done + batch.num_rows]))
             done += batch.num_rows
-    return stats
-
-
-def _filter_polars(shard, out_path, job: FilterJob, record: dict, mask, take, extra: dict) -> dict:
-    """The same rows through polars' streaming engine (local Parquet in and out)."""
-    import polars as pl
-
-    from .provenance import RECORD_KEY
-    from .shardjob import with_outcome
-
-    score, scored = pl.col(job.score_column), _scored(job.score_column)
-    text_bytes = pl.col(job.text_column).str.len_bytes().fill_null(0)
-    lf = pl.scan_parquet(shard.path)
-    if mask is not None:
-        keep = pl.lit(pl.Series("keep", mask, dtype=pl.Boolean))
-    elif job.top:
-        in_boundary = ((score >= job.cutoff) & (score < job.bin_hi) & scored).fill_null(False)
-        n_boundary = int(lf.select(in_boundary.sum()).collect().item() or 0)
-        take = max(0, min(job.remaining, n_boundary))
-        keep = (score >= job.bin_hi) | (in_boundary & (in_boundary.cum_sum() <= take))
-    else:
-        keep, take = score >= job.cutoff, 0
-    keep = (keep & scored).fill_null(False)
-    try:  # reads every column the output needs: a bad one fails here, before writing
-        agg = lf.select(rows_in=pl.len(), rows_kept=keep.sum(), bytes_in=text_bytes.sum(),
-                        bytes_kept=pl.when(keep).then(text_bytes).otherwise(0).sum(),
-                        rows_unscored=(~scored).fill_null(True).sum()).collect().row(0, named=True)
-    except pl.exceptions.PolarsError as e:
-        text = str(e).strip().splitlines()
-        raise InputError(f"{shard.path}: cannot be read ({text[0] if text else type(e).__name__})") from None
-    stats = {k: int(v or 0) for k, v in agg.items()} | {"boundary_kept": take, **extra}
-    meta = {RECORD_KEY.decode(): json.dumps(with_outcome(record, stats), sort_keys=True)}
-    try:
-        write_atomic(out_path, lambda tmp: lf.filter(keep).sink_parquet(tmp, metadata=meta))
-    except pl.exceptions.PolarsError as e:  # polars reports I/O failures (a full disk) as ComputeError
-        raise _write_error(out_path, e) from None
     return stats
 
 
@@ -445,16 +378,5 @@ def _refuse_old_manifest(output_dir) -> None:
     """A folder filtered before the shard job (one ``_phifilter_filter.json`` for the folder)."""
     old = as_location(output_dir) / MANIFEST
     if old.exists():
-        raise OutputError(f"{old}: this folder was filtered by an older phifilter, whose records are not per shard; "
-                          "filter into a new output folder (nothing was changed)")
-
-
-def _write_error(path: Path, e: Exception) -> OutputError:
-    if isinstance(e, OSError):
-        return output_error(path, e)
-    text = str(e)
-    if "No space left" in text or "os error 28" in text:
-        import errno
-
-        return output_error(path, OSError(errno.ENOSPC, "No space left on device"))
-    return OutputError(f"{path}: cannot write ({text.strip().splitlines()[-1] if text.strip() else type(e).__name__})")
+        why = "whose records are not per shard; filter into a new output folder (nothing was changed)"
+        raise OutputError(f"{old}: this folder was filtered by an older phifilter, {why}")

@@ -75,7 +75,7 @@ def score_shards(
         summary.add(outcome)
     if cfg.engine == "ray" or (devices and len(devices) > 1):
         summary.failures.sort()
-    summary.task, summary.shards_elsewhere = claimed.task, claimed.elsewhere
+    summary.task, summary.shards_elsewhere = claimed.task, len(claimed.every) - len(claimed.shards)
     return shardjob.finish(summary, cfg.stats_json, began)
 
 
