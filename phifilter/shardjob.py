@@ -138,7 +138,7 @@ def _one(job: ShardJob, shard, out, leases) -> Done:
     record = job.record(shard)
     reason, outcome = standing(out, record)
     if reason is None:
-        _tidy(out, leases)
+        tidy(out, leases)
         return Done(shard, "skipped", outcome)
     try:
         lease = leases.take(out)  # also removes the dead temporaries of this shard
@@ -158,17 +158,24 @@ def _one(job: ShardJob, shard, out, leases) -> Done:
         leases.give_back(lease)
 
 
-def _tidy(out, leases) -> None:
-    """A finished output's dead lease or dead writer's temporaries (a kill after the rename) go,
-    under the shard's lease; a live run's are never touched."""
+def tidy(out, leases) -> None:
+    """A finished output's leftovers (a dead lease, a dead writer's temporaries, score's
+    checkpoint folder: a kill after the rename) go, under the shard's lease; a live run's
+    files are never touched."""
     from .atomic import shard_temporaries
+    from .corpus import PartialShard, partial_dir_for
     from .leases import Leased, lease_path_for
 
-    if lease_path_for(out).exists() or shard_temporaries(out):
-        try:
-            leases.give_back(leases.take(out))
-        except Leased:
-            pass
+    if not (lease_path_for(out).exists() or shard_temporaries(out) or partial_dir_for(out).is_dir()):
+        return
+    try:
+        lease = leases.take(out)  # taking it deletes the dead temporaries
+    except Leased:
+        return
+    try:
+        PartialShard(out, None, key={}).discard()
+    finally:
+        leases.give_back(lease)
 
 
 def finish(summary, stats_json, began: float):
