@@ -167,9 +167,13 @@ def echo_start(what: str, quiet: bool) -> None:
 
 
 def echo_summary(summary, quiet: bool) -> None:
-    """What most commands print when they finish: the summary, unless --quiet."""
+    """What most commands print when they finish: the summary, unless --quiet; what -q still
+    says of a shard job: the shards left to another run writing them (stderr)."""
     if not quiet:
         click.echo(str(summary))
+        return
+    for name, holder in getattr(summary, "leased", ()):
+        click.echo(f"left to another run: {name} ({holder})", err=True)
 
 
 def echo_json_or_text(to_dict, report, as_json: bool, quiet: bool = False, indent: int = 2) -> None:
@@ -424,10 +428,8 @@ def score(inputs, output, models, batch_size, quiet, **options):
 
     cfg = ScoreConfig(embed_batch_size=batch_size, **options)
     summary = score_shards(list(inputs), output, model=list(models) or None, config=cfg, progress=not quiet)
-    echo_summary(summary, quiet)
-    if quiet:  # what -q still says: shards that failed, and shards left to another run writing them
-        for name, holder in summary.leased:
-            click.echo(f"left to another run: {name} ({holder})", err=True)
+    echo_summary(summary, quiet)  # with -q: the shards left to another run writing them
+    if quiet:  # ... and the shards that failed
         for path, error in summary.failures:
             click.echo(f"failed: {path}: {error}", err=True)
 

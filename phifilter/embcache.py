@@ -35,22 +35,12 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .atomic import remove_stale_temporaries
 from .defaults import EMBED_BATCH_SIZE, MAX_CHUNKS, MAX_LENGTH
 from .hashing import document_ids, text_hash
 from .chunking import DocEmbeddings, embed_documents
-from .corpus import (
-    OutputLock,
-    ShardWriter,
-    check_output_dir,
-    check_text_column,
-    find_shards,
-    iter_batches,
-    open_parquet,
-    output_path,
-    texts_from_array,
-)
+from .corpus import ShardWriter, check_text_column, iter_batches, open_parquet, output_path, texts_from_array
 from .errors import InputError
+from .shardjob import ShardJob, leased_lines
 
 FORMAT = "phifilter-embeddings"
 META_KEY = b"phifilter.embeddings"
@@ -130,6 +120,7 @@ class EmbedSummary:
     seconds: float = 0.0
     text_bytes: int = 0  # UTF-8 bytes of the texts embedded
     per_shard: list = field(default_factory=list)  # {"name", "rows", "bytes", "seconds"} per written shard
+    leased: list = field(default_factory=list)  # (shard, holder): left to another live run writing it
 
     def __str__(self) -> str:
         from .provenance import describe_redone
@@ -138,7 +129,7 @@ class EmbedSummary:
         return (f"embeddings {self.key}: {self.shards_written} shards written"
                 + (f" ({redone})" if redone else "") + f", {self.shards_skipped} already "
                 f"complete; {self.docs:,} documents, {self.chunks:,} chunks; {self.chunked:,} documents "
-                f"chunked, {self.truncated:,} truncated")
+                f"chunked, {self.truncated:,} truncated" + "".join(f"\n{line}" for line in leased_lines(self.leased)))
 
     def stats(self) -> dict:
         """Machine-readable statistics (``--stats-json``)."""
@@ -146,12 +137,29 @@ class EmbedSummary:
 
         return {
             "command": "embed", "key": self.key, "seconds": round(self.seconds, 6),
-            "shards": {"written": self.shards_written, "skipped": self.shards_skipped, "failed": 0},
+            "shards": {"written": self.shards_written, "skipped": self.shards_skipped, "failed": 0,
+                       "leased": len(self.leased)},
             "rows": {"in": self.docs, "chunks": self.chunks, "chunked": self.chunked, "truncated": self.truncated},
             "bytes": {"in": self.text_bytes},
             "docs_per_second": rate(self.docs, self.seconds), "redone": list(self.redone),
             "per_shard": list(self.per_shard), "failures": [],
         }
+
+    def add(self, done) -> None:
+        """Fold one shard's fate (:class:`phifilter.shardjob.Done`) in (a skipped one counts as skipped)."""
+        if done.status == "leased":
+            self.leased.append((str(done.shard.name), done.holder))
+        elif done.status == "skipped":
+            self.shards_skipped += 1
+        else:
+            c = done.outcome
+            self.shards_written += 1
+            self.redone += [done.redone] if done.redone else []
+            self.docs, self.chunks = self.docs + c["docs"], self.chunks + c["chunks"]
+            self.chunked, self.truncated = self.chunked + c["chunked"], self.truncated + c["truncated"]
+            self.text_bytes += c["bytes"]
+            self.per_shard.append({"name": str(done.shard.name), "rows": c["rows"], "bytes": c["bytes"],
+                                   "seconds": round(done.seconds, 6)})
 
 
 def is_sidecar(path: Path) -> bool:
@@ -167,80 +175,82 @@ def is_sidecar(path: Path) -> bool:
         return False
 
 
-def check_embed_inputs(inputs, output_dir, text_column: str = "text"):
-    """Everything checkable before an embedder is loaded: shards, text column, output folder."""
-    from .outputs import claim_folder
+def check_embed_inputs(inputs, output_dir, text_column: str = "text", stats_json=None):
+    """Everything checkable before an embedder is loaded: shards, text column, output folder,
+    ``--stats-json`` (:func:`phifilter.shardjob.claim`)."""
+    from .shardjob import claim
 
-    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    shards = find_shards(specs)
-    out_dir = check_output_dir(specs, output_dir)
-    claim_folder(out_dir, is_sidecar, "an embedding cache")
-    OutputLock.check_free(out_dir)
-    for s in shards:
+    claimed = claim(inputs, output_dir, is_sidecar, "an embedding cache", stats_json)
+    for s in claimed.shards:
         check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
-    return shards, out_dir
+    return claimed
+
+
+class EmbedJob(ShardJob):
+    """Embed one shard (:mod:`phifilter.shardjob`): its sidecar, with the embedder in its record."""
+
+    command, desc = "embed", "shards"
+
+    def __init__(self, embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress):
+        from .provenance import model_identity
+
+        self.embedder, self.chunking, self.max_chunks, self.progress = embedder, chunking, max_chunks, progress
+        self.text_column, self.id_column, self.read_batch_rows = text_column, id_column, read_batch_rows
+        ident = identity(embedder, chunking, max_chunks)
+        self.schema, self.summary = sidecar_schema(ident["dim"], ident), EmbedSummary(key=ident["key"])
+        self.model = model_identity(ident["sha256"], **{k: v for k, v in ident.items() if k not in ("sha256", "key")})
+
+    owns = staticmethod(is_sidecar)
+
+    def output(self, out_dir, shard):
+        return output_path(out_dir, shard, "parquet")  # a sidecar is Parquet whatever the shard's format
+
+    def record(self, shard) -> dict:
+        from .provenance import run_record
+
+        has_id = bool(self.id_column and self.id_column in open_parquet(shard.path).schema_arrow.names)
+        return run_record(shard.path, model=self.model, command="embed",
+                          columns={"text": self.text_column, "id": self.id_column if has_id else None})
+
+    def write(self, shard, out, record: dict) -> dict:
+        from .provenance import with_record
+
+        schema, id_column = with_record(self.schema, record), record["columns"]["id"]
+        columns = [self.text_column] + ([id_column] if id_column else [])
+        counts = dict.fromkeys(("rows", "bytes", "docs", "chunks", "chunked", "truncated"), 0)
+        with ShardWriter(out, schema) as writer:
+            for batch in iter_batches(shard.path, self.read_batch_rows, columns=columns):
+                texts = texts_from_array(batch.column(0))
+                counts["rows"] += len(texts)
+                counts["bytes"] += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+                emb = embed_documents(self.embedder, texts, self.chunking, self.max_chunks, progress=self.progress)
+                writer.write_batch(to_batch(document_ids(batch, id_column, texts), emb, schema, texts))
+                for key, n in (("docs", emb.n_docs), ("chunks", len(emb.doc)), ("chunked", emb.chunked),
+                               ("truncated", emb.truncated)):
+                    counts[key] += int(n)
+        return counts
+
+    def seen(self, done) -> None:
+        self.summary.add(done)
 
 
 def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = MAX_CHUNKS,
                  text_column: str = "text", id_column: str | None = "id", read_batch_rows: int = 2048,
                  progress: bool = False, stats_json: str | os.PathLike | None = None) -> EmbedSummary:
-    """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are kept).
+    """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are
+    kept), each under its lease (:mod:`phifilter.shardjob`).
 
     ``stats_json``: also write the run's statistics there (:meth:`EmbedSummary.stats`).
     """
     import time
 
-    from tqdm import tqdm
+    from . import shardjob
 
-    from .provenance import model_identity, run_record, stale_reason, with_record
-
-    shards, out_dir = check_embed_inputs(inputs, output_dir, text_column)
-    from .outputs import claim_stats
-
-    claim_stats(stats_json, [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), output_dir=out_dir)
-    ident = identity(embedder, chunking, max_chunks)
-    base_schema = sidecar_schema(ident["dim"], ident)
-    model = model_identity(ident["sha256"], **{k: v for k, v in ident.items() if k not in ("sha256", "key")})
-    summary = EmbedSummary(key=ident["key"])
     began = time.perf_counter()
-    with OutputLock(out_dir):
-        remove_stale_temporaries(out_dir)
-        for shard in tqdm(shards, unit="shard", desc="shards", disable=not progress or len(shards) < 2):
-            out = output_path(out_dir, shard, "parquet")  # a sidecar is Parquet whatever the shard's format
-            pf = open_parquet(shard.path)
-            has_id = bool(id_column and id_column in pf.schema_arrow.names)
-            record = run_record(shard.path, model=model, command="embed",
-                                columns={"text": text_column, "id": id_column if has_id else None})
-            if out.is_file():
-                reason = stale_reason(out, record)
-                if reason is None:
-                    summary.shards_skipped += 1
-                    continue
-                summary.redone.append(reason)
-            schema = with_record(base_schema, record)
-            columns = [text_column] + ([id_column] if has_id else [])
-            shard_began, shard_rows, shard_bytes = time.perf_counter(), 0, 0
-            with ShardWriter(out, schema) as writer:
-                for batch in iter_batches(shard.path, read_batch_rows, columns=columns, parquet_file=pf):
-                    texts = texts_from_array(batch.column(0))
-                    shard_rows += len(texts)
-                    shard_bytes += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
-                    emb = embed_documents(embedder, texts, chunking, max_chunks, progress=progress)
-                    writer.write_batch(to_batch(document_ids(batch, id_column, texts), emb, schema, texts))
-                    summary.docs += emb.n_docs
-                    summary.chunks += len(emb.doc)
-                    summary.chunked += emb.chunked
-                    summary.truncated += emb.truncated
-            summary.shards_written += 1
-            summary.text_bytes += shard_bytes
-            summary.per_shard.append({"name": str(shard.name), "rows": shard_rows, "bytes": shard_bytes,
-                                      "seconds": round(time.perf_counter() - shard_began, 6)})
-    summary.seconds = time.perf_counter() - began
-    if stats_json is not None:
-        from .stats import write_stats
-
-        write_stats(stats_json, summary.stats())
-    return summary
+    claimed = check_embed_inputs(inputs, output_dir, text_column, stats_json)
+    job = EmbedJob(embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress)
+    shardjob.run_shards(job, claimed, progress and len(claimed.shards) >= 2)
+    return shardjob.finish(job.summary, stats_json, began)
 
 
 @dataclass
@@ -267,7 +277,7 @@ def embed_corpus(inputs, output_dir, config: EmbedConfig | None = None, progress
     from .hf_embed import make_embedder
 
     cfg = dataclasses.replace(config or EmbedConfig(), **options)
-    check_embed_inputs(inputs, output_dir, cfg.text_column)  # in its first second, not after loading the model
+    check_embed_inputs(inputs, output_dir, cfg.text_column, stats_json)  # in its first second, not after loading the model
     emb = make_embedder(cfg.embedder, device=cfg.device, max_length=cfg.max_length, batch_size=cfg.batch_size)
     return embed_shards(inputs, output_dir, emb, chunking=cfg.chunking, max_chunks=cfg.max_chunks,
                         text_column=cfg.text_column, id_column=cfg.id_column or None,

@@ -230,7 +230,6 @@ def test_errors_that_name_an_option_are_option_errors():
     """A message that starts with a flag (``--device cuda:7: ...``) is about that option's value:
     an OptionError, shown as a usage error (exit 2). Modules that other work rewrites are named."""
     pending = {  # module -> the issue that changes its errors
-        "phifilter/select.py": "issue 24 item 2",
         "phifilter/scoring/run.py": "issue 24 item 5", "phifilter/scoring/engines/ray.py": "issue 24 item 5",
         "phifilter/formats.py": "issue 20",
         "phifilter/classifier.py": "issue 23", "phifilter/cascade.py": "issue 23",

@@ -44,13 +44,31 @@ def test_top_fraction_is_exact_with_ties_and_deterministic(tmp_path):
     assert _kept(tmp_path / "out") == _kept(tmp_path / "out2")
 
 
-def test_rerun_resumes_and_refuses_other_settings(tmp_path):
+def test_rerun_resumes_and_redoes_other_settings_saying_why(tmp_path):
+    """Issue 24: each shard carries its run record (rule and cut-off included); a rerun with the
+    same rule skips every shard and still counts it, one with another rule redoes every shard."""
     src = _scored(tmp_path, [[0.1, 0.9], [0.8, 0.2]])
     filter_shards(src, tmp_path / "out", threshold=0.5)
     again = filter_shards(src, tmp_path / "out", threshold=0.5)
-    assert again.shards_skipped == 2 and again.rows_kept == 2
-    with pytest.raises(OutputError, match="other settings"):
-        filter_shards(src, tmp_path / "out", threshold=0.7)
+    assert again.shards_skipped == 2 and again.rows_kept == 2 and again.shards == 0
+    other = filter_shards(src, tmp_path / "out", threshold=0.85)
+    assert other.shards == 2 and other.redone == ["settings changed", "settings changed"] and other.rows_kept == 1
+    assert "2 redone: settings changed" in str(other)
+    assert _kept(tmp_path / "out") == ["doc 0-1"]
+
+
+def test_an_old_manifest_folder_is_refused_with_one_line(tmp_path):
+    """A folder filtered before the shard job (one _phifilter_filter.json) is refused, unchanged."""
+    from phifilter.select import MANIFEST
+
+    src = _scored(tmp_path, [[0.1, 0.9]])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text('{"settings": {"threshold": 0.5}, "shards": {}}')
+    proc = run_cli("filter", src, "-o", out, "--threshold", "0.5", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("Error: ") and "\n" not in proc.stderr.strip()
+    assert MANIFEST in proc.stderr and "new output folder" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST]
 
 
 def test_unscored_input_and_bad_options(tmp_path):

@@ -128,8 +128,6 @@ KNOWN_BIG_CLASSES = {
     "phifilter.location.RemotePath": "issue 24 item 1 (one storage layer instead of an imitation of pathlib)",
 }
 KNOWN_LONG_FUNCTIONS = {
-    "phifilter.select.filter_shards": "issue 24 item 2 (filter becomes a shard job)",
-    "phifilter.scoring.run.score_shards": "issue 24 item 2 (score becomes a shard job)",
     "phifilter.pretrain.ablate.prepare_data": "issue 24 item 2 (ablate's data stage becomes a shard job)",
 }
 # isinstance(..., RemotePath) and is_url(...) in the package today; issue 24 item 1 brings both

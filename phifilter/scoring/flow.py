@@ -23,7 +23,6 @@ import pyarrow as pa
 from .. import provenance
 from ..corpus import (
     PartialShard,
-    partial_dir_for,
     Shard,
     ShardWriter,
     check_text_column,
@@ -33,11 +32,11 @@ from ..corpus import (
     output_path,
     texts_from_array,
 )
-from ..atomic import shard_temporaries
 from ..errors import InputError, PhifilterError
-from ..leases import Leased, LeaseSet, describe, lease_path_for
+from ..leases import Leased, LeaseSet, describe
 from ..location import as_location
 from ..pipeline import background, stage
+from ..shardjob import tidy
 from .batch import Batch, ShardEnd, ShardFailed, ShardLeased, ShardSkipped, ShardStart, check_scores, gives_probabilities
 from .config import ScoreConfig
 from .model import checkpoint_key, model_identity, model_stages
@@ -109,7 +108,7 @@ def read_items(clf, shards: Iterable[Shard], out_dir: Path, cfg: ScoreConfig, le
                                                               extra_columns(clf)), record)
             redone = output_state(out_path, cfg, expected, record)
             if redone is None:
-                discard_leftover_checkpoint(out_path, leases)
+                tidy(out_path, leases)  # a finished shard's leftovers, under its lease
                 yield ShardSkipped(shard, out_path, bytes_in=record["input"]["size"])
                 continue
             try:
@@ -151,22 +150,6 @@ def check_input_schema(pf, shard: Shard, cfg: ScoreConfig, extra=()) -> pa.Schem
             raise InputError(f"{shard.path}: already has a column '{name}'; name the scorer otherwise "
                              "(--model NAME=SPEC)")
     return schema
-
-
-def discard_leftover_checkpoint(out_path, leases: LeaseSet) -> None:
-    """A finished output's checkpoint folder, dead lease or dead writer's temporaries (a kill
-    after the rename left them) go, but only under the shard's lease (taking it deletes the dead
-    temporaries): a live run's files are never touched."""
-    if not (partial_dir_for(out_path).is_dir() or lease_path_for(out_path).exists() or shard_temporaries(out_path)):
-        return
-    try:
-        lease = leases.take(out_path)
-    except Leased:
-        return
-    try:
-        PartialShard(out_path, pa.schema([]), key={}).discard()
-    finally:
-        leases.give_back(lease)
 
 
 def _open_writer(clf, shard, cfg, out_path, out_schema, expected, lease, leases):

@@ -16,19 +16,13 @@ from contextlib import contextmanager
 from typing import Sequence
 
 from ..classifier import EduClassifier
-from ..corpus import (
-    check_output_dir,
-    check_text_column,
-    find_shards,
-    open_parquet,
-)
+from ..corpus import check_text_column, open_parquet
 from ..devices import parse_devices
 from ..errors import InputError, OptionError, PhifilterError
-from ..outputs import claim_folder, claim_stats, has_column, parquet_record_of
+from ..outputs import has_column, parquet_record_of
 from ..scorerset import ScorerPlan, plan_models
 from .config import ScoreConfig, partition_of
 from .model import default_read_batch_rows, ready_model
-from .partition import partition_shards
 from .summary import ScoreSummary, ShardOutcome
 
 
@@ -46,9 +40,12 @@ def score_shards(
     default; or foreign and several scorers: a spec (``fasttext:PATH#LABEL``, a Hugging Face
     folder, an ensemble folder), a ``{column: spec}`` mapping or a list of ``NAME=SPEC``
     (:mod:`phifilter.scorerset`). Keyword ``options`` override fields of :class:`ScoreConfig` (``config`` itself is
-    never changed).
+    never changed). The run's lifecycle is :mod:`phifilter.shardjob`'s (claim, partition,
+    stats); each engine writes its shards through :mod:`.flow`, under per-shard leases.
     """
     from tqdm import tqdm
+
+    from .. import shardjob
 
     cfg = (config or ScoreConfig()).with_options(**options)
     cfg.check()
@@ -58,24 +55,37 @@ def score_shards(
         if cfg.embeddings:  # the cache holds our embedder's vectors: no foreign scorer reads them
             raise OptionError("--embeddings: an embedding cache serves one phifilter model folder, not foreign "
                               "or several scorers (--model NAME=SPEC); score without it", "--embeddings")
-    task = partition_of(cfg)
-    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    every_shard = find_shards(specs)
-    shards = partition_shards(every_shard, *task)
-    out_dir = check_output_dir(specs, output_dir)
     # Refuse a folder holding files we did not write (a run record naming score, or the score
     # column of an older phifilter's output), before loading the model.
-    claim_folder(out_dir, parquet_record_of("score", legacy=has_column(cfg.score_column)), "scored shards")
-    claim_stats(cfg.stats_json, specs, output_dir=out_dir)  # never an input, a shard or a foreign file
+    claimed = shardjob.claim(inputs, output_dir, parquet_record_of("score", legacy=has_column(cfg.score_column)),
+                             "scored shards", cfg.stats_json, partition_of(cfg))
     if cfg.on_error == "raise":  # a bad shard fails now, not after loading the model (10-20 s)
-        for s in shards:
+        for s in claimed.shards:
             check_text_column(open_parquet(s.path).schema_arrow, cfg.text_column, s.path)
     devices = parse_devices(cfg.devices) if cfg.devices else None
+    clf = _ready(model, cfg, devices)
+    failed, good, total_rows = _readable(claimed.shards, cfg)
+    with tqdm(
+        total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
+    ) as bar, heartbeat(bar, progress):
+        began = time.perf_counter()
+        done = _engine(cfg, devices)(model, clf, good, claimed.out_dir, cfg, on_rows=bar.update)
+    summary = ScoreSummary(threshold=float(clf.threshold))
+    for outcome in failed + done.outcomes:
+        summary.add(outcome)
+    if cfg.engine == "ray" or (devices and len(devices) > 1):
+        summary.failures.sort()
+    summary.task, summary.shards_elsewhere = claimed.task, len(claimed.every) - len(claimed.shards)
+    return shardjob.finish(summary, cfg.stats_json, began)
+
+
+def _ready(model, cfg: ScoreConfig, devices):
+    """The model, loaded and checked (embedder hashes, 0-5 score map) before any output is written."""
     if devices and len(devices) == 1:
         cfg.device = devices[0]
     elif devices and not isinstance(model, EduClassifier):
         cfg.device = "cpu"  # the parent only checks the model; the workers load it on their devices
-    clf = ready_model(model, cfg)  # loads the embedder and checks its hashes before any output is written
+    clf = ready_model(model, cfg)
     if cfg.int_score_column:
         if not hasattr(clf, "int_scores"):
             raise InputError("--int-score-column: this model gives no 0-5 score (it has no int_scores)")
@@ -86,9 +96,13 @@ def score_shards(
         cfg.read_batch_rows = default_read_batch_rows(clf)
     if cfg.embeddings:
         clf.use_embedding_cache(cfg.embeddings)
-    # Check every footer and schema before any work, so a bad shard fails in the first second,
-    # not hours into a run.
-    failed, total_rows, good = [], 0, []
+    return clf
+
+
+def _readable(shards, cfg: ScoreConfig):
+    """(failed outcomes, readable shards, their rows): every footer and schema is checked before
+    any work, so a bad shard fails in the first second, not hours into a run."""
+    failed, good, total_rows = [], [], 0
     for s in shards:
         try:
             pf = open_parquet(s.path)
@@ -100,27 +114,7 @@ def score_shards(
             continue
         total_rows += pf.metadata.num_rows
         good.append(s)
-    # No lock on the folder: every shard is written under its own lease (phifilter.leases), so
-    # full runs, tasks of any --num-tasks, --devices workers and Ray actors may share an output;
-    # a shard another live run is writing is left to it, and only a lease holder deletes a
-    # shard's temporaries.
-    with tqdm(
-        total=total_rows, unit="doc", unit_scale=True, desc="scoring", disable=not progress, smoothing=0.1
-    ) as bar, heartbeat(bar, progress):
-        start = time.perf_counter()
-        done = _engine(cfg, devices)(model, clf, good, out_dir, cfg, on_rows=bar.update)
-        seconds = time.perf_counter() - start
-    summary = ScoreSummary(threshold=float(clf.threshold), seconds=seconds)
-    for outcome in failed + done.outcomes:
-        summary.add(outcome)
-    if cfg.engine == "ray" or (devices and len(devices) > 1):
-        summary.failures.sort()
-    summary.task, summary.shards_elsewhere = task, len(every_shard) - len(shards)
-    if cfg.stats_json:
-        from ..stats import write_stats
-
-        write_stats(cfg.stats_json, summary.stats())
-    return summary
+    return failed, good, total_rows
 
 
 @contextmanager

@@ -111,6 +111,7 @@ class ScoreSummary:
 
     def __str__(self) -> str:
         from ..provenance import describe_redone
+        from ..shardjob import leased_lines
 
         redone = describe_redone(self.redone)
         lines = [
@@ -138,8 +139,7 @@ class ScoreSummary:
                 f"above threshold {self.threshold:g}: {self.above_threshold:,} of {total:,} "
                 f"({100 * self.above_threshold / total:.1f}%)"
             )
-        for name, holder in self.leased:
-            lines.append(f"left to another run: {name} ({holder}); rerun or `phifilter status` to see it finish")
+        lines += leased_lines(self.leased)
         for path, error in self.failures:
             lines.append(f"failed: {path}: {error}")
         return "\n".join(lines)
