@@ -307,6 +307,10 @@ def filter_shards(
         _check_score_column(p, score_column, text_column)
     if top_fraction is not None or token_budget is not None:
         check_unit_scores(paths, score_column, "--top-fraction" if top_fraction is not None else "--token-budget")
+    elif curve is None and min_int_score is None and min_bucket is None:  # --threshold: in the column's recorded range
+        from .scorerset import check_threshold
+
+        check_threshold(paths, score_column, threshold)
     rule = _cutoff_of(paths, threshold, top_fraction, token_budget, tokenizer, curve, score_column, text_column)
     summary = FilterSummary(threshold=rule["cutoff"], score_column=score_column,
                             sample_by_score=str(curve) if curve is not None else None)
@@ -369,10 +373,6 @@ def _cutoff_of(paths, threshold, top_fraction, token_budget, tokenizer, curve, s
         bin_hi = cutoff + 1.0 / BINS
         settings = {"top_fraction": top_fraction}
     else:
-        if min_int_score is None and min_bucket is None:  # against the range the run record gives the column
-            from .scorerset import check_threshold
-
-            check_threshold([s.path for s in shards], score_column, threshold)
         cutoff, bin_hi = float(threshold), float(threshold)
         settings = {"threshold": threshold}
     return rule | {"cutoff": cutoff, "bin_hi": bin_hi, "settings": settings | {"score_column": score_column}}
