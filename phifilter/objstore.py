@@ -170,7 +170,7 @@ class RemoteLock:
             return not process_alive(doc["pid"])  # killed on this machine: no need to wait
         return False
 
-    def _busy(self, doc: dict) -> OutputError:
+    def busy(self, doc: dict) -> OutputError:
         left = max(0, int(float(doc.get("expires", 0) or 0) - time.time()))
         return OutputError(
             f"{self.folder}: another phifilter process (pid {doc.get('pid', 'unknown')} on {doc.get('host', '?')}) "
@@ -181,12 +181,12 @@ class RemoteLock:
         store = _Store(self.location)
         doc, _ = store.read()
         if doc is not None and not self._stale(doc):
-            raise self._busy(doc)
+            raise self.busy(doc)
 
     def __enter__(self) -> "RemoteLock":
         holder = self.acquire()
         if holder is not None:
-            raise self._busy(holder)
+            raise self.busy(holder)
         return self
 
     def acquire(self) -> dict | None:
@@ -242,6 +242,11 @@ class RemoteLock:
             self._lost = "the output lock is no longer this run's"
             raise OutputError(self.lost_words or f"{self.folder}: {self._lost}; this run stops without writing more")
 
+    def release(self, failing: bool = False) -> None:
+        """Stop renewing and delete the lock (a failure to delete is raised unless the run is
+        ``failing`` already: its own error is the one to report)."""
+        self.__exit__(*((OutputError, None, None) if failing else (None, None, None)))
+
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -255,13 +260,6 @@ class RemoteLock:
                 if exc and exc[0] is not None:
                     return  # the error that ended the run is the one to report, not the release's
                 raise  # a finished run that cannot release its lock says so (it expires after the TTL)
-
-
-def publish(tmp, final) -> None:
-    """Make the finished temporary ``tmp`` visible as ``final`` (both RemotePaths), whole."""
-    check_held(final)
-    tmp.copy_to(final)
-    tmp.unlink(missing_ok=True)
 
 
 def process_alive(pid: int) -> bool:
