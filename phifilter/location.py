@@ -772,6 +772,11 @@ class LocalStore:
             raise OutputError(f"{path}: cannot write {what} in {probe} ({e.strerror or e}); "
                               f"choose a writable {option}") from None
 
+    def file_locks(self, path) -> list:
+        """The locks a run holds while it alone writes the single file ``path`` (a label cache or
+        output): none locally, where the file is replaced by a rename (SQLite locks its own)."""
+        return []
+
     def needs_local(self, path, why: str) -> None:
         """Refuse a store where only a local path will do (``why`` says so and what to do)."""
 
@@ -924,6 +929,10 @@ class ObjectStore:
 
     def check_writable(self, path, what: str, option: str = "output location") -> None:
         """No cheap probe on an object store: a refused write is one clear error when it comes."""
+
+    def file_locks(self, path) -> list:
+        """The lock object ``.<name>.lock`` beside ``path``: two runs never both write it."""
+        return [self.lock(path.parent, f".{path.name}.lock")]
 
     def needs_local(self, path, why: str) -> None:
         raise InputError(f"{path}: {why}")

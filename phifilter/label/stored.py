@@ -49,17 +49,13 @@ def working_copy(url: RemotePath) -> Path:
     return cache_folder("label", url) / url.name
 
 
-def remove_killed_temporaries(path: RemotePath) -> int:
-    """Delete the hidden temporaries ``.<name>.tmp-*`` a killed run left for ``path`` (call
-    under the lock of that name: no live run writes them). Returns how many were deleted."""
+def remove_killed_temporaries(path) -> int:
+    """Delete the hidden temporaries ``.<name>.tmp-*`` a killed run left for ``path`` (on a
+    store call it under the lock of that name: no live run writes them; locally only those
+    whose process is gone go). Returns how many were deleted."""
     from ..atomic import TMP_MARK, remove_stale_siblings
 
-    return remove_stale_siblings(path, marks=(TMP_MARK,))  # on a store: no pid check, the lock says none is live
-
-
-def lock_name(url: RemotePath) -> str:
-    """The lock object's name, beside the cache in the same store folder."""
-    return f".{url.name}.lock"
+    return remove_stale_siblings(path, marks=(TMP_MARK,))
 
 
 class StoredCache:
