@@ -165,8 +165,8 @@ def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
         if is_glob(spec):
             roots.append((as_location(glob_root(spec)), "**" in spec))
         else:
-            loc = as_location(spec)
-            roots.append((loc.parent, False) if loc.is_file() else (loc, True))
+            loc = as_location(spec)  # a file, or a missing local path: its folder, not searched
+            roots.append((loc.parent, False) if loc.is_file() or store_of(loc).lacks(loc) else (loc, True))
     return roots
 
 

@@ -290,8 +290,8 @@ class EmbeddingCache:
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EmbeddingCache":
         """Every sidecar under ``path`` (a folder or one file; a URL is read from a local copy,
-        downloaded once per version of its files: :func:`phifilter.remotecopy.local_folder`)."""
-        from .remotecopy import local_folder
+        downloaded once per version of its files: :func:`phifilter.location.local_folder`)."""
+        from .location import local_folder
 
         path = local_folder(path)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))

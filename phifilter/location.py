@@ -24,7 +24,7 @@ import posixpath
 import re
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from .errors import InputError, OptionError, OutputError, StoreError
 
@@ -546,14 +546,13 @@ def read_owner(data: bytes) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-class FileStat:
-    """What a store says of one file: its size, its ETag (a content tag, object stores only)
-    and a stamp that changes whenever the file does (mtime or ETag)."""
+class FileStat(NamedTuple):
+    """What a store says of one file: its size, its ETag (a content tag; object stores only) and
+    a stamp that changes whenever the file does (mtime or ETag)."""
 
-    __slots__ = ("size", "etag", "stamp")
-
-    def __init__(self, size: int, etag: str | None, stamp):
-        self.size, self.etag, self.stamp = size, etag, stamp
+    size: int
+    etag: str | None
+    stamp: object
 
 
 class FileLock:
@@ -601,8 +600,9 @@ class FileLock:
         return None
 
     def busy(self, holder: dict) -> OutputError:
-        return OutputError(f"{self.folder}: another phifilter process (pid {holder.get('pid', 'unknown')}) is "
-                           "writing here; wait for it to finish or choose another output folder")
+        pid = holder.get("pid", "unknown")
+        return OutputError(f"{self.folder}: another phifilter process (pid {pid}) is writing here; "
+                           "wait for it to finish or choose another output folder")
 
     def check_free(self) -> None:
         if self.location.exists():
@@ -997,6 +997,15 @@ def fsync_dir(folder: Path) -> None:
 
 LOCAL = LocalStore()
 OBJECT_STORE = ObjectStore()
+
+
+def local_folder(spec) -> Path:
+    """A local folder with the contents of ``spec``: itself when local; for a URL (a model folder
+    on S3, say) a copy in the cache, downloaded once per version of its files (their names,
+    sizes and ETags or mtimes) and renamed into place whole. A URL naming one file gives that
+    file's local copy."""
+    loc = as_location(spec)
+    return store_of(loc).local_copy(loc)
 
 
 def store_of(path) -> "LocalStore | ObjectStore":

@@ -59,8 +59,8 @@ def now_utc() -> str:
 
 def read_model_meta(path: str | os.PathLike) -> dict:
     """Read and check ``phifilter.json``; ModelError if the folder is not a phifilter model.
-    A URL is read from a cached local copy (``remotecopy.local_folder``)."""
-    from .remotecopy import local_folder
+    A URL is read from a cached local copy (``location.local_folder``)."""
+    from .location import local_folder
 
     path = local_folder(path)
     if not path.is_dir():

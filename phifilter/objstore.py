@@ -7,7 +7,8 @@ or not at all (a PUT, a completed multipart upload or a server-side copy is atom
 ETAG`` replaces or deletes only the version one read). So:
 
 * an output is written to a hidden temporary key, then published by a server-side copy to its
-  final key and the temporary deleted: a final key that exists is whole, as on a local disk;
+  final key and the temporary deleted (:meth:`phifilter.location.ObjectStore.publish`, after
+  :func:`check_held`): a final key that exists is whole, as on a local disk;
 * the lock is the object ``.phifilter.lock`` in the output folder, holding its owner (host, pid,
   a random token) and an expiry. It is created with ``If-None-Match: *``, renewed by a heartbeat
   thread with ``If-Match`` on its own ETag, and released with a conditional delete. A lock whose

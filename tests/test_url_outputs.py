@@ -123,7 +123,7 @@ def test_agreement_reads_urls(tmp_path):
 
 
 def test_local_folder_of_one_file_url(tmp_path, monkeypatch):
-    from phifilter.remotecopy import local_folder
+    from phifilter.location import local_folder
 
     monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"12345")

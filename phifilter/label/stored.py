@@ -5,7 +5,7 @@ SQLite needs a local file, so a run works on a local copy of the cache and publi
 * the copy lives in phifilter's cache folder, ``<cache root>/label/<hash of the URL>/<name>``
   (``PHIFILTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/phifilter``, else ``~/.cache/phifilter``);
 * the run holds the store's lock object ``.<cache name>.lock`` beside the cache
-  (:class:`phifilter.objstore.RemoteLock`, through :class:`phifilter.corpus.OutputLock`), so two
+  (:class:`phifilter.objstore.RemoteLock`, from ``store_of(cache).file_locks``), so two
   runs never both write it, and every publish checks that the lock is still this run's;
 * at the start the published cache is downloaded and its answers merged into the local copy
   (which may hold answers of a run killed on this machine before it could publish them), so
