@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import InputError, OutputError
-from .location import RemotePath, as_location, check_writable_store, glob_root, is_glob, is_location, store_of
+from .location import (RemotePath, as_location, check_writable_store, first_line, glob_root, is_glob, is_location,
+                       store_of)
 from .atomic import output_error, temp_path_for, write_json
 from .objstore import LOCK_NAME
 
@@ -210,7 +211,7 @@ def open_parquet(path: str | os.PathLike) -> pq.ParquetFile:
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (pa.ArrowException, OSError) as e:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 
 open_shard = open_parquet  # the name that says what it does; both stay
@@ -223,11 +224,6 @@ def _stat_key(loc) -> tuple | None:
         return st.size, st.stamp
     except (OSError, ValueError):
         return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def is_text_type(t: pa.DataType) -> bool:
@@ -277,7 +273,7 @@ def iter_batches(
         except StopIteration:
             return
         except (pa.ArrowException, OSError) as e:
-            raise InputError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+            raise InputError(f"{path}: corrupt Parquet data ({first_line(e)})") from None
         if offset:
             cut = min(offset, batch.num_rows)
             batch, offset = batch.slice(cut), offset - cut
@@ -480,14 +476,6 @@ class OutputLock:
 def partial_dir_for(path: str | os.PathLike) -> Path:
     path = as_location(path)
     return path.parent / f".{path.name}{PARTIAL_MARK}"
-
-
-def staged_folder(dest, **publish_options):
-    """A local folder to write ``dest``'s files in (a context manager): ``dest`` itself when
-    local; for a URL a temporary folder published to ``dest`` when the block succeeds (nothing
-    is published if it fails). ``publish_options``: ``last`` and ``ours`` of
-    :meth:`phifilter.location.ObjectStore.publish_folder`."""
-    return store_of(dest).staged_folder(as_location(dest), **publish_options)
 
 
 class PartialShard:

@@ -140,7 +140,7 @@ def filesystem(url: str):
             fs = cls(**storage_options_for(protocol))
         except Exception as e:  # noqa: BLE001 - a driver refusing its options (a bad --storage-options key)
             raise store_error(e, url) or InputError(
-                f"{url}: cannot open the {protocol}:// store ({_first_line(e)}); check --storage-options "
+                f"{url}: cannot open the {protocol}:// store ({first_line(e)}); check --storage-options "
                 f"and {credentials_hint(url)}") from e
         if protocol in ("s3", "s3a"):
             fs.retries = store_retries()  # s3fs's retries of timeouts and lost connections
@@ -235,7 +235,7 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
 
@@ -263,7 +263,7 @@ def store_error(e: BaseException, url=None):
     creds = credentials_hint(url)
     for err in _chain(e):
         name = type(err).__name__
-        text = _first_line(err)
+        text = first_line(err)
         response = getattr(err, "response", None)  # botocore's is a dict; httpx's (the Hub) an object
         response = response if isinstance(response, dict) else {}
         code = str((response.get("Error") or {}).get("Code", ""))
@@ -736,13 +736,12 @@ class LocalStore:
             with contextlib.suppress(OSError):
                 tmp.unlink()  # gone already when published
 
-    def publish_file(self, scratch, path) -> None:
-        self.publish(scratch, path)
+    publish_file = publish  # the scratch file is the temporary beside ``path``
 
     @contextlib.contextmanager
     def staged_folder(self, dest, **publish_options) -> Iterator[Path]:
         """A local folder to write ``dest``'s files in: ``dest`` itself."""
-        yield Path(dest)
+        yield as_location(dest)
 
     def remove(self, p) -> None:
         """Delete a file, or a folder and all it holds (OSError when that fails)."""
@@ -812,7 +811,7 @@ class ObjectStore:
             if isinstance(e, InputError):
                 raise
             raise store_error(e, spec) or InputError(
-                f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials ({credentials_hint(spec)})") from e
+                f"{spec}: cannot list ({first_line(e)}); check the URL and credentials ({credentials_hint(spec)})") from e
         raise self._missing(loc, spec)
 
     def _missing(self, loc, spec: str) -> InputError:
