@@ -59,7 +59,7 @@ def describe(holder: dict) -> str:
 
 
 class ShardLease:
-    """The lease of one output shard; ``acquire()`` then ``release()`` (or a ``with`` block)."""
+    """The lease of one output shard; ``acquire()`` then ``release()``."""
 
     def __init__(self, path):
         self.path = as_location(path)
@@ -91,13 +91,6 @@ class ShardLease:
     @property
     def held(self) -> bool:
         return self._lock is not None
-
-    def __enter__(self) -> "ShardLease":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def live_holder(lease) -> dict | None:

@@ -547,8 +547,7 @@ def read_owner(data: bytes) -> dict:
 
 
 class FileStat(NamedTuple):
-    """What a store says of one file: its size, its ETag (a content tag; object stores only) and
-    a stamp that changes whenever the file does (mtime or ETag)."""
+    """One file's size, ETag (a content tag: object stores only) and a stamp that changes with it."""
 
     size: int
     etag: str | None
@@ -556,9 +555,8 @@ class FileStat(NamedTuple):
 
 
 class FileLock:
-    """An exclusive lock on the file ``folder/name`` of a local (or shared) file system: ``flock``,
-    so it dies with its process. The file names its owner (host, pid) for messages and
-    ``status``; the holder deletes it on release, so a finished folder holds no lock files."""
+    """``flock`` on the local file ``folder/name`` (dies with its process). The file names its owner
+    (host, pid); the holder deletes it on release, so a finished folder holds no lock files."""
 
     def __init__(self, folder, name: str, guards=None):
         self.folder = Path(folder)
@@ -611,8 +609,8 @@ class FileLock:
                 raise self.busy(holder)
             self.release()
 
-    def verify(self) -> None:
-        """A flock held is never taken over: nothing to check."""
+    def verify(self) -> None:  # a flock held is never taken over
+        pass
 
     def is_live(self, doc: dict | None) -> bool:
         """Is the lock file whose owner is ``doc`` held by a live run? (reads only)"""
@@ -627,10 +625,8 @@ class FileLock:
     def release(self, failing: bool = False) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.location)  # while still holding it
-            except OSError:
-                pass
             os.close(fd)  # closing releases the flock
 
 
@@ -754,9 +750,8 @@ class LocalStore:
         return FileLock(folder, name, guards)
 
     def check_writable(self, path, what: str, option: str = "output location") -> None:
-        """Fail now, not after the work, if ``path`` (or the folder that would hold it) cannot be
-        written: tries a hidden file in the nearest existing folder (``os.access`` says yes to
-        root on a read-only mount); nothing is left behind."""
+        """Fail now, not after the work, if ``path`` cannot be written: a hidden file is tried in the
+        nearest existing folder (``os.access`` says yes to root on a read-only mount)."""
         import tempfile
 
         probe = Path(path)
@@ -1000,9 +995,7 @@ OBJECT_STORE = ObjectStore()
 
 def local_folder(spec) -> Path:
     """A local folder with the contents of ``spec``: itself when local; for a URL (a model folder
-    on S3, say) a copy in the cache, downloaded once per version of its files (their names,
-    sizes and ETags or mtimes) and renamed into place whole. A URL naming one file gives that
-    file's local copy."""
+    on S3, say, or one file) its copy in the cache (:meth:`ObjectStore.local_copy`)."""
     loc = as_location(spec)
     return store_of(loc).local_copy(loc)
 

@@ -173,9 +173,7 @@ def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], No
         if card:
             (tmp / CARD_FILE).write_text(card)
 
-    def ours(p) -> bool:
-        return p.name in (HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical")
-
+    ours = lambda p: p.name in (HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical")  # noqa: E731
     with store_of(path).staged_folder(path, last=(META_FILE,), ours=ours) as folder:
         replace_folder(folder, fill)
     return path

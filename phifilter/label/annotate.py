@@ -365,10 +365,10 @@ def _label_and_write(table: pa.Table, output, cache_path, backend, model_id: str
         for lock in locks:
             held.enter_context(lock)
         if not cfg.dry_run:  # under the store locks: what a killed run left of the outputs they guard
-            from .stored import remove_killed_temporaries
+            from ..atomic import TMP_MARK, remove_stale_siblings
 
-            for path in (cache_path, output):
-                remove_killed_temporaries(path)
+            for path in (cache_path, output):  # (locally only those whose process is gone)
+                remove_stale_siblings(path, marks=(TMP_MARK,))
         local_existed = stored is not None and stored.local.exists()
         with LabelCache(stored.local if stored else cache_path, notice=echo) as cache:
             if stored is not None:

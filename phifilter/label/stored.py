@@ -49,15 +49,6 @@ def working_copy(url: RemotePath) -> Path:
     return cache_folder("label", url) / url.name
 
 
-def remove_killed_temporaries(path) -> int:
-    """Delete the hidden temporaries ``.<name>.tmp-*`` a killed run left for ``path`` (on a
-    store call it under the lock of that name: no live run writes them; locally only those
-    whose process is gone go). Returns how many were deleted."""
-    from ..atomic import TMP_MARK, remove_stale_siblings
-
-    return remove_stale_siblings(path, marks=(TMP_MARK,))
-
-
 class StoredCache:
     """The published cache at ``url`` and its local working copy (see the module docstring)."""
 
