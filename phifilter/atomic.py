@@ -6,7 +6,8 @@ hidden temporary name beside its final name, fsynced, then renamed into place (o
 store: written whole, then published by copy, :mod:`phifilter.objstore`). The names:
 
 * ``.<name>.tmp-<pid>``: a file or folder being written by process ``<pid>`` (on an object store
-  ``.<name>.tmp-<pid>-<8 hex>``: many machines share a store, so the pid alone is not unique);
+  ``.<name>.tmp-<pid>-<8 hex>``: many machines share a store, so the pid alone is not unique;
+  :func:`phifilter.location.temp_path_for` gives the name, the store its tail);
 * ``.<name>.old-<pid>``: the previous folder, moved aside while its replacement is renamed in.
 
 These names are what earlier versions wrote too, so a rerun cleans up after an older killed run.
@@ -18,7 +19,6 @@ folder (under its lock), :func:`remove_stale_siblings` for one output outside a 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -28,21 +28,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import OutputError
-from .location import RemotePath, as_location, check_writable_store
-from .objstore import process_alive, publish
+from .location import TMP_MARK, as_location, check_writable_store, fsync_dir, store_of, temp_path_for  # noqa: F401
 
-TMP_MARK = ".tmp-"
 OLD_MARK = ".old-"
 _OWNER = re.compile(r"(\d+)(?:-[0-9a-f]{8})?")  # what follows a mark: the pid (and a store's token)
-
-
-def temp_path_for(path):
-    """The hidden temporary that ``path`` is written under before it is renamed into place."""
-    if isinstance(path, RemotePath):
-        import secrets
-
-        return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
 
 
 def old_path_for(path: Path) -> Path:
@@ -69,40 +58,9 @@ def output_error(path, e: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write ({e.strerror or e})")
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or new file in ``folder`` durable (best effort: not every filesystem allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def commit(tmp: Path, path: Path) -> None:
-    """Put the finished local temporary ``tmp`` in place of ``path``: fsync, rename, fsync the folder."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def write_remote_atomically(path: RemotePath, data: bytes) -> None:
-    """Write one small object whole: a hidden temporary, then published (objstore.publish)."""
-    tmp = temp_path_for(path)
-    try:
-        tmp.write_bytes(data)
-        publish(tmp, path)
-    except OSError as e:
-        raise output_error(path, e) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
 def write_atomic(path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a hidden temporary beside ``path``, fsync, rename into place
-    (on an object store: written locally, then published whole).
+    """``write(tmp)`` to a local temporary, then publish it as ``path`` (locally: fsync and rename
+    the temporary beside it; on an object store: upload it and publish it whole).
 
     A failure (a full disk) leaves the previous file as it was and no temporary; an ``OSError``
     becomes one ``OutputError`` line, anything else ``write`` raises passes through. A store
@@ -110,36 +68,18 @@ def write_atomic(path, write: Callable[[Path], None]) -> Path:
     """
     check_writable_store(path)
     path = as_location(path)
-    if isinstance(path, RemotePath):
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="phifilter-") as local:
-            tmp = Path(local) / path.name
-            write(tmp)
-            write_remote_atomically(path, tmp.read_bytes())
-        return path
-    tmp = temp_path_for(path)
+    store = store_of(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        commit(tmp, path)
+        with store.scratch(path) as tmp:
+            write(tmp)
+            store.publish_file(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise output_error(path, e) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return path
 
 
 def write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (a local path or a URL)."""
-    path = as_location(path)
-    if isinstance(path, RemotePath):
-        write_remote_atomically(path, data)
-        return path
     return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
@@ -192,12 +132,7 @@ def replace_folder(path: Path, write: Callable[[Path], None]) -> Path:
 
 def _remove(p) -> bool:
     try:
-        if isinstance(p, RemotePath):
-            p.unlink(missing_ok=True)
-        elif p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+        store_of(p).remove(p)
     except OSError:  # gone already (inside a folder removed before it), or cannot be deleted
         return False
     return True
@@ -210,7 +145,7 @@ def remove_stale_temporaries(folder, marks: Sequence[str] = (TMP_MARK,)) -> int:
     folder = as_location(folder)
     if not folder.is_dir():
         return 0
-    found = folder.find() if isinstance(folder, RemotePath) else folder.rglob(".*")
+    found = store_of(folder).walk(folder)
     stale = [p for p in found if temporary_owner(p.name, marks) is not None]
     removed = 0
     for p in sorted(stale, key=lambda p: len(str(p))):  # a folder before what it held
@@ -227,16 +162,13 @@ def remove_stale_siblings(path, marks: Sequence[str] = (TMP_MARK, OLD_MARK)) -> 
     store no pid can be checked: the caller's lock says that no writer is live, and all go.
     """
     path = as_location(path)
-    remote = isinstance(path, RemotePath)
-    if not remote and not path.parent.is_dir():
-        return 0
+    store = store_of(path)
     removed = 0
     for p in path.parent.glob(f".{path.name}*"):
         owner = temporary_owner(p.name, marks)
         if owner is None or owner[0] != path.name:
             continue
-        pid = owner[1]
-        if not remote and pid != os.getpid() and process_alive(pid):
+        if store.writer_alive(owner[1]):
             continue
         if _remove(p):
             removed += 1
@@ -259,8 +191,6 @@ def remove_shard_temporaries(path) -> int:
 def shard_temporaries(path) -> list:
     """The temporaries beside the output ``path`` (its own and its metadata sidecar's)."""
     path = as_location(path)
-    if not isinstance(path, RemotePath) and not path.parent.is_dir():
-        return []
     heads = {path.name, f".{path.name}.metadata.json"}
     return [p for p in path.parent.glob(f".*{path.name}*")
             if (owner := temporary_owner(p.name, (TMP_MARK,))) is not None and owner[0] in heads]

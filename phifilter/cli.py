@@ -248,11 +248,9 @@ def _storage_options(ctx, param, value):
 
 def _existing_location(ctx, param, value):
     """A local path that must exist, or a URL (checked when it is read)."""
-    import os
+    from .location import store_of
 
-    from .location import is_url
-
-    if value is not None and not is_url(value) and not os.path.exists(value):
+    if value is not None and store_of(value).lacks(value):
         raise click.BadParameter(f"Path '{value}' does not exist.", param=param)
     return value
 

@@ -245,7 +245,7 @@ def run_contamination(inputs, output_dir, eval_files: Sequence[str] = (), shippe
                       stats_json=None) -> dict:
     """Audit ``inputs`` (shards) against the evaluation problems; write the output folder."""
     from .corpus import OutputLock, find_shards
-    from .location import RemotePath
+    from .location import store_of
     from .outputs import claim_folder
 
     started = time.monotonic()
@@ -255,8 +255,7 @@ def run_contamination(inputs, output_dir, eval_files: Sequence[str] = (), shippe
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     shards = find_shards(specs)
     out = claim_folder(output_dir, lambda p: _is_ours(Path(output_dir), p), "a contamination audit", inputs=specs)
-    if isinstance(out, RemotePath):
-        raise InputError(f"{output_dir}: the contamination audit writes a local folder; copy it to the store after")
+    store_of(out).needs_local(output_dir, "the contamination audit writes a local folder; copy it to the store after")
     problems = load_problems(eval_files, shipped)
     out.mkdir(parents=True, exist_ok=True)
     with OutputLock(out):

@@ -12,10 +12,8 @@ complete, so an output file that exists is whole; a rerun can trust it and skip 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
@@ -25,10 +23,10 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import InputError, OutputError
-from .location import (RemotePath, as_location, check_writable_store, credentials_hint, glob_root, is_glob, is_url,
-                       protocol_of, store_error)
-from .atomic import commit, output_error, temp_path_for, write_json, write_remote_atomically
-from .objstore import LOCK_NAME, RemoteLock, publish
+from .location import (RemotePath, as_location, check_writable_store, first_line, glob_root, is_glob, is_location,
+                       store_of)
+from .atomic import output_error, temp_path_for, write_json
+from .objstore import LOCK_NAME
 
 PARTIAL_MARK = ".partial"
 PARTIAL_FORMAT = "phifilter-partial-1"
@@ -59,93 +57,18 @@ def _is_folder_shard(path, folder) -> bool:
     return fmt.kind == formats.PARQUET or not path.name.lower().endswith(".json")
 
 
-def _expand_remote(spec: str) -> tuple[RemotePath, list[RemotePath]]:
-    loc = RemotePath(spec)
-    try:
-        if is_glob(spec):
-            root = RemotePath(glob_root(spec))
-            files = root.glob(loc.path[len(root.path):].lstrip("/"))
-            files = [f for f in files if f.is_file() and not _is_hidden(f.relative_to(root))]
-            if not files:
-                raise InputError(f"{spec}: the pattern matches no files")
-            return root, sorted(files)
-        if loc.is_file():
-            return loc.parent, [loc]
-        if loc.is_dir():
-            files = sorted(p for p in loc.find() if _is_folder_shard(p, loc))
-            if not files:
-                raise InputError(f"{spec}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
-            return loc, files
-        try:
-            loc.info()  # the store's own reason, when it has one (a refused token), is worth more than "missing"
-        except FileNotFoundError:
-            pass
-    except (OSError, ValueError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise store_error(e, spec) or InputError(
-            f"{spec}: cannot list ({_first_line(e)}); check the URL and credentials ({credentials_hint(spec)})") from e
-    bucket = RemotePath(f"{loc.protocol}://{loc.path.split('/', 1)[0]}")
-    if protocol_of(spec) in ("s3", "s3a", "gs", "gcs") and bucket.path and not bucket.exists():
-        raise InputError(f"{spec}: no such bucket {bucket} (or one these credentials may not see); create it or "
-                         f"fix the URL ({credentials_hint(spec)})")
-    if protocol_of(spec) == "hf":  # the Hub answers a private or gated repository as missing
-        raise InputError(f"{spec}: no such repository, file or folder (or a private or gated one: "
-                         f"give a token that may read it: {credentials_hint(spec)})")
-    raise InputError(f"{spec}: no such file or folder")
-
-
-def walk_files(root: Path) -> list[Path]:
-    """Every file below ``root``, following symbolic links to folders (``Path.rglob`` skips them
-    silently). A link that leads back to a folder it lies in is a loop: one InputError naming it."""
-    found: list[Path] = []
-    stack = [(root, frozenset())]
-    while stack:
-        folder, ancestors = stack.pop()
-        try:
-            st = folder.stat()
-            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
-        except OSError as e:
-            raise InputError(f"{folder}: cannot read the folder ({e.strerror or e}); fix its permissions "
-                             "or leave it out of the inputs") from None
-        key = (st.st_dev, st.st_ino)
-        if key in ancestors:
-            raise InputError(f"{folder}: a symbolic link loop (it leads to {folder.resolve()}, a folder it lies in); "
-                             "remove the link or give the folders as separate inputs")
-        for entry in entries:
-            path = folder / entry.name
-            try:
-                is_dir = entry.is_dir()  # follows a symbolic link
-            except OSError:
-                is_dir = False
-            if is_dir:
-                stack.append((path, ancestors | {key}))
-            else:
-                found.append(path)
-    return found
-
-
 def _expand(spec: str) -> tuple[Path, list[Path]]:
     """One input spec -> (root its outputs are named relative to, files)."""
-    if is_url(spec) and not spec.startswith("file://"):
-        return _expand_remote(spec)
-    spec = os.fspath(as_location(spec))
-    if is_glob(spec):
-        root = Path(glob_root(spec))
-        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    root, files, how = store_of(spec).expand(spec)
+    if how == "folder":
+        files = [p for p in files if _is_folder_shard(p, root)]
+        if not files:
+            raise InputError(f"{as_location(spec)}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
+    elif how == "glob":
         files = [f for f in files if not _is_hidden(f.relative_to(root))]
         if not files:
             raise InputError(f"{spec}: the pattern matches no files")
-        return root, sorted(files)
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in walk_files(path) if _is_folder_shard(p, path) and p.is_file())
-        if not files:
-            raise InputError(f"{path}: folder contains no *.parquet files (nor *.jsonl[.gz|.zst|.bz2] or save_to_disk Arrow files)")
-        return path, files
-    if path.is_file():
-        return path.parent, [path]
-    raise InputError(f"{path}: no such file or folder")
+    return root, sorted(files)
 
 
 def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike], check_types: bool = True) -> list[Shard]:
@@ -157,14 +80,14 @@ def find_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike], check_t
     Output names are relative to the folder (or the fixed prefix of the glob) they were found
     in, so ``score in/ -o out/`` writes ``out/a/b.parquet`` for ``in/a/b.parquet``.
     """
-    if isinstance(inputs, (str, os.PathLike, RemotePath)):
+    if is_location(inputs):
         inputs = [inputs]
     if not inputs:
         raise InputError("no input shards given")
     shards: dict[Path, Shard] = {}
     by_name: dict[Path, Path] = {}
     for spec in inputs:
-        root, files = _expand(str(spec) if isinstance(spec, RemotePath) else os.fspath(spec))
+        root, files = _expand(str(spec))
         for f in files:
             name = f.relative_to(root)
             absolute = f.resolve()
@@ -239,23 +162,12 @@ def find_input_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) ->
 def input_roots(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
     """(folder, searched recursively?) for each input spec."""
     roots = []
-    for spec in inputs:
-        spec = str(spec) if isinstance(spec, RemotePath) else os.fspath(spec)
-        if is_url(spec) and not spec.startswith("file://"):
-            if is_glob(spec):
-                roots.append((RemotePath(glob_root(spec)), "**" in spec))
-            else:
-                loc = RemotePath(spec)
-                roots.append((loc, True) if not loc.is_file() else (loc.parent, False))
-            continue
-        spec = os.fspath(as_location(spec))
-        path = Path(spec)
+    for spec in map(str, inputs):
         if is_glob(spec):
-            roots.append((Path(glob_root(spec)), "**" in spec))
-        elif path.is_dir():
-            roots.append((path, True))
+            roots.append((as_location(glob_root(spec)), "**" in spec))
         else:
-            roots.append((path.parent, False))
+            loc = as_location(spec)  # a file, or a missing local path: its folder, not searched
+            roots.append((loc.parent, False) if loc.is_file() or store_of(loc).lacks(loc) else (loc, True))
     return roots
 
 
@@ -264,9 +176,7 @@ def check_output_dir(inputs: Iterable[str | os.PathLike], output_dir: str | os.P
     recursively (a rerun would take the outputs for inputs). Inputs are never written."""
     check_writable_store(output_dir)
     out = as_location(output_dir).resolve()
-    for root, recursive in input_roots(inputs):
-        if isinstance(root, RemotePath) != isinstance(out, RemotePath):
-            continue
+    for root, recursive in input_roots(inputs):  # (a folder on another store is never equal nor a parent)
         root = root.resolve()
         if out == root or (recursive and root in out.parents):
             raise OutputError(
@@ -297,13 +207,11 @@ def open_parquet(path: str | os.PathLike) -> pq.ParquetFile:
     # reader goes and frees them only at the end, so memory grew with the file (benchmarks/
     # read_formats.md: +200 MB for a 126 MB file); without it one row group is held at a time.
     try:
-        if isinstance(loc, RemotePath):
-            return pq.ParquetFile(loc.open("rb"), pre_buffer=False)
-        return pq.ParquetFile(path, pre_buffer=False)
+        return pq.ParquetFile(store_of(loc).arrow_input(loc), pre_buffer=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (pa.ArrowException, OSError) as e:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 
 open_shard = open_parquet  # the name that says what it does; both stay
@@ -312,18 +220,10 @@ open_shard = open_parquet  # the name that says what it does; both stay
 def _stat_key(loc) -> tuple | None:
     """Size and modification stamp: a file with the same key need not be scanned again."""
     try:
-        if isinstance(loc, RemotePath):
-            info = loc.info()
-            return info.get("size"), str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "")
-        st = loc.stat()
-        return st.st_size, st.st_mtime_ns
+        st = store_of(loc).stat(loc)
+        return st.size, st.stamp
     except (OSError, ValueError):
         return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def is_text_type(t: pa.DataType) -> bool:
@@ -373,7 +273,7 @@ def iter_batches(
         except StopIteration:
             return
         except (pa.ArrowException, OSError) as e:
-            raise InputError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+            raise InputError(f"{path}: corrupt Parquet data ({first_line(e)})") from None
         if offset:
             cut = min(offset, batch.num_rows)
             batch, offset = batch.slice(cut), offset - cut
@@ -470,12 +370,8 @@ class ShardWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = temp_path_for(self.path)
-            fmt = formats.detect(self.path.name)
-            if isinstance(self.path, RemotePath) or (fmt is not None and fmt.kind != formats.PARQUET):
-                self._file = self._tmp.open("wb")
-                self._writer = formats.open_writer(self._file, self.path.name, self.schema, self.compression)
-            else:
-                self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
+            self._file = store_of(self.path).arrow_output(self._tmp)
+            self._writer = formats.open_writer(self._file, self.path.name, self.schema, self.compression)
         except OSError as e:
             raise output_error(self.path, e) from None
         return self
@@ -493,7 +389,7 @@ class ShardWriter:
         # Locally the temporary is renamed into place. On a store, closing the file completes the
         # temporary's upload and publishing copies it to its final key (atomic there) after
         # checking that the output lock is still ours.
-        finish = publish if isinstance(self.path, RemotePath) else commit
+        finish = store_of(self.path).publish
         try:
             if writer is not None:
                 writer.close()
@@ -549,14 +445,13 @@ def read_metadata(path) -> dict | None:
 
 
 class OutputLock:
-    """An exclusive advisory lock on an output folder, released even if the process is killed."""
+    """An exclusive lock on an output folder, released even if the process is killed (a ``flock``
+    locally, a lock object with an owner and an expiry on a store: ``store_of(folder).lock``)."""
 
     def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
         self.folder = as_location(folder)
         self.name = name  # a partitioned task locks its own name: tasks share the folder, not shards
-        self._fd: int | None = None
-        # An object store has no flock: a lock object with an owner and an expiry (objstore).
-        self._remote = RemoteLock(self.folder, name) if isinstance(self.folder, RemotePath) else None
+        self._lock = store_of(self.folder).lock(self.folder, name)
 
     @classmethod
     def check_free(cls, folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
@@ -566,103 +461,21 @@ class OutputLock:
         lock is still taken (and can still fail) when writing starts.
         """
         folder = as_location(folder)
-        if isinstance(folder, RemotePath):
-            RemoteLock(folder, name).check_free()
-        elif Path(folder, name).exists():
-            with cls(folder, name):
-                pass
+        store_of(folder).lock(folder, name).check_free()
 
     def __enter__(self) -> "OutputLock":
-        import fcntl
-
-        if self._remote is not None:
-            self._remote.__enter__()
-            return self
-
-        path = self.folder / self.name
-        while True:
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise OutputError(f"{self.folder}: cannot create output folder ({e.strerror or e})") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise OutputError(
-                    f"{self.folder}: another phifilter process (pid {holder}) is writing here; "
-                    "wait for it to finish or choose another output folder"
-                ) from None
-            # The releasing process deletes the lock file; if that happened between our open and
-            # our flock, we hold a lock on a deleted file and must try again on the new one.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        holder = self._lock.acquire()
+        if holder is not None:
+            raise self._lock.busy(holder)
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self._remote is not None:
-            self._remote.__exit__(*exc)
-            return
-        if self._fd is not None:
-            # Delete the lock file while still holding the lock, so a finished output folder
-            # holds Parquet files only (polars refuses a folder with any other file in it).
-            with contextlib.suppress(OSError):
-                os.unlink(self.folder / self.name)
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+    def __exit__(self, exc_type, *exc) -> None:
+        self._lock.release(failing=exc_type is not None)
 
 
 def partial_dir_for(path: str | os.PathLike) -> Path:
     path = as_location(path)
     return path.parent / f".{path.name}{PARTIAL_MARK}"
-
-
-def publish_folder(local: Path, dest: RemotePath, last: Sequence[str] = (), ours=None) -> None:
-    """Publish the files of the finished local folder ``local`` to the store folder ``dest``.
-
-    Each file is published whole (:func:`write_remote_atomically`); the names in ``last``
-    (a model folder's ``phifilter.json``: its completion marker) go after every other file.
-    Then files already in ``dest`` that the new folder lacks and ``ours`` accepts (files an
-    earlier run wrote, e.g. a calibration.skops the new model does not have) are deleted.
-    """
-    files = sorted(p for p in Path(local).rglob("*") if p.is_file() and not p.name.startswith("."))
-    files.sort(key=lambda p: p.name in last)
-    names = set()
-    for f in files:
-        rel = f.relative_to(local).as_posix()
-        names.add(rel)
-        write_remote_atomically(dest / rel, f.read_bytes())
-    if ours is not None:
-        for old in dest.find():
-            rel = old.relative_to(dest).as_posix()
-            if rel not in names and not any(part.startswith(".") for part in rel.split("/")) and ours(old):
-                old.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def staged_folder(dest, **publish_options) -> Iterator[Path]:
-    """A local folder to write ``dest``'s files in: ``dest`` itself when local; for a URL a
-    temporary folder published to ``dest`` (:func:`publish_folder`) when the block succeeds
-    (nothing is published if it fails)."""
-    import tempfile
-
-    dest = as_location(dest)
-    if not isinstance(dest, RemotePath):
-        yield dest
-        return
-    with tempfile.TemporaryDirectory(prefix="phifilter-stage-") as local:
-        yield Path(local)
-        publish_folder(Path(local), dest, **publish_options)
 
 
 class PartialShard:
@@ -789,7 +602,5 @@ class PartialShard:
                               "nothing was published and the checkpoints were discarded; rerun to redo the shard")
 
     def discard(self) -> None:
-        if isinstance(self.folder, RemotePath):
-            self.folder.rmtree()
-        else:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            store_of(self.folder).remove(self.folder)

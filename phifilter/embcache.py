@@ -300,11 +300,10 @@ class EmbeddingCache:
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EmbeddingCache":
         """Every sidecar under ``path`` (a folder or one file; a URL is read from a local copy,
-        downloaded once per version of its files: :func:`phifilter.remotecopy.local_folder`)."""
-        from .location import is_url
-        from .remotecopy import local_folder
+        downloaded once per version of its files: :func:`phifilter.location.local_folder`)."""
+        from .location import local_folder
 
-        path = local_folder(path) if is_url(path) else Path(path)
+        path = local_folder(path)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
         if not path.exists():
             raise InputError(f"{path}: no such embeddings folder (write one with `phifilter embed`)")

@@ -230,12 +230,12 @@ def evaluate_model(model, labels, output_dir=None, config: EvalConfig | None = N
 
 def _write_outputs(report: EvalReport, plot_data: dict, output_dir) -> None:
     """metrics.json and the plots into ``output_dir``; a URL gets them written locally, then
-    each published whole, metrics.json last (:func:`phifilter.corpus.staged_folder`)."""
-    from .corpus import staged_folder
+    each published whole, metrics.json last (``store_of(dest).staged_folder``)."""
+    from .location import store_of
     from .location import as_location
 
     dest = as_location(output_dir)
-    with staged_folder(dest, last=("metrics.json",)) as out:
+    with store_of(dest).staged_folder(dest, last=("metrics.json",)) as out:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:

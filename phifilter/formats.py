@@ -87,12 +87,10 @@ def input_stream(location, compression: str | None):
     """A decompressed pyarrow input stream over a local Path or a RemotePath."""
     import pyarrow as pa
 
-    from .location import RemotePath
+    from .location import store_of
 
-    if isinstance(location, RemotePath):
-        raw = pa.PythonFile(location.open("rb"), mode="r")
-        return pa.CompressedInputStream(raw, compression) if compression else raw
-    return pa.input_stream(str(location), compression=compression)
+    raw = store_of(location).arrow_input(location)
+    return pa.CompressedInputStream(raw, compression) if compression else raw
 
 
 class LineTooLong(ValueError):
@@ -269,12 +267,11 @@ class ArrowStreamFile:
     def _reader(self):
         import pyarrow as pa
 
-        from .location import RemotePath
+        from .location import store_of
 
         try:
-            source = (pa.PythonFile(self.location.open("rb"), mode="r") if isinstance(self.location, RemotePath)
-                      else pa.memory_map(str(self.location)))  # memory-mapped: counting rows reads nothing
-            return pa.ipc.open_stream(source)
+            # memory-mapped where local: counting rows reads nothing
+            return pa.ipc.open_stream(store_of(self.location).arrow_input(self.location, memory_map=True))
         except FileNotFoundError:
             raise InputError(f"{self.location}: no such file") from None
         except (pa.ArrowInvalid, OSError) as e:

@@ -7,9 +7,9 @@ shard's lease, the hidden ``.<name>.lease`` beside the output; it gives it back 
 output is in place (or the shard failed). Whoever cannot take the lease skips the shard and
 says so (:class:`Leased`): another live run is writing it.
 
-* Local folders (and shared file systems): the lease file is ``flock``-ed while held, so a
-  killed writer's lease dies with its process; the file holds the owner (host, pid) for
-  messages and ``status``.
+* Local folders (and shared file systems): the lease file is ``flock``-ed while held
+  (:class:`phifilter.location.FileLock`), so a killed writer's lease dies with its process; the
+  file holds the owner (host, pid) for messages and ``status``.
 * Object stores: the lease is an object with an owner and an expiry
   (:class:`phifilter.objstore.RemoteLock`), renewed by a heartbeat while the shard is written;
   one not renewed within ``PHIFILTER_LOCK_TTL`` seconds (default 600), or whose owner is a dead
@@ -25,12 +25,8 @@ deletes a shard's temporaries.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
 
-from .location import RemotePath, as_location
-from .objstore import RemoteLock, process_alive
+from .location import as_location, read_owner, store_of
 
 LEASE_MARK = ".lease"
 LOST_WORDS = "{path}: this run lost its lease on the shard to another run; nothing of it was published by this run"
@@ -63,99 +59,38 @@ def describe(holder: dict) -> str:
 
 
 class ShardLease:
-    """The lease of one output shard; ``acquire()`` then ``release()`` (or a ``with`` block)."""
+    """The lease of one output shard; ``acquire()`` then ``release()``."""
 
     def __init__(self, path):
         self.path = as_location(path)
         self.location = lease_path_for(self.path)
-        self._fd: int | None = None
-        self._remote: RemoteLock | None = None
+        self._lock = None
 
     def acquire(self) -> None:
         """Take the lease or raise :class:`Leased`; then remove the shard's dead temporaries."""
-        if isinstance(self.path, RemotePath):
-            self._acquire_remote()
-        else:
-            self._acquire_local()
-        from .atomic import remove_shard_temporaries
-
-        remove_shard_temporaries(self.path)
-
-    def _acquire_remote(self) -> None:
-        lock = RemoteLock(self.path.parent, self.location.name, guards=[str(self.path)])
+        lock = store_of(self.path).lock(self.path.parent, self.location.name, guards=[str(self.path)])
         lock.lost_words = LOST_WORDS.format(path=self.path)
         holder = lock.acquire()
         if holder is not None:
             raise Leased(self.path, holder)
-        self._remote = lock
+        self._lock = lock
+        from .atomic import remove_shard_temporaries
 
-    def _acquire_local(self) -> None:
-        import fcntl
-
-        from .errors import OutputError
-
-        while True:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.location, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise OutputError(f"{self.path.parent}: cannot create output folder ({e.strerror or e})") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = _parse(os.read(fd, 4096))
-                os.close(fd)
-                raise Leased(self.path, holder) from None
-            # The holder deletes the file when it gives the lease back; if that happened between
-            # our open and our flock, we hold a deleted file's lock: try again on the new file.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.location))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_owner()).encode())
-        self._fd = fd
+        remove_shard_temporaries(self.path)
 
     def check(self) -> None:
         """Raise (:data:`LOST_WORDS`) if the lease is no longer this run's."""
-        if self._remote is not None:
-            self._remote.verify()
+        if self._lock is not None:
+            self._lock.verify()
 
     def release(self) -> None:
-        if self._remote is not None:
-            lock, self._remote = self._remote, None
-            lock.__exit__(None, None, None)
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            with contextlib.suppress(OSError):
-                os.unlink(self.location)  # while still holding it, so a finished folder holds no lease files
-            os.close(fd)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()  # a local lease file is deleted while still held: a finished folder holds none
 
     @property
     def held(self) -> bool:
-        return self._fd is not None or self._remote is not None
-
-    def __enter__(self) -> "ShardLease":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _owner() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def _parse(data: bytes) -> dict:
-    try:
-        doc = json.loads(data or b"{}")
-    except ValueError:
-        doc = {}
-    return doc if isinstance(doc, dict) else {}
+        return self._lock is not None
 
 
 def live_holder(lease) -> dict | None:
@@ -166,13 +101,8 @@ def live_holder(lease) -> dict | None:
         data = lease.read_bytes()
     except OSError:
         return None
-    doc = _parse(data)
-    if isinstance(lease, RemotePath):
-        probe = RemoteLock(lease.parent, lease.name)
-        return doc if probe.is_live(doc) else None
-    if doc.get("host") == socket.gethostname() and isinstance(doc.get("pid"), int):
-        return doc if process_alive(doc["pid"]) else None
-    return doc or None  # another host's writer on a shared file system: only its flock knows; count it live
+    doc = read_owner(data)
+    return doc if store_of(lease).lock(lease.parent, lease.name).is_live(doc) else None
 
 
 class LeaseSet:

@@ -59,8 +59,8 @@ def now_utc() -> str:
 
 def read_model_meta(path: str | os.PathLike) -> dict:
     """Read and check ``phifilter.json``; ModelError if the folder is not a phifilter model.
-    A URL is read from a cached local copy (``remotecopy.local_folder``)."""
-    from .remotecopy import local_folder
+    A URL is read from a cached local copy (``location.local_folder``)."""
+    from .location import local_folder
 
     path = local_folder(path)
     if not path.is_dir():
@@ -147,34 +147,21 @@ def models_id(meta: dict) -> str:
     return hashlib.sha256(json.dumps(meta.get("files") or {}, sort_keys=True).encode()).hexdigest()
 
 
-def _write_remote_model_folder(path, write_parts: Callable[[Path], None], meta: dict, card: str | None):
-    """A model folder on an object store: built in a local temporary folder, then every file
-    published whole, ``phifilter.json`` last (a reader sees the new parts before the new
-    metadata that names their SHA-256); part files of an earlier model it lacks are deleted."""
-    import tempfile
-
-    from .corpus import publish_folder
-
-    with tempfile.TemporaryDirectory(prefix="phifilter-model-") as local:
-        staged = write_model_folder(Path(local) / "model", write_parts, meta, card)
-        publish_folder(staged, path, last=(META_FILE,),
-                       ours=lambda p: p.name in (HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical"))
-    return path
-
-
 def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], None], meta: dict,
                        card: str | None = None) -> Path:
-    """Write a model folder atomically (a temporary folder renamed into place).
+    """Write a model folder atomically (a temporary folder renamed into place; on an object
+    store built in a local folder, then every file published whole, ``phifilter.json`` last, so
+    a reader sees the new parts before the new metadata that names their SHA-256, and part
+    files of an earlier model it lacks deleted).
 
     ``write_parts(tmp)`` writes the part files into the temporary folder; their SHA-256 are
     recorded in ``meta['files']`` (every file but the card and ``phifilter.json``), then
     ``phifilter.json`` and the card are written.
     """
     from .atomic import replace_folder
-    from .location import RemotePath, as_location
+    from .location import as_location, store_of
 
-    if isinstance(as_location(path), RemotePath):
-        return _write_remote_model_folder(as_location(path), write_parts, meta, card)
+    path = as_location(path)
 
     def fill(tmp: Path) -> None:
         write_parts(tmp)
@@ -186,7 +173,10 @@ def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], No
         if card:
             (tmp / CARD_FILE).write_text(card)
 
-    return replace_folder(Path(path), fill)
+    ours = lambda p: p.name in (HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name.startswith("lexical")  # noqa: E731
+    with store_of(path).staged_folder(path, last=(META_FILE,), ours=ours) as folder:
+        replace_folder(folder, fill)
+    return path
 
 
 def make_zip_reproducible(path: Path) -> None:

@@ -114,7 +114,7 @@ def load_classifier(cls, path: str | os.PathLike | None = None, embedder: str | 
                     embedder_revision: str | None = None, embedder_sha256: dict[str, str] | None = None):
     """Load a model folder (None: the bundled default) as a fitted ``cls``; see :meth:`EduClassifier.load`."""
     from .modelfolder import load_skops, models_id
-    from .remotecopy import local_folder
+    from .location import local_folder
 
     path = local_folder(path) if path is not None else default_model_path()  # a URL: a cached copy
     meta = read_model_meta(path)

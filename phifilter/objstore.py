@@ -7,7 +7,8 @@ or not at all (a PUT, a completed multipart upload or a server-side copy is atom
 ETAG`` replaces or deletes only the version one read). So:
 
 * an output is written to a hidden temporary key, then published by a server-side copy to its
-  final key and the temporary deleted: a final key that exists is whole, as on a local disk;
+  final key and the temporary deleted (:meth:`phifilter.location.ObjectStore.publish`, after
+  :func:`check_held`): a final key that exists is whole, as on a local disk;
 * the lock is the object ``.phifilter.lock`` in the output folder, holding its owner (host, pid,
   a random token) and an expiry. It is created with ``If-None-Match: *``, renewed by a heartbeat
   thread with ``If-Match`` on its own ETag, and released with a conditional delete. A lock whose
@@ -170,7 +171,7 @@ class RemoteLock:
             return not process_alive(doc["pid"])  # killed on this machine: no need to wait
         return False
 
-    def _busy(self, doc: dict) -> OutputError:
+    def busy(self, doc: dict) -> OutputError:
         left = max(0, int(float(doc.get("expires", 0) or 0) - time.time()))
         return OutputError(
             f"{self.folder}: another phifilter process (pid {doc.get('pid', 'unknown')} on {doc.get('host', '?')}) "
@@ -181,12 +182,12 @@ class RemoteLock:
         store = _Store(self.location)
         doc, _ = store.read()
         if doc is not None and not self._stale(doc):
-            raise self._busy(doc)
+            raise self.busy(doc)
 
     def __enter__(self) -> "RemoteLock":
         holder = self.acquire()
         if holder is not None:
-            raise self._busy(holder)
+            raise self.busy(holder)
         return self
 
     def acquire(self) -> dict | None:
@@ -242,6 +243,11 @@ class RemoteLock:
             self._lost = "the output lock is no longer this run's"
             raise OutputError(self.lost_words or f"{self.folder}: {self._lost}; this run stops without writing more")
 
+    def release(self, failing: bool = False) -> None:
+        """Stop renewing and delete the lock (a failure to delete is raised unless the run is
+        ``failing`` already: its own error is the one to report)."""
+        self.__exit__(*((OutputError, None, None) if failing else (None, None, None)))
+
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -255,13 +261,6 @@ class RemoteLock:
                 if exc and exc[0] is not None:
                     return  # the error that ended the run is the one to report, not the release's
                 raise  # a finished run that cannot release its lock says so (it expires after the TTL)
-
-
-def publish(tmp, final) -> None:
-    """Make the finished temporary ``tmp`` visible as ``final`` (both RemotePaths), whole."""
-    check_held(final)
-    tmp.copy_to(final)
-    tmp.unlink(missing_ok=True)
 
 
 def process_alive(pid: int) -> bool:

@@ -28,46 +28,16 @@ from typing import Callable, Iterable, Sequence
 from .atomic import write_atomic, write_text  # noqa: F401  (re-exported: the owned-output API)
 from .corpus import check_output_dir, input_roots
 from .formats import detect
-from .location import RemotePath, as_location, check_writable_store
+from .location import as_location, check_writable_store, store_of
 from .errors import OutputError
 
 Owned = Callable[[Path], bool]
 
 
 def _visible_files(folder: Path) -> list[Path]:
-    out = []
-    if isinstance(folder, RemotePath):  # an object store: every key below the prefix is a file
-        return [p for p in sorted(folder.find()) if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # our temporaries, lock file, checkpoint folders
-        if p.is_file() or p.is_symlink():
-            out.append(p)
-    return out
-
-
-def _check_writable(path: Path, what: str, option: str = "output location") -> None:
-    """Fail now, not after the work, if ``path`` (or the folder that would hold it) cannot be written.
-
-    Tries a hidden file in the nearest existing folder (``os.access`` says yes to root on a
-    read-only mount); nothing is left behind.
-    """
-    import tempfile
-
-    if isinstance(path, RemotePath):
-        return  # no cheap probe on an object store: a refused write is one clear error when it comes
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"{path}: cannot write {what} ({probe} is not a folder); choose another {option}")
-    try:
-        with tempfile.TemporaryFile(dir=probe, prefix=".phifilter-probe-"):
-            pass
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write {what} in {probe} ({e.strerror or e}); "
-                          f"choose a writable {option}") from None
+    # not hidden: our temporaries, lock file, checkpoint folders are
+    return [p for p in sorted(store_of(folder).walk(folder, folders=False))
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
 def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs",
@@ -92,7 +62,7 @@ def claim_folder(folder: str | os.PathLike, is_ours: Owned, what: str = "outputs
                 f"{folder}: holds {foreign[0].relative_to(folder)}{more}, which phifilter did not write "
                 f"as {what}; choose an empty or new output folder (nothing was changed)"
             )
-    _check_writable(folder, what)
+    store_of(folder).check_writable(folder, what)
     return folder
 
 
@@ -127,7 +97,7 @@ def claim_file(path: str | os.PathLike, what: str = "the output",
     if is_ours is not None and path.is_file() and not is_ours(path):
         raise OutputError(f"{path}: exists and phifilter did not write it as {what}; choose another {option} "
                           "or move the file away (nothing was changed)")
-    _check_writable(path.parent, what, option if option != "-o" else "output location")
+    store_of(path).check_writable(path.parent, what, option if option != "-o" else "output location")
     return path
 
 
@@ -225,7 +195,7 @@ def is_stats_file(p: Path) -> bool:
     import json
 
     try:
-        if not isinstance(p, RemotePath) and p.stat().st_size > 64 << 20:
+        if store_of(p).stat(p).size > 64 << 20:
             return False  # no statistics file is this big: do not read a corpus shard to find out
         doc = json.loads(p.read_bytes())
     except (OSError, ValueError):

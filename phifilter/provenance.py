@@ -56,16 +56,13 @@ def fingerprint(path: str | os.PathLike) -> dict:
 
     A URL (s3://...) is read through fsspec; a large non-Parquet object there is identified by
     its size and ETag instead of a download of the whole object."""
-    from .location import RemotePath, as_location
+    from .location import as_location, store_of
 
     path = as_location(path)
-    if isinstance(path, RemotePath):
-        info = path.info()
-        size = int(info["size"])
-        if size > FULL_HASH_BYTES and not path.name.endswith(".parquet") and info.get("ETag"):
-            return {"size": size, "etag": str(info["ETag"]).strip('"')}
-    else:
-        size = path.stat().st_size
+    st = store_of(path).stat(path)
+    size = st.size
+    if size > FULL_HASH_BYTES and not path.name.endswith(".parquet") and st.etag:
+        return {"size": size, "etag": st.etag}  # a store's large object: its ETag, not a download
     if size > FULL_HASH_BYTES:
         with path.open("rb") as f:
             f.seek(size - 8)
@@ -110,20 +107,9 @@ def with_record(schema, record: Mapping):
 
 def read_record(path: str | os.PathLike) -> dict | None:
     """The run record in an existing Parquet file's footer, or None."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from .corpus import read_metadata
-    from .location import RemotePath, as_location
 
-    loc = as_location(path)
-    if isinstance(loc, RemotePath) or not loc.name.endswith(".parquet"):
-        meta = read_metadata(loc) or {}  # a URL, or JSON Lines (whose metadata is in a sidecar)
-    else:
-        try:
-            meta = pq.read_metadata(path).metadata or {}
-        except (pa.ArrowException, OSError):
-            return None
+    meta = read_metadata(path) or {}  # a Parquet footer, or JSON Lines' sidecar
     raw = meta.get(RECORD_KEY)
     if raw is None:
         return None

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from phifilter.corpus import staged_folder
+from phifilter.location import store_of
 from phifilter.location import RemotePath
 from phifilter.modelfolder import META_FILE, write_model_folder
 
@@ -52,11 +52,11 @@ def test_model_folder_to_a_url_is_published_with_its_metadata_last(monkeypatch):
 def test_staged_folder_publishes_only_on_success():
     fs = _mem()
     with pytest.raises(RuntimeError):
-        with staged_folder("memory:///i13b-stage/failed") as out:
+        with store_of("memory:///i13b-stage/failed").staged_folder("memory:///i13b-stage/failed") as out:
             (out / "a.txt").write_text("x")
             raise RuntimeError("boom")
     assert not fs.exists("/i13b-stage/failed/a.txt")
-    with staged_folder("memory:///i13b-stage/ok", last=("b.txt",)) as out:
+    with store_of("memory:///i13b-stage/ok").staged_folder("memory:///i13b-stage/ok", last=("b.txt",)) as out:
         (out / "b.txt").write_text("b")
         (out / "sub").mkdir()
         (out / "sub" / "a.txt").write_text("a")
@@ -123,7 +123,7 @@ def test_agreement_reads_urls(tmp_path):
 
 
 def test_local_folder_of_one_file_url(tmp_path, monkeypatch):
-    from phifilter.remotecopy import local_folder
+    from phifilter.location import local_folder
 
     monkeypatch.setenv("PHIFILTER_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"12345")

@@ -44,7 +44,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
-from ..location import RemotePath, as_location
+from ..location import RemotePath, as_location, store_of
 from ..errors import InputError, OptionError, OutputError, PhifilterError
 from .backends import BackendConfig, BackendError, Reply, RetryableError, prompt_style_for
 from .cache import LabelCache
@@ -311,7 +311,7 @@ def _check_paths(input, output, cfg: LabelConfig):
         raise OutputError(f"{output}: the labels are one Parquet file; give a name ending in .parquet")
     if output.resolve() == input.resolve():
         raise OutputError(f"{output}: is the input file; choose another --output (inputs are never overwritten)")
-    if not isinstance(output, RemotePath) and not output.parent.is_dir():
+    if store_of(output).lacks(output.parent, folder=True):
         raise OutputError(f"{output}: folder {output.parent} does not exist; create it or choose another --output")
     cache_path = as_location(cfg.cache) if cfg.cache else default_cache_path(output)
     if cache_path.resolve() in (input.resolve(), output.resolve()):
@@ -364,12 +364,11 @@ def _label_and_write(table: pa.Table, output, cache_path, backend, model_id: str
     with contextlib.ExitStack() as held:
         for lock in locks:
             held.enter_context(lock)
-        if locks:  # under the lock: what a killed run left of the outputs it guards
-            from .stored import remove_killed_temporaries
+        if not cfg.dry_run:  # under the store locks: what a killed run left of the outputs they guard
+            from ..atomic import TMP_MARK, remove_stale_siblings
 
-            for path in (cache_path, output):
-                if isinstance(path, RemotePath):
-                    remove_killed_temporaries(path)
+            for path in (cache_path, output):  # (locally only those whose process is gone)
+                remove_stale_siblings(path, marks=(TMP_MARK,))
         local_existed = stored is not None and stored.local.exists()
         with LabelCache(stored.local if stored else cache_path, notice=echo) as cache:
             if stored is not None:
@@ -415,18 +414,10 @@ def _label_with_cache(cache: LabelCache, jobs: dict, backend, model_id: str, cfg
 
 
 def _store_locks(cache_path, output) -> list:
-    """The lock objects a run on a store holds: ``.<name>.lock`` beside a cache there and beside
-    an output there, so two runs never both write either (every publish checks them)."""
-    from ..corpus import OutputLock
-
-    locks = []
-    if isinstance(cache_path, RemotePath):
-        from .stored import lock_name
-
-        locks.append(OutputLock(cache_path.parent, lock_name(cache_path)))
-    if isinstance(output, RemotePath):
-        locks.append(OutputLock(output.parent, f".{output.name}.lock"))
-    return locks
+    """The locks a run holds on the cache and the output: on a store the lock objects
+    ``.<name>.lock`` beside each, so two runs never both write either (every publish checks
+    them); none locally (:meth:`phifilter.location.LocalStore.file_locks`)."""
+    return store_of(cache_path).file_locks(cache_path) + store_of(output).file_locks(output)
 
 
 def _read_input(path: Path, cfg: LabelConfig) -> pa.Table:

@@ -5,7 +5,7 @@ SQLite needs a local file, so a run works on a local copy of the cache and publi
 * the copy lives in phifilter's cache folder, ``<cache root>/label/<hash of the URL>/<name>``
   (``PHIFILTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/phifilter``, else ``~/.cache/phifilter``);
 * the run holds the store's lock object ``.<cache name>.lock`` beside the cache
-  (:class:`phifilter.objstore.RemoteLock`, through :class:`phifilter.corpus.OutputLock`), so two
+  (:class:`phifilter.objstore.RemoteLock`, from ``store_of(cache).file_locks``), so two
   runs never both write it, and every publish checks that the lock is still this run's;
 * at the start the published cache is downloaded and its answers merged into the local copy
   (which may hold answers of a run killed on this machine before it could publish them), so
@@ -47,19 +47,6 @@ def publish_interval() -> float:
 def working_copy(url: RemotePath) -> Path:
     """Where the local copy of the cache at ``url`` is kept (one per URL)."""
     return cache_folder("label", url) / url.name
-
-
-def remove_killed_temporaries(path: RemotePath) -> int:
-    """Delete the hidden temporaries ``.<name>.tmp-*`` a killed run left for ``path`` (call
-    under the lock of that name: no live run writes them). Returns how many were deleted."""
-    from ..atomic import TMP_MARK, remove_stale_siblings
-
-    return remove_stale_siblings(path, marks=(TMP_MARK,))  # on a store: no pid check, the lock says none is live
-
-
-def lock_name(url: RemotePath) -> str:
-    """The lock object's name, beside the cache in the same store folder."""
-    return f".{url.name}.lock"
 
 
 class StoredCache:

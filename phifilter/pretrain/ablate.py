@@ -40,7 +40,8 @@ from typing import Sequence
 import numpy as np
 
 from ..atomic import OLD_MARK, TMP_MARK, remove_stale_temporaries
-from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet, publish_folder
+from ..corpus import OutputLock, check_output_dir, find_shards, open_parquet
+from ..location import store_of
 from ..errors import InputError, OutputError
 from ..exclude import ExclusionSet
 from ..hashing import sha256_file
@@ -148,7 +149,7 @@ def _publish_report(out: Path, dest) -> None:
         for name in TOP_FILES:
             if (out / name).is_file():
                 shutil.copyfile(out / name, Path(staging) / name)
-        publish_folder(Path(staging), dest, last=("results.json",),
+        store_of(dest).publish_folder(Path(staging), dest, last=("results.json",),
                        ours=lambda p: len(p.relative_to(dest).parts) == 1 and p.name in TOP_FILES)
 
 

@@ -10,16 +10,15 @@ so tasks of different ``--num-tasks``, or a full run beside them, never write on
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from ..corpus import Shard
-from ..location import RemotePath
+from ..location import store_of
 
 
 def assign(shards: Sequence[Shard], count: int) -> list[int]:
     """Task index of each shard (same order as ``shards``): balanced by file size."""
-    sizes = [s.path.size() if isinstance(s.path, RemotePath) else os.stat(s.path).st_size for s in shards]
+    sizes = [store_of(s.path).stat(s.path).size for s in shards]
     order = sorted(range(len(shards)), key=lambda i: (-sizes[i], str(shards[i].name)))
     load = [0] * count
     owner = [0] * len(shards)
