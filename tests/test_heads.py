@@ -52,7 +52,10 @@ def test_each_head_fits_saves_and_loads(tmp_path, embedder, head, doc_mode):
 
 def test_calibration_is_stored_and_used(tmp_path, embedder):
     E, scores = labelled_chunks(embedder.dim, seed=1)
-    clf = EduClassifier(embedder=embedder, head="forest-regressor", doc_mode="chunk-mean", n_estimators=25)
+    # n_jobs=1: a forest predicting in threads adds its trees in whatever order they finish, so
+    # its floats may differ in the last bit between two calls, and the exact comparison below
+    # (stored calibration = the one used) must not depend on thread timing
+    clf = EduClassifier(embedder=embedder, head="forest-regressor", doc_mode="chunk-mean", n_estimators=25, n_jobs=1)
     clf.fit(["unused"] * E.n_docs, scores, embeddings=E)
     raw = clf.raw_scores(E)
     clf.calibrator_ = make_calibrator(raw, scores >= 3)
