@@ -126,7 +126,6 @@ MAX_FUNCTION_LINES = 80
 
 KNOWN_BIG_CLASSES: dict[str, str] = {}
 KNOWN_LONG_FUNCTIONS = {
-    "phifilter.pretrain.ablate.prepare_data": "issue 24 item 2 (ablate's data stage becomes a shard job)",
 }
 # isinstance(..., RemotePath) and is_url(...) in the package today; issue 24 item 1 brings both
 # down to one module (phifilter.location, the storage layer). A change may lower these ceilings,

@@ -364,49 +364,11 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
     else:
         offsets = D.tokenize_corpus(shards, config.text_column, table.clean, tokenizer, all_bin,
                                     offsets_path, progress)
-    all_tokens = D.open_tokens(all_bin)
-    tokens = np.diff(offsets)
 
     manifest_path = folder / "manifest.json"
     manifest = D.read_json(manifest_path)
     if manifest is None:
-        fil_train, fil_val, cutoff = D.filtered_docs(table, tokens, train_mask, val_mask,
-                                                     config.effective_threshold(), config.top_fraction)
-        if "filtered" in config.arms and fil_train.size == 0:
-            raise InputError(f"no training document has {config.score_column} >= {cutoff:g}; "
-                             "lower --threshold or use --top-fraction")
-        val_docs = np.flatnonzero(val_mask)
-        rnd_val = D.random_docs(val_docs, tokens, int(tokens[fil_val].sum()),
-                                np.random.default_rng([config.data_seed, 0xA11]))
-        arms = {
-            "filtered": (fil_train, fil_val),
-            "random": (None, rnd_val),
-            "unfiltered": (np.flatnonzero(train_mask), val_docs),
-        }
-        manifest = {
-            "docs": {
-                "input": len(table), "clean": int(table.clean.sum()),
-                "removed_exact": int((table.contamination == D.EXACT).sum()),
-                "removed_ngram": int((table.contamination == D.NGRAM).sum()),
-                "train": int(train_mask.sum()), "val": int(val_mask.sum()),
-            },
-            "tokens": {"all": int(offsets[-1]), "train": int(tokens[train_mask].sum()),
-                       "val": int(tokens[val_mask].sum())},
-            "score_cutoff": cutoff,
-            "selection": ({"top_fraction": config.top_fraction} if config.top_fraction is not None
-                          else {"threshold": cutoff}),
-            "arms": {},
-        }
-        for arm, (train_docs, val_docs_arm) in arms.items():
-            entry = {"val_docs": int(val_docs_arm.size),
-                     "val_tokens": D.write_arm(all_tokens, offsets, val_docs_arm, folder / f"{arm}.val.bin")}
-            if train_docs is not None:
-                entry.update(train_docs=int(train_docs.size),
-                             train_tokens=D.write_arm(all_tokens, offsets, train_docs, folder / f"{arm}.train.bin"))
-            manifest["arms"][arm] = entry
-        manifest["arms"]["random"]["train_target_tokens"] = manifest["arms"]["filtered"]["train_tokens"]
-        manifest["arms"]["random"]["per_seed"] = {}
-        D.write_json(manifest_path, manifest)
+        manifest = write_manifest(manifest_path, config, table, offsets, train_mask, val_mask)
 
     bundle = DataBundle(folder, tokenizer, manifest, offsets, table, val_mask, train_mask)
     bundle.taus = tuple(config.prune_similar)
@@ -419,6 +381,52 @@ def prepare_data(shards, folder: Path, config: AblateConfig, preset: Preset, eva
     bundle.humaneval = load_humaneval(eval_dir)
     bundle.mbpp = load_mbpp(eval_dir)
     return bundle
+
+
+def write_manifest(manifest_path: Path, config: AblateConfig, table, offsets, train_mask, val_mask) -> dict:
+    """Choose each arm's documents (filtered, random validation, unfiltered), write their token
+    files beside ``manifest_path`` and the manifest that counts them; returns the manifest."""
+    folder = manifest_path.parent
+    all_tokens = D.open_tokens(folder / "all.bin")
+    tokens = np.diff(offsets)
+    fil_train, fil_val, cutoff = D.filtered_docs(table, tokens, train_mask, val_mask,
+                                                 config.effective_threshold(), config.top_fraction)
+    if "filtered" in config.arms and fil_train.size == 0:
+        raise InputError(f"no training document has {config.score_column} >= {cutoff:g}; "
+                         "lower --threshold or use --top-fraction")
+    val_docs = np.flatnonzero(val_mask)
+    rnd_val = D.random_docs(val_docs, tokens, int(tokens[fil_val].sum()),
+                            np.random.default_rng([config.data_seed, 0xA11]))
+    arms = {
+        "filtered": (fil_train, fil_val),
+        "random": (None, rnd_val),
+        "unfiltered": (np.flatnonzero(train_mask), val_docs),
+    }
+    manifest = {
+        "docs": {
+            "input": len(table), "clean": int(table.clean.sum()),
+            "removed_exact": int((table.contamination == D.EXACT).sum()),
+            "removed_ngram": int((table.contamination == D.NGRAM).sum()),
+            "train": int(train_mask.sum()), "val": int(val_mask.sum()),
+        },
+        "tokens": {"all": int(offsets[-1]), "train": int(tokens[train_mask].sum()),
+                   "val": int(tokens[val_mask].sum())},
+        "score_cutoff": cutoff,
+        "selection": ({"top_fraction": config.top_fraction} if config.top_fraction is not None
+                      else {"threshold": cutoff}),
+        "arms": {},
+    }
+    for arm, (train_docs, val_docs_arm) in arms.items():
+        entry = {"val_docs": int(val_docs_arm.size),
+                 "val_tokens": D.write_arm(all_tokens, offsets, val_docs_arm, folder / f"{arm}.val.bin")}
+        if train_docs is not None:
+            entry.update(train_docs=int(train_docs.size),
+                         train_tokens=D.write_arm(all_tokens, offsets, train_docs, folder / f"{arm}.train.bin"))
+        manifest["arms"][arm] = entry
+    manifest["arms"]["random"]["train_target_tokens"] = manifest["arms"]["filtered"]["train_tokens"]
+    manifest["arms"]["random"]["per_seed"] = {}
+    D.write_json(manifest_path, manifest)
+    return manifest
 
 
 def random_train_file(bundle: DataBundle, seed: int, data_seed: int, arm: str = "random") -> Path:
