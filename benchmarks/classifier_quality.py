@@ -144,10 +144,11 @@ def transfer_folds(strata, r1):
             StratifiedKFold(INNER, shuffle=True, random_state=SEED).split(strata[r1], strata[r1])]
 
 
-def embeddings(ids):
+def embeddings(ids, texts):
+    """Cached chunk embeddings of these documents (a cache entry is keyed by id and text hash)."""
     from phifilter.embcache import EmbeddingCache
 
-    E, missing = EmbeddingCache.open(CACHE / "emb-chunk-256").lookup(ids)
+    E, missing = EmbeddingCache.open(CACHE / "emb-chunk-256").lookup(ids, texts)
     assert not missing, f"{len(missing)} documents missing from the embedding cache"
     return E
 
@@ -160,7 +161,7 @@ def head_model(head):
 
 def part_heads() -> None:
     data, rounds, y, strata = load_data()
-    E = embeddings(data.ids)
+    E = embeddings(data.ids, data.texts)
     r1 = np.where(rounds == 1)[0]
     r23 = np.where(rounds != 1)[0]
     for head in HEADS:
@@ -218,7 +219,7 @@ def part_speed(n_docs: int) -> None:
         start = time.perf_counter()
         E = embed_documents(embedder, docs, "chunk", 8, count=False)
         out["embed-chunk-mean"] = {"seconds": time.perf_counter() - start, "chunks": int(len(E.vectors))}
-        Etr = embeddings([data.ids[i] for i in rest])
+        Etr = embeddings([data.ids[i] for i in rest], [data.texts[i] for i in rest])
         import skops.io as sio
 
         for head in HEADS:
@@ -578,7 +579,7 @@ def part_recipe(arms: list[str]) -> None:
     from sklearn.model_selection import StratifiedKFold
 
     data, rounds, y, strata = load_data()
-    E = embeddings(data.ids)
+    E = embeddings(data.ids, data.texts)
     r5 = np.where(rounds == 5)[0]
     for arm in arms:
         start = time.perf_counter()

@@ -87,8 +87,17 @@ def test_bundled_model_rebuilds_from_the_shipped_seed_set(tmp_path):
     assert_close_tree(rebuilt["threshold"], shipped["threshold"], "threshold")
     # "device" records where it ran (auto, cpu, cuda), not what it learned: the rest must match
     assert {**rebuilt["params"], "device": None} == {**shipped["params"], "device": None}
-    for key in ("combiner", "cascade", "int_score_map"):
+    for key in ("combiner", "cascade"):
         assert_close_tree(rebuilt[key], shipped[key], key)
+    # The 0-5 map is an isotonic fit: a step function whose knots split or merge when its
+    # out-of-fold scores move by float noise (another CPU, another batch order), so it is compared
+    # as the function it is. Measured on Intel, the embeddings from a cache vs computed in the run:
+    # 126 vs 124 knots, the expected score 0.084 apart at most, the int score different on 0.006%
+    # of [0, 1].
+    grid = np.linspace(0, 1, 100_001)
+    a, b = ([np.interp(grid, m["int_score_map"]["edu_score"], m["int_score_map"]["expected_score"])
+             for m in (rebuilt, shipped)])
+    assert np.abs(a - b).max() < 0.25 and (np.rint(a) != np.rint(b)).mean() < 1e-3
     for a, b in zip(rebuilt["scorers"], shipped["scorers"]):
         drop = {"sha256", "size_bytes"}  # the file's bytes: compared through the scores below
         a = {**a, "fasttext": {k: v for k, v in a.get("fasttext", {}).items() if k not in drop}}
