@@ -77,7 +77,7 @@ def test_embed_stats_json(tmp_path, embedder):
     assert [(s["name"], s["rows"]) for s in stats["per_shard"]] == [("a.parquet", 4), ("b.parquet", 2)]
     again = embed_shards([str(shards)], tmp_path / "emb", embedder, stats_json=tmp_path / "embed2.json")
     assert again.shards_skipped == 2
-    assert json.loads((tmp_path / "embed2.json").read_text())["shards"] == {"written": 0, "skipped": 2, "failed": 0}
+    assert json.loads((tmp_path / "embed2.json").read_text())["shards"] == {"written": 0, "skipped": 2, "leased": 0, "failed": 0}
 
 
 def test_stats_json_to_a_url(tmp_path):
