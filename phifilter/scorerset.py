@@ -348,7 +348,8 @@ def observed_range(paths, column: str) -> tuple[float, float] | None:
     for path in paths:
         pf = open_parquet(path)
         j = pf.schema_arrow.get_field_index(column)
-        stats = [pf.metadata.row_group(i).column(j).statistics for i in range(pf.metadata.num_row_groups)] if j >= 0 else []
+        footer = j >= 0 and hasattr(pf.metadata, "row_group")  # JSON Lines and Arrow files have no statistics
+        stats = [pf.metadata.row_group(i).column(j).statistics for i in range(pf.metadata.num_row_groups)] if footer else []
         if stats and all(s is not None and s.has_min_max and math.isfinite(s.min) and math.isfinite(s.max)
                          for s in stats):
             lo, hi = min(lo, *(float(s.min) for s in stats)), max(hi, *(float(s.max) for s in stats))
