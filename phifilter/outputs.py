@@ -170,18 +170,22 @@ def has_column(name: str) -> Owned:
 
 
 def is_model_file(p: Path) -> bool:
-    """Ours if it is a model-folder file and the folder's phifilter.json is a phifilter model's."""
+    """Ours if the folder's phifilter.json is a phifilter model's and ``p`` is its metadata, its
+    card or a part that metadata lists (a lexical scorer's ``lexical.bin`` too, not only the head)."""
     import json
 
     from .modelfolder import CALIBRATION_FILE, CARD_FILE, FORMAT, HEAD_FILE, META_FILE
 
-    if p.name not in (META_FILE, HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.parent.name == "":
+    if p.parent.name == "":
         return False
     try:
         meta = json.loads((p.parent / META_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return False
+    listed = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    return p.name in (META_FILE, HEAD_FILE, CALIBRATION_FILE, CARD_FILE) or p.name in listed
 
 
 STATS_MARK = "phifilter_stats"  # the key every --stats-json file carries (its format version)

@@ -205,3 +205,27 @@ def test_label_never_replaces_a_parquet_file_it_did_not_write(tmp_path, chat_ser
     out = tmp_path / "labels.parquet"
     assert label(out).returncode == 0
     assert label(out).returncode == 0  # its own labels: a rerun replaces them
+
+
+def test_a_model_folder_with_a_lexical_part_is_ours_to_replace(tmp_path):
+    """The default recipe writes lexical.bin beside the head: a rerun of train
+    into the same folder must find them ours (they are listed in phifilter.json), while a file
+    the metadata does not list, or any file beside a foreign phifilter.json, stays foreign."""
+    import shutil
+
+    from phifilter.modelfolder import default_model_path
+    from phifilter.errors import OutputError
+    from phifilter.outputs import claim_folder, is_model_file
+
+    model = Path(shutil.copytree(default_model_path(), tmp_path / "model"))
+    names = {p.name for p in model.iterdir()}
+    assert "lexical.bin" in names  # the bundled recipe has a lexical part
+    assert all(is_model_file(model / n) for n in names)
+    claim_folder(model, is_model_file, "a model folder")  # a rerun may replace it
+    (model / "notes.txt").write_text("mine")
+    assert not is_model_file(model / "notes.txt")
+    with pytest.raises(OutputError, match="notes.txt"):
+        claim_folder(model, is_model_file, "a model folder")
+    (model / "notes.txt").unlink()
+    (model / "phifilter.json").write_text(json.dumps({"format": "someone-else"}))
+    assert not is_model_file(model / "lexical.bin")
