@@ -119,3 +119,10 @@ def chat_server():
     with StandinServer(rate=lambda doc: (default_score(doc), "Readable code with some explanation"),
                        model="test-model") as server:
         yield server
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``longest`` first: pytest-xdist hands each worker a slice of the collection
+    in order, so the bundled model's rebuild (many minutes) starts at once on one worker and the
+    rest of the suite runs beside it, instead of the rebuild starting last and setting the wall time."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)  # stable: the rest keep their order

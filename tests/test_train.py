@@ -72,6 +72,7 @@ def _shipped_rows() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.skipif(_shipped_rows() != pq.read_metadata(SEED).num_rows,
                     reason="the bundled model was trained on seed rounds 1-3; data/seed/ holds rounds 1-5: "
                            "retrain it with the documented command, then this test checks the rebuild")
