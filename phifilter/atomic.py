@@ -154,12 +154,13 @@ def remove_stale_temporaries(folder, marks: Sequence[str] = (TMP_MARK,)) -> int:
     return removed
 
 
-def remove_stale_siblings(path, marks: Sequence[str] = (TMP_MARK, OLD_MARK)) -> int:
+def remove_stale_siblings(path, marks: Sequence[str] = (TMP_MARK, OLD_MARK), locked: bool = True) -> int:
     """Delete our temporaries of ``path`` (``.<name><mark><pid>``, beside it) whose process is gone.
 
     For writers of single outputs (a model folder, a sample file) outside a locked output
     folder: a killed run's leftovers go, a live run's temporaries are left alone. On an object
-    store no pid can be checked: the caller's lock says that no writer is live, and all go.
+    store no pid can be checked: the caller's lock (``locked``) says that no writer is live, and
+    all go; without one (``locked=False``) none does (:meth:`ObjectStore.writer_alive`).
     """
     path = as_location(path)
     store = store_of(path)
@@ -168,7 +169,7 @@ def remove_stale_siblings(path, marks: Sequence[str] = (TMP_MARK, OLD_MARK)) -> 
         owner = temporary_owner(p.name, marks)
         if owner is None or owner[0] != path.name:
             continue
-        if store.writer_alive(owner[1]):
+        if store.writer_alive(owner[1], locked):
             continue
         if _remove(p):
             removed += 1

@@ -484,6 +484,12 @@ def is_glob(spec: str) -> bool:
     return any(c in GLOB_CHARS for c in str(spec))
 
 
+def absolute(spec) -> str:
+    """An input spec as an absolute path string (a glob stays a glob); a URL as it is."""
+    spec = os.fspath(spec)
+    return spec if is_url(spec) else os.path.abspath(spec)
+
+
 def glob_root(spec: str) -> str:
     """The part of a glob (a path or URL) before its first wildcard component: the folder its
     matches' output names are relative to (``"."`` for a relative glob with none)."""
@@ -686,8 +692,9 @@ class LocalStore:
     def temp_tag(self) -> str:
         return ""
 
-    def writer_alive(self, pid: int) -> bool:
-        """Is the process that wrote a temporary still writing it?"""
+    def writer_alive(self, pid: int, locked: bool = True) -> bool:
+        """Is the process that wrote a temporary still writing it? (``locked``: does the caller
+        hold a lock that excludes every other writer? Locally the pid answers either way.)"""
         from .objstore import process_alive
 
         return pid != os.getpid() and process_alive(pid)
@@ -781,6 +788,15 @@ class LocalStore:
     def local_copy(self, loc) -> Path:
         return Path(loc)
 
+    def working_copy(self, path, kind: str, file: bool = False) -> Path:
+        """Where a run that needs a local file or folder (SQLite, training checkpoints) builds the
+        output ``path``, before :meth:`publish_copy`: locally ``path`` itself."""
+        return Path(path)
+
+    def publish_copy(self, local, path, names, last=(), ours=None) -> None:
+        """Publish the files ``names`` of the working copy ``local`` to ``path``: nothing to do
+        locally, where the working copy is the output."""
+
 
 class ObjectStore:
     """An fsspec store (S3, GCS, the Hub, ``memory://``): no rename, no ``flock``, many machines.
@@ -824,8 +840,10 @@ class ObjectStore:
 
         return f"-{secrets.token_hex(4)}"
 
-    def writer_alive(self, pid: int) -> bool:
-        return False  # no pid can be checked: the caller's lock says that no writer is live
+    def writer_alive(self, pid: int, locked: bool = True) -> bool:
+        """No pid can be checked here: under the caller's lock no other writer is live; without
+        one, any may be (its temporary is left for its own publish, or a locked run, to remove)."""
+        return not locked
 
     @_store_call
     def walk(self, folder, folders: bool = True) -> list:
@@ -933,6 +951,24 @@ class ObjectStore:
 
     def lacks(self, path, folder: bool = False) -> bool:
         return False  # folders are prefixes; a file is checked when it is read
+
+    def working_copy(self, path, kind: str, file: bool = False) -> Path:
+        """The local working copy of the output ``path`` (a folder, or with ``file`` one file):
+        ``<cache>/<kind>/<hash of the URL>[/<name>]`` (:func:`cache_folder`), one per URL and kind,
+        so a rerun on this machine resumes in it; the run publishes it (:meth:`publish_copy`)."""
+        folder = cache_folder(kind, path)
+        return folder / as_location(path).name if file else folder
+
+    def publish_copy(self, local, path, names, last=(), ours=None) -> None:
+        """Publish the files ``names`` of the local working folder ``local`` to the folder ``path``,
+        each whole (the names in ``last`` after the others; :meth:`publish_folder`, with ``ours``)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="phifilter-stage-") as staging:
+            for name in names:
+                if (Path(local) / name).is_file():
+                    shutil.copyfile(Path(local) / name, Path(staging) / name)
+            self.publish_folder(Path(staging), as_location(path), last, ours)
 
     def local_copy(self, loc) -> Path:
         """A copy of the folder or file ``loc`` in the cache, downloaded once per version of its

@@ -48,7 +48,7 @@ from .corpus import (
 )
 from .errors import InputError, OptionError, OutputError
 from .hashing import document_id
-from .location import as_location, is_url
+from .location import absolute, as_location
 
 MAX_STRATA = 10_000
 NULL_STRATUM = "(null)"
@@ -200,13 +200,13 @@ def remove_stale_temporary(output: Path) -> None:
     """Delete the temporary that a killed run left for ``output`` (only if its process is gone).
 
     :class:`~phifilter.corpus.ShardWriter` names it ``.<name>.tmp-<pid>``; a live writer's
-    temporary is left alone.
+    temporary is left alone. No lock is held here, so on a store (where no pid can be checked)
+    none is removed: a store's temporaries carry a random token, and a rerun's publish does not
+    need them gone.
     """
     from .atomic import TMP_MARK, remove_stale_siblings
 
-    if is_url(output):
-        return  # a store's temporaries carry a random token; a rerun's publish does not need them gone
-    remove_stale_siblings(output, marks=(TMP_MARK,))
+    remove_stale_siblings(output, marks=(TMP_MARK,), locked=False)
 
 
 def _output_schema(shards, cfg: SampleConfig) -> pa.Schema:
@@ -248,10 +248,7 @@ def _check_output(inputs: Sequence[str], shards, output: Path) -> None:
         raise OutputError(f"{output}: is one of the input shards; choose another --output")
     for spec in inputs:  # a later run of the same glob must not pick the sample up as a shard
         spec = os.fspath(spec)
-        if is_url(spec) or is_url(out):
-            if any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), spec):
-                raise OutputError(f"{output}: matches the input pattern {spec}; write it elsewhere")
-        elif any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), os.path.abspath(spec)):
+        if any(c in "*?[" for c in spec) and glob.fnmatch.fnmatch(str(out), absolute(spec)):
             raise OutputError(f"{output}: matches the input pattern {spec}; write it elsewhere")
     for root, recursive in input_roots(inputs):
         if not recursive:

@@ -44,7 +44,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 
 from ..corpus import ShardWriter, check_text_column, iter_batches, open_parquet, texts_from_array
-from ..location import RemotePath, as_location, store_of
+from ..location import as_location, store_of
 from ..errors import InputError, OptionError, OutputError, PhifilterError
 from .backends import BackendConfig, BackendError, Reply, RetryableError, prompt_style_for
 from .cache import LabelCache
@@ -355,10 +355,11 @@ def _label_and_write(table: pa.Table, output, cache_path, backend, model_id: str
     """Under the store locks: answer every job from the cache or the backend, publish a stored
     cache, and write the output (not for a dry run)."""
     stored = None
-    if isinstance(cache_path, RemotePath):
+    local = store_of(cache_path).working_copy(cache_path, "label", file=True)
+    if local != cache_path:  # SQLite needs a local file: a store's cache is worked on in a copy
         from .stored import StoredCache
 
-        stored = StoredCache(cache_path, notice=echo)
+        stored = StoredCache(cache_path, local, notice=echo)
         stored.prepare()
     locks = _store_locks(cache_path, output) if not cfg.dry_run else []
     with contextlib.ExitStack() as held:

@@ -3,7 +3,8 @@
 SQLite needs a local file, so a run works on a local copy of the cache and publishes it:
 
 * the copy lives in phifilter's cache folder, ``<cache root>/label/<hash of the URL>/<name>``
-  (``PHIFILTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/phifilter``, else ``~/.cache/phifilter``);
+  (``PHIFILTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/phifilter``, else ``~/.cache/phifilter``;
+  the store's :meth:`~phifilter.location.ObjectStore.working_copy`, as for an ablation's folder);
 * the run holds the store's lock object ``.<cache name>.lock`` beside the cache
   (:class:`phifilter.objstore.RemoteLock`, from ``store_of(cache).file_locks``), so two
   runs never both write it, and every publish checks that the lock is still this run's;
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..location import RemotePath, cache_folder
+from ..location import RemotePath
 from .cache import LabelCache
 
 DEFAULT_PUBLISH_S = 60.0
@@ -44,17 +45,12 @@ def publish_interval() -> float:
         return DEFAULT_PUBLISH_S
 
 
-def working_copy(url: RemotePath) -> Path:
-    """Where the local copy of the cache at ``url`` is kept (one per URL)."""
-    return cache_folder("label", url) / url.name
-
-
 class StoredCache:
     """The published cache at ``url`` and its local working copy (see the module docstring)."""
 
-    def __init__(self, url: RemotePath, notice=None, every: float | None = None):
+    def __init__(self, url: RemotePath, local: Path, notice=None, every: float | None = None):
         self.url = url
-        self.local = working_copy(url)
+        self.local = local  # store_of(url).working_copy(url, "label", file=True)
         self.every = publish_interval() if every is None else every
         self.notice = notice or (lambda line: None)
         self.published = 0  # snapshots published by this run

@@ -74,7 +74,6 @@ def run_ablation(
     bytes and tokens read, per-shard sizes, stage timings, and per (arm, seed) run its
     timings, steps and tokens.
     """
-    from ..location import RemotePath
     from ..outputs import claim_folder, claim_stats
 
     started = time.monotonic()
@@ -94,10 +93,10 @@ def run_ablation(
     claim_stats(stats_json, specs, output_dir=dest)
     D.check_scored_shards(shards, config.text_column, config.score_column)
     stats = {"command": "ablate", "output": str(dest), "stages": {}, "runs": [], "failures": []}
-    if not isinstance(dest, RemotePath):
+    out = working_folder(dest)
+    if out == dest:  # a local folder: the run works in it
         results = _run(shards, dest, config, preset, steps, progress, command, stats)
-    else:
-        out = working_folder(dest)
+    else:  # training needs a local folder: a store's ablation runs in a working copy, then publishes it
         stats["work_folder"] = str(out)
         with OutputLock(dest):
             _adopt_published_settings(dest, out)
@@ -106,7 +105,8 @@ def run_ablation(
             except OutputError as e:
                 raise OutputError(str(e).replace(str(out), str(dest))) from None
             began = time.monotonic()
-            _publish_report(out, dest)
+            store_of(dest).publish_copy(out, dest, TOP_FILES, last=("results.json",),
+                                        ours=lambda p: len(p.relative_to(dest).parts) == 1 and p.name in TOP_FILES)
             stats["stages"]["publish_seconds"] = round(time.monotonic() - began, 6)
     stats["seconds"] = round(time.monotonic() - started, 6)
     if stats_json is not None:
@@ -118,10 +118,9 @@ def run_ablation(
 
 
 def working_folder(dest) -> Path:
-    """The local folder where an ablation whose output is the URL ``dest`` is run (one per URL)."""
-    from ..location import cache_folder
-
-    return cache_folder("ablate", dest)
+    """The local folder where the ablation whose output is ``dest`` runs: ``dest`` itself, or for
+    a URL its working copy (one per URL: :meth:`phifilter.location.ObjectStore.working_copy`)."""
+    return store_of(dest).working_copy(dest, "ablate")
 
 
 def _adopt_published_settings(dest, out: Path) -> None:
@@ -138,19 +137,6 @@ def _adopt_published_settings(dest, out: Path) -> None:
         _discard_stages(out)
     out.mkdir(parents=True, exist_ok=True)
     D.write_json(out / SETTINGS, published)
-
-
-def _publish_report(out: Path, dest) -> None:
-    """Publish the top-level files (results.json last) to ``dest``, each whole; delete files of
-    ours there that this run did not write (a loss_curves.png without matplotlib now)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="phifilter-ablate-") as staging:
-        for name in TOP_FILES:
-            if (out / name).is_file():
-                shutil.copyfile(out / name, Path(staging) / name)
-        store_of(dest).publish_folder(Path(staging), dest, last=("results.json",),
-                       ours=lambda p: len(p.relative_to(dest).parts) == 1 and p.name in TOP_FILES)
 
 
 def _settings(shards, fingerprints, rows, config: AblateConfig, preset: Preset, steps: int, eval_dir: Path) -> dict:
