@@ -549,17 +549,20 @@ def train(labels, output, recipe, lexical, lexical_labels, quiet, **options):
 @click.option("--batch-size", default=defaults.EMBED_BATCH_SIZE, show_default=True, type=click.IntRange(1), help="Texts per embedder forward pass.")
 @quiet_option
 @storage_options_option
+@task_options
 @stats_json_option
 def embed(inputs, output, quiet, stats_json, **options):
     """Write an embedding cache: a Parquet sidecar per shard, keyed by document id.
 
     train, evaluate and score read it with --embeddings, so retraining, re-thresholding or
     trying another head costs no new embedding pass. A rerun skips finished sidecars.
+    --task-index/--num-tasks split the shards between independent tasks, as for score.
 
     \b
     Example:
       phifilter embed labels.parquet -o emb/ --chunking chunk
       phifilter train labels.parquet -o model/ --doc-mode chunk-mean --embeddings emb/
+      phifilter embed data/shards/ -o emb/ --task-index 0 --num-tasks 4
     """
     from .embcache import EmbedConfig, embed_corpus
 
@@ -651,10 +654,14 @@ def suggest(model, inputs, output, quiet, **options):
                    "hash (deterministic); prints the expected token share (tokens of --tokenizer).")
 @text_column_option
 @storage_options_option
+@task_options
 @stats_json_option
 @quiet_option
 def filter_(inputs, output, quiet, **options):
     """Keep the best rows of scored shards (by threshold, top fraction, token budget or int score).
+
+    --task-index/--num-tasks split the shards between independent tasks, as for score (not with
+    --top-fraction or --token-budget, whose boundary documents are kept in corpus order).
 
     \b
     Example:
@@ -664,6 +671,7 @@ def filter_(inputs, output, quiet, **options):
       phifilter filter data/scored/ -o data/best-1B/ --token-budget 1000000000
       phifilter filter data/scored/ -o data/ens12/ --score-column ens --min-bucket 12
       phifilter filter data/scored/ -o data/soft/ --sample-by-score 0.2:0.8
+      phifilter filter data/scored/ -o data/kept/ --threshold 0.5 --task-index 0 --num-tasks 4
     """
     from .select import filter_shards
 

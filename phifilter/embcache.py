@@ -163,24 +163,23 @@ class EmbedSummary:
 
 
 def is_sidecar(path: Path) -> bool:
-    """Ours: a Parquet file that phifilter embed wrote (its metadata names the format)."""
-    import pyarrow.parquet as pq
-
+    """Ours: a Parquet file that phifilter embed wrote (its metadata names the format); local or on
+    a store (a rerun of ``embed -o s3://...`` claims the sidecars it wrote)."""
     if path.suffix != ".parquet":
         return False
     try:
-        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        raw = (open_parquet(path).schema_arrow.metadata or {}).get(META_KEY)
         return raw is not None and json.loads(raw).get("format") == FORMAT
-    except (pa.ArrowException, OSError, ValueError, AttributeError):
+    except (InputError, pa.ArrowException, OSError, ValueError, AttributeError):
         return False
 
 
-def check_embed_inputs(inputs, output_dir, text_column: str = "text", stats_json=None):
+def check_embed_inputs(inputs, output_dir, text_column: str = "text", stats_json=None, task: tuple = (None, None)):
     """Everything checkable before an embedder is loaded: shards, text column, output folder,
-    ``--stats-json`` (:func:`phifilter.shardjob.claim`)."""
+    ``--stats-json``, this task's share of the shards (:func:`phifilter.shardjob.claim`)."""
     from .shardjob import claim
 
-    claimed = claim(inputs, output_dir, is_sidecar, "an embedding cache", stats_json)
+    claimed = claim(inputs, output_dir, is_sidecar, "an embedding cache", stats_json, task)
     for s in claimed.shards:
         check_text_column(open_parquet(s.path).schema_arrow, text_column, s.path)
     return claimed
@@ -236,18 +235,21 @@ class EmbedJob(ShardJob):
 
 def embed_shards(inputs, output_dir, embedder, chunking: str = "truncate", max_chunks: int = MAX_CHUNKS,
                  text_column: str = "text", id_column: str | None = "id", read_batch_rows: int = 2048,
-                 progress: bool = False, stats_json: str | os.PathLike | None = None) -> EmbedSummary:
+                 progress: bool = False, stats_json: str | os.PathLike | None = None,
+                 task_index: int | None = None, num_tasks: int | None = None) -> EmbedSummary:
     """Write an embedding sidecar per input shard (resumable: complete sidecars of the same key are
     kept), each under its lease (:mod:`phifilter.shardjob`).
 
     ``stats_json``: also write the run's statistics there (:meth:`EmbedSummary.stats`).
+    ``task_index``/``num_tasks``: only this task's share of the shards (``--task-index/--num-tasks``;
+    None: Slurm's array variables, else every shard).
     """
     import time
 
     from . import shardjob
 
     began = time.perf_counter()
-    claimed = check_embed_inputs(inputs, output_dir, text_column, stats_json)
+    claimed = check_embed_inputs(inputs, output_dir, text_column, stats_json, (task_index, num_tasks))
     job = EmbedJob(embedder, chunking, max_chunks, text_column, id_column, read_batch_rows, progress)
     shardjob.run_shards(job, claimed, progress and len(claimed.shards) >= 2)
     return shardjob.finish(job.summary, stats_json, began)
@@ -266,6 +268,8 @@ class EmbedConfig:
     text_column: str = "text"
     id_column: str | None = "id"  # empty or None: ids are hashes of the text
     read_batch_rows: int = 2048
+    task_index: int | None = None  # a partitioned run's task (None: $SLURM_ARRAY_TASK_ID, else 0)
+    num_tasks: int | None = None  # None: $SLURM_ARRAY_TASK_COUNT, else 1
 
 
 def embed_corpus(inputs, output_dir, config: EmbedConfig | None = None, progress: bool = False,
@@ -277,11 +281,13 @@ def embed_corpus(inputs, output_dir, config: EmbedConfig | None = None, progress
     from .hf_embed import make_embedder
 
     cfg = dataclasses.replace(config or EmbedConfig(), **options)
-    check_embed_inputs(inputs, output_dir, cfg.text_column, stats_json)  # in its first second, not after loading the model
+    task = (cfg.task_index, cfg.num_tasks)
+    check_embed_inputs(inputs, output_dir, cfg.text_column, stats_json, task)  # in its first second, not after loading the model
     emb = make_embedder(cfg.embedder, device=cfg.device, max_length=cfg.max_length, batch_size=cfg.batch_size)
     return embed_shards(inputs, output_dir, emb, chunking=cfg.chunking, max_chunks=cfg.max_chunks,
                         text_column=cfg.text_column, id_column=cfg.id_column or None,
-                        read_batch_rows=cfg.read_batch_rows, progress=progress, stats_json=stats_json)
+                        read_batch_rows=cfg.read_batch_rows, progress=progress, stats_json=stats_json,
+                        task_index=cfg.task_index, num_tasks=cfg.num_tasks)
 
 
 @dataclass

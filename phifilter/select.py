@@ -279,6 +279,8 @@ def filter_shards(
     min_bucket: int | None = None,
     bucket_column: str | None = None,
     sample_by_score: str | None = None,
+    task_index: int | None = None,
+    num_tasks: int | None = None,
 ) -> FilterSummary:
     """Write the kept rows of every scored shard to ``output_dir`` (same relative names).
 
@@ -289,20 +291,30 @@ def filter_shards(
     :mod:`phifilter.ensemble`) and ``sample_by_score`` ("LO:HI": keep each document with a
     probability rising from 0 at LO to 1 at HI, deterministic by text hash: :mod:`phifilter.soft`).
     Each shard is a :class:`FilterJob` run by :mod:`phifilter.shardjob` (leases, skip or redo by
-    run record).
+    run record). ``task_index``/``num_tasks``: write only this task's share of the shards
+    (``--task-index/--num-tasks``; None: Slurm's array variables, else every shard); checks and
+    the cut-off still read every shard, so all tasks filter alike. ``--top-fraction`` and
+    ``--token-budget`` keep their boundary documents in corpus order across shards, so they run
+    as one task.
     """
     import time
 
     from . import shardjob
+    from .scoring.partition import task_of
 
     began = time.perf_counter()
     threshold, score_column, curve = _rule_of(threshold, top_fraction, token_budget, min_int_score,
                                               int_score_column, min_bucket, bucket_column, sample_by_score,
                                               score_column)
     _refuse_old_manifest(output_dir)
-    claimed = shardjob.claim(inputs, output_dir, FilterJob.owns,
-                             "filter outputs", stats_json)
-    paths = [s.path for s in claimed.shards]
+    task = task_of(task_index, num_tasks)
+    if task[1] > 1 and (top_fraction is not None or token_budget is not None):
+        rule = "--top-fraction" if top_fraction is not None else "--token-budget"
+        raise OptionError(f"{rule} keeps the boundary documents in corpus order across shards, so it runs as one "
+                          f"task (here task {task[0]} of {task[1]}); drop --task-index/--num-tasks "
+                          "(and unset SLURM_ARRAY_TASK_*), or partition a --threshold run", "--num-tasks")
+    claimed = shardjob.claim(inputs, output_dir, FilterJob.owns, "filter outputs", stats_json, task)
+    paths = [s.path for s in claimed.every]  # checks and cut-off over every shard: each task filters alike
     for p in paths:
         _check_score_column(p, score_column, text_column)
     if top_fraction is not None or token_budget is not None:

@@ -86,12 +86,16 @@ class ShardJob:
         """Each shard's fate, in corpus order (fold it into the command's summary)."""
 
 
-def claim(inputs, output_dir, owns, what: str, stats_json=None, task: tuple = (0, 1)) -> Claimed:
-    """Find the shards, keep task ``task``'s share and claim the output folder and ``stats_json``."""
+def claim(inputs, output_dir, owns, what: str, stats_json=None, task: tuple = (None, None)) -> Claimed:
+    """Find the shards, keep task ``task``'s share and claim the output folder and ``stats_json``.
+
+    ``task``: (``--task-index``, ``--num-tasks``), either None for Slurm's array variables, else
+    0 of 1 (:func:`phifilter.scoring.partition.task_of`)."""
     from .corpus import check_output_dir, find_shards
     from .outputs import claim_folder, claim_stats
-    from .scoring.partition import partition_shards
+    from .scoring.partition import partition_shards, task_of
 
+    task = task_of(*task)  # an impossible --task-index is refused before anything else
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     every = find_shards(specs)
     out_dir = check_output_dir(specs, output_dir)

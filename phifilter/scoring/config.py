@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..defaults import EMBED_BATCH_SIZE
-from ..errors import InputError, OptionError
+from ..errors import OptionError
 
 ENGINES = ("local", "ray")
 ON_ERROR = ("raise", "skip")
@@ -68,24 +68,6 @@ class ScoreConfig:
 
 def partition_of(cfg: ScoreConfig, environ=os.environ) -> tuple[int, int]:
     """(task index, number of tasks): the options, else Slurm's array variables, else (0, 1)."""
-    index, count = cfg.task_index, cfg.num_tasks
-    if index is None and environ.get("SLURM_ARRAY_TASK_ID", "").strip():
-        index = _env_int(environ, "SLURM_ARRAY_TASK_ID")
-        # Arrays may start at 1 (--array=1-8): count from the array's first index.
-        index -= _env_int(environ, "SLURM_ARRAY_TASK_MIN") if environ.get("SLURM_ARRAY_TASK_MIN", "").strip() else 0
-    if count is None and environ.get("SLURM_ARRAY_TASK_COUNT", "").strip():
-        count = _env_int(environ, "SLURM_ARRAY_TASK_COUNT")
-    index = 0 if index is None else int(index)
-    count = 1 if count is None else int(count)
-    if count < 1:
-        raise OptionError(f"--num-tasks {count}: must be at least 1", "--num-tasks")
-    if not 0 <= index < count:
-        raise OptionError(f"--task-index {index}: must be in 0..{count - 1} for --num-tasks {count}", "--task-index")
-    return index, count
+    from .partition import task_of
 
-
-def _env_int(environ, name: str) -> int:
-    try:
-        return int(environ[name])
-    except ValueError:
-        raise InputError(f"${name}={environ[name]!r}: expected an integer") from None
+    return task_of(cfg.task_index, cfg.num_tasks, environ)

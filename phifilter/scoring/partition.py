@@ -10,10 +10,37 @@ so tasks of different ``--num-tasks``, or a full run beside them, never write on
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from ..corpus import Shard
+from ..errors import InputError, OptionError
 from ..location import store_of
+
+
+def task_of(index: int | None = None, count: int | None = None, environ=os.environ) -> tuple[int, int]:
+    """(task index, number of tasks) of ``--task-index/--num-tasks``: the options, else Slurm's
+    array variables, else (0, 1); an impossible pair is an OptionError naming the option."""
+    if index is None and environ.get("SLURM_ARRAY_TASK_ID", "").strip():
+        index = _env_int(environ, "SLURM_ARRAY_TASK_ID")
+        # Arrays may start at 1 (--array=1-8): count from the array's first index.
+        index -= _env_int(environ, "SLURM_ARRAY_TASK_MIN") if environ.get("SLURM_ARRAY_TASK_MIN", "").strip() else 0
+    if count is None and environ.get("SLURM_ARRAY_TASK_COUNT", "").strip():
+        count = _env_int(environ, "SLURM_ARRAY_TASK_COUNT")
+    index = 0 if index is None else int(index)
+    count = 1 if count is None else int(count)
+    if count < 1:
+        raise OptionError(f"--num-tasks {count}: must be at least 1", "--num-tasks")
+    if not 0 <= index < count:
+        raise OptionError(f"--task-index {index}: must be in 0..{count - 1} for --num-tasks {count}", "--task-index")
+    return index, count
+
+
+def _env_int(environ, name: str) -> int:
+    try:
+        return int(environ[name])
+    except ValueError:
+        raise InputError(f"${name}={environ[name]!r}: expected an integer") from None
 
 
 def assign(shards: Sequence[Shard], count: int) -> list[int]:
