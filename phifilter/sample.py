@@ -284,10 +284,10 @@ def sample_shards(
     shards = find_input_files(inputs)
     output = as_location(output)
     _check_output(inputs, shards, output)
-    from .outputs import claim_file, claim_stats, parquet_record_of
+    from .outputs import parquet_record_of
+    from .shardjob import claim_output, finish
 
-    claim_file(output, "a sample", inputs=inputs, is_ours=parquet_record_of("sample", legacy=_is_legacy_sample))
-    claim_stats(stats_json, inputs, others=[output])
+    claim_output(output, "a sample", inputs, parquet_record_of("sample", legacy=_is_legacy_sample), stats_json)
     schema = _output_schema(shards, cfg)
     exclusions = load_exclusions(cfg.exclude, ngram=cfg.exclude_ngram) if cfg.exclude else None
 
@@ -311,12 +311,7 @@ def sample_shards(
     with ShardWriter(output, schema) as writer:
         for b in table.to_batches(max_chunksize=cfg.read_batch_rows):
             writer.write_batch(b)
-    summary.seconds = time.perf_counter() - began
-    if stats_json is not None:
-        from .stats import write_stats
-
-        write_stats(stats_json, summary.stats())
-    return summary
+    return finish(summary, stats_json, began)  # its seconds, and --stats-json (claimed above, before any work)
 
 
 def _check_config(cfg: SampleConfig) -> None:

@@ -16,6 +16,10 @@ runner does the rest the same way for every command (docs/design.md, "One shard 
    one error;
 3. :func:`finish`: the run's seconds and ``--stats-json``.
 
+``sample`` and ``label`` write one file, not a folder of shards: they claim it (and
+``--stats-json``) with :func:`claim_output` before any work, and end with :func:`finish`
+(sample).
+
 ``score`` uses :func:`claim` and :func:`finish` around its engines, whose streaming flow
 (:mod:`phifilter.scoring.flow`) takes the same leases per shard, with row-group checkpoints.
 """
@@ -102,6 +106,16 @@ def claim(inputs, output_dir, owns, what: str, stats_json=None, task: tuple = (N
     claim_folder(out_dir, owns, what)
     claim_stats(stats_json, specs, output_dir=out_dir)  # never an input, a shard or a foreign file
     return Claimed(specs, every, partition_shards(every, *task), out_dir, tuple(task))
+
+
+def claim_output(output, what: str, inputs, is_ours, stats_json=None, others=()) -> None:
+    """:func:`claim` for a command that writes one file (sample, label): the file ``output``
+    (a foreign file there, an input or one of ``others`` refused) and ``stats_json`` (never an
+    input, the output, one of ``others`` or a file that is not run statistics), before any work."""
+    from .outputs import claim_file, claim_stats
+
+    claim_file(output, what, inputs=inputs, is_ours=is_ours, others=list(others))
+    claim_stats(stats_json, inputs, others=[output, *others])
 
 
 def standing(out, wanted: dict) -> tuple[str | None, dict]:

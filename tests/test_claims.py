@@ -229,3 +229,19 @@ def test_a_model_folder_with_a_lexical_part_is_ours_to_replace(tmp_path):
     (model / "notes.txt").unlink()
     (model / "phifilter.json").write_text(json.dumps({"format": "someone-else"}))
     assert not is_model_file(model / "lexical.bin")
+
+
+def test_sample_claims_its_output_and_stats_json_before_any_work(tmp_path):
+    """sample claims with the shard job's claim_output, then reads: a foreign --stats-json is the
+    error, not the missing --exclude file read after the claims, and no sample is written."""
+    src = _scored(tmp_path / "in")
+    notes, out = tmp_path / "notes.json", tmp_path / "sample.parquet"
+    notes.write_text('{"my": "notes"}\n')
+    before = digest(notes)
+    err = one_error(run_cli("sample", src, "-o", out, "-n", "2", "--stats-json", notes,
+                            "--exclude", tmp_path / "missing.jsonl", check=False))
+    assert "did not write" in err and "--stats-json" in err and "missing.jsonl" not in err
+    assert not out.exists() and digest(notes) == before
+    run_cli("sample", src, "-o", out, "-n", "2", "--stats-json", tmp_path / "st.json", "-q")  # ours: finish() wrote it
+    stats = json.loads((tmp_path / "st.json").read_text())
+    assert stats["command"] == "sample" and stats["seconds"] > 0 and stats["phifilter_stats"] == 1

@@ -278,11 +278,12 @@ def label_file(input: str | os.PathLike, output: str | os.PathLike, backend=None
     started = time.monotonic()
     input, output = as_location(input), as_location(output)
     cache_path = _check_paths(input, output, cfg)
-    from ..outputs import claim_file, claim_stats, has_column
+    from ..outputs import has_column
+    from ..shardjob import claim_output
 
-    # an existing labels file is replaced only if label wrote it (it has label's rubric_sha column)
-    claim_file(output, "labels", inputs=[input], is_ours=has_column("rubric_sha"), others=[cache_path])
-    claim_stats(stats_json, [input], others=[output, cache_path])  # never the paid answers nor an input
+    # an existing labels file is replaced only if label wrote it (it has label's rubric_sha column);
+    # --stats-json is never the paid answers (the cache) nor an input
+    claim_output(output, "labels", [input], has_column("rubric_sha"), stats_json, others=[cache_path])
     if model_id is None:
         model_id = getattr(backend, "model_id", None)
     if not model_id:
