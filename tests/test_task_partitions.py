@@ -110,6 +110,8 @@ def check(command: str, ref: Path, stats: list[dict], names: list[str], read) ->
     assert names == expected, names  # no temporary, checkpoint or lease left, no shard missing
     key = COMMANDS[command][2]
     written = [s["shards"][key] for s in stats]
+    print(f"{command}: " + "; ".join(f"{name}: wrote {s['shards'][key]}, left {s['shards']['leased']} to another run"
+                                     for name, s in zip([*RUNS, "rerun"], stats)))
     assert sum(written[:-1]) == SHARDS and written[-1] == 0, written  # each shard written once, by one run
     for name in expected:
         data = read(name)
