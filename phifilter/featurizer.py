@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .chunking import DocEmbeddings, chunking_of, embed_documents, excerpt, layout_documents, round_to_float16
+from .chunking import DocEmbeddings, chunking_of, embed_documents, excerpt, round_to_float16
 from .defaults import MAX_CHUNKS
 from .errors import ModelError
 
@@ -110,8 +110,10 @@ class Featurizer:
 
     def layout(self, embedder, texts: Sequence[str], count: bool = True):
         """:func:`phifilter.chunking.layout_documents` of what the embedder reads of ``texts``."""
+        from . import chunking  # looked up at call time, like embed_documents' own call
+
         texts = list(texts)
-        chunks, owner, doc_tokens, cut = layout_documents(embedder, self.read(texts), self.chunking, self.max_chunks,
+        chunks, owner, doc_tokens, cut = chunking.layout_documents(embedder, self.read(texts), self.chunking, self.max_chunks,
                                                           count=count)
         return chunks, owner, doc_tokens, np.asarray(cut, bool) | self._excerpted(texts)
 
