@@ -113,8 +113,8 @@ class Featurizer:
         from . import chunking  # looked up at call time, like embed_documents' own call
 
         texts = list(texts)
-        chunks, owner, doc_tokens, cut = chunking.layout_documents(embedder, self.read(texts), self.chunking, self.max_chunks,
-                                                          count=count)
+        chunks, owner, doc_tokens, cut = chunking.layout_documents(embedder, self.read(texts), self.chunking,
+                                                                   self.max_chunks, count=count)
         return chunks, owner, doc_tokens, np.asarray(cut, bool) | self._excerpted(texts)
 
     def _excerpted(self, texts: list) -> np.ndarray:
