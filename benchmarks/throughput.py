@@ -8,8 +8,11 @@ Arms (each in a fresh Python process, so peak RSS is per arm):
   int8       the same with ``quantize="int8"`` (CPU only; scores change, see quantize_auc.py)
   bf16       the same with ``dtype="bfloat16"`` (fast on CPUs with avx512_bf16 or AMX; scores
              move by about 1e-3, see quantize_auc.py)
-  default    the bundled model as shipped (``chunk-mean``: up to 8 chunks of each document are
-             read, so it does more work per document than the other arms; not like for like)
+  default    the bundled model as shipped (``chunk-mean``: up to 8 chunks of the first 2,500
+             characters of each document are read, so it does more work per embedded document
+             than the other arms; not like for like)
+  default-whole  the same with ``max_chars=None``: up to 8 chunks of the whole document, as
+             the default read before issue 23's whole-file fix
   lexical    the lexical-only model (phifilter.lexical.LexicalScorer: fastText with its default
              hyperparameters, trained on data/seed/edu_seed.parquet before the rounds start),
              one thread; shards read and written whole with pyarrow like the naive loop
@@ -24,7 +27,7 @@ and this Python's standard library sources, cut into documents with a log-normal
 
     .venv/bin/python benchmarks/throughput.py                 # CPU, default sizes (~5-10 min on 2 cores)
     .venv/bin/python benchmarks/throughput.py --docs 2000 --device cuda --arms naive,phifilter,ceiling
-    .venv/bin/python benchmarks/throughput.py --documents whole-files --docs 100 --arms naive,default
+    .venv/bin/python benchmarks/throughput.py --documents whole-files --docs 200 --shards 1 --arms naive,default,default-whole
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ def arm_naive(a) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
 
 
-def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shipped: bool = False) -> dict:
+def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shipped: bool = False,
+                  whole: bool = False) -> dict:
     from phifilter import score_shards
     from phifilter.classifier import EduClassifier
     from phifilter.scoring import ScoreConfig
@@ -194,6 +198,8 @@ def arm_phifilter(a, quantize: str | None = None, dtype: str = "auto", as_shippe
     clf = EduClassifier.load(None if as_shipped else FOREST_MODEL, device=a.device, max_length=a.max_length)
     if not as_shipped:
         clf.doc_mode = "truncate"  # the naive loop truncates: same model, same text read, like for like
+    if whole:
+        clf.max_chars = None  # the default as it was: up to 8 chunks of the whole document
     apply_throughput_options(clf, cfg)
     clf.check_embedder()
     clf.edu_score(["warm up"])
@@ -281,6 +287,8 @@ def run_arm(a) -> None:
         result = arm_phifilter(a, quantize="int8")
     elif a.arm == "default":
         result = arm_phifilter(a, as_shipped=True)
+    elif a.arm == "default-whole":
+        result = arm_phifilter(a, as_shipped=True, whole=True)
     elif a.arm == "bf16":
         result = arm_phifilter(a, dtype="bfloat16")
     elif a.arm == "ceiling":
@@ -415,7 +423,7 @@ def main() -> None:
                   + ", ".join(f"{x:.2f}x" for x in report["speedup_per_round"]))
             print(f"speed-up phifilter / naive: {report['speedup_phifilter_vs_naive']:.2f}x; "
                   f"max |score difference| = {diff:.2e}")
-        for arm in ("default", "lexical"):
+        for arm in ("default", "default-whole", "lexical"):
             if "naive" not in res or arm not in res:
                 continue
             report[f"speedup_{arm}_vs_naive"] = res[arm]["docs_per_s"] / res["naive"]["docs_per_s"]
@@ -424,8 +432,8 @@ def main() -> None:
             cpu_ratio = res["naive"]["cpu_seconds"] / res[arm]["cpu_seconds"]
             report[f"cpu_time_ratio_naive_over_{arm}"] = cpu_ratio
             share = res[arm].get("embedded_share")
-            print(f"speed-up {arm} / naive: {report[f'speedup_{arm}_vs_naive']:.1f}x (per round: "
-                  + ", ".join(f"{x:.1f}x" for x in report[f"speedup_{arm}_per_round"])
+            print(f"speed-up {arm} / naive: {report[f'speedup_{arm}_vs_naive']:.2f}x (per round: "
+                  + ", ".join(f"{x:.2f}x" for x in report[f"speedup_{arm}_per_round"])
                   + f"); CPU seconds per document, naive / {arm}: {cpu_ratio:.1f}x"
                   + (f"; {100 * share:.1f}% of documents embedded" if share is not None else ""), flush=True)
         for variant in ("int8", "bf16"):

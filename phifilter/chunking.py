@@ -114,6 +114,17 @@ def pack(pieces: Sequence[str], count: Callable[[list[str]], Sequence[int]], bud
     return chunks
 
 
+def excerpt(text: str, max_chars: int | None) -> str:
+    """The start of ``text`` that a model reading ``max_chars`` characters sees: the whole text
+    when it is that short (or ``max_chars`` is None), else its first ``max_chars`` characters cut
+    back to the last line break among them (cut at ``max_chars`` when there is none), the way
+    the seed set's excerpts were cut before they were labelled."""
+    if max_chars is None or text is None or len(text) <= max_chars:
+        return text
+    end = text.rfind("\n", 0, max_chars)
+    return text[: end + 1] if end > 0 else text[:max_chars]
+
+
 def chunk_documents(texts: Sequence[str], count: Callable[[list[str]], Sequence[int]], max_length: int,
                     max_chunks: int, kinds: Sequence[str] | None = None):
     """Cut every text into chunks of at most ``max_length`` tokens (special tokens included).

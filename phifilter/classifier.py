@@ -93,7 +93,8 @@ class EduClassifier:
     embedder : hub name, local folder, ``mean-pool:FOLDER`` (any transformers model, see
         :mod:`phifilter.hf_embed`), an embedder object, or None for all-MiniLM-L6-v2.
     head : the embedding head, one of :data:`phifilter.heads.HEADS` (see that module's table).
-    doc_mode, max_chunks, features : the :class:`~phifilter.featurizer.Featurizer`'s settings.
+    doc_mode, max_chunks, features, max_chars : the :class:`~phifilter.featurizer.Featurizer`'s
+        settings (``max_chars``: characters of each document the embedder reads, None: all).
     calibrate : fit isotonic calibration of the head on out-of-fold scores.
     C : inverse regularisation of the logistic head.
     n_estimators, max_depth, min_samples_leaf, max_features, class_weight :
@@ -148,6 +149,7 @@ class EduClassifier:
         expensive_share: float | None = None,
         novelty_share: float | None = None,
         cv_folds: int = 5,
+        max_chars: int | None = None,
     ):
         self.embedder = embedder
         self.n_estimators = n_estimators
@@ -173,6 +175,7 @@ class EduClassifier:
         self.expensive_share = expensive_share
         self.novelty_share = novelty_share
         self.cv_folds = cv_folds
+        self.max_chars = max_chars
 
     # -- parts --------------------------------------------------------------------------------
 
@@ -181,7 +184,8 @@ class EduClassifier:
 
     @property
     def featurizer(self) -> Featurizer:
-        return Featurizer(doc_mode=self.doc_mode, max_chunks=self.max_chunks, features=self.features)
+        return Featurizer(doc_mode=self.doc_mode, max_chunks=self.max_chunks, features=self.features,
+                          max_chars=self.max_chars)
 
     @property
     def chunking(self) -> str:
@@ -465,14 +469,23 @@ class EduClassifier:
                                embedder_sha256=embedder_sha256)
 
 
-def cached_doc_embeddings(clf: EduClassifier, cache, texts: Sequence[str], ids: Sequence[str]) -> DocEmbeddings:
-    """Embeddings of ``texts`` from ``cache`` for the ids it holds; the rest embedded by ``clf``."""
+def cached_doc_embeddings(clf: EduClassifier, cache, texts: Sequence[str], ids: Sequence[str],
+                          progress: bool = False, count: bool = False) -> DocEmbeddings:
+    """Embeddings of ``texts`` from ``cache`` for the ids it holds; the rest embedded by ``clf``.
+
+    The cache holds embeddings of whole texts: a text this model reads only the start of
+    (``max_chars``) is embedded again, from that start."""
     from .embcache import merge
 
-    found, missing = cache.lookup(list(ids), list(texts))
+    f = clf.featurizer
+    whole = [k for k in range(len(ids)) if f.reads_whole(texts[k])]
+    found, missing = None, []
+    if whole:
+        found, missing = cache.lookup([ids[k] for k in whole], [texts[k] for k in whole])
+    missing = sorted({whole[j] for j in missing} | (set(range(len(ids))) - set(whole)))
     if not missing:
         return found
-    fresh = clf.embed_documents([texts[k] for k in missing], count=False)
+    fresh = clf.embed_documents([texts[k] for k in missing], progress=progress, count=count)
     if found is None:
         return fresh
     gone = set(missing)

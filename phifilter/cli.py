@@ -485,6 +485,10 @@ def status(output, inputs, score_column, as_json):
               default="chunk-mean", show_default=True,
               help="Read the first --max-length tokens, or cut documents into chunks and combine their embeddings or scores.")
 @click.option("--max-chunks", default=defaults.MAX_CHUNKS, show_default=True, type=click.IntRange(1), help="Chunks read per document (chunk modes).")
+@click.option("--max-chars", type=click.IntRange(0), default=None, metavar="N",
+              help="Characters of each document the embedder reads: the first N, cut at a line break, before any "
+                   "chunking; 0: the whole document (up to --max-chunks chunks). Default: the recipe's (default: 2500, "
+                   "the length of the seed set's labelled excerpts, which the fastText scorer reads too; paper: 0).")
 @click.option("--features", default="mean", show_default=True, metavar="PARTS",
               help="What the head sees in chunk-mean/chunk-weighted mode: mean, first, max, length joined by '+', "
                    "e.g. mean+first.")

@@ -4,7 +4,10 @@
 reads the first ``max_length`` tokens; ``chunk-mean`` / ``chunk-weighted`` average the
 embeddings of up to ``max_chunks`` chunks; ``chunk-score-mean`` / ``chunk-score-max`` give the
 head one row per chunk and combine the chunk scores. ``features`` picks what a pooled document
-row holds ("mean", "mean+first", "mean+first+max+length", ...).
+row holds ("mean", "mean+first", "mean+first+max+length", ...). ``max_chars`` (None: all) is how
+much of a document the embedder reads: its first ``max_chars`` characters, cut at a line break
+(:func:`phifilter.chunking.excerpt`), before any chunking; the bundled model reads 2,500, the
+length of the excerpts its labels were given on (its lexical scorer reads the same).
 
 The featurizer holds no learned state: the embedder object is passed in, so the scorer, the
 trainer and the pipeline stages share one embedder and one set of rules.
@@ -17,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .chunking import DocEmbeddings, chunking_of, embed_documents, round_to_float16
+from .chunking import DocEmbeddings, chunking_of, embed_documents, excerpt, round_to_float16
 from .defaults import MAX_CHUNKS
 from .errors import ModelError
 
@@ -40,10 +43,12 @@ def blank_mask(texts: Sequence[str]) -> np.ndarray:
 class Featurizer:
     """Embedder output -> one feature row per document (or per chunk for the chunk-score modes)."""
 
-    def __init__(self, doc_mode: str = "truncate", max_chunks: int = MAX_CHUNKS, features: str = "mean"):
+    def __init__(self, doc_mode: str = "truncate", max_chunks: int = MAX_CHUNKS, features: str = "mean",
+                 max_chars: int | None = None):
         self.doc_mode = doc_mode
         self.max_chunks = max_chunks
         self.features = features
+        self.max_chars = max_chars
 
     def get_params(self, deep: bool = False) -> dict:
         return params_of(self)
@@ -69,6 +74,9 @@ class Featurizer:
 
     def check(self) -> None:
         chunking_of(self.doc_mode)
+        m = self.max_chars
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+            raise ModelError(f"--max-chars {m}: expected a whole number >= 1 (or none: the whole document)")
         parts = self.parts
         unknown = [p for p in parts if p not in FEATURE_PARTS]
         if unknown or not parts or len(set(parts)) != len(parts):
@@ -82,10 +90,36 @@ class Featurizer:
         """Columns the head sees for ``dim``-dimensional embeddings."""
         return sum(3 if p == "length" else dim for p in self.parts)
 
+    def read(self, texts: Sequence[str]) -> list[str]:
+        """What the embedder reads of each text: the text, or its first ``max_chars`` characters."""
+        if self.max_chars is None:
+            return list(texts)
+        return [excerpt(t, self.max_chars) for t in texts]
+
+    def reads_whole(self, text: str) -> bool:
+        """Whether the embedder reads all of ``text`` (an embedding of the whole text is this model's)."""
+        return self.max_chars is None or text is None or len(text) <= self.max_chars
+
     def embed(self, embedder, texts: Sequence[str], progress: bool = False, count: bool = True) -> DocEmbeddings:
         """Embed ``texts`` as ``doc_mode`` needs; ``count=False`` skips token statistics scoring does not use."""
-        return embed_documents(embedder, list(texts), self.chunking, self.max_chunks, progress=progress, count=count,
-                               chunk_tokens=count or self.needs_chunk_tokens)
+        texts = list(texts)
+        E = embed_documents(embedder, self.read(texts), self.chunking, self.max_chunks, progress=progress,
+                            count=count, chunk_tokens=count or self.needs_chunk_tokens)
+        E.cut = E.cut | self._excerpted(texts)
+        return E
+
+    def layout(self, embedder, texts: Sequence[str], count: bool = True):
+        """:func:`phifilter.chunking.layout_documents` of what the embedder reads of ``texts``."""
+        from . import chunking  # looked up at call time, like embed_documents' own call
+
+        texts = list(texts)
+        chunks, owner, doc_tokens, cut = chunking.layout_documents(embedder, self.read(texts), self.chunking,
+                                                                   self.max_chunks, count=count)
+        return chunks, owner, doc_tokens, np.asarray(cut, bool) | self._excerpted(texts)
+
+    def _excerpted(self, texts: list) -> np.ndarray:
+        """True where the embedder reads only an excerpt (its tail is not read)."""
+        return np.fromiter((not self.reads_whole(t) for t in texts), dtype=bool, count=len(texts))
 
     def as_doc_embeddings(self, X) -> DocEmbeddings:
         """``X`` as DocEmbeddings: checked if it is one, else one truncated embedding per row."""

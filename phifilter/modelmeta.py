@@ -55,6 +55,7 @@ def _rules():
         "positive_threshold": (_number, "a number"),
         "max_length": (lambda v: _int(v) and v >= 8, "a whole number >= 8"),
         "max_chunks": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
+        "max_chars": (lambda v: v is None or (_int(v) and v >= 1), "null or a whole number >= 1"),
         "batch_size": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
         "n_estimators": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
         "min_samples_leaf": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),

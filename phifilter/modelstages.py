@@ -64,7 +64,7 @@ def classifier_stages(clf, tensor_forest: bool | None = None) -> list:
     last one, ``scores``; see the module docstring."""
     if not splits_into_stages(clf):
         return [("model", lambda batch: score_batch(clf, batch))]
-    from .chunking import assemble, layout_documents
+    from .chunking import assemble
 
     emb = clf.embedder_
     tensor = tensor_head(clf, tensor_forest)
@@ -76,7 +76,7 @@ def classifier_stages(clf, tensor_forest: bool | None = None) -> list:
         if not texts:  # nothing for the embedder in this batch
             batch.work = (route, None, None)
             return batch
-        layout = layout_documents(emb, texts, clf.chunking, clf.max_chunks, count=False)
+        layout = clf.featurizer.layout(emb, texts, count=False)
         plan = emb.prepare(layout[0])
         batch.work, batch.tokens = (route, layout, plan), getattr(plan, "tokens", 0)
         return batch

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import EduClassifier
+from .classifier import EduClassifier, cached_doc_embeddings
 from .recipe import (  # noqa: F401 (re-exported: the names benchmarks and tests import from here)
     best_f1_threshold,
     choose_threshold,
@@ -59,6 +59,7 @@ class TrainConfig:
     head: str = "forest"  # forest | forest-regressor | logistic | ridge | svr
     doc_mode: str = "chunk-mean"  # see phifilter.chunking.DOC_MODES; chosen in benchmarks/classifier_quality.md
     max_chunks: int = MAX_CHUNKS
+    max_chars: int | None = None  # characters of each document the embedder reads (None: all); default recipe: 2,500
     features: str = "mean"  # chunk-mean/-weighted: parts of the head's input, e.g. "mean+first"
     calibrate: bool = False  # isotonic calibration fitted on the out-of-fold scores
     target_precision: float | None = None  # threshold: the lowest reaching this out-of-fold precision
@@ -87,9 +88,12 @@ class TrainConfig:
 
 RECIPES = {
     # the bundled default: fastText + MiniLM chunk-mean SVR, stacked, cascade with the novelty rule
-    "default": {"head": "svr", "lexical": "fasttext", "expensive_share": 0.2, "novelty_share": 0.05},
+    # (the embedder reads the first 2,500 characters, the excerpt length the seed labels were given on;
+    # the fastText scorer reads the same)
+    "default": {"head": "svr", "lexical": "fasttext", "expensive_share": 0.2, "novelty_share": 0.05,
+                "max_chars": 2500},
     # phi-1's: every document embedded, a random forest on the embedding
-    "paper": {"head": "forest", "lexical": None, "expensive_share": None, "novelty_share": None},
+    "paper": {"head": "forest", "lexical": None, "expensive_share": None, "novelty_share": None, "max_chars": None},
 }
 
 
@@ -104,10 +108,12 @@ def recipe_config(recipe: str = "default", lexical: str | None = None, lexical_l
         chosen["lexical"] = None if lexical == "none" else lexical
     if chosen["lexical"] is None and lexical is not None:  # --lexical none: no cascade either, unless asked
         chosen["expensive_share"] = chosen["novelty_share"] = None
-    for key in ("head", "expensive_share", "novelty_share"):
+    for key in ("head", "expensive_share", "novelty_share", "max_chars"):
         if options.get(key) is not None:
             chosen[key] = options[key]
         options.pop(key, None)
+    if chosen["max_chars"] == 0:  # --max-chars 0: the whole document
+        chosen["max_chars"] = None
     if chosen["expensive_share"] is None:
         chosen["novelty_share"] = None  # the novelty rule is part of the cascade
     params = {"labels": lexical_labels} if chosen["lexical"] else None
@@ -229,6 +235,7 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
         head=cfg.head,
         doc_mode=cfg.doc_mode,
         max_chunks=cfg.max_chunks,
+        max_chars=cfg.max_chars,
         calibrate=cfg.calibrate,
         features=cfg.features,
         lexical=cfg.lexical,
@@ -242,7 +249,7 @@ def make_classifier(cfg: TrainConfig) -> EduClassifier:
 def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str | os.PathLike | None,
                         progress: bool = False, revision: str | None = None, sha256: dict | None = None):
     """Embeddings of a labelled set: from the cache where it has them, else from the embedder."""
-    from .embcache import EmbeddingCache, identity, merge
+    from .embcache import EmbeddingCache, identity
 
     embedder = clf.make_embedder()
     embedder.revision = revision
@@ -252,15 +259,7 @@ def labelled_embeddings(clf: EduClassifier, data: LabelledSet, embeddings: str |
         return embedder, clf.embed_documents(data.texts, progress=progress)
     cache = EmbeddingCache.open(embeddings)
     cache.check(identity(embedder, clf.chunking, clf.max_chunks), f"--doc-mode {clf.doc_mode}")
-    found, missing = cache.lookup(data.ids, data.texts)
-    if not missing:
-        return embedder, found
-    fresh = clf.embed_documents([data.texts[k] for k in missing], progress=progress)
-    if found is None:
-        return embedder, fresh
-    gone = set(missing)
-    return embedder, merge(len(data.texts), [([k for k in range(len(data.texts)) if k not in gone], found),
-                                             (missing, fresh)])
+    return embedder, cached_doc_embeddings(clf, cache, data.texts, data.ids, progress=progress, count=True)
 
 
 def train_model(labels: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig | None = None,
@@ -350,9 +349,12 @@ def _docs_note(metrics: dict) -> str:
 
 
 def _limit_note(clf: EduClassifier) -> str:
-    if clf.doc_mode == "truncate":
-        return f"Text after the first {clf.max_length} tokens is not read."
-    return f"Text after the first {clf.max_chunks} chunks of {clf.max_length} tokens is not read."
+    read = (f"the first {clf.max_length} tokens" if clf.doc_mode == "truncate"
+            else f"the first {clf.max_chunks} chunks of {clf.max_length} tokens")
+    if clf.max_chars is None:
+        return f"Text after {read} is not read."
+    return (f"The embedder reads the first {clf.max_chars:,} characters of a document (cut at a line break), "
+            f"and of those at most {read}; text after them is not read.")
 
 
 def _parts_note(clf: EduClassifier, metrics: dict) -> str:

@@ -141,3 +141,67 @@ def test_bundled_default_scores_what_it_scored_when_it_was_trained(tmp_path):
     assert out.column("id").to_pylist() == ref["ids"]
     np.testing.assert_allclose(out.column("edu_score").to_numpy(), np.asarray(ref["edu_score"], np.float32),
                                rtol=0, atol=FLOAT_TOL)
+
+
+# --- issue 23: the embedder reads the first 2,500 characters (max_chars) -------------------------
+
+
+def _long_embedded_documents(clf, n=3):
+    """Documents of the example shard longer than 3,000 characters that the cascade embeds."""
+    t = pq.read_table(REPO / "examples" / "shards" / "example-00000.parquet")
+    texts = [x for x in t.column("text").to_pylist() if len(x) > 3_000]
+    routed = clf.route(texts).embed
+    assert len(routed) >= 1, "the example shard no longer holds a long document the cascade embeds"
+    return [texts[k] for k in routed[:n]]
+
+
+def test_bundled_default_reads_only_the_first_2500_characters(bundled_model):
+    """The seed labels describe a file's first 2,500 characters and the fastText part reads
+    those: the embedder of the bundled model reads them too (cut at a line break), so what
+    follows cannot move the score. A tail from another document is pasted after character
+    2,500: the score stays (within 1e-4); the same model reading whole documents moves it."""
+    from phifilter.chunking import excerpt
+
+    clf = bundled_model
+    assert clf.max_chars == 2500 and read_model_meta(default_model_path())["params"]["max_chars"] == 2500
+    docs = _long_embedded_documents(clf)
+    other = (REPO / "phifilter" / "cli.py").read_text()[:20_000]
+    swapped = [d[:2500] + other for d in docs]
+    assert clf.route(swapped).embed.tolist() == list(range(len(docs)))  # both reach the embedder
+    np.testing.assert_allclose(clf.edu_score(swapped), clf.edu_score(docs), rtol=0, atol=FLOAT_TOL)
+    assert all(len(excerpt(d, 2500)) <= 2500 and d.startswith(excerpt(d, 2500)) for d in docs)
+    assert all(excerpt(d, 2500).endswith("\n") for d in docs if "\n" in d[:2500])
+    whole = EduClassifier.load(device="cpu")
+    whole.max_chars = None  # the model as it was: up to 8 chunks of the whole document
+    assert np.abs(whole.edu_score(swapped) - whole.edu_score(docs)).max() > 1e-3
+
+
+def test_an_embedding_cache_of_whole_texts_is_not_used_for_an_excerpt(tmp_path, bundled_model):
+    """`phifilter embed` stores embeddings of whole texts; the bundled model reads only the first
+    2,500 characters, so for a longer text it embeds that start itself: the same scores with the
+    cache as without (within 1e-4)."""
+    import pyarrow as pa
+
+    from phifilter.embcache import embed_shards
+
+    clf = bundled_model
+    docs = _long_embedded_documents(clf) + ["def add(a, b):\n    return a + b\n"]
+    ids = [f"doc-{k}" for k in range(len(docs))]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ids, "text": docs}), tmp_path / "in" / "part.parquet")
+    embed_shards(tmp_path / "in", tmp_path / "emb", clf.embedder_, chunking="chunk", max_chunks=clf.max_chunks)
+    cached = EduClassifier.load(device="cpu").use_embedding_cache(tmp_path / "emb")
+    np.testing.assert_allclose(cached.edu_score(docs, ids=ids), clf.edu_score(docs), rtol=0, atol=FLOAT_TOL)
+
+
+def test_max_chars_is_recorded_and_older_folders_read_whole_documents(tmp_path):
+    """A folder written before max_chars existed loads with None (whole documents, as it was
+    trained); `train --max-chars 0` means the whole document; a bad value is one line."""
+    from phifilter.train import recipe_config
+
+    old = EduClassifier.load(REPO / "tests" / "data" / "format2-model", device="cpu")
+    assert old.max_chars is None and old.featurizer.read(["x" * 5000]) == ["x" * 5000]
+    assert recipe_config().max_chars == 2500 and recipe_config("paper").max_chars is None
+    assert recipe_config(max_chars=0).max_chars is None and recipe_config("paper", max_chars=100).max_chars == 100
+    with pytest.raises(ModelError, match="--max-chars 0"):
+        EduClassifier(max_chars=0).check_options()

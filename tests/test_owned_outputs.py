@@ -280,7 +280,8 @@ def test_score_refuses_a_folder_holding_files_it_did_not_write(tmp_path):
 @pytest.mark.parametrize("edit", [
     {"threshold": "abc"}, {"threshold": 1.5}, {"params": {"max_chunks": -3}}, {"params": {"max_length": "x"}},
     {"doc_mode": "sideways"}, {"n_features": 0}, {"embedder": {"dim": "384"}}, {"positive_threshold": None},
-    {"files": {"forest.skops": "not-a-hash"}}, {"format_version": "2"},
+    {"files": {"forest.skops": "not-a-hash"}}, {"format_version": "2"}, {"params": {"max_chars": 0}},
+    {"params": {"max_chars": "2500"}},
 ])
 def test_damaged_model_json_is_one_line_naming_the_field(tmp_path, edit):
     """Item 9: `"threshold": "abc"` or `max_chunks: -3` in phifilter.json gave tracebacks."""

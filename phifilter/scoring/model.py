@@ -118,6 +118,8 @@ def model_key(clf) -> dict:
         "forest_sha256": getattr(clf, "model_sha256_", None) or f"unsaved-{os.getpid()}-{id(clf)}",
         "embedder_sha256": emb.hashes,
         "max_length": emb.max_length,
+        # how much of a document the embedder reads is in phifilter.json, not in a hashed file
+        **({"max_chars": clf.max_chars} if getattr(clf, "max_chars", None) is not None else {}),
     }
 
 
@@ -147,7 +149,8 @@ def model_identity(clf) -> dict:
         files = {"forest": key["forest_sha256"], **{f"embedder/{k}": v for k, v in key["embedder_sha256"].items()}}
         out = identity(files, max_length=key["max_length"], doc_mode=getattr(clf, "doc_mode", None),
                        max_chunks=getattr(clf, "max_chunks", None), dtype=getattr(emb, "dtype", None),
-                       quantize=getattr(emb, "quantize", None))
+                       quantize=getattr(emb, "quantize", None),
+                       **({"max_chars": key["max_chars"]} if "max_chars" in key else {}))
     # what `report` reads to apply the scoring model's own threshold (issue 23)
     threshold = getattr(clf, "threshold", None)
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
