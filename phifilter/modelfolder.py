@@ -142,9 +142,18 @@ def dump_skops(estimator, file: Path) -> None:
     make_zip_reproducible(file)
 
 
+# What phifilter.json records about its writing, not about the model: left out of the model's id,
+# so the same model written twice (another day, other package versions) is the same model.
+NOT_IDENTITY = ("created", "versions")
+
+
 def models_id(meta: dict) -> str:
-    """Identifies a scoring model across processes (checkpoint keys): the hashes of its files."""
-    return hashlib.sha256(json.dumps(meta.get("files") or {}, sort_keys=True).encode()).hexdigest()
+    """Identifies a scoring model across processes (checkpoint keys, run records): its whole
+    ``phifilter.json`` but when and with what it was written. The part files enter through their
+    hashes in ``files``; the combiner, cascade band, score map and options live in the JSON
+    itself, so a model whose parts stayed and whose JSON changed is another model."""
+    kept = {k: v for k, v in meta.items() if k not in NOT_IDENTITY}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
 def write_model_folder(path: str | os.PathLike, write_parts: Callable[[Path], None], meta: dict,

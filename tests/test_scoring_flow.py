@@ -196,3 +196,28 @@ def test_a_failing_write_stops_every_stage_thread(tmp_path, bundled_model, monke
     else:
         raise AssertionError("the full disk was not reported")
     monkeypatch.setattr(pq.ParquetWriter, "write_batch", real)
+
+
+def test_a_model_whose_json_changed_and_parts_stayed_is_another_model(tmp_path):
+    """The combiner, cascade band and score map live in phifilter.json, not in a hashed part file:
+    a model retrained into the same parts with another combiner scores differently, so a rerun
+    must redo its shards (its id once covered only the part files, and the rerun skipped them)."""
+    import shutil
+
+    from phifilter import EduClassifier
+    from phifilter.modelfolder import default_model_path
+
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_path(), folder)
+    write_shard(tmp_path / "in" / "a.parquet", [GOOD_CODE, BOILERPLATE, "x = 1"])
+    first = score_shards(tmp_path / "in", tmp_path / "out", model=EduClassifier.load(folder, device="cpu"))
+    assert first.shards_scored == 1
+    before = pq.read_table(tmp_path / "out" / "a.parquet").column("edu_score").to_numpy()
+    meta = json.loads((folder / "phifilter.json").read_text())
+    meta["combiner"]["intercept"] += 2.0  # the parts' bytes and hashes stay as they were; both
+    meta["cascade"]["cheap_mapping"]["intercept"] += 2.0  # the embedded and the cheap path rise
+    (folder / "phifilter.json").write_text(json.dumps(meta))
+    again = score_shards(tmp_path / "in", tmp_path / "out", model=EduClassifier.load(folder, device="cpu"))
+    assert again.redone == ["model changed"] and again.shards_scored == 1
+    after = pq.read_table(tmp_path / "out" / "a.parquet").column("edu_score").to_numpy()
+    assert (after > before + 1e-4).all()  # a higher intercept raises every score
