@@ -638,7 +638,8 @@ def build_report(
         from phifilter import build_report, ReportConfig
         build_report("data/scored/", "report.html", ReportConfig(by="source"))
     """
-    from .outputs import REPORT_MARK, claim_file, claim_stats, is_report_file
+    from .outputs import REPORT_MARK, is_report_file
+    from .shardjob import claim_output, finish
 
     cfg = config or ReportConfig()
     from .location import as_location
@@ -651,8 +652,7 @@ def build_report(
         if shard.path.resolve() == output.resolve():
             raise OutputError(f"{output}: is one of the input shards; choose another -o file")
     # not an input, not into an input folder, not a file we did not write; writable; before the data pass
-    claim_file(output, "a report", inputs=specs, is_ours=is_report_file)
-    claim_stats(stats_json, specs, others=[output])
+    claim_output(output, "a report", specs, is_report_file, stats_json=stats_json)
     try:  # a core dependency; checked before the data pass in case an install lost it
         import matplotlib  # noqa: F401
     except ImportError:
@@ -664,10 +664,6 @@ def build_report(
     log.info("wrote %s (%d bytes)", output, len(page.encode()))
     o = data.overall
     summary = ReportSummary(output, data.rows, data.shards, data.threshold, o.kept_docs, o.kept_tokens, o.total_tokens,
-                            seconds=time.perf_counter() - began, text_bytes=data.text_bytes,
-                            histogram=[int(c) for c in data.histogram], per_shard=data.per_shard, span=data.span)
-    if stats_json is not None:
-        from .stats import write_stats
-
-        write_stats(stats_json, summary.stats())
-    return summary
+                            text_bytes=data.text_bytes, histogram=[int(c) for c in data.histogram],
+                            per_shard=data.per_shard, span=data.span)
+    return finish(summary, stats_json, began)

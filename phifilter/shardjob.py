@@ -109,7 +109,7 @@ def claim(inputs, output_dir, owns, what: str, stats_json=None, task: tuple = (N
 
 
 def claim_output(output, what: str, inputs, is_ours, stats_json=None, others=()) -> None:
-    """:func:`claim` for a command that writes one file (sample, label): the file ``output``
+    """:func:`claim` for a command that writes one file (sample, label, report): the file ``output``
     (a foreign file there, an input or one of ``others`` refused) and ``stats_json`` (never an
     input, the output, one of ``others`` or a file that is not run statistics), before any work."""
     from .outputs import claim_file, claim_stats
