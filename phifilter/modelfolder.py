@@ -219,6 +219,6 @@ def make_zip_reproducible(path: Path) -> None:
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
-                dst.writestr(info, files[name], compresslevel=9)
+                dst.writestr(info, files[name], compresslevel=6)
 
     write_atomic(path, repack)

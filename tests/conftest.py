@@ -12,6 +12,23 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _one_thread_per_worker() -> None:
+    """When pytest-xdist runs one worker per core (``-n auto``), each worker (and every CLI
+    subprocess it starts, which inherits the environment) keeps torch and BLAS to one thread:
+    two workers each running two threads on two cores fight over them (measured on 2 cores,
+    tests/test_contamination.py with -n 2: 199 s and 201 s with torch's default threads,
+    146 s and 150 s with one; tests/test_hostile_models.py, mostly CLI subprocesses: 71 s and
+    58 s, against 52 s and 53 s). Set before any test imports torch; a value the caller set is
+    kept; PHIFILTER_TEST_KEEP_THREADS=1 turns this off (to measure it again)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers and workers >= (os.cpu_count() or 1) and not os.environ.get("PHIFILTER_TEST_KEEP_THREADS"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+
+
+_one_thread_per_worker()
 SHARED = REPO.parent / "shared"
 
 GOOD_CODE = '''def binary_search(items, target):

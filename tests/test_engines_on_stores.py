@@ -49,9 +49,11 @@ def score(*args, env=None):
                           env=env or cli_env(), cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
-def test_devices_write_s3_exactly_once_and_a_rerun_skips(tmp_path, s3):
+def test_devices_write_s3_exactly_once_and_a_rerun_skips(tmp_path, s3, bundled_model):
+    from phifilter import score_shards
+
     src = corpus(tmp_path / "in")
-    assert score(src, "-o", tmp_path / "ref").returncode == 0
+    score_shards(src, tmp_path / "ref", model=bundled_model)  # the reference: one plain local run
     env = {**cli_env(), **s3.env}
     run = score(src, "-o", s3.url("out"), "--devices", "cpu,cpu", "--read-batch-rows", "4", env=env)
     assert run.returncode == 0, run.stderr
@@ -64,9 +66,11 @@ def test_devices_write_s3_exactly_once_and_a_rerun_skips(tmp_path, s3):
     assert again.returncode == 0 and "0 scored, 3 already complete" in again.stdout, again.stdout + again.stderr
 
 
-def test_devices_write_gcs_with_the_drivers_storage_options(tmp_path, gcs):
+def test_devices_write_gcs_with_the_drivers_storage_options(tmp_path, gcs, bundled_model):
+    from phifilter import score_shards
+
     src = corpus(tmp_path / "in", shards=2, rows=6)
-    assert score(src, "-o", tmp_path / "ref").returncode == 0
+    score_shards(src, tmp_path / "ref", model=bundled_model)  # the reference: one plain local run
     run = score(src, "-o", gcs.url("out"), "--devices", "cpu,cpu", *gcs.cli_options, env={**cli_env(), **gcs.env})
     assert run.returncode == 0, run.stderr
     assert keys(gcs.fs, f"{gcs.bucket}/out") == ["e0.parquet", "e1.parquet"]

@@ -54,6 +54,22 @@ def assert_scored_equal(ref, out, names):
         assert len(ids) == len(set(ids)), f"{name}: duplicate rows"
 
 
+@pytest.fixture(scope="module")
+def clean_runs(tmp_path_factory):
+    """Uninterrupted reference runs shared by the tests of this module (each a real CLI run of
+    seconds to tens of seconds): ``clean_runs(name, make)`` calls ``make(folder)`` once per
+    worker in a fresh folder and returns its result. Tests only read the input and reference it
+    writes there; each test's killed and resumed runs write to its own ``tmp_path``."""
+    done: dict = {}
+
+    def get(name, make):
+        if name not in done:
+            done[name] = make(tmp_path_factory.mktemp(f"clean-{name}"))
+        return done[name]
+
+    return get
+
+
 # ---------------------------------------------------------------------------------------------
 # score
 
@@ -318,11 +334,17 @@ def test_train_killed_while_saving_leaves_old_or_new_model_never_a_broken_one(tm
 # embed
 
 
+def _clean_embed(folder):
+    """Four shards of 24 rows and their uninterrupted `embed` run."""
+    src = _corpus(folder / "in", shards=4, rows=24)
+    run_cli("embed", src, "-o", folder / "ref", "--device", "cpu", "-q")
+    return src, folder / "ref"
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-def test_embed_killed_at_random_points_equals_uninterrupted_run(tmp_path, seed):
-    src = _corpus(tmp_path / "in", shards=4, rows=24)
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    run_cli("embed", src, "-o", ref, "--device", "cpu", "-q")
+def test_embed_killed_at_random_points_equals_uninterrupted_run(tmp_path, seed, clean_runs):
+    src, ref = clean_runs("embed", _clean_embed)
+    out = tmp_path / "out"
     names = sorted(p.name for p in ref.glob("*.parquet"))
     assert len(names) == 4
 
@@ -348,16 +370,25 @@ def test_embed_killed_at_random_points_equals_uninterrupted_run(tmp_path, seed):
 # ablate
 
 
-def test_ablate_killed_at_random_points_equals_uninterrupted_run(tmp_path):
+ABLATE_ARGS = ["--preset", "micro", "--seeds", "1", "--val-fraction", "0.1", "--pass-samples", "1",
+               "--pass-problems", "1", "--max-new-tokens", "8", "--threads", "1"]
+
+
+def _clean_ablate(folder):
+    """A scored corpus of 160 documents and its uninterrupted `ablate` run (and how long it took)."""
     from ablate_corpus import make_corpus
     from phifilter.pretrain.evalsets import default_eval_dir
 
-    scored = tmp_path / "scored"
+    scored = folder / "scored"
     make_corpus(scored, default_eval_dir(), n_docs=160)
-    args = ["--preset", "micro", "--seeds", "1", "--val-fraction", "0.1", "--pass-samples", "1",
-            "--pass-problems", "1", "--max-new-tokens", "8", "--threads", "1"]
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    run_cli("ablate", scored, "-o", ref, *args)
+    seconds = _timed_cli("ablate", scored, "-o", folder / "ref", *ABLATE_ARGS)
+    return scored, folder / "ref", seconds
+
+
+def test_ablate_killed_at_random_points_equals_uninterrupted_run(tmp_path, clean_runs):
+    scored, ref, _ = clean_runs("ablate", _clean_ablate)
+    args = ABLATE_ARGS
+    out = tmp_path / "out"
 
     def compare():
         a = json.loads((ref / "results.json").read_text())["arms"]
@@ -443,18 +474,27 @@ def _label_case(tmp_path, chat_server, **_):
                           env={"OPENAI_API_KEY": "sk-test"})
 
 
-def _train_case(tmp_path, **_):
-    from phifilter.classifier import HEAD_FILE, META_FILE, EduClassifier
+TRAIN_OPTIONS = ["--n-estimators", "400", "--cv-folds", "2", "--device", "cpu", "-q"]
 
+
+def _clean_train(folder):
+    """24 labelled documents and their uninterrupted `train` run (and how long it took)."""
     rng = np.random.default_rng(0)
     texts = [GOOD_CODE + f"\n# v{i}" if i % 2 else BOILERPLATE + f"\n# v{i}" for i in range(24)]
     scores = [4 if i % 2 else int(rng.integers(0, 2)) for i in range(24)]
-    labels = tmp_path / "labels.parquet"
+    labels = folder / "labels.parquet"
     pq.write_table(pa.table({"text": texts, "llm_score": pa.array(scores, pa.int8())}), labels)
-    ref, out = tmp_path / "ref", tmp_path / "out" / "model"
+    seconds = _timed_cli("train", labels, "-o", folder / "ref", *TRAIN_OPTIONS)
+    return labels, folder / "ref", seconds
+
+
+def _train_case(tmp_path, clean_runs, **_):
+    from phifilter.classifier import HEAD_FILE, META_FILE, EduClassifier
+
+    labels, ref, seconds = clean_runs("train", _clean_train)
+    options = TRAIN_OPTIONS
+    out = tmp_path / "out" / "model"
     out.parent.mkdir()
-    options = ["--n-estimators", "400", "--cv-folds", "2", "--device", "cpu", "-q"]
-    seconds = _timed_cli("train", labels, "-o", ref, *options)
 
     def compare():
         assert (out / HEAD_FILE).read_bytes() == (ref / HEAD_FILE).read_bytes()
@@ -469,10 +509,9 @@ def _train_case(tmp_path, **_):
                           compare=compare, outputs=[out.parent])
 
 
-def _embed_case(tmp_path, **_):
-    src = _corpus(tmp_path / "in", shards=4, rows=24)
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    run_cli("embed", src, "-o", ref, "--device", "cpu", "-q")
+def _embed_case(tmp_path, clean_runs, **_):
+    src, ref = clean_runs("embed", _clean_embed)
+    out = tmp_path / "out"
     names = sorted(p.name for p in ref.glob("*.parquet"))
 
     def compare():
@@ -492,12 +531,21 @@ def _embed_case(tmp_path, **_):
                           after_kill=lambda: published_files_are_whole(out), compare=compare, outputs=[out])
 
 
-def _report_case(tmp_path, **_):
-    src = _scored_corpus(tmp_path / "in", shards=20, rows=400)
-    ref, out = tmp_path / "ref" / "r.html", tmp_path / "out" / "r.html"
+REPORT_ARGS = ["--threshold", "0.4", "--samples", "2", "-q"]
+
+
+def _clean_report(folder):
+    """20 scored shards of 400 rows and their uninterrupted `report` (and how long it took)."""
+    src = _scored_corpus(folder / "in", shards=20, rows=400)
+    seconds = _timed_cli("report", src, "-o", folder / "ref" / "r.html", *REPORT_ARGS)
+    return src, folder / "ref" / "r.html", seconds
+
+
+def _report_case(tmp_path, clean_runs, **_):
+    src, ref, seconds = clean_runs("report", _clean_report)
+    out = tmp_path / "out" / "r.html"
     out.parent.mkdir()
-    args = ["--threshold", "0.4", "--samples", "2", "-q"]
-    seconds = _timed_cli("report", src, "-o", ref, *args)
+    args = REPORT_ARGS
 
     def page(path):  # the page names the minute it was generated
         import re
@@ -513,16 +561,10 @@ def _report_case(tmp_path, **_):
                           outputs=[out.parent])
 
 
-def _ablate_case(tmp_path, **_):
-    from ablate_corpus import make_corpus
-    from phifilter.pretrain.evalsets import default_eval_dir
-
-    scored = tmp_path / "scored"
-    make_corpus(scored, default_eval_dir(), n_docs=160)
-    args = ["--preset", "micro", "--seeds", "1", "--val-fraction", "0.1", "--pass-samples", "1",
-            "--pass-problems", "1", "--max-new-tokens", "8", "--threads", "1"]
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    seconds = _timed_cli("ablate", scored, "-o", ref, *args)
+def _ablate_case(tmp_path, clean_runs, **_):
+    scored, ref, seconds = clean_runs("ablate", _clean_ablate)
+    args = ABLATE_ARGS
+    out = tmp_path / "out"
 
     def compare():
         a = json.loads((ref / "results.json").read_text())["arms"]
@@ -541,8 +583,8 @@ MATRIX = {"filter": _filter_case, "label": _label_case, "train": _train_case, "e
 
 @pytest.mark.parametrize("sig", sorted(SIGNALS))
 @pytest.mark.parametrize("command", sorted(MATRIX))
-def test_signal_matrix_rerun_equals_clean_run_and_leaves_nothing(tmp_path, chat_server, command, sig):
-    case = MATRIX[command](tmp_path, chat_server=chat_server)
+def test_signal_matrix_rerun_equals_clean_run_and_leaves_nothing(tmp_path, chat_server, clean_runs, command, sig):
+    case = MATRIX[command](tmp_path, chat_server=chat_server, clean_runs=clean_runs)
     seed = sorted(MATRIX).index(command) * 10 + sorted(SIGNALS).index(sig)  # one seeded point per cell
     result = run_kill_resume(case, seed=seed, kills=1, sig=SIGNALS[sig])
     assert len(result.records) == 1
