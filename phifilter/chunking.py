@@ -115,14 +115,20 @@ def pack(pieces: Sequence[str], count: Callable[[list[str]], Sequence[int]], bud
 
 
 def excerpt(text: str, max_chars: int | None) -> str:
-    """The start of ``text`` that a model reading ``max_chars`` characters sees: the whole text
-    when it is that short (or ``max_chars`` is None), else its first ``max_chars`` characters cut
-    back to the last line break among them (cut at ``max_chars`` when there is none), the way
-    the seed set's excerpts were cut before they were labelled."""
+    """``text`` cut to at most ``max_chars`` characters, at the last line break if there is one:
+    how ``sample --max-chars`` and ``label`` cut the seed set's excerpts before they were
+    labelled, and so what a model reading ``max_chars`` characters sees (None: the whole text).
+
+    The cut keeps the line break itself. Without a line break in range (one huge line), the
+    cut falls at the last space, and failing that at exactly ``max_chars``.
+    """
     if max_chars is None or text is None or len(text) <= max_chars:
         return text
-    end = text.rfind("\n", 0, max_chars)
-    return text[: end + 1] if end > 0 else text[:max_chars]
+    cut = text.rfind("\n", 0, max_chars)
+    if cut > 0:
+        return text[: cut + 1]
+    cut = text.rfind(" ", 0, max_chars)
+    return text[: cut + 1] if cut > 0 else text[:max_chars]
 
 
 def chunk_documents(texts: Sequence[str], count: Callable[[list[str]], Sequence[int]], max_length: int,

@@ -47,6 +47,7 @@ from .corpus import (
     texts_from_array,
 )
 from .errors import InputError, OptionError, OutputError
+from .chunking import excerpt
 from .hashing import document_id
 from .location import absolute, as_location
 
@@ -121,21 +122,6 @@ class SampleSummary:
             "strata": {k: {"seen": v[0], "drawn": v[1]} for k, v in sorted(self.strata.items())},
             "per_shard": list(self.per_shard), "failures": [],
         }
-
-
-def excerpt(text: str, max_chars: int | None) -> str:
-    """``text`` cut to at most ``max_chars`` characters, at the last line break if there is one.
-
-    The cut keeps the line break itself. Without a line break in range (one huge line), the
-    cut falls at the last space, and failing that at exactly ``max_chars``.
-    """
-    if max_chars is None or len(text) <= max_chars:
-        return text
-    cut = text.rfind("\n", 0, max_chars)
-    if cut > 0:
-        return text[: cut + 1]
-    cut = text.rfind(" ", 0, max_chars)
-    return text[: cut + 1] if cut > 0 else text[:max_chars]
 
 
 def text_key(text: str, seed: int) -> int:

@@ -16,9 +16,9 @@ runner does the rest the same way for every command (docs/design.md, "One shard 
    one error;
 3. :func:`finish`: the run's seconds and ``--stats-json``.
 
-``sample`` and ``label`` write one file, not a folder of shards: they claim it (and
-``--stats-json``) with :func:`claim_output` before any work, and end with :func:`finish`
-(sample).
+``sample``, ``label`` and ``report`` write one file, not a folder of shards: they claim it
+(and ``--stats-json``) with :func:`claim_output` before any work; sample and report end with
+:func:`finish`.
 
 ``score`` uses :func:`claim` and :func:`finish` around its engines, whose streaming flow
 (:mod:`phifilter.scoring.flow`) takes the same leases per shard, with row-group checkpoints.

@@ -25,7 +25,7 @@ from phifilter.errors import ModelError
 from phifilter.label.local_model import resolve_local_model
 from phifilter.label.parse import read_reply
 from phifilter.label.prompt import REPAIR_QUESTION, build_messages, document_sha, load_rubric, repair_messages
-from phifilter.sample import excerpt
+from phifilter.chunking import excerpt
 
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")

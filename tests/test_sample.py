@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from phifilter.errors import InputError, OutputError
 from phifilter.exclude import load_exclusions
-from phifilter.sample import SampleConfig, allocate, excerpt, sample_shards
+from phifilter.chunking import excerpt
+from phifilter.sample import SampleConfig, allocate, sample_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT.parent / "shared" / "data" / "eval"

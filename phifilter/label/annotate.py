@@ -328,7 +328,7 @@ def _plan(table: pa.Table, input, output, cache_path, model_id: str, cfg: LabelC
     texts = texts_from_array(table.column(cfg.text_column))
     text_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
     if cfg.max_chars:
-        from ..sample import excerpt
+        from ..chunking import excerpt
 
         texts = [excerpt(t, cfg.max_chars) for t in texts]
     rubrics = _rubrics_per_row(table, cfg, input, echo)
@@ -818,7 +818,7 @@ def _write_output(table: pa.Table, output: Path, cfg: LabelConfig, row_keys, ans
 
 
 def _excerpts(table: pa.Table, cfg: LabelConfig) -> list[str | None]:
-    from ..sample import excerpt
+    from ..chunking import excerpt
 
     column = table.column(cfg.text_column)
     nulls = column.is_null().to_pylist()

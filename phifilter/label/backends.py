@@ -328,7 +328,7 @@ class TransformersBackend:
         overhead = self.count_tokens(build(""))
         if overhead >= limit:
             return messages, None
-        from ..sample import excerpt
+        from ..chunking import excerpt
 
         doc_tokens = max(1, total - overhead)
         # Characters per token of this document, then shrink until the prompt fits (the fence
