@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -546,3 +547,27 @@ def test_repair_reask_once_cached_counted_and_capped_by_max_requests(tmp_path, c
     # cached like any answer: a rerun asks nothing, and an unrepairable answer is not re-asked
     assert label_file(src, out, backend(chat_server), fast(repair=True), progress=False).repairs_sent == 0
     assert chat_server.count() == 7
+
+
+def test_standin_refuses_a_request_cut_short_and_never_scripts_it(chat_server):
+    """A client killed while sending its request leaves a body shorter than its Content-Length:
+    the stand-in answers 400, as a real server would, and never gives it a scripted answer (the
+    kill/resume test counts scripted answers per document; one cut short once counted as None)."""
+    import http.client
+    from urllib.parse import urlparse
+
+    from phifilter.label.standin import Canned
+
+    chat_server.reset()
+    chat_server.script = lambda doc, body: Canned(delay=0.0)
+    u = urlparse(chat_server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.putrequest("POST", u.path.rstrip("/") + "/chat/completions")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", "200")
+    conn.endheaders()
+    conn.send(b'{"model": "m", "messages": [{"role": "user", "content": "def f')  # then the client is gone
+    conn.sock.shutdown(socket.SHUT_WR)
+    assert conn.getresponse().status == 400
+    conn.close()
+    assert chat_server.per_doc() == {} and chat_server.per_doc(status=400) == {None: 1}

@@ -185,10 +185,12 @@ class StandinServer:
                     body, messages = None, None
                 req = ChatRequest(document_in(messages) if messages is not None else None,
                                   body if isinstance(body, dict) else None, dict(self.headers), time.monotonic())
-                canned = server._next(req)
-                if canned is None and messages is None:
+                if messages is None:  # not a chat request (or one cut short: its client was killed
+                    # while sending it): refused as a real server would, never given a scripted answer
+                    server._record(req)
                     canned = Canned(400, {"error": {"message": "expected a JSON body with 'messages'"}})
-                canned = canned or Canned()
+                else:
+                    canned = server._next(req) or Canned()
                 req.status = canned.status
                 if canned.delay:
                     time.sleep(canned.delay)
@@ -225,6 +227,10 @@ class StandinServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4,
                       "total_tokens": prompt_tokens + len(text) // 4},
         }
+
+    def _record(self, req: ChatRequest) -> None:
+        with self._lock:
+            self.requests.append(req)
 
     def _next(self, req: ChatRequest) -> Canned | None:
         """Record a request; its scripted answer (queued first, then ``script``), if any."""
